@@ -1,0 +1,384 @@
+//! Binary encoding v1. All integers and floats are little-endian.
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic "SFEMODEL"
+//! 8       2     format version (u16) = 1
+//! 10      2     reserved, 0
+//! 12      4     section count (u32)
+//! 16      8     file length in bytes (u64), trailer included
+//! 24      ...   sections, each: tag [u8; 4], flags u32 (bit 0 = required),
+//!               payload length u64, payload, zero padding to a multiple of 8
+//! len-4   4     CRC-32 (IEEE, as zlib's crc32) of bytes [0, len-4)
+//! ```
+//!
+//! Sections: `META` (optional; string pairs), `SCHM` (feature names), `SCAL` (scaler), `FRST`
+//! (forest). A string is a u32 byte length followed by UTF-8. A reader skips unknown optional
+//! sections and refuses unknown required ones, so later writers can add data old readers may
+//! ignore.
+
+use crate::error::{DecodeError, EncodeError, InvalidModel};
+use crate::{Forest, Model, Node, Scaler, Tree};
+
+pub const MAGIC: [u8; 8] = *b"SFEMODEL";
+pub const FORMAT_VERSION: u16 = 1;
+
+const HEADER_LEN: usize = 24;
+const TRAILER_LEN: usize = 4;
+const FLAG_REQUIRED: u32 = 1;
+/// Feature index marking a leaf in the node record.
+const LEAF: u16 = u16::MAX;
+const NODE_LEN: usize = 8;
+
+const META: [u8; 4] = *b"META";
+const SCHEMA: [u8; 4] = *b"SCHM";
+const SCALER: [u8; 4] = *b"SCAL";
+const FOREST: [u8; 4] = *b"FRST";
+
+pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
+    let mut sections: Vec<([u8; 4], u32, Vec<u8>)> = Vec::with_capacity(4);
+
+    let mut meta = Vec::new();
+    put_u32(&mut meta, model.metadata().len() as u32);
+    for (k, v) in model.metadata() {
+        put_str(&mut meta, k, "metadata key")?;
+        put_str(&mut meta, v, "metadata value")?;
+    }
+    sections.push((META, 0, meta));
+
+    let mut schema = Vec::new();
+    put_u32(&mut schema, model.features().len() as u32);
+    for name in model.features() {
+        put_str(&mut schema, name, "feature name")?;
+    }
+    sections.push((SCHEMA, FLAG_REQUIRED, schema));
+
+    let scaler = model.scaler();
+    let mut scal = Vec::with_capacity(8 + 16 * scaler.len());
+    put_u32(&mut scal, scaler.len() as u32);
+    put_u32(&mut scal, 0);
+    scaler
+        .mean()
+        .iter()
+        .for_each(|v| scal.extend_from_slice(&v.to_le_bytes()));
+    scaler
+        .scale()
+        .iter()
+        .for_each(|v| scal.extend_from_slice(&v.to_le_bytes()));
+    sections.push((SCALER, FLAG_REQUIRED, scal));
+
+    let forest = model.forest();
+    let mut frst =
+        Vec::with_capacity(16 + forest.node_count() * NODE_LEN + forest.trees().len() * 8);
+    put_u32(&mut frst, forest.trees().len() as u32);
+    put_u32(&mut frst, forest.max_samples());
+    frst.extend_from_slice(&forest.offset().to_le_bytes());
+    for (t, tree) in forest.trees().iter().enumerate() {
+        put_u32(&mut frst, tree.nodes().len() as u32);
+        put_u32(&mut frst, 0);
+        for (i, node) in tree.nodes().iter().enumerate() {
+            let (feature, delta, value) = match *node {
+                Node::Split {
+                    feature,
+                    threshold,
+                    right,
+                } => {
+                    let delta = u16::try_from(right as usize - i)
+                        .map_err(|_| EncodeError::TreeTooLarge { tree: t, node: i })?;
+                    (feature, delta, threshold.to_bits())
+                }
+                Node::Leaf { samples } => (LEAF, 0, samples),
+            };
+            frst.extend_from_slice(&feature.to_le_bytes());
+            frst.extend_from_slice(&delta.to_le_bytes());
+            frst.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    sections.push((FOREST, FLAG_REQUIRED, frst));
+
+    let mut out = Vec::new();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    put_u32(&mut out, sections.len() as u32);
+    out.extend_from_slice(&0u64.to_le_bytes()); // file length, patched below
+    for (tag, flags, payload) in &sections {
+        out.extend_from_slice(tag);
+        put_u32(&mut out, *flags);
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(payload);
+        out.resize(out.len().next_multiple_of(8), 0);
+    }
+    let len = (out.len() + TRAILER_LEN) as u64;
+    out[16..24].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    put_u32(&mut out, crc);
+    Ok(out)
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str, what: &'static str) -> Result<(), EncodeError> {
+    let len =
+        u32::try_from(s.len()).map_err(|_| EncodeError::StringTooLong { what, len: s.len() })?;
+    put_u32(out, len);
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// Checks magic, version, declared length and checksum; returns the checksum.
+pub(crate) fn checked_crc(bytes: &[u8]) -> Result<u32, DecodeError> {
+    let mut r = Reader { bytes, pos: 0 };
+    if r.take(MAGIC.len(), "magic").ok() != Some(&MAGIC[..]) {
+        return Err(DecodeError::BadMagic);
+    }
+    let version = r.u16("format version")?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    r.take(6, "header")?;
+    let declared = r.u64("file length")?;
+    if declared != bytes.len() as u64 {
+        return if declared > bytes.len() as u64 {
+            Err(DecodeError::Truncated {
+                what: "the whole file",
+                offset: 0,
+                needed: usize::try_from(declared).unwrap_or(usize::MAX),
+                len: bytes.len(),
+            })
+        } else {
+            Err(DecodeError::LengthMismatch {
+                declared,
+                actual: bytes.len(),
+            })
+        };
+    }
+    if bytes.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(DecodeError::LengthMismatch {
+            declared,
+            actual: bytes.len(),
+        });
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
+    let stored = u32::from_le_bytes(trailer.try_into().expect("trailer is 4 bytes"));
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(DecodeError::Checksum { stored, computed });
+    }
+    Ok(stored)
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> Result<Model, DecodeError> {
+    checked_crc(bytes)?;
+    let body = &bytes[..bytes.len() - TRAILER_LEN];
+    let mut r = Reader {
+        bytes: body,
+        pos: 10,
+    };
+    if r.u16("reserved")? != 0 {
+        return Err(DecodeError::Reserved { offset: 10 });
+    }
+    let n_sections = r.u32("section count")?;
+    r.pos = HEADER_LEN;
+
+    let (mut meta, mut schema, mut scaler, mut forest) = (None, None, None, None);
+    for _ in 0..n_sections {
+        let tag: [u8; 4] = r.take(4, "section tag")?.try_into().expect("4 bytes");
+        let flags = r.u32("section flags")?;
+        if flags & !FLAG_REQUIRED != 0 {
+            return Err(DecodeError::Reserved { offset: r.pos - 4 });
+        }
+        let len = r.u64("section length")?;
+        let len = usize::try_from(len).map_err(|_| DecodeError::Count {
+            what: "section length",
+            count: len,
+        })?;
+        let payload = r.take(len, "section payload")?;
+        let padded = len.next_multiple_of(8) - len;
+        if r.take(padded, "section padding")?.iter().any(|&b| b != 0) {
+            return Err(DecodeError::Reserved {
+                offset: r.pos - padded,
+            });
+        }
+        let mut p = Reader {
+            bytes: payload,
+            pos: 0,
+        };
+        let slot_filled = match tag {
+            META => meta.replace(read_meta(&mut p)?).is_some(),
+            SCHEMA => schema.replace(read_schema(&mut p)?).is_some(),
+            SCALER => scaler.replace(read_scaler(&mut p)?).is_some(),
+            FOREST => forest.replace(read_forest(&mut p)?).is_some(),
+            _ if flags & FLAG_REQUIRED != 0 => {
+                return Err(DecodeError::UnknownRequiredSection { tag });
+            }
+            _ => {
+                p.pos = payload.len();
+                false
+            }
+        };
+        if slot_filled {
+            return Err(DecodeError::DuplicateSection { tag });
+        }
+        if p.pos != payload.len() {
+            return Err(DecodeError::SectionLength {
+                tag,
+                declared: payload.len(),
+                used: p.pos,
+            });
+        }
+    }
+    if r.pos != body.len() {
+        return Err(DecodeError::LengthMismatch {
+            declared: bytes.len() as u64,
+            actual: r.pos + TRAILER_LEN,
+        });
+    }
+    let schema = schema.ok_or(DecodeError::MissingSection { tag: SCHEMA })?;
+    let scaler = scaler.ok_or(DecodeError::MissingSection { tag: SCALER })?;
+    let forest = forest.ok_or(DecodeError::MissingSection { tag: FOREST })?;
+    Ok(Model::new(
+        schema,
+        scaler,
+        forest,
+        meta.unwrap_or_default(),
+    )?)
+}
+
+fn read_meta(p: &mut Reader) -> Result<Vec<(String, String)>, DecodeError> {
+    let n = p.count("metadata entries", 8)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push((p.string("metadata key")?, p.string("metadata value")?));
+    }
+    Ok(out)
+}
+
+fn read_schema(p: &mut Reader) -> Result<Vec<String>, DecodeError> {
+    let n = p.count("feature names", 4)?;
+    if n > crate::MAX_FEATURES {
+        return Err(InvalidModel::TooManyFeatures { count: n }.into());
+    }
+    (0..n).map(|_| p.string("feature name")).collect()
+}
+
+fn read_scaler(p: &mut Reader) -> Result<Scaler, DecodeError> {
+    let n = p.count("scaler entries", 16)?;
+    if p.u32("scaler reserved")? != 0 {
+        return Err(DecodeError::Reserved { offset: p.pos - 4 });
+    }
+    let mean = (0..n)
+        .map(|_| p.f64("scaler mean"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scale = (0..n)
+        .map(|_| p.f64("scaler scale"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Scaler::new(mean, scale)?)
+}
+
+fn read_forest(p: &mut Reader) -> Result<Forest, DecodeError> {
+    let n_trees = p.count("trees", 8 + NODE_LEN)?;
+    let max_samples = p.u32("max_samples")?;
+    let offset = p.f64("offset")?;
+    let mut trees = Vec::with_capacity(n_trees);
+    for t in 0..n_trees {
+        let n_nodes = p.count("tree nodes", NODE_LEN)?;
+        if p.u32("tree reserved")? != 0 {
+            return Err(DecodeError::Reserved { offset: p.pos - 4 });
+        }
+        let mut nodes = Vec::with_capacity(n_nodes);
+        for i in 0..n_nodes {
+            let feature = p.u16("node feature")?;
+            let delta = p.u16("node child offset")?;
+            let value = p.u32("node value")?;
+            nodes.push(if feature == LEAF {
+                if delta != 0 {
+                    return Err(DecodeError::Reserved { offset: p.pos - 6 });
+                }
+                Node::Leaf { samples: value }
+            } else {
+                Node::Split {
+                    feature,
+                    threshold: f32::from_bits(value),
+                    right: (i + usize::from(delta)) as u32,
+                }
+            });
+        }
+        trees.push(Tree::new(nodes).map_err(|problem| InvalidModel::Tree { tree: t, problem })?);
+    }
+    Ok(Forest::new(trees, max_samples, offset)?)
+}
+
+/// A bounds-checked cursor: every read names what it was reading for the error message.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or(DecodeError::Truncated {
+                what,
+                offset: self.pos,
+                needed: n,
+                len: self.bytes.len(),
+            })?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
+        Ok(self
+            .take(N, what)?
+            .try_into()
+            .expect("take returned N bytes"))
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        self.array(what).map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        self.array(what).map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        self.array(what).map(u64::from_le_bytes)
+    }
+
+    fn f64(&mut self, what: &'static str) -> Result<f64, DecodeError> {
+        self.array(what).map(f64::from_le_bytes)
+    }
+
+    /// Reads a u32 count and rejects it if `count * min_item_len` cannot fit in what remains,
+    /// so a hostile count cannot make us reserve gigabytes.
+    fn count(&mut self, what: &'static str, min_item_len: usize) -> Result<usize, DecodeError> {
+        let n = self.u32(what)?;
+        let remaining = self.bytes.len() - self.pos;
+        if (n as usize).saturating_mul(min_item_len) > remaining {
+            return Err(DecodeError::Count {
+                what,
+                count: u64::from(n),
+            });
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let len = self.u32(what)? as usize;
+        let raw = self.take(len, what)?;
+        std::str::from_utf8(raw)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::Utf8 { what })
+    }
+}

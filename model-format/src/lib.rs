@@ -1,0 +1,192 @@
+//! The SecureFlow Edge model: what the trainer writes and every edge worker embeds.
+//!
+//! A model is a feature schema (ordered names), a StandardScaler (per-feature mean and
+//! scale), and an isolation forest whose trees split on the scaled features. Scoring follows
+//! scikit-learn's `IsolationForest` exactly:
+//!
+//! * a tree sends `x` left when `(x_scaled as f32) <= threshold`: scikit-learn casts inputs to
+//!   `float32` before walking its trees, so thresholds are `f32` here too;
+//! * a leaf reached at depth `d` holding `n` training samples contributes `d + c(n)`;
+//! * `score_samples(x) = -2^(-E[h(x)] / c(ψ))` and `decision_function = score_samples - offset`;
+//! * `is_anomaly = decision_function < 0`.
+//!
+//! Why a crate of its own: trainer and worker must agree to the bit on every score, so they
+//! share this code instead of re-implementing it. It does no I/O and builds for
+//! `wasm32-wasip2`. Transcendental functions come from the pure-Rust `libm` crate rather than
+//! the platform's C library, so a native build and a wasm build round identically.
+//!
+//! The binary encoding is in [`codec`]; it validates every length, index and value and returns
+//! a [`DecodeError`] instead of panicking on hostile bytes.
+
+mod codec;
+mod error;
+mod forest;
+mod scaler;
+
+pub use codec::{FORMAT_VERSION, MAGIC};
+pub use error::{DecodeError, EncodeError, InvalidModel, ScoreError};
+pub use forest::{Forest, Node, Tree, average_path_length};
+pub use scaler::Scaler;
+
+/// Largest number of features a model may have. Scoring keeps the scaled row on the stack
+/// (no allocation on the request path), so the width is bounded.
+pub const MAX_FEATURES: usize = 1024;
+
+/// A complete, validated model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    features: Vec<String>,
+    scaler: Scaler,
+    forest: Forest,
+    metadata: Vec<(String, String)>,
+}
+
+/// The result of scoring one row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// Mean path length over the trees, `E[h(x)]`.
+    pub mean_path_length: f64,
+    /// scikit-learn's `score_samples`: `-2^(-E[h(x)]/c(ψ))`, in `[-1, 0)`; lower = more anomalous.
+    pub score_samples: f64,
+    /// scikit-learn's `decision_function`: `score_samples - offset`; negative = anomalous.
+    pub decision: f64,
+}
+
+impl Score {
+    /// `decision < 0`, as scikit-learn's `predict` returns -1.
+    pub fn is_anomaly(&self) -> bool {
+        self.decision < 0.0
+    }
+
+    /// `2^(-E[h(x)]/c(ψ))` in `(0, 1]`: the isolation forest paper's anomaly score, higher =
+    /// more anomalous.
+    pub fn risk(&self) -> f64 {
+        -self.score_samples
+    }
+}
+
+impl Model {
+    /// Assembles a model, checking that all parts agree with each other.
+    pub fn new(
+        features: Vec<String>,
+        scaler: Scaler,
+        forest: Forest,
+        metadata: Vec<(String, String)>,
+    ) -> Result<Self, InvalidModel> {
+        if features.is_empty() {
+            return Err(InvalidModel::NoFeatures);
+        }
+        if features.len() > MAX_FEATURES {
+            return Err(InvalidModel::TooManyFeatures {
+                count: features.len(),
+            });
+        }
+        for (i, name) in features.iter().enumerate() {
+            if name.is_empty() {
+                return Err(InvalidModel::EmptyFeatureName { index: i });
+            }
+            if features[..i].contains(name) {
+                return Err(InvalidModel::DuplicateFeature { name: name.clone() });
+            }
+        }
+        if scaler.len() != features.len() {
+            return Err(InvalidModel::ScalerWidth {
+                scaler: scaler.len(),
+                features: features.len(),
+            });
+        }
+        if let Some(max) = forest.max_feature_index() {
+            if usize::from(max) >= features.len() {
+                return Err(InvalidModel::FeatureIndex {
+                    index: max,
+                    features: features.len(),
+                });
+            }
+        }
+        Ok(Model {
+            features,
+            scaler,
+            forest,
+            metadata,
+        })
+    }
+
+    /// Ordered feature names: the row layout [`Model::score`] expects.
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    pub fn scaler(&self) -> &Scaler {
+        &self.scaler
+    }
+
+    pub fn forest(&self) -> &Forest {
+        &self.forest
+    }
+
+    /// Free-form key/value pairs the trainer recorded (seed, row count, trainer version...).
+    pub fn metadata(&self) -> &[(String, String)] {
+        &self.metadata
+    }
+
+    /// Looks up one metadata value.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Scores one row of raw (unscaled) feature values in schema order.
+    ///
+    /// Allocation-free. Errors if the row has the wrong width or a non-finite value.
+    pub fn score(&self, row: &[f64]) -> Result<Score, ScoreError> {
+        let n = self.features.len();
+        if row.len() != n {
+            return Err(ScoreError::Width {
+                expected: n,
+                found: row.len(),
+            });
+        }
+        let mut scaled = [0f32; MAX_FEATURES];
+        for (i, &v) in row.iter().enumerate() {
+            if !v.is_finite() {
+                return Err(ScoreError::NotFinite {
+                    feature: self.features[i].clone(),
+                });
+            }
+            scaled[i] = self.scaler.scale_one(i, v) as f32;
+        }
+        // Model::new checked that every split reads a feature below n.
+        self.forest.score_scaled(&scaled[..n])
+    }
+
+    /// Encodes the model into the v1 binary format (see [`codec`](crate::codec)).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
+        codec::encode(self)
+    }
+
+    /// Decodes and fully validates a model file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes)
+    }
+}
+
+/// Identity of an encoded model file: its CRC-32 checksum (the file's last four bytes) and the
+/// version string derived from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelId {
+    pub checksum: u32,
+}
+
+impl ModelId {
+    /// Reads the identity of an already validated model file.
+    pub fn of(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::checked_crc(bytes).map(|checksum| ModelId { checksum })
+    }
+
+    /// Content-derived version string, e.g. `if1-3a9f00c2`.
+    pub fn version(&self) -> String {
+        format!("if{}-{:08x}", FORMAT_VERSION, self.checksum)
+    }
+}

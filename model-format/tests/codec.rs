@@ -1,0 +1,252 @@
+//! Encoding round trips and hostile bytes: every corruption is a typed error, never a panic.
+
+use model_format::{DecodeError, Forest, InvalidModel, Model, ModelId, Node, Scaler, Tree};
+
+/// A small deterministic model: `trees` trees of depth 3 over 3 features.
+fn sample_model(trees: usize) -> Model {
+    let mut out = Vec::new();
+    for t in 0..trees {
+        let f = |k: usize| ((t + k) % 3) as u16;
+        let th = |k: usize| (t as f32 * 0.37 + k as f32 * 0.11).sin();
+        // pre-order: 0 split, 1 split, 2 leaf, 3 leaf, 4 split, 5 leaf, 6 leaf
+        let nodes = vec![
+            Node::Split {
+                feature: f(0),
+                threshold: th(0),
+                right: 4,
+            },
+            Node::Split {
+                feature: f(1),
+                threshold: th(1),
+                right: 3,
+            },
+            Node::Leaf {
+                samples: 1 + t as u32 % 5,
+            },
+            Node::Leaf { samples: 2 },
+            Node::Split {
+                feature: f(2),
+                threshold: th(2),
+                right: 6,
+            },
+            Node::Leaf { samples: 7 },
+            Node::Leaf { samples: 1 },
+        ];
+        out.push(Tree::new(nodes).unwrap());
+    }
+    Model::new(
+        vec!["amount".into(), "hour".into(), "day_of_week".into()],
+        Scaler::new(vec![50.0, 12.0, 3.0], vec![20.0, 6.5, 2.0]).unwrap(),
+        Forest::new(out, 16, -0.52).unwrap(),
+        vec![("trainer".into(), "test".into())],
+    )
+    .unwrap()
+}
+
+fn rows() -> Vec<[f64; 3]> {
+    (0..200)
+        .map(|i| [i as f64 * 1.7 - 40.0, (i % 24) as f64, (i % 7) as f64])
+        .collect()
+}
+
+/// Recomputes the trailer checksum after a deliberate edit, so the structural checks are reached.
+fn reseal(bytes: &mut [u8]) {
+    let n = bytes.len() - 4;
+    let crc = crc32fast_hash(&bytes[..n]);
+    bytes[n..].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn crc32fast_hash(b: &[u8]) -> u32 {
+    // CRC-32/ISO-HDLC, bitwise; independent of the crate under test.
+    let mut crc = !0u32;
+    for &byte in b {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn round_trip_preserves_model_and_scores() {
+    let model = sample_model(10);
+    let bytes = model.to_bytes().unwrap();
+    let back = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(back, model);
+    for r in rows() {
+        assert_eq!(model.score(&r).unwrap(), back.score(&r).unwrap());
+    }
+    // Encoding is deterministic.
+    assert_eq!(back.to_bytes().unwrap(), bytes);
+    assert_eq!(
+        ModelId::of(&bytes).unwrap().checksum,
+        u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap())
+    );
+}
+
+#[test]
+fn every_truncation_is_a_typed_error() {
+    let bytes = sample_model(3).to_bytes().unwrap();
+    for len in 0..bytes.len() {
+        let err = Model::from_bytes(&bytes[..len]).unwrap_err();
+        if len >= 24 {
+            assert!(
+                matches!(err, DecodeError::Truncated { .. }),
+                "len {len}: {err}"
+            );
+        }
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(
+        Model::from_bytes(&longer),
+        Err(DecodeError::LengthMismatch { .. })
+    ));
+}
+
+#[test]
+fn every_flipped_byte_is_rejected() {
+    let bytes = sample_model(3).to_bytes().unwrap();
+    for i in 0..bytes.len() {
+        for mask in [0x01u8, 0x80, 0xff] {
+            let mut b = bytes.clone();
+            b[i] ^= mask;
+            assert!(
+                Model::from_bytes(&b).is_err(),
+                "flip {mask:#x} at {i} was accepted"
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_magic_and_version() {
+    let bytes = sample_model(2).to_bytes().unwrap();
+    let mut b = bytes.clone();
+    b[0] = b'X';
+    assert_eq!(Model::from_bytes(&b), Err(DecodeError::BadMagic));
+    assert_eq!(Model::from_bytes(b"PK\x03\x04"), Err(DecodeError::BadMagic));
+    let mut b = bytes.clone();
+    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    reseal(&mut b);
+    assert_eq!(
+        Model::from_bytes(&b),
+        Err(DecodeError::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        })
+    );
+}
+
+#[test]
+fn checksum_mismatch_is_reported() {
+    let mut b = sample_model(2).to_bytes().unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    assert!(matches!(
+        Model::from_bytes(&b),
+        Err(DecodeError::Checksum { .. })
+    ));
+}
+
+/// Offset of the first node record of the first tree (FRST section is last).
+fn first_node_offset(bytes: &[u8], trees: usize) -> usize {
+    // 7 nodes x 8 bytes + 8 bytes tree header per tree, preceded by 16 bytes of forest header.
+    let forest_payload = 16 + trees * (8 + 7 * 8);
+    bytes.len() - 4 - forest_payload.next_multiple_of(8) + 16 + 8
+}
+
+#[test]
+fn structurally_corrupt_but_sealed_files_are_invalid() {
+    let bytes = sample_model(2).to_bytes().unwrap();
+    let node0 = first_node_offset(&bytes, 2);
+    // Root's right child pushed beyond the tree.
+    let mut b = bytes.clone();
+    b[node0 + 2..node0 + 4].copy_from_slice(&40u16.to_le_bytes());
+    reseal(&mut b);
+    assert!(
+        matches!(
+            Model::from_bytes(&b),
+            Err(DecodeError::Invalid(InvalidModel::Tree { tree: 0, .. }))
+        ),
+        "{:?}",
+        Model::from_bytes(&b)
+    );
+    // Root splits on a feature the schema does not have.
+    let mut b = bytes.clone();
+    b[node0..node0 + 2].copy_from_slice(&9u16.to_le_bytes());
+    reseal(&mut b);
+    assert!(matches!(
+        Model::from_bytes(&b),
+        Err(DecodeError::Invalid(InvalidModel::FeatureIndex {
+            index: 9,
+            ..
+        }))
+    ));
+    // NaN threshold.
+    let mut b = bytes.clone();
+    b[node0 + 4..node0 + 8].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
+    reseal(&mut b);
+    assert!(matches!(
+        Model::from_bytes(&b),
+        Err(DecodeError::Invalid(InvalidModel::Tree { .. }))
+    ));
+    // A huge tree count cannot make the reader allocate: it is checked against remaining bytes.
+    let mut b = bytes.clone();
+    let frst = node0 - 8 - 16;
+    b[frst..frst + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    reseal(&mut b);
+    assert!(matches!(
+        Model::from_bytes(&b),
+        Err(DecodeError::Count { .. })
+    ));
+}
+
+/// Appends a section (tag, flags, payload) to an encoded file and fixes up count, length, CRC.
+fn with_extra_section(bytes: &[u8], tag: &[u8; 4], flags: u32) -> Vec<u8> {
+    let mut b = bytes[..bytes.len() - 4].to_vec();
+    b.extend_from_slice(tag);
+    b.extend_from_slice(&flags.to_le_bytes());
+    b.extend_from_slice(&3u64.to_le_bytes());
+    b.extend_from_slice(&[1, 2, 3, 0, 0, 0, 0, 0]);
+    let count = u32::from_le_bytes(b[12..16].try_into().unwrap()) + 1;
+    b[12..16].copy_from_slice(&count.to_le_bytes());
+    let len = (b.len() + 4) as u64;
+    b[16..24].copy_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    reseal(&mut b);
+    b
+}
+
+#[test]
+fn unknown_sections_follow_the_compatibility_policy() {
+    let model = sample_model(2);
+    let bytes = model.to_bytes().unwrap();
+    let optional = with_extra_section(&bytes, b"XTRA", 0);
+    assert_eq!(Model::from_bytes(&optional).unwrap(), model);
+    let required = with_extra_section(&bytes, b"XTRA", 1);
+    assert_eq!(
+        Model::from_bytes(&required),
+        Err(DecodeError::UnknownRequiredSection { tag: *b"XTRA" })
+    );
+    let dup = with_extra_section(&bytes, b"SCHM", 1);
+    assert!(matches!(
+        Model::from_bytes(&dup),
+        Err(DecodeError::DuplicateSection { .. }) | Err(DecodeError::Truncated { .. })
+    ));
+}
+
+#[test]
+fn scoring_rejects_bad_rows() {
+    let m = sample_model(2);
+    assert!(m.score(&[1.0, 2.0]).is_err());
+    assert!(m.score(&[f64::NAN, 2.0, 3.0]).is_err());
+    assert!(m.score(&[f64::INFINITY, 2.0, 3.0]).is_err());
+    // Extreme but finite values still score.
+    assert!(m.score(&[1e300, -1e300, 0.0]).is_ok());
+}

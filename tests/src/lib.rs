@@ -1,0 +1,541 @@
+//! Test harness that hosts the worker component in wasmtime **the way Spin
+//! (and `wasmtime serve`) host WASI P3 HTTP components**.
+//!
+//! The end-to-end tests should exercise the worker under the same execution
+//! model it gets in production, not under a simplified one-store-per-request
+//! host. Concretely that means:
+//!
+//! * **Component-model async + `wasi:http/handler@0.3.0`.** The worker is a
+//!   spin-sdk 7 `#[http_service]`, i.e. a P3 handler. Rust std on
+//!   `wasm32-wasip2` still imports WASI 0.2 interfaces, so both the P2 and P3
+//!   WASI interfaces are linked.
+//! * **Pooling allocator + pre-instantiation.** The component is compiled and
+//!   linked once (`InstancePre`/`ProxyPre`); instances come from a pre-reserved
+//!   pool, as in `spin up`.
+//! * **Instance reuse.** Requests are dispatched through
+//!   [`wasmtime_wasi_http::handler::ProxyHandler`], the dispatcher Spin and
+//!   `wasmtime serve` use: one instance serves up to `max_reuse` (default 128)
+//!   requests, up to 16 at a time, and is dropped after 1 s idle. Global state
+//!   in the guest therefore survives across requests, exactly as in Spin.
+//! * **The store outlives the response.** The store keeps running after the
+//!   response head goes to hyper, so the guest can stream the body and tasks
+//!   it spawns (`spin_sdk::wasip3::spawn`, e.g. an outbound POST) complete.
+//! * **Outbound HTTP** uses wasmtime-wasi-http's default send-request hooks
+//!   (no allow-list).
+//!
+//! Use [`start`] from tests (own runtime on a background thread) or
+//! [`Harness::bind`] + [`Harness::serve`] from async code (the binary).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use wasmtime::component::{Component, GuestTaskId, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Store, StoreContextMut};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState,
+    WorkerStatus,
+};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Spin's / `wasmtime serve`'s default for P3 components.
+pub const DEFAULT_MAX_REUSE: usize = 128;
+/// Max requests in flight in one instance (Spin's P3 default).
+const MAX_CONCURRENT_REUSE: usize = 16;
+/// An idle instance is dropped after this long (Spin's default).
+const IDLE_INSTANCE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pool size. Far below Spin's 1000: tests never need more, and every harness
+/// in a test process reserves its own pool of virtual address space.
+const POOL_INSTANCES: u32 = 100;
+
+/// What to serve and how.
+#[derive(Clone, Debug)]
+pub struct HarnessConfig {
+    /// Path to the component (`.wasm`).
+    pub component: PathBuf,
+    /// Address to listen on; port 0 picks a free port (see [`RunningHarness::addr`]).
+    pub listen: SocketAddr,
+    /// Requests served by one instance before it is retired (must be >= 1).
+    pub max_reuse: usize,
+    /// Environment variables visible to the guest.
+    pub env: Vec<(String, String)>,
+}
+
+impl HarnessConfig {
+    /// Defaults: `127.0.0.1:0`, reuse 128, empty environment.
+    pub fn new(component: impl Into<PathBuf>) -> Self {
+        Self {
+            component: component.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_reuse: DEFAULT_MAX_REUSE,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A harness serving on its own runtime thread. Dropping it (or calling
+/// [`RunningHarness::shutdown`]) stops the server.
+pub struct RunningHarness {
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningHarness {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections, tears down the runtime and reports any
+    /// error the server loop ended with.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("harness thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningHarness {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_and_join() {
+            eprintln!("harness: {e:#}");
+        }
+    }
+}
+
+/// Compiles and pre-instantiates the component, binds the listener and serves
+/// on a background thread with its own tokio runtime. Returns once listening.
+pub fn start(config: HarnessConfig) -> anyhow::Result<RunningHarness> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("harness".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("building tokio runtime")?;
+            let result = runtime.block_on(async {
+                let harness = match Harness::bind(&config).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let _ = ready_tx.send(Ok(harness.local_addr()));
+                // A dropped sender also means "stop".
+                harness
+                    .serve(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+            });
+            // Connection tasks and workers still running are cancelled here;
+            // don't let a stuck one hang the caller's drop.
+            runtime.shutdown_timeout(Duration::from_secs(5));
+            result
+        })
+        .context("spawning harness thread")?;
+
+    match ready_rx.recv() {
+        Ok(Ok(addr)) => Ok(RunningHarness {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        // The thread died before reporting (runtime build failed or panic).
+        Err(_) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            _ => bail!("harness thread exited before it was ready"),
+        },
+    }
+}
+
+/// A compiled, pre-instantiated component bound to a listening socket.
+pub struct Harness {
+    listener: TcpListener,
+    handler: ProxyHandler<App>,
+}
+
+impl Harness {
+    /// Builds the engine (pooling allocator, component-model async), compiles
+    /// and pre-instantiates the component, and binds `config.listen`.
+    pub async fn bind(config: &HarnessConfig) -> anyhow::Result<Self> {
+        if config.max_reuse == 0 {
+            bail!("max_reuse must be at least 1");
+        }
+        // Compilation is CPU-bound; keep it off the async workers.
+        let app = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || App::load(&config))
+                .await
+                .context("component loading task failed")??
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Self {
+            listener,
+            handler: ProxyHandler::new(app),
+        })
+    }
+
+    /// The address actually bound (resolves port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves HTTP/1.1 (keep-alive) until `shutdown` resolves. Connections
+    /// still open then are left to the runtime (dropped with it).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let local = self.local_addr();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _peer) = tokio::select! {
+                () = &mut shutdown => {
+                    // Workers dropped with the runtime now are not failures.
+                    self.handler.state().shutting_down.store(true, Ordering::Relaxed);
+                    return Ok(());
+                }
+                accepted = self.listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    // Transient (e.g. EMFILE, aborted handshake): keep serving.
+                    Err(e) => {
+                        eprintln!("harness: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            // Without this, Nagle + delayed ACK stall small keep-alive
+            // responses by ~40 ms (same fix as `wasmtime serve`).
+            if let Err(e) = stream.set_nodelay(true) {
+                eprintln!("harness: set_nodelay failed: {e}");
+            }
+            let handler = self.handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handle(&handler, req, local).await) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    // Typically the client went away mid-response.
+                    eprintln!("harness: connection error: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// Dispatches one request to a (possibly reused) instance. Never fails: any
+/// host or guest error (including a trap) becomes a 500 for this request only.
+async fn handle(
+    handler: &ProxyHandler<App>,
+    req: Request<Incoming>,
+    local: SocketAddr,
+) -> Response<WasiBody> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let req = match with_absolute_uri(req, local) {
+        Ok(req) => req,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, format!("{e:#}")),
+    };
+    let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+    match handler.handle((), req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            eprintln!("harness: {method} {path} failed: {e:#}");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}"))
+        }
+    }
+}
+
+/// hyper gives origin-form URIs (`/path`); hand the guest a full
+/// `http://host/path` so `req.uri()` carries scheme and authority.
+fn with_absolute_uri(
+    mut req: Request<Incoming>,
+    local: SocketAddr,
+) -> anyhow::Result<Request<Incoming>> {
+    if req.uri().authority().is_some() {
+        return Ok(req);
+    }
+    let authority = match req.headers().get(hyper::header::HOST) {
+        Some(host) => host.to_str().context("non-ASCII Host header")?.to_owned(),
+        None => local.to_string(),
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    *req.uri_mut() = format!("http://{authority}{path}")
+        .parse()
+        .with_context(|| format!("invalid Host header {authority:?}"))?;
+    Ok(req)
+}
+
+fn error_response(status: StatusCode, message: String) -> Response<WasiBody> {
+    let body = Full::new(Bytes::from(format!("{status}: {message}\n")))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Per-store host state: WASI (P2 + P3) and wasi:http contexts.
+struct Host {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+}
+
+impl Host {
+    fn new(env: &[(String, String)]) -> Self {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(env)
+            // Guest stdout goes to our stderr: the binary's stdout carries
+            // only the "listening on" line tests parse.
+            .stdout(std::io::stderr())
+            .inherit_stderr();
+        Self {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+        }
+    }
+
+    /// Default hooks = default send-request: outbound HTTP is allowed.
+    fn http_view(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: wasmtime_wasi_http::default_hooks(),
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.http_view()
+    }
+}
+
+/// Application state shared by all workers: the pre-instantiated component.
+struct App {
+    engine: Engine,
+    pre: ProxyPre<Host>,
+    env: Vec<(String, String)>,
+    max_reuse: usize,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl App {
+    fn load(config: &HarnessConfig) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config())
+            .map_err(anyhow::Error::from)
+            .context(
+                "creating wasmtime engine (the pooling allocator reserves a lot of virtual memory)",
+            )?;
+
+        // wasmtime 48 has its own error type: `map_err` into anyhow to add context.
+        let mut linker = Linker::<Host>::new(&engine);
+        // std's own imports (WASI 0.2) ...
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI 0.2")?;
+        // ... and what spin-sdk 7 uses (WASI 0.3 + wasi:http 0.3).
+        wasmtime_wasi::p3::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI 0.3")?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking wasi:http 0.3")?;
+
+        let component = Component::from_file(&engine, &config.component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("compiling component {}", config.component.display()))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "pre-instantiating {} (does it import something not provided?)",
+                    config.component.display()
+                )
+            })?;
+        let pre = ServicePre::new(pre).map_err(anyhow::Error::from).with_context(|| {
+            format!(
+                "{} does not export wasi:http/handler@0.3.0 (build it with spin-sdk 7 #[http_service])",
+                config.component.display()
+            )
+        })?;
+
+        Ok(Self {
+            engine,
+            pre: ProxyPre::P3(pre),
+            env: config.env.clone(),
+            max_reuse: config.max_reuse,
+            shutting_down: Arc::default(),
+        })
+    }
+}
+
+/// Mirrors Spin's engine config (component-model async, pooling allocator),
+/// with a smaller pool.
+fn engine_config() -> Config {
+    const MB: usize = 1 << 20;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOL_INSTANCES)
+        .total_memories(POOL_INSTANCES)
+        .total_tables(2 * POOL_INSTANCES)
+        .total_stacks(POOL_INSTANCES)
+        .total_core_instances(4 * POOL_INSTANCES)
+        .table_elements(100_000)
+        .max_component_instance_size(10 * MB)
+        .max_core_instance_size(10 * MB)
+        .max_core_instances_per_component(200)
+        .max_tables_per_component(64)
+        .max_memories_per_component(32)
+        .max_tables_per_module(2)
+        .max_memories_per_module(2)
+        .max_memory_size(4 << 30)
+        .linear_memory_keep_resident(2 * MB)
+        .table_keep_resident(MB / 2);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .wasm_component_model_async(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+impl HandlerState for App {
+    type StoreData = Host;
+    type WorkerExpiration = IdleTimeout;
+    type WorkerState = Reuse;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<Host, IdleTimeout, Reuse>> {
+        let mut store = Store::new(&self.engine, Host::new(&self.env));
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        Ok(Instance {
+            store,
+            proxy,
+            view: Host::http_view,
+            expiration: IdleTimeout(Box::pin(tokio::time::sleep(IDLE_INSTANCE_TIMEOUT))),
+            state: Reuse {
+                max_reuse: self.max_reuse,
+                shutting_down: self.shutting_down.clone(),
+            },
+        })
+    }
+}
+
+/// Per-instance reuse policy.
+struct Reuse {
+    max_reuse: usize,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl WorkerState for Reuse {
+    type StoreData = Host;
+    type RequestData = ();
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.max_reuse {
+            ShouldAccept::Never
+        } else if concurrent >= MAX_CONCURRENT_REUSE {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        _store: StoreContextMut<'_, Host>,
+        _data: (),
+        _task: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        // No request timeout (Spin's default): never expire.
+        Box::pin(std::future::pending())
+    }
+
+    fn drop(&self, store: Store<Host>, result: wasmtime::Result<()>) {
+        // A trap shows up here (with the wasm backtrace) as well as a 500.
+        if let Err(e) = result
+            && !self.shutting_down.load(Ordering::Relaxed)
+        {
+            eprintln!("harness: instance dropped after error: {e:#}");
+        }
+        drop(store);
+    }
+}
+
+/// Retires an instance once it has been idle (no requests, no background
+/// guest tasks) for [`IDLE_INSTANCE_TIMEOUT`]; busy instances never expire.
+struct IdleTimeout(Pin<Box<tokio::time::Sleep>>);
+
+impl WorkerExpiration for IdleTimeout {
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        status: WorkerStatus,
+        since: Instant,
+    ) -> Poll<()> {
+        if status != WorkerStatus::Idle {
+            return Poll::Pending;
+        }
+        let deadline = tokio::time::Instant::from_std(since + IDLE_INSTANCE_TIMEOUT);
+        let sleep = &mut self.get_mut().0;
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx)
+    }
+}

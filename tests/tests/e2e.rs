@@ -1,0 +1,259 @@
+//! End to end through real parts: synthesize data, fit a model with the trainer, build the
+//! worker component embedding that model, host it in wasmtime as Spin does, and check every
+//! HTTP answer against model-format scoring the same payload natively — bit for bit.
+
+use model_format::Model;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::LazyLock;
+use trainer::forest::{Contamination, IsolationForestParams, MaxSamples};
+
+struct Fixture {
+    model: Model,
+    harness: harness::RunningHarness,
+    _dir: tempfile::TempDir,
+}
+
+/// One model, one component build and one harness, shared by the tests in this file.
+static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("transactions.parquet");
+    let mut df = trainer::synth::transactions(5_000, 0.05, 7).unwrap();
+    trainer::data::write_frame(&data, &mut df).unwrap();
+    let features: Vec<String> = trainer::synth::LEGACY_FEATURES.map(String::from).to_vec();
+    let table = trainer::data::read_features(&data, &features).unwrap();
+    let params = IsolationForestParams {
+        n_estimators: 100,
+        max_samples: MaxSamples::Auto,
+        contamination: Contamination::Fraction(0.1),
+        seed: 7,
+    };
+    let model = trainer::fit(&table, &params).unwrap();
+    let model_path = dir.path().join("model.sfm");
+    std::fs::write(&model_path, model.to_bytes().unwrap()).unwrap();
+
+    let component = build_component(&model_path);
+    let harness = harness::start(harness::HarnessConfig::new(component)).unwrap();
+    Fixture {
+        model,
+        harness,
+        _dir: dir,
+    }
+});
+
+/// Builds the worker for wasm32-wasip2 with `model` embedded, in a target directory of its own
+/// (the outer `cargo test` may still hold the lock on the main one).
+fn build_component(model: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-wasm");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "worker",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .env("SFE_MODEL_PATH", model)
+        .status()
+        .expect("running cargo to build the worker");
+    assert!(status.success(), "building the worker component failed");
+    target.join("wasm32-wasip2/release/worker.wasm")
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn url(path: &str) -> String {
+    format!("http://{}{path}", FIXTURE.harness.addr)
+}
+
+/// POSTs a raw body; returns status and parsed JSON.
+fn post(agent: &ureq::Agent, path: &str, body: &str) -> (u16, Value) {
+    let mut resp = agent
+        .post(url(path))
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON answer {text:?}: {e}")),
+    )
+}
+
+/// Deterministic payloads: typical rows plus extremes (tiny, huge, negative, fractional).
+fn payloads(n: usize) -> Vec<[f64; 5]> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|i| {
+            let u = (next() >> 11) as f64 / (1u64 << 53) as f64;
+            let amount = match i % 5 {
+                0 => u * 100.0,
+                1 => (u * 14.0).exp(),
+                2 => -u * 50.0,
+                3 => u * 1e-6,
+                _ => (u * 1e6).round() / 100.0,
+            };
+            [
+                amount,
+                (next() % 24) as f64,
+                (next() % 7) as f64,
+                (next() % 10) as f64,
+                (next() % 3) as f64,
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn edge_scores_equal_native_scores_bit_for_bit() {
+    let agent = agent();
+    let rows = payloads(2_000);
+    let mut mismatches = 0;
+    let mut anomalies = 0;
+    for row in &rows {
+        let body = json!({
+            "amount": row[0], "hour": row[1], "day_of_week": row[2],
+            "merchant_category": row[3], "transaction_type": row[4],
+        });
+        let (status, resp) = post(&agent, "/api/predict", &body.to_string());
+        assert_eq!(status, 200, "{resp}");
+        let native = FIXTURE.model.score(row).unwrap();
+        let edge = resp["anomaly_score"].as_f64().unwrap();
+        let same = edge.to_bits() == native.decision.to_bits()
+            && resp["risk_score"].as_f64().unwrap().to_bits() == native.risk().to_bits()
+            && resp["is_anomaly"].as_bool().unwrap() == native.is_anomaly()
+            && resp["confidence"].as_f64().unwrap().to_bits() == native.decision.abs().to_bits();
+        if !same {
+            mismatches += 1;
+            eprintln!("mismatch for {row:?}: edge {resp} vs native {native:?}");
+        }
+        anomalies += usize::from(native.is_anomaly());
+        assert!(
+            resp["transaction_id"]
+                .as_str()
+                .is_some_and(|id| id.len() == 36)
+        );
+        assert!(
+            resp["model_version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("if1-"))
+        );
+        assert!(resp["timestamp"].as_str().is_some());
+    }
+    println!(
+        "e2e parity: {} transactions, {mismatches} mismatches, {anomalies} flagged anomalous",
+        rows.len()
+    );
+    assert_eq!(mismatches, 0);
+    // The payloads include both clear outliers and ordinary rows.
+    assert!(anomalies > 0 && anomalies < rows.len());
+}
+
+#[test]
+fn health_reports_the_embedded_model() {
+    let mut resp = agent().get(url("/api/health")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["status"], "healthy");
+    assert_eq!(v["model_initialized"], true);
+    let features: Vec<&str> = v["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(features, trainer::synth::LEGACY_FEATURES);
+    let bytes = FIXTURE.model.to_bytes().unwrap();
+    let id = model_format::ModelId::of(&bytes).unwrap();
+    assert_eq!(v["model_version"], id.version());
+    assert_eq!(v["model_checksum"], format!("crc32:{:08x}", id.checksum));
+}
+
+#[test]
+fn bad_input_gets_400_naming_the_problem() {
+    let agent = agent();
+    let full = r#""amount": 10, "hour": 3, "day_of_week": 1, "merchant_category": 2, "transaction_type": 0"#;
+
+    let (status, v) = post(&agent, "/api/predict", "{not json");
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("invalid JSON"), "{v}");
+
+    let (status, v) = post(
+        &agent,
+        "/api/predict",
+        r#"{"amount": 10, "merchant_category": 2, "transaction_type": 0}"#,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(v["error"], "Missing required field(s): hour, day_of_week");
+
+    let (status, v) = post(
+        &agent,
+        "/api/predict",
+        &format!("{{{}}}", full.replace(r#""hour": 3"#, r#""hour": true"#)),
+    );
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("'hour'"), "{v}");
+
+    let (status, v) = post(
+        &agent,
+        "/api/predict",
+        &format!(
+            "{{{}}}",
+            full.replace(r#""amount": 10"#, r#""amount": "NaN""#)
+        ),
+    );
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("'amount'"), "{v}");
+
+    let (status, v) = post(&agent, "/api/predict", "[1, 2, 3]");
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("JSON object"), "{v}");
+
+    // Numeric strings are coerced, as the legacy service did.
+    let (status, v) = post(
+        &agent,
+        "/api/predict",
+        &format!(
+            "{{{}}}",
+            full.replace(r#""amount": 10"#, r#""amount": "12.5""#)
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    let native = FIXTURE.model.score(&[12.5, 3.0, 1.0, 2.0, 0.0]).unwrap();
+    assert_eq!(
+        v["anomaly_score"].as_f64().unwrap().to_bits(),
+        native.decision.to_bits()
+    );
+
+    let mut resp = agent.get(url("/api/nope")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert!(resp.body_mut().read_to_string().unwrap().contains("error"));
+    assert_eq!(
+        agent
+            .get(url("/api/predict"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16(),
+        405
+    );
+}

@@ -1,0 +1,146 @@
+//! The `trainer` binary as operators run it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .expect("running trainer")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = trainer(args);
+    assert!(
+        out.status.success(),
+        "trainer {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn same_data_and_seed_give_the_same_model_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["csv", "parquet"] {
+        let data = dir.path().join(format!("tx.{ext}"));
+        ok(&[
+            "synth",
+            "--output",
+            p(&data),
+            "--rows",
+            "3000",
+            "--seed",
+            "5",
+        ]);
+        let fit = |out: &Path, seed: &str| {
+            ok(&[
+                "fit",
+                "--input",
+                p(&data),
+                "--output",
+                p(out),
+                "--contamination",
+                "0.1",
+                "--seed",
+                seed,
+            ])
+        };
+        let (a, b, c) = (
+            dir.path().join("a.sfm"),
+            dir.path().join("b.sfm"),
+            dir.path().join("c.sfm"),
+        );
+        let summary = fit(&a, "1");
+        assert!(
+            summary.contains("3000 rows") && summary.contains("100 trees"),
+            "{summary}"
+        );
+        fit(&b, "1");
+        fit(&c, "2");
+        let (a, b, c) = (
+            std::fs::read(a).unwrap(),
+            std::fs::read(b).unwrap(),
+            std::fs::read(c).unwrap(),
+        );
+        assert_eq!(a, b, "same seed, different bytes ({ext})");
+        assert_ne!(a, c, "different seeds, same bytes ({ext})");
+        let model = model_format::Model::from_bytes(&a).unwrap();
+        assert_eq!(model.features().len(), 5);
+        assert_eq!(model.forest().max_samples(), 256);
+        assert_eq!(model.meta("seed"), Some("1"));
+        assert!(model.forest().offset() < 0.0 && model.forest().offset() > -1.0);
+    }
+}
+
+#[test]
+fn synth_is_reproducible_from_its_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    ok(&["synth", "--output", p(&a), "--rows", "500", "--seed", "9"]);
+    ok(&["synth", "--output", p(&b), "--rows", "500", "--seed", "9"]);
+    let text = std::fs::read_to_string(&a).unwrap();
+    assert_eq!(text, std::fs::read_to_string(&b).unwrap());
+    assert!(text.starts_with("amount,hour,day_of_week,merchant_category,transaction_type,label\n"));
+    let anomalies = text.lines().skip(1).filter(|l| l.ends_with(",1")).count();
+    assert!(
+        (5..=60).contains(&anomalies),
+        "{anomalies} anomalies in 500 rows at rate 0.05"
+    );
+}
+
+/// Runs `fit` on a CSV with these contents; expects failure and returns stderr.
+fn fit_fails(dir: &Path, csv: &str, extra: &[&str]) -> String {
+    let data = dir.join("tx.csv");
+    let model = dir.join("m.sfm");
+    std::fs::write(&data, csv).unwrap();
+    let mut args = vec!["fit", "--input", p(&data), "--output", p(&model)];
+    args.extend_from_slice(extra);
+    let out = trainer(&args);
+    assert!(!out.status.success(), "fit {extra:?} on {csv:?} succeeded");
+    assert!(
+        !model.exists(),
+        "a failed fit must not leave a model behind"
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn bad_inputs_fail_with_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let two = ["--features", "amount,hour"];
+
+    let err = fit_fails(dir, "amount,hour\n1.0,2\n", &[]);
+    assert!(err.contains("day_of_week"), "{err}");
+
+    let err = fit_fails(dir, "amount,hour\n1.0,2\nNaN,3\n", &two);
+    assert!(err.contains("amount") && err.contains("finite"), "{err}");
+
+    let err = fit_fails(dir, "amount,hour\n1.0,2\nabc,3\n", &two);
+    assert!(err.contains("amount") || err.contains("abc"), "{err}");
+
+    let err = fit_fails(
+        dir,
+        "amount,hour\n1.0,2\n3.0,4\n",
+        &["--features", "amount,hour", "--contamination", "0.9"],
+    );
+    assert!(err.contains("contamination"), "{err}");
+
+    let err = fit_fails(dir, "amount,hour\n", &two);
+    assert!(err.contains("no rows"), "{err}");
+
+    let out = trainer(&[
+        "fit",
+        "--input",
+        p(&dir.join("missing.parquet")),
+        "--output",
+        p(&dir.join("x.sfm")),
+    ]);
+    assert!(!out.status.success());
+}
