@@ -1,6 +1,28 @@
 #!/usr/bin/env bash
-# Installs what building and testing need: the wasm32-wasip2 Rust target.
+# Installs what building and testing need: the wasm32-wasip2 Rust target, and .venv at the repo
+# root with the pinned Python packages of tools/requirements.txt (scikit-learn parity test,
+# tools/export_sklearn.py, shap for TreeSHAP parity).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup show active-toolchain >/dev/null   # makes rustup install the toolchain in rust-toolchain.toml
 rustup target add wasm32-wasip2
+
+# Python: skipped when .venv already holds exactly these pins (a copy of the requirements file
+# is kept in .venv once the install succeeded).
+requirements=tools/requirements.txt
+stamp=.venv/.sfe-requirements.txt
+if [[ -x .venv/bin/python ]] && cmp -s "$requirements" "$stamp" \
+    && .venv/bin/python -c 'import sklearn, numpy, pandas, pyarrow, shap' 2>/dev/null; then
+  echo "setup: .venv is up to date"
+else
+  python=${PYTHON:-python3}
+  # The pinned numpy/pandas/scikit-learn need CPython >= 3.11.
+  "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "setup: $python is $("$python" --version 2>&1); need Python >= 3.11 (set PYTHON=...)" >&2
+    exit 1
+  }
+  [[ -x .venv/bin/python ]] || "$python" -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
+  echo "setup: .venv ready ($(.venv/bin/python --version))"
+fi

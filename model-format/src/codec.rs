@@ -18,6 +18,7 @@
 //! ignore.
 
 use crate::error::{DecodeError, EncodeError, InvalidModel};
+use crate::normalize::{FeatureRule, Normalization, Source};
 use crate::{Forest, Model, Node, Scaler, Tree};
 
 pub const MAGIC: [u8; 8] = *b"SFEMODEL";
@@ -32,6 +33,7 @@ const NODE_LEN: usize = 8;
 
 const META: [u8; 4] = *b"META";
 const SCHEMA: [u8; 4] = *b"SCHM";
+const NORMALIZATION: [u8; 4] = *b"NORM";
 const SCALER: [u8; 4] = *b"SCAL";
 const FOREST: [u8; 4] = *b"FRST";
 
@@ -52,6 +54,13 @@ pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
         put_str(&mut schema, name, "feature name")?;
     }
     sections.push((SCHEMA, FLAG_REQUIRED, schema));
+
+    // Optional: a reader that ignores it still scores full-shape payloads identically.
+    sections.push((
+        NORMALIZATION,
+        0,
+        encode_normalization(model.normalization())?,
+    ));
 
     let scaler = model.scaler();
     let mut scal = Vec::with_capacity(8 + 16 * scaler.len());
@@ -114,6 +123,115 @@ pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
     let crc = crc32fast::hash(&out);
     put_u32(&mut out, crc);
     Ok(out)
+}
+
+// Source kinds in the NORM section.
+const SRC_FIELD: u8 = 1;
+const SRC_TS_HOUR: u8 = 2;
+const SRC_TS_WEEKDAY: u8 = 3;
+const SRC_LOOKUP: u8 = 4;
+const SRC_HASH: u8 = 5;
+const SRC_DEFAULT: u8 = 6;
+const RULE_INTEGER: u8 = 1;
+const RULE_RANGE: u8 = 2;
+
+fn encode_normalization(n: &Normalization) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&n.hash_seed.to_le_bytes());
+    put_u32(&mut out, n.rules.len() as u32);
+    for rule in &n.rules {
+        let flags = if rule.integer { RULE_INTEGER } else { 0 }
+            | if rule.range.is_some() { RULE_RANGE } else { 0 };
+        out.push(flags);
+        if let Some((lo, hi)) = rule.range {
+            out.extend_from_slice(&lo.to_le_bytes());
+            out.extend_from_slice(&hi.to_le_bytes());
+        }
+        let count = u8::try_from(rule.sources.len()).map_err(|_| EncodeError::TooManySources)?;
+        out.push(count);
+        for source in &rule.sources {
+            match source {
+                Source::Field(f) => {
+                    out.push(SRC_FIELD);
+                    put_str(&mut out, f, "source field")?;
+                }
+                Source::TimestampHour(f) => {
+                    out.push(SRC_TS_HOUR);
+                    put_str(&mut out, f, "source field")?;
+                }
+                Source::TimestampWeekday(f) => {
+                    out.push(SRC_TS_WEEKDAY);
+                    put_str(&mut out, f, "source field")?;
+                }
+                Source::Lookup { field, table } => {
+                    out.push(SRC_LOOKUP);
+                    put_str(&mut out, field, "source field")?;
+                    put_u32(&mut out, table.len() as u32);
+                    for (key, code) in table {
+                        put_str(&mut out, key, "lookup key")?;
+                        out.extend_from_slice(&code.to_le_bytes());
+                    }
+                }
+                Source::Hash { field, buckets } => {
+                    out.push(SRC_HASH);
+                    put_str(&mut out, field, "source field")?;
+                    put_u32(&mut out, *buckets);
+                }
+                Source::Default(v) => {
+                    out.push(SRC_DEFAULT);
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_normalization(p: &mut Reader) -> Result<Normalization, DecodeError> {
+    let hash_seed = p.u64("hash seed")?;
+    let n = p.count("normalization rules", 2)?;
+    let mut rules = Vec::with_capacity(n);
+    for _ in 0..n {
+        let flags = p.array::<1>("rule flags")?[0];
+        if flags & !(RULE_INTEGER | RULE_RANGE) != 0 {
+            return Err(DecodeError::Reserved { offset: p.pos - 1 });
+        }
+        let range = if flags & RULE_RANGE != 0 {
+            Some((p.f64("range min")?, p.f64("range max")?))
+        } else {
+            None
+        };
+        let count = p.array::<1>("source count")?[0];
+        let mut sources = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let kind = p.array::<1>("source kind")?[0];
+            sources.push(match kind {
+                SRC_FIELD => Source::Field(p.string("source field")?),
+                SRC_TS_HOUR => Source::TimestampHour(p.string("source field")?),
+                SRC_TS_WEEKDAY => Source::TimestampWeekday(p.string("source field")?),
+                SRC_LOOKUP => {
+                    let field = p.string("source field")?;
+                    let entries = p.count("lookup entries", 12)?;
+                    let table = (0..entries)
+                        .map(|_| Ok((p.string("lookup key")?, p.f64("lookup code")?)))
+                        .collect::<Result<Vec<_>, DecodeError>>()?;
+                    Source::Lookup { field, table }
+                }
+                SRC_HASH => Source::Hash {
+                    field: p.string("source field")?,
+                    buckets: p.u32("hash buckets")?,
+                },
+                SRC_DEFAULT => Source::Default(p.f64("default value")?),
+                other => return Err(DecodeError::UnknownSource { kind: other }),
+            });
+        }
+        rules.push(FeatureRule {
+            sources,
+            range,
+            integer: flags & RULE_INTEGER != 0,
+        });
+    }
+    Ok(Normalization { hash_seed, rules })
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -186,7 +304,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Model, DecodeError> {
     let n_sections = r.u32("section count")?;
     r.pos = HEADER_LEN;
 
-    let (mut meta, mut schema, mut scaler, mut forest) = (None, None, None, None);
+    let (mut meta, mut schema, mut norm, mut scaler, mut forest) = (None, None, None, None, None);
     for _ in 0..n_sections {
         let tag: [u8; 4] = r.take(4, "section tag")?.try_into().expect("4 bytes");
         let flags = r.u32("section flags")?;
@@ -212,6 +330,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Model, DecodeError> {
         let slot_filled = match tag {
             META => meta.replace(read_meta(&mut p)?).is_some(),
             SCHEMA => schema.replace(read_schema(&mut p)?).is_some(),
+            NORMALIZATION => norm.replace(read_normalization(&mut p)?).is_some(),
             SCALER => scaler.replace(read_scaler(&mut p)?).is_some(),
             FOREST => forest.replace(read_forest(&mut p)?).is_some(),
             _ if flags & FLAG_REQUIRED != 0 => {
@@ -242,12 +361,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Model, DecodeError> {
     let schema = schema.ok_or(DecodeError::MissingSection { tag: SCHEMA })?;
     let scaler = scaler.ok_or(DecodeError::MissingSection { tag: SCALER })?;
     let forest = forest.ok_or(DecodeError::MissingSection { tag: FOREST })?;
-    Ok(Model::new(
-        schema,
-        scaler,
-        forest,
-        meta.unwrap_or_default(),
-    )?)
+    let model = Model::new(schema, scaler, forest, meta.unwrap_or_default())?;
+    Ok(match norm {
+        Some(norm) => model.with_normalization(norm)?,
+        None => model,
+    })
 }
 
 fn read_meta(p: &mut Reader) -> Result<Vec<(String, String)>, DecodeError> {

@@ -31,6 +31,8 @@ pub enum InvalidModel {
     Offset(f64),
     #[error("tree {tree}: {problem}")]
     Tree { tree: usize, problem: TreeProblem },
+    #[error("normalization rules: {0}")]
+    Normalization(String),
 }
 
 /// What is wrong with one tree's node array.
@@ -88,6 +90,8 @@ pub enum DecodeError {
     Utf8 { what: &'static str },
     #[error("{what}: count {count} is implausible for the bytes that remain")]
     Count { what: &'static str, count: u64 },
+    #[error("unknown normalization source kind {kind}")]
+    UnknownSource { kind: u8 },
     #[error("invalid model: {0}")]
     Invalid(#[from] InvalidModel),
 }
@@ -99,6 +103,8 @@ pub enum EncodeError {
         "tree {tree}: node {node} has a right subtree too far away for the v1 encoding (max offset 65535)"
     )]
     TreeTooLarge { tree: usize, node: usize },
+    #[error("a feature has more than 255 normalization sources")]
+    TooManySources,
     #[error("string {what} is too long ({len} bytes)")]
     StringTooLong { what: &'static str, len: usize },
 }
@@ -110,4 +116,18 @@ pub enum ScoreError {
     Width { expected: usize, found: usize },
     #[error("feature {feature} is not a finite number")]
     NotFinite { feature: String },
+}
+
+/// Why a row could not be explained.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ExplainError {
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    #[error("attribution buffer has {found} slots but the model has {expected} features")]
+    PhiWidth { expected: usize, found: usize },
+    #[error(
+        "tree {tree} has a path through {features} distinct features; explanations support at most {max}",
+        max = crate::explain::MAX_PATH_FEATURES
+    )]
+    PathTooComplex { tree: usize, features: usize },
 }

@@ -1,7 +1,8 @@
 //! Isolation trees and forest scoring, following scikit-learn's `IsolationForest`.
 
 use crate::Score;
-use crate::error::{InvalidModel, ScoreError, TreeProblem};
+use crate::error::{ExplainError, InvalidModel, ScoreError, TreeProblem};
+use crate::explain::{ForestShap, TreeShap};
 
 /// Euler–Mascheroni constant, as `numpy.euler_gamma`.
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
@@ -41,6 +42,8 @@ pub struct Tree {
     /// For each leaf, the path length it contributes: depth + c(samples). Derived from `nodes`
     /// at construction so scoring does no logarithms.
     path_length: Vec<f64>,
+    /// Covers and cover ratios for explanations, derived from `nodes`.
+    shap: TreeShap,
 }
 
 impl Tree {
@@ -81,11 +84,26 @@ impl Tree {
                 }
             }
         }
-        Ok(Tree { nodes, path_length })
+        let shap = TreeShap::new(&nodes, &path_length);
+        Ok(Tree {
+            nodes,
+            path_length,
+            shap,
+        })
     }
 
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+
+    pub(crate) fn shap(&self) -> &TreeShap {
+        &self.shap
+    }
+
+    /// The tree's expected path length over its training samples: the cover-weighted mean of
+    /// its leaves' path lengths, `v(∅)` of the explanation game.
+    pub fn expected_path_length(&self) -> f64 {
+        self.shap.root_value()
     }
 
     /// Path length of `x` (scaled, f32) through this tree: depth of its leaf + c(leaf samples).
@@ -131,6 +149,8 @@ pub struct Forest {
     denominator: f64,
     /// Highest feature index any split reads, if any tree splits at all.
     max_feature: Option<u16>,
+    /// Quadrature rule and expected value for explanations, derived from the trees.
+    shap: ForestShap,
 }
 
 impl Forest {
@@ -146,12 +166,14 @@ impl Forest {
         }
         let denominator = trees.len() as f64 * average_path_length(max_samples);
         let max_feature = trees.iter().filter_map(Tree::max_feature).max();
+        let shap = ForestShap::new(&trees);
         Ok(Forest {
             trees,
             max_samples,
             offset,
             denominator,
             max_feature,
+            shap,
         })
     }
 
@@ -184,6 +206,36 @@ impl Forest {
 
     pub(crate) fn max_feature_index(&self) -> Option<u16> {
         self.max_feature
+    }
+
+    pub(crate) fn shap(&self) -> &ForestShap {
+        &self.shap
+    }
+
+    /// `E[h]` over the training samples, the base value of explanations: the mean over trees
+    /// of each tree's cover-weighted mean leaf path length.
+    pub fn expected_value(&self) -> f64 {
+        self.shap.expected_value()
+    }
+
+    /// Exact path-dependent TreeSHAP of the mean path length for an already scaled row:
+    /// overwrites `phi` (one slot per entry of `x`) so that
+    /// `Σphi + expected_value() = score.mean_path_length`. See [`crate::explain`].
+    pub fn explain_scaled(&self, x: &[f32], phi: &mut [f64]) -> Result<Score, ExplainError> {
+        let score = self.score_scaled(x)?;
+        if phi.len() != x.len() {
+            return Err(ExplainError::PhiWidth {
+                expected: x.len(),
+                found: phi.len(),
+            });
+        }
+        phi.fill(0.0);
+        crate::explain::forest_phi(self, x, phi)?;
+        let scale = 1.0 / self.trees.len() as f64;
+        for v in phi.iter_mut() {
+            *v *= scale;
+        }
+        Ok(score)
     }
 
     /// Scores an already scaled row. The row must cover every feature a split reads.

@@ -250,3 +250,79 @@ fn scoring_rejects_bad_rows() {
     // Extreme but finite values still score.
     assert!(m.score(&[1e300, -1e300, 0.0]).is_ok());
 }
+
+fn every_source_kind() -> model_format::Normalization {
+    use model_format::normalize::{FeatureRule, Normalization, Source};
+    Normalization {
+        hash_seed: 0xDEAD_BEEF,
+        rules: vec![
+            FeatureRule::numeric("amount"),
+            FeatureRule {
+                sources: vec![
+                    Source::Field("hour".into()),
+                    Source::TimestampHour("ts".into()),
+                ],
+                range: Some((0.0, 23.0)),
+                integer: true,
+            },
+            FeatureRule {
+                sources: vec![
+                    Source::TimestampWeekday("ts".into()),
+                    Source::Lookup {
+                        field: "kind".into(),
+                        table: vec![("a".into(), 1.0), ("b".into(), 2.5)],
+                    },
+                    Source::Hash {
+                        field: "kind".into(),
+                        buckets: 7,
+                    },
+                    Source::Default(-1.0),
+                ],
+                range: None,
+                integer: false,
+            },
+        ],
+    }
+}
+
+#[test]
+fn normalization_rules_round_trip() {
+    let model = sample_model(2)
+        .with_normalization(every_source_kind())
+        .unwrap();
+    let bytes = model.to_bytes().unwrap();
+    let back = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(back.normalization(), model.normalization());
+    assert_eq!(back, model);
+    // Without NORM a model reads each feature by name (generic numeric schema).
+    let plain = Model::from_bytes(&sample_model(2).to_bytes().unwrap()).unwrap();
+    assert_eq!(
+        plain.normalization(),
+        &model_format::Normalization::generic(plain.features())
+    );
+}
+
+#[test]
+fn unknown_normalization_source_is_rejected() {
+    let bytes = sample_model(2)
+        .with_normalization(every_source_kind())
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let tag = bytes.windows(4).position(|w| w == b"NORM").unwrap();
+    // payload: u64 seed, u32 rules, then rule 0: flags (0), source count, first kind.
+    let kind = tag + 16 + 8 + 4 + 2;
+    assert_eq!(bytes[kind], 1, "first source of rule 0 is a Field");
+    let mut b = bytes.clone();
+    b[kind] = 42;
+    reseal(&mut b);
+    assert_eq!(
+        Model::from_bytes(&b),
+        Err(DecodeError::UnknownSource { kind: 42 })
+    );
+    // Rules that disagree with the schema width are invalid.
+    let mut b = bytes.clone();
+    b[tag + 16 + 8..tag + 16 + 12].copy_from_slice(&2u32.to_le_bytes());
+    reseal(&mut b);
+    assert!(Model::from_bytes(&b).is_err());
+}

@@ -257,3 +257,49 @@ fn bad_input_gets_400_naming_the_problem() {
         405
     );
 }
+
+#[test]
+fn legacy_alternative_shape_is_normalized_by_the_model_rules() {
+    let agent = agent();
+    // 2024-01-15 is a Monday; "ACME Store" hashes (XXH64, seed 0) to category 3; transfer = 2.
+    let (status, v) = post(
+        &agent,
+        "/api/predict",
+        r#"{"amount": "99.5", "merchant": " ACME Store", "timestamp": "2024-01-15T14:30:00Z", "type": "Transfer"}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let native = FIXTURE.model.score(&[99.5, 14.0, 0.0, 3.0, 2.0]).unwrap();
+    assert_eq!(
+        v["anomaly_score"].as_f64().unwrap().to_bits(),
+        native.decision.to_bits()
+    );
+
+    // Without type or timestamp-derived fields given directly, type defaults to purchase (0).
+    let (status, v) = post(
+        &agent,
+        "/api/predict",
+        r#"{"amount": 20, "category": "grocery", "timestamp": "2024-01-21 08:05"}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let native = FIXTURE.model.score(&[20.0, 8.0, 6.0, 0.0, 0.0]).unwrap();
+    assert_eq!(
+        v["anomaly_score"].as_f64().unwrap().to_bits(),
+        native.decision.to_bits()
+    );
+
+    let (status, v) = post(
+        &agent,
+        "/api/predict",
+        r#"{"amount": 20, "merchant": "m", "timestamp": "soon"}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("'timestamp'"), "{v}");
+
+    let (status, v) = post(
+        &agent,
+        "/api/predict",
+        r#"{"amount": 1, "hour": 24, "day_of_week": 1, "merchant_category": 2, "transaction_type": 0}"#,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(v["error"], "Invalid field 'hour': must be between 0 and 23");
+}

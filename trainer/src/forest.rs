@@ -244,7 +244,7 @@ impl Grower<'_> {
 
 /// Largest `f32` not above `t`: for any `f32` x, `x <= t` exactly when `x <= result`, so an
 /// `f32` threshold splits `f32` data exactly like the `f64` draw would.
-fn round_down_to_f32(t: f64) -> f32 {
+pub(crate) fn round_down_to_f32(t: f64) -> f32 {
     let f = t as f32;
     if f64::from(f) > t { f.next_down() } else { f }
 }

@@ -3,6 +3,8 @@
 
 pub mod data;
 pub mod forest;
+pub mod score;
+pub mod sklearn;
 pub mod synth;
 
 use anyhow::{Context, Result};
@@ -10,7 +12,8 @@ use forest::{Contamination, IsolationForestParams};
 use linfa::DatasetBase;
 use linfa::traits::Fit;
 use linfa_preprocessing::linear_scaling::LinearScaler;
-use model_format::{Forest, Model, Scaler};
+use model_format::normalize::LEGACY_FEATURES;
+use model_format::{Forest, Model, Normalization, Scaler};
 use ndarray::Array2;
 use rayon::prelude::*;
 
@@ -49,23 +52,33 @@ pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model>
         ("seed".to_string(), valid.seed.to_string()),
     ];
     let forest = Forest::new(trees, valid.psi as u32, -0.5)?;
-    let model = Model::new(table.names.clone(), scaler, forest, metadata)?;
-    let Contamination::Fraction(c) = valid.contamination else {
-        return Ok(model);
-    };
-    // Offset = the contamination quantile of the training scores, as scikit-learn does.
-    let mut scores: Vec<f64> = (0..n_rows)
-        .into_par_iter()
-        .map(|i| model.score(&table.row(i)).map(|s| s.score_samples))
-        .collect::<Result<_, _>>()?;
-    let offset = forest::percentile(&mut scores, 100.0 * c);
-    let forest = model.forest().clone().with_offset(offset)?;
-    Ok(Model::new(
-        model.features().to_vec(),
-        model.scaler().clone(),
-        forest,
-        model.metadata().to_vec(),
-    )?)
+    let mut model = Model::new(table.names.clone(), scaler, forest, metadata)?;
+    if let Contamination::Fraction(c) = valid.contamination {
+        // Offset = the contamination quantile of the training scores, as scikit-learn does.
+        let mut scores: Vec<f64> = (0..n_rows)
+            .into_par_iter()
+            .map(|i| model.score(&table.row(i)).map(|s| s.score_samples))
+            .collect::<Result<_, _>>()?;
+        let offset = forest::percentile(&mut scores, 100.0 * c);
+        let forest = model.forest().clone().with_offset(offset)?;
+        model = Model::new(
+            model.features().to_vec(),
+            model.scaler().clone(),
+            forest,
+            model.metadata().to_vec(),
+        )?;
+    }
+    Ok(model.with_normalization(payload_rules(&table.names))?)
+}
+
+/// The legacy API's payload shapes when the features are the legacy five; otherwise each
+/// feature is read from the payload field of the same name.
+pub fn payload_rules(features: &[String]) -> Normalization {
+    if features.iter().map(String::as_str).eq(LEGACY_FEATURES) {
+        Normalization::legacy()
+    } else {
+        Normalization::generic(features)
+    }
 }
 
 /// StandardScaler fitted with linfa-preprocessing. linfa stores the multiplier `1/std` (1 for

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use trainer::forest::{Contamination, IsolationForestParams, MaxSamples};
 use trainer::{data, synth};
@@ -43,6 +43,33 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Convert a scikit-learn IsolationForest (+ StandardScaler) exported by
+    /// tools/export_sklearn.py into a model file that scores exactly like scikit-learn.
+    ImportSklearn {
+        /// The JSON export.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the model file.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Score every row of a Parquet or CSV file and write score_samples, anomaly_score
+    /// (decision_function), risk_score, is_anomaly and mean_path_length, in row order.
+    Score {
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Rows to score (.parquet or .csv).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the scores (.parquet or .csv; floats read back bit for bit).
+        #[arg(long)]
+        output: PathBuf,
+        /// Input columns holding the model's features, in model order (comma-separated).
+        /// Default: the model's own feature names.
+        #[arg(long, value_delimiter = ',')]
+        features: Option<Vec<String>>,
+    },
     /// Write seeded synthetic transactions (legacy five features + `label`, 1 = anomaly).
     Synth {
         /// Output file (.parquet or .csv).
@@ -79,12 +106,7 @@ fn main() -> Result<()> {
             };
             let model = trainer::fit(&table, &params)?;
             let bytes = model.to_bytes()?;
-            if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            std::fs::write(&output, &bytes)
-                .with_context(|| format!("writing {}", output.display()))?;
+            write_file(&output, &bytes)?;
             let id = model_format::ModelId::of(&bytes)?;
             println!(
                 "wrote {} ({} bytes, version {}): {} rows, {} features, {} trees, {} nodes, offset {:.6}, in {:.2?}",
@@ -96,6 +118,49 @@ fn main() -> Result<()> {
                 model.forest().trees().len(),
                 model.forest().node_count(),
                 model.forest().offset(),
+                started.elapsed()
+            );
+        }
+        Command::ImportSklearn { input, output } => {
+            let json = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let model = trainer::sklearn::import(&json)
+                .with_context(|| format!("importing {}", input.display()))?;
+            let bytes = model.to_bytes()?;
+            write_file(&output, &bytes)?;
+            let id = model_format::ModelId::of(&bytes)?;
+            println!(
+                "wrote {} ({} bytes, version {}): scikit-learn {}, {} features, {} trees, {} nodes, max_samples {}, offset {}",
+                output.display(),
+                bytes.len(),
+                id.version(),
+                model.meta("sklearn_version").unwrap_or("(version unknown)"),
+                model.features().len(),
+                model.forest().trees().len(),
+                model.forest().node_count(),
+                model.forest().max_samples(),
+                model.forest().offset(),
+            );
+        }
+        Command::Score {
+            model,
+            input,
+            output,
+            features,
+        } => {
+            let started = Instant::now();
+            let bytes =
+                std::fs::read(&model).with_context(|| format!("reading {}", model.display()))?;
+            let model = model_format::Model::from_bytes(&bytes)
+                .with_context(|| format!("decoding {}", model.display()))?;
+            let columns = features.unwrap_or_else(|| model.features().to_vec());
+            let scores = trainer::score::score_file(&model, &input, &columns, &output)?;
+            let anomalies = scores.rows.iter().filter(|s| s.is_anomaly()).count();
+            println!(
+                "wrote {}: {} rows scored, {} anomalies, in {:.2?}",
+                output.display(),
+                scores.rows.len(),
+                anomalies,
                 started.elapsed()
             );
         }
@@ -118,4 +183,12 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path`, creating its directory.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

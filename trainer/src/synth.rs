@@ -9,14 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Normal};
 
-/// The legacy model's features, in the legacy order.
-pub const LEGACY_FEATURES: [&str; 5] = [
-    "amount",
-    "hour",
-    "day_of_week",
-    "merchant_category",
-    "transaction_type",
-];
+pub use model_format::normalize::LEGACY_FEATURES;
 
 /// Builds `rows` transactions, about `anomaly_rate` of them anomalous (`label` = 1, else 0).
 pub fn transactions(rows: usize, anomaly_rate: f64, seed: u64) -> anyhow::Result<DataFrame> {

@@ -144,3 +144,87 @@ fn bad_inputs_fail_with_clear_messages() {
     ]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn score_writes_every_row_in_order_with_exact_floats() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (data, model_path) = (d.join("tx.csv"), d.join("m.sfm"));
+    ok(&[
+        "synth",
+        "--output",
+        p(&data),
+        "--rows",
+        "700",
+        "--seed",
+        "3",
+    ]);
+    ok(&[
+        "fit",
+        "--input",
+        p(&data),
+        "--output",
+        p(&model_path),
+        "--contamination",
+        "0.1",
+    ]);
+    let model = model_format::Model::from_bytes(&std::fs::read(&model_path).unwrap()).unwrap();
+
+    // Same columns under other names, selected with --features.
+    let text = std::fs::read_to_string(&data).unwrap();
+    let renamed = d.join("renamed.csv");
+    std::fs::write(&renamed, text.replacen("amount,hour", "amt,hr", 1)).unwrap();
+    let scores = d.join("scores.csv");
+    let summary = ok(&[
+        "score",
+        "--model",
+        p(&model_path),
+        "--input",
+        p(&renamed),
+        "--output",
+        p(&scores),
+        "--features",
+        "amt,hr,day_of_week,merchant_category,transaction_type",
+    ]);
+    assert!(summary.contains("700 rows scored"), "{summary}");
+
+    let out = std::fs::read_to_string(&scores).unwrap();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("score_samples,anomaly_score,risk_score,is_anomaly,mean_path_length")
+    );
+    let table = trainer::data::read_features(&data, model.features()).unwrap();
+    let mut n = 0;
+    for (i, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let want = model.score(&table.row(i)).unwrap();
+        // Parsing the CSV text gives back the exact bits.
+        assert_eq!(
+            f[0].parse::<f64>().unwrap().to_bits(),
+            want.score_samples.to_bits()
+        );
+        assert_eq!(
+            f[1].parse::<f64>().unwrap().to_bits(),
+            want.decision.to_bits()
+        );
+        assert_eq!(f[2].parse::<f64>().unwrap(), want.risk());
+        assert_eq!(f[3], if want.is_anomaly() { "true" } else { "false" });
+        assert_eq!(f[4].parse::<f64>().unwrap(), want.mean_path_length);
+        n += 1;
+    }
+    assert_eq!(n, 700);
+
+    // Default columns are the model's own names; a missing one is named in the error.
+    let out = trainer(&[
+        "score",
+        "--model",
+        p(&model_path),
+        "--input",
+        p(&renamed),
+        "--output",
+        p(&d.join("x.parquet")),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("amount"));
+}

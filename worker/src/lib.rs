@@ -7,7 +7,8 @@
 //! trainer's to the bit.
 
 use http_body_util::{BodyExt, Limited};
-use model_format::{Model, ModelId};
+use model_format::normalize::Value as PayloadValue;
+use model_format::{MAX_FEATURES, Model, ModelId, Payload};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use spin_sdk::http::{Method, Request, Response, StatusCode};
@@ -138,11 +139,12 @@ fn predict(body: &[u8]) -> Response<String> {
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
-    let row = match features_from(&payload, l.model.features()) {
-        Ok(row) => row,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
-    };
-    let score = match l.model.score(&row) {
+    let mut row = [0f64; MAX_FEATURES];
+    if let Err(e) = l.model.normalize(&JsonPayload(&payload), &mut row) {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    let row = &row[..l.model.features().len()];
+    let score = match l.model.score(row) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
@@ -160,30 +162,19 @@ fn predict(body: &[u8]) -> Response<String> {
     )
 }
 
-/// Reads the model's features from the payload, by name and in model order. Numbers may come
-/// as JSON numbers or numeric strings ("12.5"), as the legacy service accepted.
-fn features_from(payload: &Map<String, Value>, names: &[String]) -> Result<Vec<f64>, String> {
-    let mut row = Vec::with_capacity(names.len());
-    let mut missing = Vec::new();
-    for name in names {
-        let value = match payload.get(name) {
-            None | Some(Value::Null) => {
-                missing.push(name.as_str());
-                continue;
-            }
-            Some(Value::Number(n)) => n.as_f64(),
-            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
-            Some(_) => None,
-        };
-        match value {
-            Some(v) if v.is_finite() => row.push(v),
-            _ => return Err(format!("Invalid field '{name}': expected a finite number")),
-        }
+/// The request JSON as model-format's normalizer reads it; JSON null counts as absent.
+struct JsonPayload<'a>(&'a Map<String, Value>);
+
+impl Payload for JsonPayload<'_> {
+    fn get(&self, field: &str) -> Option<PayloadValue<'_>> {
+        Some(match self.0.get(field)? {
+            Value::Null => return None,
+            Value::Number(n) => PayloadValue::Number(n.as_f64()?),
+            Value::String(s) => PayloadValue::Text(s),
+            Value::Bool(b) => PayloadValue::Bool(*b),
+            Value::Array(_) | Value::Object(_) => PayloadValue::Other,
+        })
     }
-    if !missing.is_empty() {
-        return Err(format!("Missing required field(s): {}", missing.join(", ")));
-    }
-    Ok(row)
 }
 
 /// A UUIDv7: time-ordered, generated at the edge without a round trip to a central sequence.

@@ -1,0 +1,107 @@
+//! Prints µs/row for `score` and `explain`, and `from_bytes` time, on a realistic forest
+//! (100 trees, ψ = 256, 5 features) and on `data/model.sfm` when it decodes.
+//!
+//! cargo run --release -p model-format --example bench_explain
+
+#[path = "../tests/common/grow.rs"]
+mod grow;
+
+use model_format::{Model, Node};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Runs `f` over every row until at least `min` has passed; returns µs per call (best of 5).
+fn per_row(rows: &[Vec<f64>], min: Duration, mut f: impl FnMut(&[f64])) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut calls = 0u64;
+        while start.elapsed() < min {
+            for r in rows {
+                f(black_box(r));
+            }
+            calls += rows.len() as u64;
+        }
+        best = best.min(start.elapsed().as_secs_f64() * 1e6 / calls as f64);
+    }
+    best
+}
+
+fn bench(label: &str, model: &Model, rows: &[Vec<f64>]) {
+    let trees = model.forest().trees();
+    let nodes = model.forest().node_count();
+    let depth = trees.iter().map(|t| depth(t.nodes())).max().unwrap_or(0);
+    println!(
+        "{label}: {} trees, {} features, {:.1} nodes/tree, max depth {depth}, ψ = {}",
+        trees.len(),
+        model.features().len(),
+        nodes as f64 / trees.len() as f64,
+        model.forest().max_samples()
+    );
+    let min = Duration::from_millis(300);
+    let score = per_row(rows, min, |r| {
+        black_box(model.score(r).unwrap());
+    });
+    let mut phi = vec![0.0; model.features().len()];
+    let explain = per_row(rows, min, |r| {
+        black_box(model.explain(r, &mut phi).unwrap());
+    });
+    let bytes = model.to_bytes().unwrap();
+    let mut decode = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let n = 20;
+        for _ in 0..n {
+            black_box(Model::from_bytes(black_box(&bytes)).unwrap());
+        }
+        decode = decode.min(start.elapsed().as_secs_f64() * 1e6 / n as f64);
+    }
+    println!("  score    {score:8.2} µs/row");
+    println!(
+        "  explain  {explain:8.2} µs/row  ({:.1}× score)",
+        explain / score
+    );
+    println!("  decode   {decode:8.1} µs ({} bytes)", bytes.len());
+}
+
+/// Deepest leaf (splits on the path).
+fn depth(nodes: &[Node]) -> usize {
+    let mut stack = vec![(0usize, 0usize)];
+    let mut max = 0;
+    while let Some((i, d)) = stack.pop() {
+        match nodes[i] {
+            Node::Leaf { .. } => max = max.max(d),
+            Node::Split { right, .. } => {
+                stack.push((i + 1, d + 1));
+                stack.push((right as usize, d + 1));
+            }
+        }
+    }
+    max
+}
+
+fn main() {
+    let rows = grow::synthetic_rows(4000, 11);
+    let model = grow::grow_model(&rows, 100, 256, 12);
+    let sample: Vec<Vec<f64>> = rows.iter().step_by(4).cloned().collect();
+    bench("synthetic forest", &model, &sample);
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/model.sfm");
+    match std::fs::read(path).map(|b| Model::from_bytes(&b)) {
+        Ok(Ok(model)) => {
+            // Rows around the training distribution: mean ± 2 scale per feature.
+            let mut rng = grow::SplitMix(5);
+            let s = model.scaler();
+            let rows: Vec<Vec<f64>> = (0..1000)
+                .map(|_| {
+                    (0..s.len())
+                        .map(|j| s.mean()[j] + s.scale()[j] * rng.normal())
+                        .collect()
+                })
+                .collect();
+            bench("data/model.sfm", &model, &rows);
+        }
+        Ok(Err(e)) => println!("data/model.sfm: does not decode: {e}"),
+        Err(e) => println!("data/model.sfm: {e}"),
+    }
+}

@@ -1,0 +1,464 @@
+//! Exact path-dependent TreeSHAP for the mean path length `E[h(x)]`.
+//!
+//! # The game
+//!
+//! As `shap.TreeExplainer(isolation_forest)` with `feature_perturbation="tree_path_dependent"`:
+//! a leaf is worth `depth + c(samples)`, a node's cover is the number of training samples below
+//! it (the sum of its leaves' `samples`), and for a feature set `S`
+//!
+//! ```text
+//! v(S) = Σ_leaves value · Π_{edges on the leaf's path} (feature ∈ S ? [x takes the edge] : cover(child)/cover(parent))
+//! ```
+//!
+//! averaged over trees. `φ` are the exact Shapley values of `v`, so `Σφ + v(∅) = v(all) = E[h(x)]`.
+//!
+//! # Algorithm
+//!
+//! Group a leaf's edges by feature: feature `j` on the path to leaf `l` has a cover product
+//! `z_j` and an indicator `o_j ∈ {0, 1}` (x takes every `j` edge). The leaf's game is a product
+//! `Π_j (j ∈ S ? o_j : z_j)`, whose Shapley values have the closed form
+//!
+//! ```text
+//! φ_i = value · (o_i − z_i) · ∫₀¹ Π_{j≠i} f_j(t) dt,    f_j(t) = z_j + t·(o_j − z_j)
+//! ```
+//!
+//! (the Shapley weight `|S|!(d−|S|−1)!/d!` is `∫ t^|S| (1−t)^(d−|S|−1) dt`). The integrand is a
+//! polynomial of degree < d (distinct features on the path), so a `q`-point Gauss–Legendre rule
+//! with `2q ≥ d` integrates it exactly. This is Linear TreeSHAP (Yu et al., 2022) with
+//! quadrature points instead of their Chebyshev basis, and it matches shap's duplicate-feature
+//! merging because `z_j`, `o_j` are the merged values.
+//!
+//! Per tree, a forward pass over the splits (pre-order) carries `P(t_k) = Π_j f_j(t_k)` from
+//! each split to its children; leaves turn `P` into `H = value·P`; a backward pass sums `H`
+//! up and, at each split on `i`, adds to `φ_i` the telescoping change of `(o−z)/f_i` between
+//! its children and the previous split on `i` along the path, weighted by the children's `H`.
+//! Because `o ∈ {0, 1}`:
+//!
+//! * once `x` has left a feature's edge (`o = 0`), `f = z(1−t)`, so deeper splits on that
+//!   feature only scale `P` by the cover ratio and contribute nothing;
+//! * `(o−z)/f = −1/(1−t)` for a cold edge, independent of `z`.
+//!
+//! Everything that does not depend on `x` (cover ratios, the previous split on the same
+//! feature, and the reciprocals `1/f` at the quadrature points) is precomputed per split when
+//! the forest is built, so a row costs multiplications only. The passes are branch-free: the
+//! control flow is the same for every row, and `x` only selects operands, because
+//! mispredicted branches, not arithmetic, dominated a recursive walk.
+//!
+//! Cost: `O(nodes · q)` per tree, where the textbook algorithm is `O(leaves · depth²)`. The
+//! forest uses one `q` (from its most feature-rich path) and dispatches to a monomorphised
+//! kernel so the `q`-wide loops unroll.
+//!
+//! Quadrature makes the result exact up to rounding, not bit-for-bit equal to shap's
+//! (which sums the Shapley weights directly); on a scikit-learn forest both agree to ~1e-14
+//! (`tests/data/shap_isolation_forest.*`).
+
+use crate::error::ExplainError;
+use crate::forest::{Forest, Node, Tree};
+
+/// Most distinct features on one root-to-leaf path that [`crate::Model::explain`] supports.
+pub const MAX_PATH_FEATURES: usize = 64;
+
+/// Quadrature sizes with a compiled kernel; the forest uses the smallest with `2q ≥ d`.
+const QUAD_SIZES: [usize; 11] = [1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32];
+
+/// Scratch `f64`s kept on the stack (nodes × q); larger trees allocate.
+const STACK_SCRATCH: usize = 4096;
+/// Scratch flags kept on the stack (2 per split + 1); larger trees allocate.
+const STACK_FLAGS: usize = 2048;
+
+/// One split, in pre-order: where its values live and which flag gates it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Step {
+    node: u32,
+    right: u32,
+    feature: u16,
+    threshold: f32,
+    /// Flag slot holding `o` of this feature just above this split: `2·s + side` of the
+    /// previous split `s` on the same feature along the path, or the always-1 slot.
+    prev: u32,
+}
+
+// Per-split scalars, indexed by these.
+/// Cover ratios `cover(child)/cover(split)`.
+const R_LEFT: usize = 0;
+const R_RIGHT: usize = 1;
+/// `z_c = z·r_c`, `z` being the cover product of earlier edges on the feature (1 if none).
+const Z_LEFT: usize = 2;
+const Z_RIGHT: usize = 3;
+/// `z(1 − r_c)`: how much the edge shrinks the feature's cover product.
+const DZ_LEFT: usize = 4;
+/// Child's value if it is a leaf, else 1: folds leaves into the forward pass.
+const V_LEFT: usize = 6;
+const V_RIGHT: usize = 7;
+const Z: usize = 8;
+const SCALARS: usize = 9;
+
+/// Per-tree data for explanations, derived from the nodes at construction.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TreeShap {
+    steps: Vec<Step>,
+    /// One per step; see the `R_LEFT`... indices.
+    scalars: Vec<[f64; SCALARS]>,
+    /// Cover-weighted mean leaf value: the tree's `v(∅)`.
+    root_value: f64,
+    /// Most distinct features on one path.
+    path_features: usize,
+}
+
+impl TreeShap {
+    /// `nodes` must already be validated (pre-order, indices in range, samples ≥ 1).
+    pub(crate) fn new(nodes: &[Node], leaf_value: &[f64]) -> Self {
+        let n = nodes.len();
+        // Covers bottom-up: children follow their parent in pre-order.
+        let mut cover = vec![0u64; n];
+        for i in (0..n).rev() {
+            cover[i] = match nodes[i] {
+                Node::Leaf { samples } => u64::from(samples),
+                Node::Split { right, .. } => cover[i + 1] + cover[right as usize],
+            };
+        }
+        let total = cover[0] as f64;
+        let mut root_value = 0.0;
+        let n_splits = nodes
+            .iter()
+            .filter(|n| matches!(n, Node::Split { .. }))
+            .count();
+        let always_hot = 2 * n_splits as u32;
+        let width = nodes
+            .iter()
+            .filter_map(|n| match n {
+                Node::Split { feature, .. } => Some(usize::from(*feature) + 1),
+                Node::Leaf { .. } => None,
+            })
+            .max()
+            .unwrap_or(0);
+        // Per feature along the current path: (cover product, edges, flag slot of last edge).
+        let mut state = vec![(1.0f64, 0u32, always_hot); width];
+        let mut distinct = 0usize;
+        let mut path_features = 0usize;
+        let mut steps = Vec::with_capacity(n_splits);
+        let mut scalars = Vec::with_capacity(n_splits);
+        let value = |i: usize| match nodes[i] {
+            Node::Leaf { .. } => leaf_value[i],
+            Node::Split { .. } => 1.0,
+        };
+
+        // Pre-order walk; `Set` restores a feature's state after a subtree.
+        enum Walk {
+            Visit(usize),
+            Set(usize, (f64, u32, u32)),
+        }
+        let mut stack = vec![Walk::Visit(0)];
+        while let Some(w) = stack.pop() {
+            match w {
+                Walk::Set(f, st) => {
+                    if state[f].1 == 0 && st.1 > 0 {
+                        distinct += 1;
+                    } else if state[f].1 > 0 && st.1 == 0 {
+                        distinct -= 1;
+                    }
+                    state[f] = st;
+                }
+                Walk::Visit(node) => match nodes[node] {
+                    Node::Leaf { .. } => {
+                        root_value += leaf_value[node] * (cover[node] as f64 / total);
+                        path_features = path_features.max(distinct);
+                    }
+                    Node::Split {
+                        feature,
+                        threshold,
+                        right,
+                    } => {
+                        let f = usize::from(feature);
+                        let r = right as usize;
+                        let here = cover[node] as f64;
+                        let s = steps.len() as u32;
+                        let (z, uses, prev) = state[f];
+                        steps.push(Step {
+                            node: node as u32,
+                            right,
+                            feature,
+                            threshold,
+                            prev,
+                        });
+                        let (r_l, r_r) = (cover[node + 1] as f64 / here, cover[r] as f64 / here);
+                        let (z_l, z_r) = (z * r_l, z * r_r);
+                        let (v_l, v_r) = (value(node + 1), value(r));
+                        scalars.push([r_l, r_r, z_l, z_r, z - z_l, z - z_r, v_l, v_r, z]);
+                        // Children pop in pre-order: left subtree, then right, then restore.
+                        stack.push(Walk::Set(f, (z, uses, prev)));
+                        stack.push(Walk::Visit(r));
+                        stack.push(Walk::Set(f, (z_r, uses + 1, 2 * s + 1)));
+                        stack.push(Walk::Visit(node + 1));
+                        stack.push(Walk::Set(f, (z_l, uses + 1, 2 * s)));
+                    }
+                },
+            }
+        }
+        TreeShap {
+            steps,
+            scalars,
+            root_value,
+            path_features,
+        }
+    }
+
+    pub(crate) fn root_value(&self) -> f64 {
+        self.root_value
+    }
+
+    pub(crate) fn path_features(&self) -> usize {
+        self.path_features
+    }
+}
+
+/// Forest-wide quadrature rule on [0, 1], chosen from the trees' path feature counts, and
+/// per-split tables for it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ForestShap {
+    /// Points in the rule, or 0 if some path has more than [`MAX_PATH_FEATURES`] features.
+    q: usize,
+    t: [f64; 32],
+    w: [f64; 32],
+    /// Per tree, `3q` values per split in pre-order (see `write_record`): the divisions, done
+    /// once here instead of per row.
+    tables: Vec<Vec<f64>>,
+    /// Most nodes in one tree, to size the scratch.
+    max_nodes: usize,
+    /// Σ root values / n_trees.
+    expected_value: f64,
+}
+
+/// One split's reciprocals at the quadrature points. With `a = z + t(1−z)` (the feature's
+/// factor before the split while x follows it) and `b_c = z_c + t(1−z_c)` (after x takes
+/// child c): `1/a`, `1/b_left`, `1/b_right`, `q` each.
+fn write_record(s: &[f64; SCALARS], t: &[f64], out: &mut Vec<f64>) {
+    for z in [s[Z], s[Z_LEFT], s[Z_RIGHT]] {
+        out.extend(t.iter().map(|&t| 1.0 / (z + t * (1.0 - z))));
+    }
+}
+
+impl ForestShap {
+    pub(crate) fn new(trees: &[Tree]) -> Self {
+        let d = trees
+            .iter()
+            .map(|t| t.shap().path_features())
+            .max()
+            .unwrap_or(0);
+        let q = if d > MAX_PATH_FEATURES {
+            0
+        } else {
+            let need = d.div_ceil(2).max(1);
+            QUAD_SIZES.into_iter().find(|&q| q >= need).unwrap_or(0)
+        };
+        let (mut t, mut w) = ([0.0; 32], [0.0; 32]);
+        let mut tables = Vec::new();
+        if q > 0 {
+            gauss_legendre_01(&mut t[..q], &mut w[..q]);
+            tables = trees
+                .iter()
+                .map(|tree| {
+                    let scalars = &tree.shap().scalars;
+                    let mut out = Vec::with_capacity(scalars.len() * 3 * q);
+                    scalars
+                        .iter()
+                        .for_each(|s| write_record(s, &t[..q], &mut out));
+                    out
+                })
+                .collect();
+        }
+        // Same summation shape as scoring: sum in tree order, then divide.
+        let sum: f64 = trees.iter().map(|t| t.shap().root_value()).sum();
+        ForestShap {
+            q,
+            t,
+            w,
+            tables,
+            max_nodes: trees.iter().map(|t| t.nodes().len()).max().unwrap_or(0),
+            expected_value: sum / trees.len().max(1) as f64,
+        }
+    }
+
+    pub(crate) fn expected_value(&self) -> f64 {
+        self.expected_value
+    }
+}
+
+/// Gauss–Legendre nodes and weights on [0, 1] (Newton on the Legendre recurrence).
+fn gauss_legendre_01(t: &mut [f64], w: &mut [f64]) {
+    let n = t.len();
+    for i in 0..n.div_ceil(2) {
+        let mut x = libm::cos(core::f64::consts::PI * (i as f64 + 0.75) / (n as f64 + 0.5));
+        let mut dp = 1.0;
+        for _ in 0..100 {
+            let (mut p0, mut p1) = (1.0, x);
+            for j in 2..=n {
+                let j = j as f64;
+                let p2 = ((2.0 * j - 1.0) * x * p1 - (j - 1.0) * p0) / j;
+                p0 = p1;
+                p1 = p2;
+            }
+            dp = n as f64 * (x * p1 - p0) / (x * x - 1.0);
+            let dx = p1 / dp;
+            x -= dx;
+            if dx.abs() <= 1e-16 {
+                break;
+            }
+        }
+        let weight = 1.0 / ((1.0 - x * x) * dp * dp); // 2/(...) on [-1, 1], halved for [0, 1]
+        t[i] = 0.5 * (1.0 - x);
+        t[n - 1 - i] = 0.5 * (1.0 + x);
+        w[i] = weight;
+        w[n - 1 - i] = weight;
+    }
+}
+
+/// Adds every tree's attributions (unscaled: each leaf worth its full path length) to `phi`.
+/// `x` must cover every split feature and `phi.len() == x.len()`.
+pub(crate) fn forest_phi(forest: &Forest, x: &[f32], phi: &mut [f64]) -> Result<(), ExplainError> {
+    let shap = forest.shap();
+    match shap.q {
+        0 => {
+            let (tree, features) = forest
+                .trees()
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i, t.shap().path_features()))
+                .max_by_key(|&(_, f)| f)
+                .unwrap_or((0, 0));
+            return Err(ExplainError::PathTooComplex { tree, features });
+        }
+        1 => run::<1>(forest, x, phi),
+        2 => run::<2>(forest, x, phi),
+        3 => run::<3>(forest, x, phi),
+        4 => run::<4>(forest, x, phi),
+        5 => run::<5>(forest, x, phi),
+        6 => run::<6>(forest, x, phi),
+        8 => run::<8>(forest, x, phi),
+        12 => run::<12>(forest, x, phi),
+        16 => run::<16>(forest, x, phi),
+        24 => run::<24>(forest, x, phi),
+        _ => run::<32>(forest, x, phi),
+    }
+    Ok(())
+}
+
+/// The quadrature rule as fixed-size arrays, plus `1−t` and `w/(1−t)`.
+struct Quad<const Q: usize> {
+    t: [f64; Q],
+    w: [f64; Q],
+    one_minus_t: [f64; Q],
+    w_cold: [f64; Q],
+}
+
+fn run<const Q: usize>(forest: &Forest, x: &[f32], phi: &mut [f64]) {
+    let shap = forest.shap();
+    let mut quad = Quad {
+        t: [0.0; Q],
+        w: [0.0; Q],
+        one_minus_t: [0.0; Q],
+        w_cold: [0.0; Q],
+    };
+    for k in 0..Q {
+        quad.t[k] = shap.t[k];
+        quad.w[k] = shap.w[k];
+        quad.one_minus_t[k] = 1.0 - shap.t[k];
+        quad.w_cold[k] = shap.w[k] / (1.0 - shap.t[k]);
+    }
+    // P, then H, per node; and per split its hot-left/hot-right flags.
+    let mut stack_values = [0.0f64; STACK_SCRATCH];
+    let mut stack_flags = [0u8; STACK_FLAGS];
+    let (mut heap_values, mut heap_flags) = (Vec::new(), Vec::new());
+    let need = shap.max_nodes * Q;
+    let values: &mut [f64] = if need <= STACK_SCRATCH {
+        &mut stack_values[..need]
+    } else {
+        // Only trees far larger than scikit-learn grows for ψ = 256 (≤ 511 nodes).
+        heap_values.resize(need, 0.0);
+        &mut heap_values
+    };
+    let flags: &mut [u8] = if shap.max_nodes < STACK_FLAGS {
+        &mut stack_flags
+    } else {
+        heap_flags.resize(shap.max_nodes + 1, 0);
+        &mut heap_flags
+    };
+    for (tree, table) in forest.trees().iter().zip(&shap.tables) {
+        tree_phi(tree.shap(), table, x, &quad, values, flags, phi);
+    }
+}
+
+/// One tree's contribution: a forward pass over the splits, then a backward one. `values`
+/// holds `Q` per node (`P`, then `H`), `flags` 2 per split + 1.
+#[inline(never)]
+fn tree_phi<const Q: usize>(
+    tree: &TreeShap,
+    table: &[f64],
+    x: &[f32],
+    quad: &Quad<Q>,
+    values: &mut [f64],
+    flags: &mut [u8],
+    phi: &mut [f64],
+) {
+    let steps = &tree.steps[..];
+    let splits = steps
+        .iter()
+        .zip(&tree.scalars)
+        .zip(table.chunks_exact(3 * Q));
+    // flags[2s] / flags[2s+1]: x took every edge on the split's feature down to its left /
+    // right child (o after the edge). The slot after them is the always-hot root state.
+    flags[2 * steps.len()] = 1;
+    values[..Q].fill(1.0);
+    for (s, ((step, sc), recip)) in splits.clone().enumerate() {
+        let left_hot = x[usize::from(step.feature)] <= step.threshold;
+        let was_hot = flags[step.prev as usize];
+        let (o_l, o_r) = (was_hot & u8::from(left_hot), was_hot & u8::from(!left_hot));
+        flags[2 * s] = o_l;
+        flags[2 * s + 1] = o_r;
+        // f goes from a = z + t(1−z) to z_c + t(o_c − z_c) per child; if x already left this
+        // feature, from z(1−t) to z_c(1−t): the cover ratio. Leaves take their value here.
+        let hot = f64::from(was_hot);
+        let (o_l, o_r) = (f64::from(o_l), f64::from(o_r));
+        let (z_l, z_r) = (sc[Z_LEFT], sc[Z_RIGHT]);
+        let (c_l, c_r) = ((1.0 - hot) * sc[R_LEFT], (1.0 - hot) * sc[R_RIGHT]);
+        let (v_l, v_r) = (sc[V_LEFT], sc[V_RIGHT]);
+        let inv_a = &recip[..Q];
+        let node = step.node as usize * Q;
+        let p: [f64; Q] = values[node..node + Q].try_into().unwrap();
+        let (mut pl, mut pr) = ([0.0; Q], [0.0; Q]);
+        for k in 0..Q {
+            let t = quad.t[k];
+            let hi = hot * inv_a[k];
+            pl[k] = p[k] * ((z_l + t * (o_l - z_l)) * hi + c_l) * v_l;
+            pr[k] = p[k] * ((z_r + t * (o_r - z_r)) * hi + c_r) * v_r;
+        }
+        values[node + Q..node + 2 * Q].copy_from_slice(&pl);
+        let right = step.right as usize * Q;
+        values[right..right + Q].copy_from_slice(&pr);
+    }
+    for (s, ((step, sc), recip)) in splits.enumerate().rev() {
+        // φ_f += Σ_k w_k/a_k · (z(1−r_hot)/b_hot · H_hot − H_cold/(1−t_k)) if x still followed
+        // f above this split: the change of (o−z)/f between its children and the previous
+        // split on f. The hot side is the one whose flag is set.
+        let (o_l, o_r) = (flags[2 * s], flags[2 * s + 1]);
+        let node = step.node as usize * Q;
+        let right = step.right as usize * Q;
+        let hl: [f64; Q] = values[node + Q..node + 2 * Q].try_into().unwrap();
+        let hr: [f64; Q] = values[right..right + Q].try_into().unwrap();
+        let right_hot = usize::from(o_r);
+        let (h_hot, h_cold) = if o_r == 1 { (hr, hl) } else { (hl, hr) };
+        let gate = f64::from(o_l | o_r);
+        let dz = sc[DZ_LEFT + right_hot] * gate;
+        let inv_a = &recip[..Q];
+        let inv_b = &recip[Q * (1 + right_hot)..Q * (2 + right_hot)];
+        let mut acc = 0.0;
+        let mut h = [0.0; Q];
+        for k in 0..Q {
+            acc += inv_a[k]
+                * (quad.w[k] * dz * inv_b[k] * h_hot[k] - gate * quad.w_cold[k] * h_cold[k]);
+            h[k] = hl[k] + hr[k];
+        }
+        values[node..node + Q].copy_from_slice(&h);
+        phi[usize::from(step.feature)] += acc;
+    }
+}
