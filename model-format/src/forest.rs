@@ -3,6 +3,7 @@
 use crate::Score;
 use crate::error::{ExplainError, InvalidModel, ScoreError, TreeProblem};
 use crate::explain::{ForestShap, TreeShap};
+use std::sync::OnceLock;
 
 /// Euler–Mascheroni constant, as `numpy.euler_gamma`.
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
@@ -36,14 +37,22 @@ pub enum Node {
 }
 
 /// One validated isolation tree.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Tree {
     nodes: Vec<Node>,
     /// For each leaf, the path length it contributes: depth + c(samples). Derived from `nodes`
     /// at construction so scoring does no logarithms.
     path_length: Vec<f64>,
-    /// Covers and cover ratios for explanations, derived from `nodes`.
-    shap: TreeShap,
+    /// Covers and cover ratios for explanations, derived from `nodes` on first use: callers
+    /// that only score (most requests, `trainer score`) never pay for them at load.
+    shap: OnceLock<TreeShap>,
+}
+
+/// Trees are equal when their nodes are: everything else is derived from them.
+impl PartialEq for Tree {
+    fn eq(&self, other: &Self) -> bool {
+        self.nodes == other.nodes
+    }
 }
 
 impl Tree {
@@ -84,11 +93,10 @@ impl Tree {
                 }
             }
         }
-        let shap = TreeShap::new(&nodes, &path_length);
         Ok(Tree {
             nodes,
             path_length,
-            shap,
+            shap: OnceLock::new(),
         })
     }
 
@@ -97,13 +105,14 @@ impl Tree {
     }
 
     pub(crate) fn shap(&self) -> &TreeShap {
-        &self.shap
+        self.shap
+            .get_or_init(|| TreeShap::new(&self.nodes, &self.path_length))
     }
 
     /// The tree's expected path length over its training samples: the cover-weighted mean of
     /// its leaves' path lengths, `v(∅)` of the explanation game.
     pub fn expected_path_length(&self) -> f64 {
-        self.shap.root_value()
+        self.shap().root_value()
     }
 
     /// Path length of `x` (scaled, f32) through this tree: depth of its leaf + c(leaf samples).
@@ -140,7 +149,7 @@ impl Tree {
 }
 
 /// An isolation forest: trees, the subsample size ψ they were grown on, and the decision offset.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Forest {
     trees: Vec<Tree>,
     max_samples: u32,
@@ -149,8 +158,17 @@ pub struct Forest {
     denominator: f64,
     /// Highest feature index any split reads, if any tree splits at all.
     max_feature: Option<u16>,
-    /// Quadrature rule and expected value for explanations, derived from the trees.
-    shap: ForestShap,
+    /// Quadrature rule and expected value for explanations, derived from the trees on first use.
+    shap: OnceLock<ForestShap>,
+}
+
+/// Forests are equal when their stored parts are: the rest is derived from them.
+impl PartialEq for Forest {
+    fn eq(&self, other: &Self) -> bool {
+        self.trees == other.trees
+            && self.max_samples == other.max_samples
+            && self.offset.to_bits() == other.offset.to_bits()
+    }
 }
 
 impl Forest {
@@ -166,14 +184,13 @@ impl Forest {
         }
         let denominator = trees.len() as f64 * average_path_length(max_samples);
         let max_feature = trees.iter().filter_map(Tree::max_feature).max();
-        let shap = ForestShap::new(&trees);
         Ok(Forest {
             trees,
             max_samples,
             offset,
             denominator,
             max_feature,
-            shap,
+            shap: OnceLock::new(),
         })
     }
 
@@ -209,13 +226,13 @@ impl Forest {
     }
 
     pub(crate) fn shap(&self) -> &ForestShap {
-        &self.shap
+        self.shap.get_or_init(|| ForestShap::new(&self.trees))
     }
 
     /// `E[h]` over the training samples, the base value of explanations: the mean over trees
     /// of each tree's cover-weighted mean leaf path length.
     pub fn expected_value(&self) -> f64 {
-        self.shap.expected_value()
+        self.shap().expected_value()
     }
 
     /// Exact path-dependent TreeSHAP of the mean path length for an already scaled row:

@@ -129,6 +129,7 @@ fn edge_scores_equal_native_scores_bit_for_bit() {
     let rows = payloads(2_000);
     let mut mismatches = 0;
     let mut anomalies = 0;
+    let mut worst_additivity = 0f64;
     for row in &rows {
         let body = json!({
             "amount": row[0], "hour": row[1], "day_of_week": row[2],
@@ -146,6 +147,30 @@ fn edge_scores_equal_native_scores_bit_for_bit() {
             mismatches += 1;
             eprintln!("mismatch for {row:?}: edge {resp} vs native {native:?}");
         }
+        // The default explanation is exact TreeSHAP, identical to model-format's native one.
+        let mut phi = [0.0; 5];
+        let ex = FIXTURE.model.explain(row, &mut phi).unwrap();
+        let names = trainer::synth::LEGACY_FEATURES;
+        let edge_phi: Vec<f64> = names
+            .iter()
+            .map(|f| resp["shap_explanation"][f].as_f64().unwrap())
+            .collect();
+        let same_phi = edge_phi
+            .iter()
+            .zip(&phi)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+            && resp["explanation"]["expected_value"]
+                .as_f64()
+                .unwrap()
+                .to_bits()
+                == ex.expected_value.to_bits();
+        if !same_phi {
+            mismatches += 1;
+            eprintln!("explanation mismatch for {row:?}: edge {resp} vs native {phi:?}");
+        }
+        let additivity =
+            (phi.iter().sum::<f64>() + ex.expected_value - native.mean_path_length).abs();
+        worst_additivity = worst_additivity.max(additivity);
         anomalies += usize::from(native.is_anomaly());
         assert!(
             resp["transaction_id"]
@@ -164,6 +189,8 @@ fn edge_scores_equal_native_scores_bit_for_bit() {
         rows.len()
     );
     assert_eq!(mismatches, 0);
+    println!("e2e explanations: max |Σφ + E - E[h(x)]| = {worst_additivity:.3e}");
+    assert!(worst_additivity < 1e-9);
     // The payloads include both clear outliers and ordinary rows.
     assert!(anomalies > 0 && anomalies < rows.len());
 }
@@ -243,6 +270,17 @@ fn bad_input_gets_400_naming_the_problem() {
         v["anomaly_score"].as_f64().unwrap().to_bits(),
         native.decision.to_bits()
     );
+
+    // ?explain=false skips the explanation but scores the same.
+    let (status, v) = post(&agent, "/api/predict?explain=false", &format!("{{{full}}}"));
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v.get("shap_explanation").is_none() && v.get("explanation").is_none(),
+        "{v}"
+    );
+    let (_, with) = post(&agent, "/api/predict", &format!("{{{full}}}"));
+    assert_eq!(with["anomaly_score"], v["anomaly_score"]);
+    assert_eq!(with["explanation"]["method"], "tree_shap_path_dependent");
 
     let mut resp = agent.get(url("/api/nope")).call().unwrap();
     assert_eq!(resp.status().as_u16(), 404);

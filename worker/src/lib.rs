@@ -50,10 +50,13 @@ async fn handle(req: Request) -> Response<String> {
     let method = req.method().clone();
     match (path.as_str(), method) {
         ("/api/health", Method::GET) => health(),
-        ("/api/predict", Method::POST) => match read_body(req).await {
-            Ok(body) => predict(&body),
-            Err(resp) => resp,
-        },
+        ("/api/predict", Method::POST) => {
+            let explain = wants_explanation(req.uri().query());
+            match read_body(req).await {
+                Ok(body) => predict(&body, explain),
+                Err(resp) => resp,
+            }
+        }
         ("/api/health", _) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed; use GET",
@@ -121,10 +124,51 @@ struct Prediction<'a> {
     /// 2^(-E[h]/c(ψ)) in (0, 1]; higher = more anomalous.
     risk_score: f64,
     model_version: &'a str,
+    /// Legacy key: feature -> TreeSHAP value of the mean path length (negative = pushes
+    /// towards anomalous), the quantity the old service's shap.TreeExplainer returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shap_explanation: Option<FeatureValues<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<ExplanationBody<'a>>,
     timestamp: String,
 }
 
-fn predict(body: &[u8]) -> Response<String> {
+#[derive(Serialize)]
+struct ExplanationBody<'a> {
+    method: &'static str,
+    /// E[h] over the training data; expected_value + Σ values = mean_path_length.
+    expected_value: f64,
+    mean_path_length: f64,
+    values: FeatureValues<'a>,
+}
+
+/// Serialises as a JSON object `{feature: value}` in schema order, without building a map.
+#[derive(Clone, Copy)]
+struct FeatureValues<'a> {
+    names: &'a [String],
+    values: &'a [f64],
+}
+
+impl Serialize for FeatureValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.names.len()))?;
+        for (name, value) in self.names.iter().zip(self.values) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// `?explain=false` (or `0`/`no`) skips the explanation; it is on by default.
+fn wants_explanation(query: Option<&str>) -> bool {
+    !query
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| matches!(kv, "explain=false" | "explain=0" | "explain=no"))
+}
+
+fn predict(body: &[u8], explain: bool) -> Response<String> {
     let l = match loaded() {
         Ok(l) => l,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -139,14 +183,27 @@ fn predict(body: &[u8]) -> Response<String> {
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
+    let n = l.model.features().len();
     let mut row = [0f64; MAX_FEATURES];
     if let Err(e) = l.model.normalize(&JsonPayload(&payload), &mut row) {
         return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
-    let row = &row[..l.model.features().len()];
-    let score = match l.model.score(row) {
-        Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    let row = &row[..n];
+    let mut phi = [0f64; MAX_FEATURES];
+    let (score, explanation) = if explain {
+        match l.model.explain(row, &mut phi[..n]) {
+            Ok(e) => (e.score, Some(e)),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
+    } else {
+        match l.model.score(row) {
+            Ok(s) => (s, None),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
+    };
+    let values = FeatureValues {
+        names: l.model.features(),
+        values: &phi[..n],
     };
     json(
         StatusCode::OK,
@@ -157,6 +214,13 @@ fn predict(body: &[u8]) -> Response<String> {
             confidence: score.decision.abs(),
             risk_score: score.risk(),
             model_version: &l.version,
+            shap_explanation: explanation.map(|_| values),
+            explanation: explanation.map(|e| ExplanationBody {
+                method: "tree_shap_path_dependent",
+                expected_value: e.expected_value,
+                mean_path_length: e.score.mean_path_length,
+                values,
+            }),
             timestamp: now_iso(),
         },
     )
