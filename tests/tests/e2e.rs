@@ -184,12 +184,15 @@ fn edge_scores_equal_native_scores_bit_for_bit() {
         );
         assert!(resp["timestamp"].as_str().is_some());
     }
-    println!(
+    // Straight to stdout, past the test harness capture, so CI logs show the figures.
+    report(format!(
         "e2e parity: {} transactions, {mismatches} mismatches, {anomalies} flagged anomalous",
         rows.len()
-    );
+    ));
     assert_eq!(mismatches, 0);
-    println!("e2e explanations: max |Σφ + E - E[h(x)]| = {worst_additivity:.3e}");
+    report(format!(
+        "e2e explanations: max |Σφ + E - E[h(x)]| = {worst_additivity:.3e}"
+    ));
     assert!(worst_additivity < 1e-9);
     // The payloads include both clear outliers and ordinary rows.
     assert!(anomalies > 0 && anomalies < rows.len());
@@ -340,4 +343,10 @@ fn legacy_alternative_shape_is_normalized_by_the_model_rules() {
     );
     assert_eq!(status, 400);
     assert_eq!(v["error"], "Invalid field 'hour': must be between 0 and 23");
+}
+
+/// Writes a figure line to the real stdout (libtest captures `println!`, not this).
+fn report(line: String) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
