@@ -12,6 +12,17 @@ const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 /// points — scikit-learn's `_average_path_length`: 0 for n ≤ 1, 1 for n = 2, otherwise
 /// `2(ln(n-1) + γ) - 2(n-1)/n`.
 pub fn average_path_length(n: u32) -> f64 {
+    // Leaves mostly hold few samples: a table of the common counts spares decoding one
+    // logarithm per leaf. Same function, so the same bits as computing directly.
+    const TABLE: usize = 512;
+    static SMALL: OnceLock<[f64; TABLE]> = OnceLock::new();
+    match usize::try_from(n) {
+        Ok(i) if i < TABLE => SMALL.get_or_init(|| std::array::from_fn(|i| c_direct(i as u32)))[i],
+        _ => c_direct(n),
+    }
+}
+
+fn c_direct(n: u32) -> f64 {
     match n {
         0 | 1 => 0.0,
         2 => 1.0,
