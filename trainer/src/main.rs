@@ -69,6 +69,11 @@ enum Command {
         /// Default: the model's own feature names.
         #[arg(long, value_delimiter = ',')]
         features: Option<Vec<String>>,
+        /// Also explain every row: per feature a `phi_<feature>` column (exact TreeSHAP value
+        /// of mean_path_length, as shap.TreeExplainer), then `expected_value`, so that
+        /// Σphi + expected_value = mean_path_length.
+        #[arg(long)]
+        explain: bool,
     },
     /// Write seeded synthetic transactions (legacy five features + `label`, 1 = anomaly).
     Synth {
@@ -147,6 +152,7 @@ fn main() -> Result<()> {
             input,
             output,
             features,
+            explain,
         } => {
             let started = Instant::now();
             let bytes =
@@ -154,7 +160,7 @@ fn main() -> Result<()> {
             let model = model_format::Model::from_bytes(&bytes)
                 .with_context(|| format!("decoding {}", model.display()))?;
             let columns = features.unwrap_or_else(|| model.features().to_vec());
-            let scores = trainer::score::score_file(&model, &input, &columns, &output)?;
+            let scores = trainer::score::score_file(&model, &input, &columns, &output, explain)?;
             let anomalies = scores.rows.iter().filter(|s| s.is_anomaly()).count();
             println!(
                 "wrote {}: {} rows scored, {} anomalies, in {:.2?}",

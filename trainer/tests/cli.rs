@@ -228,3 +228,85 @@ fn score_writes_every_row_in_order_with_exact_floats() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("amount"));
 }
+
+#[test]
+fn score_explain_writes_attributions_that_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (data, model_path) = (d.join("tx.parquet"), d.join("m.sfm"));
+    ok(&[
+        "synth",
+        "--output",
+        p(&data),
+        "--rows",
+        "600",
+        "--seed",
+        "4",
+    ]);
+    ok(&[
+        "fit",
+        "--input",
+        p(&data),
+        "--output",
+        p(&model_path),
+        "--seed",
+        "7",
+    ]);
+    let model = model_format::Model::from_bytes(&std::fs::read(&model_path).unwrap()).unwrap();
+    let table = trainer::data::read_features(&data, model.features()).unwrap();
+
+    for ext in ["csv", "parquet"] {
+        let scores = d.join(format!("explained.{ext}"));
+        let summary = ok(&[
+            "score",
+            "--model",
+            p(&model_path),
+            "--input",
+            p(&data),
+            "--output",
+            p(&scores),
+            "--explain",
+        ]);
+        assert!(summary.contains("600 rows scored"), "{summary}");
+
+        let phi_names: Vec<String> = model
+            .features()
+            .iter()
+            .map(|f| format!("phi_{f}"))
+            .collect();
+        let mut all = vec!["mean_path_length".to_string(), "expected_value".to_string()];
+        all.extend(phi_names.iter().cloned());
+        let got = trainer::data::read_features(&scores, &all).unwrap();
+        assert_eq!(got.rows(), 600);
+        let mut phi = vec![0.0; model.features().len()];
+        for i in 0..got.rows() {
+            let (mpl, ev) = (got.columns[0][i], got.columns[1][i]);
+            let sum: f64 = got.columns[2..].iter().map(|c| c[i]).sum();
+            assert!(
+                (sum + ev - mpl).abs() <= 1e-9,
+                "{ext} row {i}: Σφ {sum} + expected_value {ev} != mean_path_length {mpl}"
+            );
+            // Exact floats, in row order.
+            let want = model.explain(&table.row(i), &mut phi).unwrap();
+            assert_eq!(ev.to_bits(), want.expected_value.to_bits());
+            assert_eq!(mpl.to_bits(), want.mean_path_length().to_bits());
+            for (c, v) in got.columns[2..].iter().zip(&phi) {
+                assert_eq!(c[i].to_bits(), v.to_bits(), "{ext} row {i}");
+            }
+        }
+    }
+
+    // Without --explain there are no explanation columns.
+    let plain = d.join("plain.csv");
+    ok(&[
+        "score",
+        "--model",
+        p(&model_path),
+        "--input",
+        p(&data),
+        "--output",
+        p(&plain),
+    ]);
+    let header = std::fs::read_to_string(&plain).unwrap();
+    assert!(!header.lines().next().unwrap().contains("phi_"));
+}

@@ -1,6 +1,8 @@
 //! scikit-learn parity: fits IsolationForest (+ StandardScaler) with scikit-learn on the shared
 //! data sets, imports the export with `trainer import-sklearn`, scores with `trainer score`, and
-//! requires the same `score_samples` and `decision_function` within 1e-12
+//! requires the same `score_samples` and `decision_function` within 1e-12; and scores with
+//! `--explain` and requires the `phi_*`/`expected_value` columns to match
+//! `shap.TreeExplainer` within 1e-6 and to add up to `mean_path_length` within 1e-9
 //! (tools/sklearn_parity.py does the work).
 //!
 //! Python comes from `SFE_PYTHON`, else `.venv/bin/python` at the repo root (made by
@@ -35,7 +37,7 @@ fn scores_match_scikit_learn() {
     let root = repo_root();
     let python = python(&root);
     let probe = Command::new(&python)
-        .args(["-c", "import sklearn, numpy, pandas, pyarrow, joblib"])
+        .args(["-c", "import sklearn, numpy, pandas, pyarrow, joblib, shap"])
         .output();
     match probe {
         Err(e) => panic!(
@@ -88,5 +90,29 @@ fn scores_match_scikit_learn() {
             .and_then(|v| v.parse().ok())
             .expect("difference in summary");
         assert!(value <= 1e-12, "{key}{value} > 1e-12: {summary}");
+    }
+
+    let shap = stdout
+        .lines()
+        .find(|l| l.starts_with("shap parity: ") && l.contains(" rows, max "))
+        .expect("shap summary line");
+    let rows: usize = shap["shap parity: ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("row count in shap summary");
+    assert!(rows >= 5_000, "only {rows} rows compared with shap: {shap}");
+    for (key, tolerance) in [
+        ("max |Δφ| = ", 1e-6),
+        ("max |Δexpected| = ", 1e-6),
+        ("max additivity error = ", 1e-9),
+    ] {
+        let at = shap.find(key).expect(key) + key.len();
+        let value: f64 = shap[at..]
+            .split([',', ' '])
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("figure in shap summary");
+        assert!(value <= tolerance, "{key}{value} > {tolerance}: {shap}");
     }
 }
