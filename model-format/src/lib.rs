@@ -31,6 +31,7 @@ mod error;
 pub mod explain;
 mod forest;
 pub mod normalize;
+mod risk;
 mod scaler;
 
 pub use codec::{FORMAT_VERSION, MAGIC};

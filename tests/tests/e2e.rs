@@ -168,6 +168,19 @@ fn edge_scores_equal_native_scores_bit_for_bit() {
             mismatches += 1;
             eprintln!("explanation mismatch for {row:?}: edge {resp} vs native {phi:?}");
         }
+        let factors = FIXTURE.model.risk_factors(row, &phi, 3);
+        let edge_factors = resp["risk_factors"].as_array().unwrap();
+        let same_factors = edge_factors.len() == factors.len()
+            && edge_factors.iter().zip(&factors).all(|(e, n)| {
+                e["feature"] == n.feature
+                    && e["contribution"].as_f64().unwrap().to_bits() == n.contribution.to_bits()
+                    && e["direction"] == n.direction.as_str()
+                    && e["description"] == n.phrase.as_str()
+            });
+        if !same_factors {
+            mismatches += 1;
+            eprintln!("risk factor mismatch for {row:?}: edge {resp} vs native {factors:?}");
+        }
         let additivity =
             (phi.iter().sum::<f64>() + ex.expected_value - native.mean_path_length).abs();
         worst_additivity = worst_additivity.max(additivity);

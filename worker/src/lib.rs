@@ -130,8 +130,23 @@ struct Prediction<'a> {
     shap_explanation: Option<FeatureValues<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     explanation: Option<ExplanationBody<'a>>,
+    /// The features that moved the score most, largest |φ| first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    risk_factors: Option<Vec<Factor<'a>>>,
     timestamp: String,
 }
+
+#[derive(Serialize)]
+struct Factor<'a> {
+    feature: &'a str,
+    value: f64,
+    contribution: f64,
+    direction: &'static str,
+    description: String,
+}
+
+/// How many risk factors a prediction lists.
+const TOP_FACTORS: usize = 3;
 
 #[derive(Serialize)]
 struct ExplanationBody<'a> {
@@ -215,6 +230,19 @@ fn predict(body: &[u8], explain: bool) -> Response<String> {
             risk_score: score.risk(),
             model_version: &l.version,
             shap_explanation: explanation.map(|_| values),
+            risk_factors: explanation.map(|_| {
+                l.model
+                    .risk_factors(row, &phi[..n], TOP_FACTORS)
+                    .into_iter()
+                    .map(|f| Factor {
+                        feature: f.feature,
+                        value: f.value,
+                        contribution: f.contribution,
+                        direction: f.direction.as_str(),
+                        description: f.phrase,
+                    })
+                    .collect()
+            }),
             explanation: explanation.map(|e| ExplanationBody {
                 method: "tree_shap_path_dependent",
                 expected_value: e.expected_value,
