@@ -409,14 +409,19 @@ fn read_forest(p: &mut Reader) -> Result<Forest, DecodeError> {
         if p.u32("tree reserved")? != 0 {
             return Err(DecodeError::Reserved { offset: p.pos - 4 });
         }
+        // One bounds check for the whole node array, then fixed-size records.
+        let start = p.pos;
+        let records = p.take(n_nodes * NODE_LEN, "tree nodes")?;
         let mut nodes = Vec::with_capacity(n_nodes);
-        for i in 0..n_nodes {
-            let feature = p.u16("node feature")?;
-            let delta = p.u16("node child offset")?;
-            let value = p.u32("node value")?;
+        for (i, r) in records.chunks_exact(NODE_LEN).enumerate() {
+            let feature = u16::from_le_bytes([r[0], r[1]]);
+            let delta = u16::from_le_bytes([r[2], r[3]]);
+            let value = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
             nodes.push(if feature == LEAF {
                 if delta != 0 {
-                    return Err(DecodeError::Reserved { offset: p.pos - 6 });
+                    return Err(DecodeError::Reserved {
+                        offset: start + i * NODE_LEN + 2,
+                    });
                 }
                 Node::Leaf { samples: value }
             } else {

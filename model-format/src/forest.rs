@@ -33,6 +33,44 @@ fn c_direct(n: u32) -> f64 {
     }
 }
 
+/// Validation work list: holds at most depth + 1 entries, so a fixed array covers every
+/// realistic tree without allocating; a Vec takes over beyond that.
+struct Stack {
+    fixed: [(usize, usize, u32); 64],
+    len: usize,
+    spill: Vec<(usize, usize, u32)>,
+}
+
+impl Default for Stack {
+    fn default() -> Self {
+        Stack {
+            fixed: [(0, 0, 0); 64],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+}
+
+impl Stack {
+    fn push(&mut self, entry: (usize, usize, u32)) {
+        if self.len < self.fixed.len() {
+            self.fixed[self.len] = entry;
+        } else {
+            self.spill.push(entry);
+        }
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<(usize, usize, u32)> {
+        self.len = self.len.checked_sub(1)?;
+        if self.len < self.fixed.len() {
+            Some(self.fixed[self.len])
+        } else {
+            self.spill.pop()
+        }
+    }
+}
+
 /// One node of a tree stored in pre-order: a split's left child is the next node.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Node {
@@ -75,7 +113,8 @@ impl Tree {
         }
         let mut path_length = vec![0.0; nodes.len()];
         // Each entry is a subtree that must occupy exactly nodes[start..end].
-        let mut pending = vec![(0usize, nodes.len(), 0u32)];
+        let mut pending = Stack::default();
+        pending.push((0, nodes.len(), 0));
         while let Some((start, end, depth)) = pending.pop() {
             match nodes[start] {
                 Node::Leaf { samples } => {
