@@ -363,3 +363,101 @@ fn report(line: String) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "{line}");
 }
+
+#[test]
+fn batch_scores_each_item_and_reports_bad_ones() {
+    let agent = agent();
+    let body = json!({"transactions": [
+        {"amount": 12.5, "hour": 14, "day_of_week": 2, "merchant_category": 1, "transaction_type": 0},
+        {"amount": 12.5, "merchant_category": 1},
+        "not an object",
+        {"amount": 5000, "merchant": "ACME Store", "timestamp": "2024-01-15T03:00:00Z", "type": "transfer"},
+    ]});
+    let (status, v) = post(&agent, "/api/predict-batch", &body.to_string());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["total_processed"], 4);
+    assert_eq!(
+        (v["succeeded"].as_u64(), v["failed"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let r = v["results"].as_array().unwrap();
+    let native0 = FIXTURE.model.score(&[12.5, 14.0, 2.0, 1.0, 0.0]).unwrap();
+    let native3 = FIXTURE.model.score(&[5000.0, 3.0, 0.0, 3.0, 2.0]).unwrap();
+    assert_eq!(r[0]["index"], 0);
+    assert_eq!(
+        r[0]["anomaly_score"].as_f64().unwrap().to_bits(),
+        native0.decision.to_bits()
+    );
+    assert!(r[0]["shap_explanation"].is_object() && r[0]["transaction_id"].is_string());
+    assert_eq!(r[1]["index"], 1);
+    assert_eq!(
+        r[1]["error"],
+        "Missing required field(s): hour, day_of_week"
+    );
+    assert_eq!(
+        (r[2]["index"].as_u64(), r[2]["error"].as_str()),
+        (Some(2), Some("transaction must be a JSON object"))
+    );
+    assert_eq!(
+        r[3]["anomaly_score"].as_f64().unwrap().to_bits(),
+        native3.decision.to_bits()
+    );
+    assert_ne!(r[0]["transaction_id"], r[3]["transaction_id"]);
+
+    let (status, v) = post(&agent, "/api/predict-batch", r#"{"items": []}"#);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("Missing required field(s): transactions"))
+    );
+    let (status, _) = post(&agent, "/api/predict-batch", r#"{"transactions": 3}"#);
+    assert_eq!(status, 400);
+    let too_many = json!({"transactions": vec![json!({"amount": 1}); 1001]});
+    let (status, v) = post(&agent, "/api/predict-batch", &too_many.to_string());
+    assert_eq!(status, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("1001"));
+}
+
+#[test]
+fn limits_methods_content_types_and_metadata_routes() {
+    let agent = agent();
+    // Body over 1 MiB.
+    let big = format!(r#"{{"amount": 1, "pad": "{}"}}"#, "x".repeat(1 << 20));
+    let (status, v) = post(&agent, "/api/predict", &big);
+    assert_eq!(status, 413, "{v}");
+    // Wrong content type.
+    let mut resp = agent
+        .post(url("/api/predict"))
+        .header("content-type", "text/plain")
+        .send("{}")
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    assert!(
+        resp.body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("application/json")
+    );
+    // Wrong method names the allowed one.
+    let resp = agent.get(url("/api/predict-batch")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers().get("allow").unwrap(), "POST");
+    // Warm-up and model metadata.
+    let (status, v) = post(&agent, "/api/warmup", "");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "warm");
+    let mut resp = agent.get(url("/api/model")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["n_trees"], 100);
+    assert_eq!(v["max_samples"], 256);
+    assert_eq!(
+        v["offset"].as_f64().unwrap().to_bits(),
+        FIXTURE.model.forest().offset().to_bits()
+    );
+    assert_eq!(
+        v["size_bytes"].as_u64().unwrap() as usize,
+        FIXTURE.model.to_bytes().unwrap().len()
+    );
+    assert_eq!(v["metadata"]["seed"], "7");
+}

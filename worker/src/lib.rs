@@ -8,10 +8,10 @@
 
 use http_body_util::{BodyExt, Limited};
 use model_format::normalize::Value as PayloadValue;
-use model_format::{MAX_FEATURES, Model, ModelId, Payload};
+use model_format::{FORMAT_VERSION, MAX_FEATURES, Model, ModelId, Payload};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use spin_sdk::http::{Method, Request, Response, StatusCode};
+use spin_sdk::http::{HeaderValue, Method, Request, Response, StatusCode};
 use std::sync::OnceLock;
 
 /// The embedded model file.
@@ -19,6 +19,12 @@ static MODEL_BYTES: &[u8] = include_bytes!(env!("SFE_MODEL_FILE"));
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
+
+/// Largest batch accepted by `/api/predict-batch`.
+const MAX_BATCH: usize = 1000;
+
+/// How many risk factors a prediction lists.
+const TOP_FACTORS: usize = 3;
 
 /// The decoded model and its identity, built on first use in each instance.
 struct Loaded {
@@ -47,26 +53,86 @@ fn loaded() -> Result<&'static Loaded, &'static str> {
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> Response<String> {
     let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    match (path.as_str(), method) {
-        ("/api/health", Method::GET) => health(),
-        ("/api/predict", Method::POST) => {
+    let (allowed, route) = match path.as_str() {
+        "/api/health" => (Method::GET, Route::Health),
+        "/api/model" => (Method::GET, Route::Model),
+        "/api/warmup" => (Method::POST, Route::Warmup),
+        "/api/predict" => (Method::POST, Route::Predict),
+        "/api/predict-batch" => (Method::POST, Route::Batch),
+        _ => return error(StatusCode::NOT_FOUND, &format!("no route for {path}")),
+    };
+    if req.method() != allowed {
+        let mut resp = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("method not allowed; use {allowed}"),
+        );
+        resp.headers_mut().insert(
+            "allow",
+            HeaderValue::from_static(if allowed == Method::GET {
+                "GET"
+            } else {
+                "POST"
+            }),
+        );
+        return resp;
+    }
+    match route {
+        Route::Health => health(),
+        Route::Model => model_info(),
+        Route::Warmup => warmup(),
+        Route::Predict | Route::Batch => {
+            if let Some(resp) = unsupported_content_type(&req) {
+                return resp;
+            }
             let explain = wants_explanation(req.uri().query());
-            match read_body(req).await {
-                Ok(body) => predict(&body, explain),
-                Err(resp) => resp,
+            let body = match read_body(req).await {
+                Ok(body) => body,
+                Err(resp) => return resp,
+            };
+            let l = match loaded() {
+                Ok(l) => l,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            };
+            let payload = match serde_json::from_slice::<Value>(&body) {
+                Ok(v) => v,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+            };
+            if matches!(route, Route::Predict) {
+                predict(l, &payload, explain)
+            } else {
+                predict_batch(l, &payload, explain)
             }
         }
-        ("/api/health", _) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed; use GET",
-        ),
-        ("/api/predict", _) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed; use POST",
-        ),
-        _ => error(StatusCode::NOT_FOUND, &format!("no route for {path}")),
     }
+}
+
+enum Route {
+    Health,
+    Model,
+    Warmup,
+    Predict,
+    Batch,
+}
+
+/// 415 unless the body is declared JSON; a missing content type is taken as JSON, as the
+/// legacy service's clients did not always send one.
+fn unsupported_content_type(req: &Request) -> Option<Response<String>> {
+    let value = req.headers().get("content-type")?;
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return None;
+    }
+    Some(error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        &format!("content type {essence:?} is not supported; send application/json"),
+    ))
 }
 
 /// Collects the body, refusing more than [`MAX_BODY`] bytes.
@@ -115,7 +181,69 @@ fn health() -> Response<String> {
 }
 
 #[derive(Serialize)]
+struct ModelInfo<'a> {
+    model_version: &'a str,
+    model_checksum: &'a str,
+    format_version: u16,
+    features: &'a [String],
+    n_trees: usize,
+    n_nodes: usize,
+    max_samples: u32,
+    offset: f64,
+    expected_value: f64,
+    size_bytes: usize,
+    metadata: Map<String, Value>,
+}
+
+fn model_info() -> Response<String> {
+    let l = match loaded() {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let forest = l.model.forest();
+    json(
+        StatusCode::OK,
+        &ModelInfo {
+            model_version: &l.version,
+            model_checksum: &l.checksum,
+            format_version: FORMAT_VERSION,
+            features: l.model.features(),
+            n_trees: forest.trees().len(),
+            n_nodes: forest.node_count(),
+            max_samples: forest.max_samples(),
+            offset: forest.offset(),
+            expected_value: l.model.expected_value(),
+            size_bytes: MODEL_BYTES.len(),
+            metadata: l
+                .model
+                .metadata()
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        },
+    )
+}
+
+/// Decodes the model (and builds the explanation tables) now rather than on the first
+/// prediction; clients call it opportunistically.
+fn warmup() -> Response<String> {
+    match loaded() {
+        Ok(l) => {
+            let ready = l.model.expected_value().is_finite();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "warm", "model_version": l.version, "explanations_ready": ready}),
+            )
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[derive(Serialize)]
 struct Prediction<'a> {
+    /// Position in the batch (batch responses only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
     transaction_id: String,
     is_anomaly: bool,
     /// scikit-learn's decision_function: negative means anomalous.
@@ -145,9 +273,6 @@ struct Factor<'a> {
     description: String,
 }
 
-/// How many risk factors a prediction lists.
-const TOP_FACTORS: usize = 3;
-
 #[derive(Serialize)]
 struct ExplanationBody<'a> {
     method: &'static str,
@@ -158,17 +283,17 @@ struct ExplanationBody<'a> {
 }
 
 /// Serialises as a JSON object `{feature: value}` in schema order, without building a map.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct FeatureValues<'a> {
     names: &'a [String],
-    values: &'a [f64],
+    values: Vec<f64>,
 }
 
 impl Serialize for FeatureValues<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(Some(self.names.len()))?;
-        for (name, value) in self.names.iter().zip(self.values) {
+        for (name, value) in self.names.iter().zip(&self.values) {
             map.serialize_entry(name, value)?;
         }
         map.end()
@@ -183,75 +308,127 @@ fn wants_explanation(query: Option<&str>) -> bool {
         .any(|kv| matches!(kv, "explain=false" | "explain=0" | "explain=no"))
 }
 
-fn predict(body: &[u8], explain: bool) -> Response<String> {
-    let l = match loaded() {
-        Ok(l) => l,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
-    let payload: Map<String, Value> = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => {
+fn predict(l: &'static Loaded, payload: &Value, explain: bool) -> Response<String> {
+    match score_transaction(l, payload, explain) {
+        Ok(p) => json(StatusCode::OK, &p),
+        Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
+    }
+}
+
+/// `{transactions: [...]}` → one result per item; a bad item gets `{index, error}` and the
+/// rest are still scored.
+fn predict_batch(l: &'static Loaded, payload: &Value, explain: bool) -> Response<String> {
+    let items = match payload.get("transactions") {
+        Some(Value::Array(items)) => items,
+        Some(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "request body must be a JSON object",
+                "Invalid field 'transactions': expected an array",
             );
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Missing required field(s): transactions",
+            );
+        }
+    };
+    if items.len() > MAX_BATCH {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "batch has {} transactions; at most {MAX_BATCH} are accepted",
+                items.len()
+            ),
+        );
+    }
+    let mut failed = 0;
+    let results: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| match score_transaction(l, item, explain) {
+            Ok(mut p) => {
+                p.index = Some(index);
+                serde_json::to_value(p)
+                    .unwrap_or_else(|e| serde_json::json!({"index": index, "error": e.to_string()}))
+            }
+            Err(msg) => {
+                failed += 1;
+                serde_json::json!({"index": index, "error": msg})
+            }
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "results": results,
+            "total_processed": items.len(),
+            "succeeded": items.len() - failed,
+            "failed": failed,
+            "timestamp": now_iso(),
+        }),
+    )
+}
+
+/// Normalizes, scores and (optionally) explains one transaction object.
+fn score_transaction(
+    l: &'static Loaded,
+    payload: &Value,
+    explain: bool,
+) -> Result<Prediction<'static>, String> {
+    let Value::Object(fields) = payload else {
+        return Err("transaction must be a JSON object".to_string());
     };
     let n = l.model.features().len();
     let mut row = [0f64; MAX_FEATURES];
-    if let Err(e) = l.model.normalize(&JsonPayload(&payload), &mut row) {
-        return error(StatusCode::BAD_REQUEST, &e.to_string());
-    }
+    l.model
+        .normalize(&JsonPayload(fields), &mut row)
+        .map_err(|e| e.to_string())?;
     let row = &row[..n];
     let mut phi = [0f64; MAX_FEATURES];
     let (score, explanation) = if explain {
-        match l.model.explain(row, &mut phi[..n]) {
-            Ok(e) => (e.score, Some(e)),
-            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-        }
+        let e = l
+            .model
+            .explain(row, &mut phi[..n])
+            .map_err(|e| e.to_string())?;
+        (e.score, Some(e))
     } else {
-        match l.model.score(row) {
-            Ok(s) => (s, None),
-            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-        }
+        (l.model.score(row).map_err(|e| e.to_string())?, None)
     };
     let values = FeatureValues {
         names: l.model.features(),
-        values: &phi[..n],
+        values: phi[..n].to_vec(),
     };
-    json(
-        StatusCode::OK,
-        &Prediction {
-            transaction_id: new_transaction_id(),
-            is_anomaly: score.is_anomaly(),
-            anomaly_score: score.decision,
-            confidence: score.decision.abs(),
-            risk_score: score.risk(),
-            model_version: &l.version,
-            shap_explanation: explanation.map(|_| values),
-            risk_factors: explanation.map(|_| {
-                l.model
-                    .risk_factors(row, &phi[..n], TOP_FACTORS)
-                    .into_iter()
-                    .map(|f| Factor {
-                        feature: f.feature,
-                        value: f.value,
-                        contribution: f.contribution,
-                        direction: f.direction.as_str(),
-                        description: f.phrase,
-                    })
-                    .collect()
-            }),
-            explanation: explanation.map(|e| ExplanationBody {
-                method: "tree_shap_path_dependent",
-                expected_value: e.expected_value,
-                mean_path_length: e.score.mean_path_length,
-                values,
-            }),
-            timestamp: now_iso(),
-        },
-    )
+    Ok(Prediction {
+        index: None,
+        transaction_id: new_transaction_id(),
+        is_anomaly: score.is_anomaly(),
+        anomaly_score: score.decision,
+        confidence: score.decision.abs(),
+        risk_score: score.risk(),
+        model_version: &l.version,
+        risk_factors: explanation.map(|_| {
+            l.model
+                .risk_factors(row, &phi[..n], TOP_FACTORS)
+                .into_iter()
+                .map(|f| Factor {
+                    feature: f.feature,
+                    value: f.value,
+                    contribution: f.contribution,
+                    direction: f.direction.as_str(),
+                    description: f.phrase,
+                })
+                .collect()
+        }),
+        explanation: explanation.map(|e| ExplanationBody {
+            method: "tree_shap_path_dependent",
+            expected_value: e.expected_value,
+            mean_path_length: e.score.mean_path_length,
+            values: values.clone(),
+        }),
+        shap_explanation: explanation.map(|_| values),
+        timestamp: now_iso(),
+    })
 }
 
 /// The request JSON as model-format's normalizer reads it; JSON null counts as absent.
