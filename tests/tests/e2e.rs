@@ -461,3 +461,127 @@ fn limits_methods_content_types_and_metadata_routes() {
     );
     assert_eq!(v["metadata"]["seed"], "7");
 }
+
+/// Field names of the response documented for `endpoint` in the legacy contract, split into
+/// top-level fields and fields of array items (`results: [{...}]`). Nested objects that are
+/// maps (`shap_explanation: {feature: float}`) are skipped.
+fn contract_fields(endpoint: &str) -> (Vec<String>, Vec<String>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let doc = std::fs::read_to_string(root.join("../shared/reference/legacy-api.md"))
+        .expect("../shared/reference/legacy-api.md (the legacy API contract) must be readable");
+    let start = doc
+        .find(&format!("`{endpoint}`"))
+        .unwrap_or_else(|| panic!("{endpoint} not in contract"));
+    let from = start + doc[start..].find('→').expect("response arrow");
+    let to = from + doc[from..].find("}`").expect("end of response shape") + 1;
+    let (mut top, mut items) = (Vec::new(), Vec::new());
+    let mut openers: Vec<char> = Vec::new();
+    let mut expecting_key = false;
+    let mut chars = doc[from..to].chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' | '[' => {
+                openers.push(c);
+                expecting_key = c == '{';
+            }
+            '}' | ']' => {
+                openers.pop();
+                expecting_key = false;
+            }
+            ',' => expecting_key = openers.last() == Some(&'{'),
+            c if c.is_ascii_lowercase() && expecting_key => {
+                let mut key = c.to_string();
+                while let Some(&n) = chars
+                    .peek()
+                    .filter(|n| n.is_ascii_alphanumeric() || **n == '_')
+                {
+                    key.push(n);
+                    chars.next();
+                }
+                expecting_key = false;
+                match openers.as_slice() {
+                    ['{'] => top.push(key),
+                    ['{', '[', '{'] => items.push(key),
+                    _ => {} // a map's placeholder key
+                }
+            }
+            c if c.is_whitespace() => {}
+            _ => expecting_key = false,
+        }
+    }
+    (top, items)
+}
+
+#[test]
+fn responses_keep_every_field_of_the_legacy_contract() {
+    let agent = agent();
+    let mut checked = 0;
+    let mut resp = agent.get(url("/api/health")).call().unwrap();
+    let health: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let (top, _) = contract_fields("GET /api/health");
+    assert!(
+        top.contains(&"model_initialized".to_string()),
+        "contract parse: {top:?}"
+    );
+    for f in &top {
+        assert!(
+            health.get(f).is_some(),
+            "/api/health lacks legacy field {f}: {health}"
+        );
+        checked += 1;
+    }
+
+    let tx = r#"{"amount": 10, "hour": 3, "day_of_week": 1, "merchant_category": 2, "transaction_type": 0}"#;
+    let (_, predict) = post(&agent, "/api/predict", tx);
+    let (top, _) = contract_fields("POST /api/predict");
+    assert!(
+        top.contains(&"shap_explanation".to_string()),
+        "contract parse: {top:?}"
+    );
+    assert!(
+        !top.contains(&"feature".to_string()),
+        "map placeholder taken as a field: {top:?}"
+    );
+    for f in &top {
+        assert!(
+            predict.get(f).is_some(),
+            "/api/predict lacks legacy field {f}: {predict}"
+        );
+        checked += 1;
+    }
+    for name in trainer::synth::LEGACY_FEATURES {
+        assert!(
+            predict["shap_explanation"][name].is_f64(),
+            "shap_explanation lacks {name}"
+        );
+    }
+
+    let (_, batch) = post(
+        &agent,
+        "/api/predict-batch",
+        &format!(r#"{{"transactions": [{tx}, {{}}]}}"#),
+    );
+    let (top, items) = contract_fields("POST /api/predict-batch");
+    assert!(
+        items.contains(&"error".to_string()) && items.contains(&"confidence".to_string()),
+        "contract parse: {items:?}"
+    );
+    for f in &top {
+        assert!(
+            batch.get(f).is_some(),
+            "/api/predict-batch lacks legacy field {f}: {batch}"
+        );
+        checked += 1;
+    }
+    let results = batch["results"].as_array().unwrap();
+    for f in &items {
+        assert!(
+            results.iter().any(|r| r.get(f).is_some()),
+            "batch results lack legacy field {f}: {batch}"
+        );
+        checked += 1;
+    }
+    report(format!(
+        "legacy contract: {checked} documented response fields present"
+    ));
+}

@@ -154,6 +154,8 @@ async fn read_body(req: Request) -> Result<Vec<u8>, Response<String>> {
 struct Health<'a> {
     status: &'a str,
     model_initialized: bool,
+    /// Legacy field. The worker never waits on the central store, so it reports none here.
+    database: &'a str,
     model_version: &'a str,
     model_checksum: &'a str,
     features: &'a [String],
@@ -167,6 +169,7 @@ fn health() -> Response<String> {
             &Health {
                 status: "healthy",
                 model_initialized: true,
+                database: "not_configured",
                 model_version: &l.version,
                 model_checksum: &l.checksum,
                 features: l.model.features(),
