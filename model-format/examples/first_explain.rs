@@ -14,5 +14,9 @@ fn main() {
         m.explain(&row, &mut phi).unwrap();
         second += t.elapsed().as_secs_f64();
     }
-    println!("first explain {:.1} us, second {:.1} us", first * 1e6 / n as f64, second * 1e6 / n as f64);
+    println!(
+        "first explain {:.1} us, second {:.1} us",
+        first * 1e6 / n as f64,
+        second * 1e6 / n as f64
+    );
 }

@@ -22,6 +22,10 @@
 //!   it spawns (`spin_sdk::wasip3::spawn`, e.g. an outbound POST) complete.
 //! * **Outbound HTTP** uses wasmtime-wasi-http's default send-request hooks
 //!   (no allow-list).
+//! * **Spin host interfaces.** `spin:variables/variables@3.0.0` is linked
+//!   with Spin's semantics (see [`variables`]), fed from
+//!   [`HarnessConfig::variables`] in place of spin.toml's resolved
+//!   `[component.<id>.variables]`.
 //!
 //! Use [`start`] from tests (own runtime on a background thread) or
 //! [`Harness::bind`] + [`Harness::serve`] from async code (the binary).
@@ -55,6 +59,9 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+pub mod variables;
+use variables::Variables;
+
 /// Spin's / `wasmtime serve`'s default for P3 components.
 pub const DEFAULT_MAX_REUSE: usize = 128;
 /// Max requests in flight in one instance (Spin's P3 default).
@@ -76,16 +83,22 @@ pub struct HarnessConfig {
     pub max_reuse: usize,
     /// Environment variables visible to the guest.
     pub env: Vec<(String, String)>,
+    /// The component's Spin variables (name, value), served through
+    /// `spin:variables`; names must be valid Spin variable names. Like
+    /// spin.toml's `[component.<id>.variables]`: a name not listed is
+    /// `undefined` to the guest.
+    pub variables: Vec<(String, String)>,
 }
 
 impl HarnessConfig {
-    /// Defaults: `127.0.0.1:0`, reuse 128, empty environment.
+    /// Defaults: `127.0.0.1:0`, reuse 128, empty environment, no variables.
     pub fn new(component: impl Into<PathBuf>) -> Self {
         Self {
             component: component.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_reuse: DEFAULT_MAX_REUSE,
             env: Vec::new(),
+            variables: Vec::new(),
         }
     }
 }
@@ -318,15 +331,16 @@ fn error_response(status: StatusCode, message: String) -> Response<WasiBody> {
     resp
 }
 
-/// Per-store host state: WASI (P2 + P3) and wasi:http contexts.
+/// Per-store host state: WASI (P2 + P3) and wasi:http contexts, Spin variables.
 struct Host {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    variables: Variables,
 }
 
 impl Host {
-    fn new(env: &[(String, String)]) -> Self {
+    fn new(env: &[(String, String)], variables: Variables) -> Self {
         let mut wasi = WasiCtxBuilder::new();
         wasi.envs(env)
             // Guest stdout goes to our stderr: the binary's stdout carries
@@ -337,6 +351,7 @@ impl Host {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
+            variables,
         }
     }
 
@@ -370,12 +385,14 @@ struct App {
     engine: Engine,
     pre: ProxyPre<Host>,
     env: Vec<(String, String)>,
+    variables: Variables,
     max_reuse: usize,
     shutting_down: Arc<AtomicBool>,
 }
 
 impl App {
     fn load(config: &HarnessConfig) -> anyhow::Result<Self> {
+        let variables = Variables::new(&config.variables)?;
         let engine = Engine::new(&engine_config())
             .map_err(anyhow::Error::from)
             .context(
@@ -395,6 +412,10 @@ impl App {
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking wasi:http 0.3")?;
+        // ... and the Spin host interfaces it imports.
+        variables::add_to_linker(&mut linker, |host| &host.variables)
+            .map_err(anyhow::Error::from)
+            .context("linking spin:variables")?;
 
         let component = Component::from_file(&engine, &config.component)
             .map_err(anyhow::Error::from)
@@ -419,6 +440,7 @@ impl App {
             engine,
             pre: ProxyPre::P3(pre),
             env: config.env.clone(),
+            variables,
             max_reuse: config.max_reuse,
             shutting_down: Arc::default(),
         })
@@ -461,7 +483,7 @@ impl HandlerState for App {
     type WorkerState = Reuse;
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<Host, IdleTimeout, Reuse>> {
-        let mut store = Store::new(&self.engine, Host::new(&self.env));
+        let mut store = Store::new(&self.engine, Host::new(&self.env, self.variables.clone()));
         let proxy = self.pre.instantiate_async(&mut store).await?;
         Ok(Instance {
             store,

@@ -25,6 +25,10 @@ struct Args {
     /// Guest environment variable, KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// Spin variable of the component, NAME=VALUE (repeatable); as if set in
+    /// spin.toml's `[component.<id>.variables]`.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_env)]
+    vars: Vec<(String, String)>,
     /// Requests served by one instance before it is replaced.
     #[arg(long, default_value_t = DEFAULT_MAX_REUSE)]
     max_reuse: usize,
@@ -45,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         listen: args.listen,
         max_reuse: args.max_reuse,
         env: args.env,
+        variables: args.vars,
     };
     let harness = Harness::bind(&config).await?;
 

@@ -2,12 +2,11 @@
 //! worker component embedding that model, host it in wasmtime as Spin does, and check every
 //! HTTP answer against model-format scoring the same payload natively — bit for bit.
 
+mod common;
+
+use std::sync::LazyLock;
 use model_format::Model;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::LazyLock;
-use trainer::forest::{Contamination, IsolationForestParams, MaxSamples};
 
 struct Fixture {
     model: Model,
@@ -17,62 +16,14 @@ struct Fixture {
 
 /// One model, one component build and one harness, shared by the tests in this file.
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("transactions.parquet");
-    let mut df = trainer::synth::transactions(5_000, 0.05, 7).unwrap();
-    trainer::data::write_frame(&data, &mut df).unwrap();
-    let features: Vec<String> = trainer::synth::LEGACY_FEATURES.map(String::from).to_vec();
-    let table = trainer::data::read_features(&data, &features).unwrap();
-    let params = IsolationForestParams {
-        n_estimators: 100,
-        max_samples: MaxSamples::Auto,
-        contamination: Contamination::Fraction(0.1),
-        seed: 7,
-    };
-    let model = trainer::fit(&table, &params).unwrap();
-    let model_path = dir.path().join("model.sfm");
-    std::fs::write(&model_path, model.to_bytes().unwrap()).unwrap();
-
-    let component = build_component(&model_path);
-    let harness = harness::start(harness::HarnessConfig::new(component)).unwrap();
+    let built = common::fit_and_build(5_000, 7, 100);
+    let harness = harness::start(harness::HarnessConfig::new(&built.component)).unwrap();
     Fixture {
-        model,
+        model: built.model,
         harness,
-        _dir: dir,
+        _dir: built.dir,
     }
 });
-
-/// Builds the worker for wasm32-wasip2 with `model` embedded, in a target directory of its own
-/// (the outer `cargo test` may still hold the lock on the main one).
-fn build_component(model: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-wasm");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "worker",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .env("SFE_MODEL_PATH", model)
-        .status()
-        .expect("running cargo to build the worker");
-    assert!(status.success(), "building the worker component failed");
-    target.join("wasm32-wasip2/release/worker.wasm")
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
 
 fn url(path: &str) -> String {
     format!("http://{}{path}", FIXTURE.harness.addr)
@@ -125,7 +76,7 @@ fn payloads(n: usize) -> Vec<[f64; 5]> {
 
 #[test]
 fn edge_scores_equal_native_scores_bit_for_bit() {
-    let agent = agent();
+    let agent = common::agent();
     let rows = payloads(2_000);
     let mut mismatches = 0;
     let mut anomalies = 0;
@@ -213,7 +164,7 @@ fn edge_scores_equal_native_scores_bit_for_bit() {
 
 #[test]
 fn health_reports_the_embedded_model() {
-    let mut resp = agent().get(url("/api/health")).call().unwrap();
+    let mut resp = common::agent().get(url("/api/health")).call().unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(v["status"], "healthy");
@@ -233,7 +184,7 @@ fn health_reports_the_embedded_model() {
 
 #[test]
 fn bad_input_gets_400_naming_the_problem() {
-    let agent = agent();
+    let agent = common::agent();
     let full = r#""amount": 10, "hour": 3, "day_of_week": 1, "merchant_category": 2, "transaction_type": 0"#;
 
     let (status, v) = post(&agent, "/api/predict", "{not json");
@@ -314,7 +265,7 @@ fn bad_input_gets_400_naming_the_problem() {
 
 #[test]
 fn legacy_alternative_shape_is_normalized_by_the_model_rules() {
-    let agent = agent();
+    let agent = common::agent();
     // 2024-01-15 is a Monday; "ACME Store" hashes (XXH64, seed 0) to category 3; transfer = 2.
     let (status, v) = post(
         &agent,
@@ -366,7 +317,7 @@ fn report(line: String) {
 
 #[test]
 fn batch_scores_each_item_and_reports_bad_ones() {
-    let agent = agent();
+    let agent = common::agent();
     let body = json!({"transactions": [
         {"amount": 12.5, "hour": 14, "day_of_week": 2, "merchant_category": 1, "transaction_type": 0},
         {"amount": 12.5, "merchant_category": 1},
@@ -419,7 +370,7 @@ fn batch_scores_each_item_and_reports_bad_ones() {
 
 #[test]
 fn limits_methods_content_types_and_metadata_routes() {
-    let agent = agent();
+    let agent = common::agent();
     // Body over 1 MiB.
     let big = format!(r#"{{"amount": 1, "pad": "{}"}}"#, "x".repeat(1 << 20));
     let (status, v) = post(&agent, "/api/predict", &big);
@@ -466,7 +417,7 @@ fn limits_methods_content_types_and_metadata_routes() {
 /// top-level fields and fields of array items (`results: [{...}]`). Nested objects that are
 /// maps (`shap_explanation: {feature: float}`) are skipped.
 fn contract_fields(endpoint: &str) -> (Vec<String>, Vec<String>) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = common::root();
     let doc = std::fs::read_to_string(root.join("../shared/reference/legacy-api.md"))
         .expect("../shared/reference/legacy-api.md (the legacy API contract) must be readable");
     let start = doc
@@ -514,7 +465,7 @@ fn contract_fields(endpoint: &str) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn responses_keep_every_field_of_the_legacy_contract() {
-    let agent = agent();
+    let agent = common::agent();
     let mut checked = 0;
     let mut resp = agent.get(url("/api/health")).call().unwrap();
     let health: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();

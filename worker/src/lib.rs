@@ -50,8 +50,132 @@ fn loaded() -> Result<&'static Loaded, &'static str> {
         .map_err(String::as_str)
 }
 
+/// Configuration read from Spin variables (`[component.worker.variables]` in spin.toml).
+struct Settings {
+    /// Accepted API keys; empty = no authentication.
+    api_keys: Vec<String>,
+    /// Origins allowed to call from a browser.
+    cors: Cors,
+}
+
+enum Cors {
+    /// No CORS headers at all (the default).
+    Off,
+    /// `*`: any origin, answered with `Access-Control-Allow-Origin: *`.
+    Any,
+    /// These origins (compared ASCII case-insensitively), echoed back.
+    List(Vec<String>),
+}
+
+impl Settings {
+    fn parse(api_keys: &str, cors_origins: &str) -> Self {
+        let list = |s: &str| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let origins: Vec<String> = list(cors_origins)
+            .into_iter()
+            .map(|o| o.trim_end_matches('/').to_owned())
+            .collect();
+        let cors = if origins.iter().any(|o| o == "*") {
+            Cors::Any
+        } else if origins.is_empty() {
+            Cors::Off
+        } else {
+            Cors::List(origins)
+        };
+        Self {
+            api_keys: list(api_keys),
+            cors,
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if it is allowed.
+    fn allow_origin(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        let origin = origin?;
+        match &self.cors {
+            Cors::Off => None,
+            Cors::Any => Some(HeaderValue::from_static("*")),
+            Cors::List(list) => {
+                let text = origin.to_str().ok()?;
+                list.iter()
+                    .any(|o| o.eq_ignore_ascii_case(text))
+                    .then(|| origin.clone())
+            }
+        }
+    }
+
+    /// True if no keys are configured or the request carries one of them, in `X-API-Key` or
+    /// `Authorization: Bearer`. Every configured key is compared, in constant time.
+    fn authorized(&self, req: &Request) -> bool {
+        use subtle::ConstantTimeEq;
+        if self.api_keys.is_empty() {
+            return true;
+        }
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let bearer = header("authorization").and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+        let presented = [header("x-api-key").map(str::trim), bearer];
+        let mut ok = subtle::Choice::from(0);
+        for candidate in presented.into_iter().flatten() {
+            for key in &self.api_keys {
+                ok |= key.as_bytes().ct_eq(candidate.as_bytes());
+            }
+        }
+        ok.into()
+    }
+}
+
+/// Reads the variables once per instance. A variable that cannot be read counts as unset; an
+/// undefined one (no mapping in the manifest) silently, any other failure is logged by kind
+/// only, never with a value.
+async fn settings() -> &'static Settings {
+    static SETTINGS: OnceLock<Settings> = OnceLock::new();
+    if let Some(s) = SETTINGS.get() {
+        return s;
+    }
+    async fn var(name: &str) -> String {
+        match spin_sdk::variables::get(name).await {
+            Ok(value) => value,
+            Err(spin_sdk::variables::Error::Undefined(_)) => String::new(),
+            Err(e) => {
+                let kind = match e {
+                    spin_sdk::variables::Error::InvalidName(_) => "invalid name",
+                    spin_sdk::variables::Error::Undefined(_) => "undefined",
+                    spin_sdk::variables::Error::Provider(_) => "provider error",
+                    spin_sdk::variables::Error::Other(_) => "error",
+                };
+                eprintln!("worker: variable {name} not read ({kind}); treating it as unset");
+                String::new()
+            }
+        }
+    }
+    let api_keys = var("api_keys").await;
+    let cors_origins = var("cors_origins").await;
+    SETTINGS.get_or_init(|| Settings::parse(&api_keys, &cors_origins))
+}
+
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> Response<String> {
+    let settings = settings().await;
+    let allow_origin = settings.allow_origin(req.headers().get("origin"));
+    let mut resp = route(req, settings, allow_origin.is_some()).await;
+    let headers = resp.headers_mut();
+    if let Some(origin) = allow_origin {
+        headers.insert("access-control-allow-origin", origin);
+    }
+    if matches!(settings.cors, Cors::List(_)) {
+        headers.append("vary", HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+async fn route(req: Request, settings: &Settings, cors_allowed: bool) -> Response<String> {
     let path = req.uri().path().to_owned();
     let (allowed, route) = match path.as_str() {
         "/api/health" => (Method::GET, Route::Health),
@@ -61,6 +185,19 @@ async fn handle(req: Request) -> Response<String> {
         "/api/predict-batch" => (Method::POST, Route::Batch),
         _ => return error(StatusCode::NOT_FOUND, &format!("no route for {path}")),
     };
+    if req.method() == Method::OPTIONS {
+        return preflight(allowed, cors_allowed);
+    }
+    let public = matches!(route, Route::Health) && req.method() == Method::GET;
+    if !public && !settings.authorized(&req) {
+        let mut resp = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid API key; send X-API-Key: <key> or Authorization: Bearer <key>",
+        );
+        resp.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return resp;
+    }
     if req.method() != allowed {
         let mut resp = error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -104,6 +241,34 @@ async fn handle(req: Request) -> Response<String> {
             }
         }
     }
+}
+
+/// `OPTIONS` on a known route: 204, with the CORS preflight headers when the origin is
+/// allowed. Never needs an API key (browsers do not send one on a preflight).
+fn preflight(allowed: Method, cors_allowed: bool) -> Response<String> {
+    let mut resp = Response::new(String::new());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        "allow",
+        HeaderValue::from_static(if allowed == Method::GET {
+            "GET, OPTIONS"
+        } else {
+            "POST, OPTIONS"
+        }),
+    );
+    if cors_allowed {
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("content-type, x-api-key, authorization"),
+        );
+        h.insert("access-control-max-age", HeaderValue::from_static("600"));
+    }
+    resp
 }
 
 enum Route {

@@ -1,0 +1,242 @@
+//! API keys and CORS, configured through Spin variables: the worker built with a freshly fitted
+//! model, hosted twice — once with no variables (spin.toml's defaults: no auth, no CORS) and
+//! once with `api_keys` and `cors_origins` set, as `spin up` would provide them.
+
+mod common;
+
+use serde_json::Value;
+use std::sync::LazyLock;
+
+const ORIGIN: &str = "https://app.example";
+const TRANSACTION: &str = r#"{"amount": 42.5, "hour": 13, "day_of_week": 2, "merchant_category": 4, "transaction_type": 1}"#;
+
+struct Fixture {
+    /// No variables set.
+    open: harness::RunningHarness,
+    /// `api_keys = "k1,k2"`, `cors_origins = "https://app.example"`.
+    secured: harness::RunningHarness,
+    _dir: tempfile::TempDir,
+}
+
+static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
+    let built = common::fit_and_build(2_000, 11, 50);
+    let open = harness::start(harness::HarnessConfig::new(&built.component)).unwrap();
+    let mut config = harness::HarnessConfig::new(&built.component);
+    config.variables = vec![
+        ("api_keys".into(), "k1,k2".into()),
+        ("cors_origins".into(), ORIGIN.into()),
+    ];
+    let secured = harness::start(config).unwrap();
+    Fixture {
+        open,
+        secured,
+        _dir: built.dir,
+    }
+});
+
+struct Answer {
+    status: u16,
+    headers: ureq::http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("non-JSON answer {:?}: {e}", self.body))
+    }
+}
+
+/// Sends `method path` to `h` with `headers` (and the test transaction as body for POST).
+fn send(h: &harness::RunningHarness, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", h.url()));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let agent = common::agent();
+    let mut resp = if method == "POST" {
+        let req = req
+            .header("content-type", "application/json")
+            .body(TRANSACTION.to_owned())
+            .unwrap();
+        agent.run(req).unwrap()
+    } else {
+        agent.run(req.body(()).unwrap()).unwrap()
+    };
+    Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.body_mut().read_to_string().unwrap(),
+    }
+}
+
+fn assert_unauthorized(a: &Answer) {
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(a.json()["error"].is_string(), "{}", a.body);
+    assert!(
+        a.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+}
+
+#[test]
+fn requests_without_a_key_are_refused() {
+    let h = &FIXTURE.secured;
+    assert_unauthorized(&send(h, "POST", "/api/predict", &[]));
+    assert_unauthorized(&send(h, "GET", "/api/model", &[]));
+    assert_unauthorized(&send(h, "POST", "/api/warmup", &[]));
+    assert_unauthorized(&send(h, "POST", "/api/predict-batch", &[]));
+}
+
+#[test]
+fn wrong_keys_are_refused() {
+    let h = &FIXTURE.secured;
+    for headers in [
+        [("x-api-key", "k3")],
+        [("x-api-key", "k")],
+        [("x-api-key", "k1k2")],
+        [("x-api-key", "k1,k2")],
+        [("x-api-key", "")],
+        [("authorization", "Bearer k3")],
+        [("authorization", "Basic k1")],
+        [("authorization", "k1")],
+    ] {
+        let a = send(h, "POST", "/api/predict", &headers);
+        assert_unauthorized(&a);
+    }
+}
+
+#[test]
+fn valid_keys_are_accepted_in_either_header() {
+    let h = &FIXTURE.secured;
+    for headers in [
+        [("x-api-key", "k1")],
+        [("x-api-key", "k2")],
+        [("authorization", "Bearer k1")],
+        [("authorization", "bearer k2")],
+    ] {
+        let a = send(h, "POST", "/api/predict", &headers);
+        assert_eq!(a.status, 200, "{headers:?}: {}", a.body);
+        assert!(a.json()["anomaly_score"].is_f64());
+        let a = send(h, "GET", "/api/model", &headers);
+        assert_eq!(a.status, 200, "{headers:?}: {}", a.body);
+    }
+}
+
+#[test]
+fn health_needs_no_key() {
+    let a = send(&FIXTURE.secured, "GET", "/api/health", &[]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["status"], "healthy");
+}
+
+#[test]
+fn without_variables_everything_is_open_and_no_cors_headers_are_sent() {
+    let h = &FIXTURE.open;
+    let a = send(h, "POST", "/api/predict", &[("origin", ORIGIN)]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.json()["anomaly_score"].is_f64());
+    assert_eq!(a.header("access-control-allow-origin"), None);
+    assert_eq!(a.header("vary"), None);
+    // A key sent anyway is ignored.
+    let a = send(h, "GET", "/api/model", &[("x-api-key", "whatever")]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    for (method, path) in [("GET", "/api/health"), ("POST", "/api/warmup")] {
+        assert_eq!(send(h, method, path, &[]).status, 200, "{method} {path}");
+    }
+    // Errors are still JSON.
+    let a = send(h, "GET", "/api/nope", &[]);
+    assert_eq!(a.status, 404);
+    assert!(a.json()["error"].is_string());
+}
+
+#[test]
+fn preflight_from_an_allowed_origin() {
+    let a = send(
+        &FIXTURE.secured,
+        "OPTIONS",
+        "/api/predict",
+        &[
+            ("origin", ORIGIN),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type, x-api-key"),
+        ],
+    );
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(a.header("access-control-allow-origin"), Some(ORIGIN));
+    assert_eq!(
+        a.header("access-control-allow-methods"),
+        Some("GET, POST, OPTIONS")
+    );
+    assert_eq!(
+        a.header("access-control-allow-headers"),
+        Some("content-type, x-api-key, authorization")
+    );
+    assert_eq!(a.header("access-control-max-age"), Some("600"));
+    assert_eq!(a.header("vary"), Some("Origin"));
+}
+
+#[test]
+fn allowed_origin_is_echoed_on_actual_requests() {
+    let h = &FIXTURE.secured;
+    let a = send(
+        h,
+        "POST",
+        "/api/predict",
+        &[("origin", ORIGIN), ("x-api-key", "k1")],
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.header("access-control-allow-origin"), Some(ORIGIN));
+    assert_eq!(a.header("vary"), Some("Origin"));
+    // Even on a 401, so the browser can show the error.
+    let a = send(h, "POST", "/api/predict", &[("origin", ORIGIN)]);
+    assert_unauthorized(&a);
+    assert_eq!(a.header("access-control-allow-origin"), Some(ORIGIN));
+}
+
+#[test]
+fn disallowed_origin_gets_no_allow_origin_header() {
+    let h = &FIXTURE.secured;
+    let evil = "https://evil.example";
+    let a = send(
+        h,
+        "POST",
+        "/api/predict",
+        &[("origin", evil), ("x-api-key", "k1")],
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.header("access-control-allow-origin"), None);
+    let a = send(
+        h,
+        "OPTIONS",
+        "/api/predict",
+        &[("origin", evil), ("access-control-request-method", "POST")],
+    );
+    assert_eq!(a.status, 204);
+    assert_eq!(a.header("access-control-allow-origin"), None);
+    assert_eq!(a.header("access-control-allow-methods"), None);
+}
+
+#[test]
+fn harness_variables_follow_spin_semantics() {
+    use harness::variables::{Error, Variables};
+    let vars = Variables::new(&[("api_keys".into(), "k1".into())]).unwrap();
+    assert_eq!(vars.get("api_keys").unwrap(), "k1");
+    assert!(matches!(vars.get("cors_origins"), Err(Error::Undefined(_))));
+    assert!(matches!(vars.get("API_KEYS"), Err(Error::InvalidName(_))));
+    assert!(matches!(vars.get("api-keys"), Err(Error::InvalidName(_))));
+    assert!(matches!(vars.get("9lives"), Err(Error::InvalidName(_))));
+    // The open harness has no variables: the worker reads them as undefined and runs open.
+    assert_eq!(send(&FIXTURE.open, "GET", "/api/model", &[]).status, 200);
+    // A harness refuses an invalid name up front, as Spin refuses such a manifest.
+    let mut config = harness::HarnessConfig::new("/nonexistent.wasm");
+    config.variables = vec![("Bad".into(), "x".into())];
+    assert!(harness::start(config).is_err());
+}

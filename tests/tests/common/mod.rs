@@ -1,0 +1,87 @@
+//! What every end-to-end test binary needs: a model fitted by the trainer on synthetic data and
+//! the worker component built with that model embedded.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use model_format::Model;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use trainer::forest::{Contamination, IsolationForestParams, MaxSamples};
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// A fitted model and a component embedding it, both inside `dir`.
+pub struct Built {
+    pub model: Model,
+    pub model_path: PathBuf,
+    /// A private copy of the component: another test binary may rebuild the shared build
+    /// directory with its own model while this one runs.
+    pub component: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// Synthesizes `rows` legacy transactions, fits `n_estimators` trees with `seed` (contamination
+/// 0.1) and builds the worker around the model. The same arguments give the same model bytes, so
+/// test binaries that agree on them share one cached component build.
+pub fn fit_and_build(rows: usize, seed: u64, n_estimators: usize) -> Built {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("transactions.parquet");
+    let mut df = trainer::synth::transactions(rows, 0.05, seed).unwrap();
+    trainer::data::write_frame(&data, &mut df).unwrap();
+    let features: Vec<String> = trainer::synth::LEGACY_FEATURES.map(String::from).to_vec();
+    let table = trainer::data::read_features(&data, &features).unwrap();
+    let params = IsolationForestParams {
+        n_estimators,
+        max_samples: MaxSamples::Auto,
+        contamination: Contamination::Fraction(0.1),
+        seed,
+    };
+    let model = trainer::fit(&table, &params).unwrap();
+    let model_path = dir.path().join("model.sfm");
+    std::fs::write(&model_path, model.to_bytes().unwrap()).unwrap();
+
+    let built = build_component(&model_path);
+    let component = dir.path().join("worker.wasm");
+    std::fs::copy(&built, &component).unwrap();
+    Built {
+        model,
+        model_path,
+        component,
+        dir,
+    }
+}
+
+/// Builds the worker for wasm32-wasip2 with `model` embedded, in a target directory of its own
+/// (the outer `cargo test` may still hold the lock on the main one) shared by all test binaries.
+pub fn build_component(model: &Path) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-wasm");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "worker",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .env("SFE_MODEL_PATH", model)
+        .status()
+        .expect("running cargo to build the worker");
+    assert!(status.success(), "building the worker component failed");
+    target.join("wasm32-wasip2/release/worker.wasm")
+}
+
+/// An HTTP client that hands back 4xx/5xx answers instead of failing on them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
