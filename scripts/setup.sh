@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
-# Installs what building and testing need: the wasm32-wasip2 Rust target, and .venv at the repo
-# root with the pinned Python packages of tools/requirements.txt (scikit-learn parity test,
+# Installs what building and testing need: the wasm32-wasip2 Rust target; PostgreSQL server
+# binaries (throwaway clusters in the store, forwarding and trainer tests; Debian package
+# `postgresql`); s3s-fs, the S3-compatible server the object-store tests start; and .venv at the
+# repo root with the pinned Python packages of tools/requirements.txt (scikit-learn parity test,
 # tools/export_sklearn.py, shap for TreeSHAP parity).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup show active-toolchain >/dev/null   # makes rustup install the toolchain in rust-toolchain.toml
 rustup target add wasm32-wasip2
+
+# Debian packages: the PostgreSQL server (any version with initdb/pg_ctl) and a font for the
+# text in `trainer evaluate`'s plots. Installed only when missing (needs root or sudo).
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v pg_ctl >/dev/null || missing+=(postgresql)
+[[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
+if ((${#missing[@]})); then
+  sudo=; [[ $(id -u) == 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  echo "setup: installed ${missing[*]}"
+fi
+
+# s3s-fs: a real S3-compatible server for the object-store tests (0.14: builds with our rustc).
+if ! command -v s3s-fs >/dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]]; then
+  cargo install s3s-fs --version 0.14.1 --locked --features binary
+fi
 
 # Python: skipped when .venv already holds exactly these pins (a copy of the requirements file
 # is kept in .venv once the install succeeded).

@@ -26,6 +26,10 @@
 //!   with Spin's semantics (see [`variables`]), fed from
 //!   [`HarnessConfig::variables`] in place of spin.toml's resolved
 //!   `[component.<id>.variables]`.
+//! * **Key-value stores.** `spin:key-value/key-value@3.0.0` is linked with
+//!   Spin's access rules over durable files (see [`key_value`]): the stores
+//!   granted by [`HarnessConfig::key_value_stores`] live under
+//!   [`HarnessConfig::key_value_dir`] and are shared by all instances.
 //!
 //! Use [`start`] from tests (own runtime on a background thread) or
 //! [`Harness::bind`] + [`Harness::serve`] from async code (the binary).
@@ -59,7 +63,10 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+pub mod key_value;
+pub mod postgres;
 pub mod variables;
+use key_value::{KeyValue, KeyValueView};
 use variables::Variables;
 
 /// Spin's / `wasmtime serve`'s default for P3 components.
@@ -68,9 +75,12 @@ pub const DEFAULT_MAX_REUSE: usize = 128;
 const MAX_CONCURRENT_REUSE: usize = 16;
 /// An idle instance is dropped after this long (Spin's default).
 const IDLE_INSTANCE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Pool size. Far below Spin's 1000: tests never need more, and every harness
-/// in a test process reserves its own pool of virtual address space.
-const POOL_INSTANCES: u32 = 100;
+/// Default pool size for tests. Far below Spin's 1000: tests never need more,
+/// and every harness in a test process reserves its own pool of virtual
+/// address space. The binary uses Spin's 1000 (see `HarnessConfig::pool_instances`).
+pub const TEST_POOL_INSTANCES: u32 = 100;
+/// Spin's pool size.
+pub const SPIN_POOL_INSTANCES: u32 = 1_000;
 
 /// What to serve and how.
 #[derive(Clone, Debug)]
@@ -81,6 +91,10 @@ pub struct HarnessConfig {
     pub listen: SocketAddr,
     /// Requests served by one instance before it is retired (must be >= 1).
     pub max_reuse: usize,
+    /// Most component instances alive at once (the pooling allocator's size).
+    /// An instance that has served its last request stays alive while its
+    /// background tasks run, so a slow outbound call keeps instances around.
+    pub pool_instances: u32,
     /// Environment variables visible to the guest.
     pub env: Vec<(String, String)>,
     /// The component's Spin variables (name, value), served through
@@ -88,17 +102,28 @@ pub struct HarnessConfig {
     /// spin.toml's `[component.<id>.variables]`: a name not listed is
     /// `undefined` to the guest.
     pub variables: Vec<(String, String)>,
+    /// Key-value store labels the component may open (spin.toml's
+    /// `key_value_stores`); the harness defines a store for each. Any other
+    /// label is `access-denied` to the guest.
+    pub key_value_stores: Vec<String>,
+    /// Directory holding the stores' data (`<dir>/<label>/`), kept across
+    /// harness restarts. `None`: a temporary directory removed with the harness.
+    pub key_value_dir: Option<PathBuf>,
 }
 
 impl HarnessConfig {
-    /// Defaults: `127.0.0.1:0`, reuse 128, empty environment, no variables.
+    /// Defaults: `127.0.0.1:0`, reuse 128, empty environment, no variables, no
+    /// key-value stores.
     pub fn new(component: impl Into<PathBuf>) -> Self {
         Self {
             component: component.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_reuse: DEFAULT_MAX_REUSE,
+            pool_instances: TEST_POOL_INSTANCES,
             env: Vec::new(),
             variables: Vec::new(),
+            key_value_stores: Vec::new(),
+            key_value_dir: None,
         }
     }
 }
@@ -331,16 +356,18 @@ fn error_response(status: StatusCode, message: String) -> Response<WasiBody> {
     resp
 }
 
-/// Per-store host state: WASI (P2 + P3) and wasi:http contexts, Spin variables.
+/// Per-store host state: WASI (P2 + P3) and wasi:http contexts, Spin variables
+/// and key-value stores.
 struct Host {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     variables: Variables,
+    key_value: KeyValue,
 }
 
 impl Host {
-    fn new(env: &[(String, String)], variables: Variables) -> Self {
+    fn new(env: &[(String, String)], variables: Variables, key_value: KeyValue) -> Self {
         let mut wasi = WasiCtxBuilder::new();
         wasi.envs(env)
             // Guest stdout goes to our stderr: the binary's stdout carries
@@ -352,6 +379,14 @@ impl Host {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             variables,
+            key_value,
+        }
+    }
+
+    fn key_value_view(&mut self) -> KeyValueView<'_> {
+        KeyValueView {
+            table: &mut self.table,
+            key_value: &self.key_value,
         }
     }
 
@@ -386,6 +421,7 @@ struct App {
     pre: ProxyPre<Host>,
     env: Vec<(String, String)>,
     variables: Variables,
+    key_value: KeyValue,
     max_reuse: usize,
     shutting_down: Arc<AtomicBool>,
 }
@@ -393,7 +429,8 @@ struct App {
 impl App {
     fn load(config: &HarnessConfig) -> anyhow::Result<Self> {
         let variables = Variables::new(&config.variables)?;
-        let engine = Engine::new(&engine_config())
+        let key_value = KeyValue::new(config.key_value_dir.as_deref(), &config.key_value_stores)?;
+        let engine = Engine::new(&engine_config(config.pool_instances))
             .map_err(anyhow::Error::from)
             .context(
                 "creating wasmtime engine (the pooling allocator reserves a lot of virtual memory)",
@@ -416,6 +453,9 @@ impl App {
         variables::add_to_linker(&mut linker, |host| &host.variables)
             .map_err(anyhow::Error::from)
             .context("linking spin:variables")?;
+        key_value::add_to_linker(&mut linker, Host::key_value_view)
+            .map_err(anyhow::Error::from)
+            .context("linking spin:key-value")?;
 
         let component = Component::from_file(&engine, &config.component)
             .map_err(anyhow::Error::from)
@@ -441,6 +481,7 @@ impl App {
             pre: ProxyPre::P3(pre),
             env: config.env.clone(),
             variables,
+            key_value,
             max_reuse: config.max_reuse,
             shutting_down: Arc::default(),
         })
@@ -449,14 +490,14 @@ impl App {
 
 /// Mirrors Spin's engine config (component-model async, pooling allocator),
 /// with a smaller pool.
-fn engine_config() -> Config {
+fn engine_config(instances: u32) -> Config {
     const MB: usize = 1 << 20;
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(POOL_INSTANCES)
-        .total_memories(POOL_INSTANCES)
-        .total_tables(2 * POOL_INSTANCES)
-        .total_stacks(POOL_INSTANCES)
-        .total_core_instances(4 * POOL_INSTANCES)
+    pool.total_component_instances(instances)
+        .total_memories(instances)
+        .total_tables(2 * instances)
+        .total_stacks(instances)
+        .total_core_instances(4 * instances)
         .table_elements(100_000)
         .max_component_instance_size(10 * MB)
         .max_core_instance_size(10 * MB)
@@ -483,7 +524,10 @@ impl HandlerState for App {
     type WorkerState = Reuse;
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<Host, IdleTimeout, Reuse>> {
-        let mut store = Store::new(&self.engine, Host::new(&self.env, self.variables.clone()));
+        let mut store = Store::new(
+            &self.engine,
+            Host::new(&self.env, self.variables.clone(), self.key_value.clone()),
+        );
         let proxy = self.pre.instantiate_async(&mut store).await?;
         Ok(Instance {
             store,

@@ -29,9 +29,21 @@ struct Args {
     /// spin.toml's `[component.<id>.variables]`.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_env)]
     vars: Vec<(String, String)>,
+    /// Directory of the key-value stores' data, kept across restarts
+    /// (`<DIR>/<LABEL>/`). Grants the store `default` unless --kv-store is given.
+    #[arg(long, value_name = "DIR")]
+    kv_dir: Option<PathBuf>,
+    /// Key-value store label the component may open (repeatable), as in
+    /// spin.toml's `key_value_stores`. Without --kv-dir the data lives in a
+    /// temporary directory removed on exit.
+    #[arg(long = "kv-store", value_name = "LABEL")]
+    kv_stores: Vec<String>,
     /// Requests served by one instance before it is replaced.
     #[arg(long, default_value_t = DEFAULT_MAX_REUSE)]
     max_reuse: usize,
+    /// Most component instances alive at once (Spin's default).
+    #[arg(long, default_value_t = harness::SPIN_POOL_INSTANCES)]
+    pool_instances: u32,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -44,12 +56,20 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let key_value_stores = if args.kv_stores.is_empty() && args.kv_dir.is_some() {
+        vec!["default".to_owned()]
+    } else {
+        args.kv_stores
+    };
     let config = HarnessConfig {
         component: args.component,
         listen: args.listen,
         max_reuse: args.max_reuse,
+        pool_instances: args.pool_instances,
         env: args.env,
         variables: args.vars,
+        key_value_stores,
+        key_value_dir: args.kv_dir,
     };
     let harness = Harness::bind(&config).await?;
 

@@ -28,6 +28,9 @@ struct Fixture {
     harness: harness::RunningHarness,
     /// The same component with API keys and CORS configured.
     keyed: harness::RunningHarness,
+    /// Both forward to this store (feedback, dashboard and listing need it).
+    _store: common::StoreService,
+    _pg: harness::postgres::TempPostgres,
     _dir: tempfile::TempDir,
 }
 
@@ -38,16 +41,29 @@ const ORIGIN: &str = "https://app.example";
 /// binaries share one cached component build.
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let built = common::fit_and_build(5_000, 7, 100);
-    let harness = harness::start(harness::HarnessConfig::new(&built.component)).unwrap();
-    let mut keyed = harness::HarnessConfig::new(&built.component);
-    keyed.variables = vec![
+    let pg = harness::postgres::TempPostgres::start().unwrap();
+    let store = common::StoreService::start(&pg.url());
+    let config = |extra: Vec<(String, String)>| {
+        let mut c = harness::HarnessConfig::new(&built.component);
+        c.variables = vec![
+            ("store_url".into(), store.url()),
+            ("store_token".into(), common::STORE_TOKEN.into()),
+        ];
+        c.variables.extend(extra);
+        c.key_value_stores = vec!["default".into()];
+        c
+    };
+    let harness = harness::start(config(vec![])).unwrap();
+    let keyed = harness::start(config(vec![
         ("api_keys".into(), format!("other-key, {KEY}")),
         ("cors_origins".into(), ORIGIN.into()),
-    ];
-    let keyed = harness::start(keyed).unwrap();
+    ]))
+    .unwrap();
     Fixture {
         harness,
         keyed,
+        _store: store,
+        _pg: pg,
         _dir: built.dir,
     }
 });
@@ -632,15 +648,26 @@ fn every_route_answers_as_documented() {
         s.expect("POST", route, Some("text/plain"), &full.to_string(), 415);
     }
 
-    // 404 for paths not in the document.
-    for path in [
-        "/",
-        "/api",
-        "/api/nope",
-        "/api/predict/",
-        "/api/feedback",
-        "/api/dashboard",
+    // Feedback (queued for the store), dashboard and listing (read from it).
+    let feedback = json!({"transaction_id": "0190a000-0000-7000-8000-000000000001", "feedback": true, "comments": "ok"});
+    s.request_is_documented("POST", "/api/feedback", &feedback);
+    s.expect("POST", "/api/feedback", None, &feedback.to_string(), 202);
+    for bad in [
+        r#"{"feedback": true}"#,
+        r#"{"transaction_id": "12", "feedback": true}"#,
+        r#"{"transaction_id": "0190a000-0000-7000-8000-000000000001", "feedback": "yes"}"#,
+        "{not json",
     ] {
+        s.expect("POST", "/api/feedback", None, bad, 400);
+    }
+    s.expect("POST", "/api/feedback", Some("text/plain"), &feedback.to_string(), 415);
+    s.expect("GET", "/api/dashboard", None, "", 200);
+    s.expect("GET", "/api/transactions", None, "", 200);
+    s.expect("GET", "/api/transactions?page=2&per_page=5", None, "", 200);
+    s.expect("GET", "/api/transactions?per_page=100000", None, "", 400);
+
+    // 404 for paths not in the document.
+    for path in ["/", "/api", "/api/nope", "/api/predict/", "/api/feedbacks"] {
         s.expect("GET", path, None, "", 404);
     }
 
@@ -696,6 +723,10 @@ fn keyed_and_cors_answers_are_documented() {
     let body_for = |path: &str| match path {
         "/api/predict" => full.to_string(),
         "/api/predict-batch" => json!({"transactions": [full]}).to_string(),
+        "/api/feedback" => {
+            json!({"transaction_id": "0190a000-0000-7000-8000-000000000002", "feedback": false})
+                .to_string()
+        }
         _ => String::new(),
     };
     let mut s = Session {
@@ -720,7 +751,8 @@ fn keyed_and_cors_answers_are_documented() {
     ] {
         s.headers = vec![("origin", ORIGIN.to_string()), (header, value)];
         for (method, path) in ops.iter().filter(|(m, _)| m != "OPTIONS") {
-            s.expect(method, path, None, &body_for(path), 200);
+            let ok = if path == "/api/feedback" { 202 } else { 200 };
+            s.expect(method, path, None, &body_for(path), ok);
         }
     }
     // Preflights need no key and carry the CORS headers for an allowed origin.

@@ -37,6 +37,45 @@ impl std::str::FromStr for MaxSamples {
     }
 }
 
+/// How many features each tree may split on, as scikit-learn's `max_features`: each tree draws
+/// its own subset without replacement and only ever splits on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxFeatures {
+    /// An absolute count in `1..=n_features`.
+    Count(usize),
+    /// A fraction of the features in (0, 1]: `max(1, floor(f * n_features))`.
+    Fraction(f64),
+}
+
+impl Default for MaxFeatures {
+    /// Every feature, scikit-learn's `max_features=1.0`.
+    fn default() -> Self {
+        MaxFeatures::Fraction(1.0)
+    }
+}
+
+impl std::str::FromStr for MaxFeatures {
+    type Err = String;
+    /// `"3"` is a count, `"0.5"` or `"1.0"` a fraction, as Python's int/float distinction.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(n) = s.parse::<usize>() {
+            return Ok(MaxFeatures::Count(n));
+        }
+        s.parse::<f64>()
+            .map(MaxFeatures::Fraction)
+            .map_err(|_| format!("expected a feature count or a fraction, got {s:?}"))
+    }
+}
+
+impl fmt::Display for MaxFeatures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxFeatures::Count(n) => write!(f, "{n}"),
+            MaxFeatures::Fraction(x) => write!(f, "{x:?}"),
+        }
+    }
+}
+
 /// Share of anomalies expected in the training data, as scikit-learn's `contamination`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Contamination {
@@ -76,6 +115,10 @@ pub struct IsolationForestParams {
     pub n_estimators: usize,
     pub max_samples: MaxSamples,
     pub contamination: Contamination,
+    /// Features each tree may split on (drawn per tree, without replacement).
+    pub max_features: MaxFeatures,
+    /// Draw each tree's ψ rows with replacement instead of without.
+    pub bootstrap: bool,
     pub seed: u64,
 }
 
@@ -86,6 +129,8 @@ impl Default for IsolationForestParams {
             n_estimators: 100,
             max_samples: MaxSamples::Auto,
             contamination: Contamination::Auto,
+            max_features: MaxFeatures::default(),
+            bootstrap: false,
             seed: 0,
         }
     }
@@ -102,6 +147,17 @@ pub enum ParamError {
     MaxSamples(MaxSamples),
     #[error("contamination must be 'auto' or a fraction in (0, 0.5], got {0}")]
     Contamination(f64),
+    #[error("the training data has no feature columns")]
+    NoFeatures,
+    #[error(
+        "max_features must be a count in 1..={n_features} or a fraction in (0, 1], got {value}"
+    )]
+    MaxFeatures {
+        value: MaxFeatures,
+        n_features: usize,
+    },
+    #[error("at most {max} training rows are supported, got {rows}", max = u32::MAX)]
+    TooManyRows { rows: usize },
 }
 
 /// Parameters checked against a data size: ψ resolved and the tree depth limit derived.
@@ -113,28 +169,46 @@ pub struct ValidParams {
     /// ceil(log2(ψ)), scikit-learn's depth limit.
     pub max_depth: u32,
     pub contamination: Contamination,
+    /// Features per tree, in `1..=n_features`; all of them (the default) draws no subset.
+    pub max_features: usize,
+    pub n_features: usize,
+    pub bootstrap: bool,
     pub seed: u64,
 }
 
 impl IsolationForestParams {
-    /// Resolves and checks the parameters for `n_rows` training rows.
-    pub fn check(&self, n_rows: usize) -> Result<ValidParams, ParamError> {
+    /// Resolves and checks the parameters for `n_rows` training rows of `n_features` features.
+    pub fn check(&self, n_rows: usize, n_features: usize) -> Result<ValidParams, ParamError> {
         if self.n_estimators == 0 {
             return Err(ParamError::NoEstimators);
         }
         if n_rows == 0 {
             return Err(ParamError::NoRows);
         }
+        // Row indices are stored as u32 while growing trees.
+        if u32::try_from(n_rows).is_err() {
+            return Err(ParamError::TooManyRows { rows: n_rows });
+        }
+        if n_features == 0 {
+            return Err(ParamError::NoFeatures);
+        }
+        let max_features = match self.max_features {
+            MaxFeatures::Count(k) if (1..=n_features).contains(&k) => k,
+            MaxFeatures::Fraction(f) if f > 0.0 && f <= 1.0 => {
+                ((f * n_features as f64) as usize).max(1)
+            }
+            value => return Err(ParamError::MaxFeatures { value, n_features }),
+        };
         let psi = match self.max_samples {
             MaxSamples::Auto => n_rows.min(256),
             MaxSamples::Count(n) if n >= 1 => n.min(n_rows),
             MaxSamples::Fraction(f) if f > 0.0 && f <= 1.0 => ((f * n_rows as f64) as usize).max(1),
             other => return Err(ParamError::MaxSamples(other)),
         };
-        if let Contamination::Fraction(c) = self.contamination {
-            if !(c > 0.0 && c <= 0.5) {
-                return Err(ParamError::Contamination(c));
-            }
+        if let Contamination::Fraction(c) = self.contamination
+            && !(c > 0.0 && c <= 0.5)
+        {
+            return Err(ParamError::Contamination(c));
         }
         let max_depth = (psi.max(2) as f64).log2().ceil() as u32;
         Ok(ValidParams {
@@ -142,6 +216,9 @@ impl IsolationForestParams {
             psi,
             max_depth,
             contamination: self.contamination,
+            max_features,
+            n_features,
+            bootstrap: self.bootstrap,
             seed: self.seed,
         })
     }
@@ -151,20 +228,41 @@ impl ValidParams {
     /// Grows the trees on scaled, column-major `f32` data (`columns[feature][row]`).
     ///
     /// Tree `t` draws from its own ChaCha8 stream `t` of the seed, so the result is the same
-    /// whatever the number of threads.
+    /// whatever the number of threads. Each tree draws, in this order: its ψ rows (with
+    /// replacement if `bootstrap`), its feature subset (only when `max_features` is below the
+    /// feature count, so the default draws exactly what it did before these options existed),
+    /// then its split features and thresholds.
+    ///
+    /// `columns` must hold the `n_features` columns the parameters were checked for.
     pub fn grow_trees(&self, columns: &[Vec<f32>]) -> Vec<Tree> {
+        debug_assert_eq!(columns.len(), self.n_features);
         let n_rows = columns.first().map_or(0, Vec::len);
         (0..self.n_estimators)
             .into_par_iter()
             .map(|t| {
                 let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
                 rng.set_stream(t as u64);
-                let mut rows: Vec<u32> = index::sample(&mut rng, n_rows, self.psi)
-                    .into_iter()
-                    .map(|i| i as u32)
-                    .collect();
+                let mut rows: Vec<u32> = if self.bootstrap {
+                    (0..self.psi)
+                        .map(|_| rng.random_range(0..n_rows) as u32)
+                        .collect()
+                } else {
+                    index::sample(&mut rng, n_rows, self.psi)
+                        .into_iter()
+                        .map(|i| i as u32)
+                        .collect()
+                };
+                let features: Vec<usize> = if self.max_features < columns.len() {
+                    let mut subset =
+                        index::sample(&mut rng, columns.len(), self.max_features).into_vec();
+                    subset.sort_unstable();
+                    subset
+                } else {
+                    (0..columns.len()).collect()
+                };
                 let mut grower = Grower {
                     columns,
+                    features: &features,
                     rng,
                     nodes: Vec::new(),
                     order: Vec::new(),
@@ -179,6 +277,8 @@ impl ValidParams {
 
 struct Grower<'a> {
     columns: &'a [Vec<f32>],
+    /// The tree's feature subset, ascending.
+    features: &'a [usize],
     rng: ChaCha8Rng,
     nodes: Vec<Node>,
     order: Vec<usize>,
@@ -223,7 +323,7 @@ impl Grower<'_> {
     /// scikit-learn's random splitter skips constant features; returns it with its range.
     fn pick_feature(&mut self, rows: &[u32]) -> Option<(usize, f32, f32)> {
         self.order.clear();
-        self.order.extend(0..self.columns.len());
+        self.order.extend_from_slice(self.features);
         while !self.order.is_empty() {
             let j = self.rng.random_range(0..self.order.len());
             let feature = self.order.swap_remove(j);
@@ -261,18 +361,20 @@ fn partition<T>(items: &mut [T], pred: impl Fn(&T) -> bool) -> usize {
     k
 }
 
-/// numpy's default (linear) `percentile` of `values`, which it sorts; `q` in [0, 100].
+/// numpy's default (linear) `percentile` of `values`, which it reorders; `q` in [0, 100].
+///
+/// Selects the two order statistics it needs instead of sorting: O(n), same result.
 pub fn percentile(values: &mut [f64], q: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
     let n = values.len();
     if n == 0 {
         return f64::NAN;
     }
     let pos = q / 100.0 * (n - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(n - 1);
+    let lo = (pos.floor() as usize).min(n - 1);
     let t = pos - lo as f64;
-    let (a, b) = (values[lo], values[hi]);
+    let (_, &mut a, above) = values.select_nth_unstable_by(lo, f64::total_cmp);
+    // The next order statistic is the smallest value above position `lo` (or `a` at the end).
+    let b = above.iter().copied().min_by(f64::total_cmp).unwrap_or(a);
     // numpy's _lerp: accurate at both ends of the interval.
     if t >= 0.5 {
         b - (b - a) * (1.0 - t)
@@ -288,21 +390,21 @@ mod tests {
     #[test]
     fn params_follow_scikit_learn() {
         let p = IsolationForestParams::default();
-        let v = p.check(1000).unwrap();
+        let v = p.check(1000, 2).unwrap();
         assert_eq!((v.psi, v.max_depth), (256, 8));
-        assert_eq!(p.check(100).unwrap().psi, 100);
-        assert_eq!(p.check(100).unwrap().max_depth, 7);
+        assert_eq!(p.check(100, 2).unwrap().psi, 100);
+        assert_eq!(p.check(100, 2).unwrap().max_depth, 7);
         let frac = IsolationForestParams {
             max_samples: MaxSamples::Fraction(0.5),
             ..p.clone()
         };
-        assert_eq!(frac.check(1000).unwrap().psi, 500);
+        assert_eq!(frac.check(1000, 2).unwrap().psi, 500);
         assert!(
             IsolationForestParams {
                 n_estimators: 0,
                 ..p.clone()
             }
-            .check(10)
+            .check(10, 2)
             .is_err()
         );
         assert!(
@@ -310,7 +412,7 @@ mod tests {
                 contamination: Contamination::Fraction(0.7),
                 ..p.clone()
             }
-            .check(10)
+            .check(10, 2)
             .is_err()
         );
         assert!(
@@ -318,10 +420,10 @@ mod tests {
                 max_samples: MaxSamples::Fraction(1.5),
                 ..p.clone()
             }
-            .check(10)
+            .check(10, 2)
             .is_err()
         );
-        assert!(p.check(0).is_err());
+        assert!(p.check(0, 2).is_err());
     }
 
     #[test]
@@ -330,6 +432,211 @@ mod tests {
         assert!((percentile(&mut [4.0, 1.0, 3.0, 2.0], 10.0) - 1.3).abs() < 1e-15);
         assert_eq!(percentile(&mut [5.0, 1.0, 3.0], 50.0), 3.0);
         assert_eq!(percentile(&mut [2.0], 37.0), 2.0);
+    }
+
+    #[test]
+    fn percentile_agrees_with_sorting() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for n in [1usize, 2, 3, 10, 1001] {
+            let values: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            for q in [0.0, 10.0, 37.5, 50.0, 99.9, 100.0] {
+                let pos = q / 100.0 * (n - 1) as f64;
+                let lo = pos.floor() as usize;
+                let (a, b) = (sorted[lo], sorted[(lo + 1).min(n - 1)]);
+                let t = pos - lo as f64;
+                let want = if t >= 0.5 {
+                    b - (b - a) * (1.0 - t)
+                } else {
+                    a + (b - a) * t
+                };
+                assert_eq!(percentile(&mut values.clone(), q), want, "n={n} q={q}");
+            }
+        }
+    }
+
+    #[test]
+    fn max_features_and_bootstrap_are_validated() {
+        let p = IsolationForestParams::default();
+        // Default: every feature, no subset drawn.
+        let v = p.check(100, 5).unwrap();
+        assert_eq!((v.max_features, v.bootstrap), (5, false));
+        let with = |m| IsolationForestParams {
+            max_features: m,
+            ..p.clone()
+        };
+        assert_eq!(
+            with(MaxFeatures::Count(3))
+                .check(100, 5)
+                .unwrap()
+                .max_features,
+            3
+        );
+        // scikit-learn: max(1, int(f * n_features)).
+        assert_eq!(
+            with(MaxFeatures::Fraction(0.5))
+                .check(100, 5)
+                .unwrap()
+                .max_features,
+            2
+        );
+        assert_eq!(
+            with(MaxFeatures::Fraction(0.01))
+                .check(100, 5)
+                .unwrap()
+                .max_features,
+            1
+        );
+        for bad in [
+            MaxFeatures::Count(0),
+            MaxFeatures::Count(6),
+            MaxFeatures::Fraction(0.0),
+            MaxFeatures::Fraction(1.5),
+            MaxFeatures::Fraction(f64::NAN),
+        ] {
+            match with(bad).check(100, 5) {
+                Err(ParamError::MaxFeatures { n_features: 5, .. }) => {}
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert_eq!(p.check(100, 0), Err(ParamError::NoFeatures));
+        assert_eq!("3".parse::<MaxFeatures>(), Ok(MaxFeatures::Count(3)));
+        assert_eq!("1.0".parse::<MaxFeatures>(), Ok(MaxFeatures::Fraction(1.0)));
+        assert!("many".parse::<MaxFeatures>().is_err());
+    }
+
+    /// Columns where every feature varies, plus one outlier row.
+    fn three_columns(n: usize) -> Vec<Vec<f32>> {
+        (0..3)
+            .map(|f| {
+                (0..n)
+                    .map(|i| ((i * (f + 3) * 7919) % 101) as f32 / 10.0 + f as f32)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn split_features(tree: &Tree) -> std::collections::BTreeSet<u16> {
+        tree.nodes()
+            .iter()
+            .filter_map(|n| match n {
+                Node::Split { feature, .. } => Some(*feature),
+                Node::Leaf { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn trees_split_only_on_their_feature_subset() {
+        let cols = three_columns(2000);
+        let v = IsolationForestParams {
+            max_features: MaxFeatures::Count(1),
+            seed: 11,
+            ..Default::default()
+        }
+        .check(2000, 3)
+        .unwrap();
+        let trees = v.grow_trees(&cols);
+        let mut used = std::collections::BTreeSet::new();
+        for t in &trees {
+            let f = split_features(t);
+            assert_eq!(f.len(), 1, "a max_features=1 tree split on {f:?}");
+            used.extend(f);
+        }
+        // Different trees drew different subsets.
+        assert_eq!(used.len(), 3);
+        let two = ValidParams {
+            max_features: 2,
+            ..v
+        }
+        .grow_trees(&cols);
+        assert!(two.iter().all(|t| split_features(t).len() <= 2));
+        assert!(two.iter().any(|t| split_features(t).len() == 2));
+        // With every feature allowed, trees use all three.
+        let all = ValidParams {
+            max_features: 3,
+            ..v
+        }
+        .grow_trees(&cols);
+        assert!(all.iter().any(|t| split_features(t).len() == 3));
+    }
+
+    #[test]
+    fn bootstrap_draws_rows_with_replacement() {
+        // ψ = all 300 rows. Without replacement every tree holds the lone outlier (1e6 where
+        // everything else is below 20), so nearly every tree draws a threshold above 1e4;
+        // a bootstrap of 300 misses a given row with probability (299/300)^300 ≈ 0.37, and a
+        // tree that missed it never splits above 1e4.
+        let mut cols = three_columns(300);
+        for c in &mut cols {
+            c[0] = 1e6;
+        }
+        let base = IsolationForestParams {
+            max_samples: MaxSamples::Fraction(1.0),
+            seed: 5,
+            ..Default::default()
+        };
+        let saw_outlier = |trees: &[Tree]| {
+            trees
+                .iter()
+                .filter(|t| {
+                    t.nodes()
+                        .iter()
+                        .any(|n| matches!(n, Node::Split { threshold, .. } if *threshold > 1e4))
+                })
+                .count()
+        };
+        let plain = base.check(300, 3).unwrap().grow_trees(&cols);
+        let boot = IsolationForestParams {
+            bootstrap: true,
+            ..base.clone()
+        }
+        .check(300, 3)
+        .unwrap()
+        .grow_trees(&cols);
+        assert!(saw_outlier(&plain) >= 95, "{}", saw_outlier(&plain));
+        let n = saw_outlier(&boot);
+        assert!(
+            (40..=85).contains(&n),
+            "{n} of 100 bootstrap trees saw the outlier"
+        );
+        // Duplicated rows still count: leaves hold ψ samples in total.
+        for t in &boot {
+            let total: u32 = t
+                .nodes()
+                .iter()
+                .map(|n| match n {
+                    Node::Leaf { samples } => *samples,
+                    Node::Split { .. } => 0,
+                })
+                .sum();
+            assert_eq!(total, 300);
+        }
+    }
+
+    #[test]
+    fn trees_do_not_depend_on_the_thread_count() {
+        let cols = three_columns(5000);
+        for (max_features, bootstrap) in [(3, false), (2, true), (1, false)] {
+            let v = IsolationForestParams {
+                max_features: MaxFeatures::Count(max_features),
+                bootstrap,
+                seed: 99,
+                ..Default::default()
+            }
+            .check(5000, 3)
+            .unwrap();
+            let grow = |threads| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| v.grow_trees(&cols))
+            };
+            assert_eq!(grow(1), grow(2));
+            assert_eq!(grow(1), grow(4));
+        }
     }
 
     #[test]
@@ -351,7 +658,7 @@ mod tests {
             seed: 7,
             ..Default::default()
         }
-        .check(501)
+        .check(501, 2)
         .unwrap();
         let a = v.grow_trees(&cols);
         let b = v.grow_trees(&cols);

@@ -2,9 +2,15 @@
 //! tests so they exercise exactly the code operators do.
 
 pub mod data;
+pub mod evaluate;
 pub mod forest;
+pub mod inspect;
+pub mod pg;
+pub mod publish;
 pub mod score;
 pub mod sklearn;
+pub mod source;
+pub mod spec;
 pub mod synth;
 
 use anyhow::{Context, Result};
@@ -24,9 +30,11 @@ pub const TRAINER_VERSION: &str = concat!("trainer ", env!("CARGO_PKG_VERSION"))
 ///
 /// Deterministic: the same table and parameters give the same model, hence the same bytes.
 pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model> {
+    let mut timer = Timings::from_env();
     let n_rows = table.rows();
-    let valid = params.check(n_rows)?;
+    let valid = params.check(n_rows, table.columns.len())?;
     let scaler = fit_scaler(table)?;
+    timer.lap("scaler");
 
     // Scale through model-format's own expression and cast to f32 like the scorer does, so
     // trees are grown on exactly the values they will later compare.
@@ -34,12 +42,17 @@ pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model>
         .columns
         .par_iter()
         .enumerate()
-        .map(|(f, col)| col.iter().map(|&v| scaler.scale_one(f, v) as f32).collect())
+        .map(|(f, col)| {
+            col.par_iter()
+                .map(|&v| scaler.scale_one(f, v) as f32)
+                .collect()
+        })
         .collect();
+    timer.lap("scale");
     let trees = valid.grow_trees(&scaled);
-    drop(scaled);
+    timer.lap("trees");
 
-    let metadata = vec![
+    let mut metadata = vec![
         ("trainer".to_string(), TRAINER_VERSION.to_string()),
         ("training_rows".to_string(), n_rows.to_string()),
         (
@@ -51,24 +64,66 @@ pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model>
         ("contamination".to_string(), valid.contamination.to_string()),
         ("seed".to_string(), valid.seed.to_string()),
     ];
-    let forest = Forest::new(trees, valid.psi as u32, -0.5)?;
-    let mut model = Model::new(table.names.clone(), scaler, forest, metadata)?;
+    // Recorded only when not scikit-learn's defaults, so default models keep their bytes.
+    if valid.max_features < valid.n_features {
+        metadata.push(("max_features".to_string(), valid.max_features.to_string()));
+    }
+    if valid.bootstrap {
+        metadata.push(("bootstrap".to_string(), "true".to_string()));
+    }
+    timer.lap("fingerprint");
+    let mut forest = Forest::new(trees, valid.psi as u32, -0.5)?;
     if let Contamination::Fraction(c) = valid.contamination {
         // Offset = the contamination quantile of the training scores, as scikit-learn does.
-        let mut scores: Vec<f64> = (0..n_rows)
-            .into_par_iter()
-            .map(|i| model.score(&table.row(i)).map(|s| s.score_samples))
-            .collect::<Result<_, _>>()?;
+        // The rows are already scaled to f32 exactly as Model::score scales them, so the batch
+        // scorer gives the same scores without scaling again.
+        let mut scores = vec![0.0; n_rows];
+        if let Some(batch) = score::BatchForest::new(&forest) {
+            batch.path_length_sums(scaled.len(), &mut scores, |start, block, len| {
+                for (f, col) in scaled.iter().enumerate() {
+                    block[f * score::BLOCK..f * score::BLOCK + len]
+                        .copy_from_slice(&col[start..start + len]);
+                }
+            });
+            scores
+                .par_iter_mut()
+                .for_each(|s| *s = batch.score(*s).score_samples);
+        } else {
+            // Trees too deep to lay out flat (ψ above 65,536): one row at a time.
+            scores.par_iter_mut().enumerate().try_for_each_init(
+                || Vec::with_capacity(scaled.len()),
+                |row, (i, s)| {
+                    row.clear();
+                    row.extend(scaled.iter().map(|c| c[i]));
+                    *s = forest.score_scaled(row)?.score_samples;
+                    Ok::<_, model_format::ScoreError>(())
+                },
+            )?;
+        }
+        timer.lap("training scores");
         let offset = forest::percentile(&mut scores, 100.0 * c);
-        let forest = model.forest().clone().with_offset(offset)?;
-        model = Model::new(
-            model.features().to_vec(),
-            model.scaler().clone(),
-            forest,
-            model.metadata().to_vec(),
-        )?;
+        forest = forest.with_offset(offset)?;
+        timer.lap("quantile");
     }
+    drop(scaled);
+    let model = Model::new(table.names.clone(), scaler, forest, metadata)?;
     Ok(model.with_normalization(payload_rules(&table.names))?)
+}
+
+/// Phase timings on stderr when `SFE_TIMINGS` is set, for profiling `fit`.
+struct Timings(Option<std::time::Instant>);
+
+impl Timings {
+    fn from_env() -> Self {
+        Timings(std::env::var_os("SFE_TIMINGS").map(|_| std::time::Instant::now()))
+    }
+
+    fn lap(&mut self, phase: &str) {
+        if let Some(start) = &mut self.0 {
+            eprintln!("fit: {phase:<16} {:>9.1?}", start.elapsed());
+            *start = std::time::Instant::now();
+        }
+    }
 }
 
 /// The legacy API's payload shapes when the features are the legacy five; otherwise each
@@ -100,7 +155,15 @@ fn fingerprint(table: &data::Table) -> u32 {
     let mut h = crc32fast::Hasher::new();
     for (name, col) in table.names.iter().zip(&table.columns) {
         h.update(name.as_bytes());
-        col.iter().for_each(|v| h.update(&v.to_le_bytes()));
+        // Same bytes as one update per value, fed in chunks: one call per 32 KiB, not per 8 B.
+        let mut bytes = Vec::with_capacity(8 * 4096);
+        for chunk in col.chunks(4096) {
+            bytes.clear();
+            chunk
+                .iter()
+                .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+            h.update(&bytes);
+        }
     }
     h.finalize()
 }

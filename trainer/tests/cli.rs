@@ -1,28 +1,10 @@
 //! The `trainer` binary as operators run it.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .output()
-        .expect("running trainer")
-}
+mod common;
 
-fn ok(args: &[&str]) -> String {
-    let out = trainer(args);
-    assert!(
-        out.status.success(),
-        "trainer {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use common::{ok, p, trainer};
 
 #[test]
 fn same_data_and_seed_give_the_same_model_bytes() {

@@ -12,7 +12,10 @@ use model_format::{FORMAT_VERSION, MAX_FEATURES, Model, ModelId, Payload};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use spin_sdk::http::{HeaderValue, Method, Request, Response, StatusCode};
+use std::cell::RefCell;
 use std::sync::OnceLock;
+
+mod forward;
 
 /// The embedded model file.
 static MODEL_BYTES: &[u8] = include_bytes!(env!("SFE_MODEL_FILE"));
@@ -56,6 +59,12 @@ struct Settings {
     api_keys: Vec<String>,
     /// Origins allowed to call from a browser.
     cors: Cors,
+    /// The central store, when `store_token` is set: scored transactions and feedback are
+    /// forwarded there, dashboard and listing read from it.
+    store: Option<forward::StoreConfig>,
+    /// Recorded with every forwarded transaction.
+    edge_instance: String,
+    region: String,
 }
 
 enum Cors {
@@ -68,7 +77,14 @@ enum Cors {
 }
 
 impl Settings {
-    fn parse(api_keys: &str, cors_origins: &str) -> Self {
+    fn parse(
+        api_keys: &str,
+        cors_origins: &str,
+        store_url: &str,
+        store_token: &str,
+        edge_instance: &str,
+        region: &str,
+    ) -> Self {
         let list = |s: &str| -> Vec<String> {
             s.split(',')
                 .map(str::trim)
@@ -87,9 +103,22 @@ impl Settings {
         } else {
             Cors::List(origins)
         };
+        let store = (!store_token.trim().is_empty() && !store_url.trim().is_empty()).then(|| {
+            forward::StoreConfig {
+                url: store_url.trim().to_owned(),
+                token: store_token.trim().to_owned(),
+            }
+        });
+        let edge_instance = match edge_instance.trim() {
+            "" => format!("worker-{}", &new_transaction_id()[24..]),
+            name => name.to_owned(),
+        };
         Self {
             api_keys: list(api_keys),
             cors,
+            store,
+            edge_instance,
+            region: region.trim().to_owned(),
         }
     }
 
@@ -157,7 +186,20 @@ async fn settings() -> &'static Settings {
     }
     let api_keys = var("api_keys").await;
     let cors_origins = var("cors_origins").await;
-    SETTINGS.get_or_init(|| Settings::parse(&api_keys, &cors_origins))
+    let store_url = var("store_url").await;
+    let store_token = var("store_token").await;
+    let edge_instance = var("edge_instance").await;
+    let region = var("edge_region").await;
+    SETTINGS.get_or_init(|| {
+        Settings::parse(
+            &api_keys,
+            &cors_origins,
+            &store_url,
+            &store_token,
+            &edge_instance,
+            &region,
+        )
+    })
 }
 
 #[spin_sdk::http_service]
@@ -175,7 +217,7 @@ async fn handle(req: Request) -> Response<String> {
     resp
 }
 
-async fn route(req: Request, settings: &Settings, cors_allowed: bool) -> Response<String> {
+async fn route(req: Request, settings: &'static Settings, cors_allowed: bool) -> Response<String> {
     let path = req.uri().path().to_owned();
     let (allowed, route) = match path.as_str() {
         "/api/health" => (Method::GET, Route::Health),
@@ -183,6 +225,9 @@ async fn route(req: Request, settings: &Settings, cors_allowed: bool) -> Respons
         "/api/warmup" => (Method::POST, Route::Warmup),
         "/api/predict" => (Method::POST, Route::Predict),
         "/api/predict-batch" => (Method::POST, Route::Batch),
+        "/api/feedback" => (Method::POST, Route::Feedback),
+        "/api/dashboard" => (Method::GET, Route::Dashboard),
+        "/api/transactions" => (Method::GET, Route::Transactions),
         _ => return error(StatusCode::NOT_FOUND, &format!("no route for {path}")),
     };
     if req.method() == Method::OPTIONS {
@@ -214,10 +259,12 @@ async fn route(req: Request, settings: &Settings, cors_allowed: bool) -> Respons
         return resp;
     }
     match route {
-        Route::Health => health(),
+        Route::Health => health(settings),
         Route::Model => model_info(),
         Route::Warmup => warmup(),
-        Route::Predict | Route::Batch => {
+        Route::Dashboard => dashboard(settings).await,
+        Route::Transactions => transactions(settings, req.uri().query()).await,
+        Route::Predict | Route::Batch | Route::Feedback => {
             if let Some(resp) = unsupported_content_type(&req) {
                 return resp;
             }
@@ -234,10 +281,10 @@ async fn route(req: Request, settings: &Settings, cors_allowed: bool) -> Respons
                 Ok(v) => v,
                 Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
             };
-            if matches!(route, Route::Predict) {
-                predict(l, &payload, explain)
-            } else {
-                predict_batch(l, &payload, explain)
+            match route {
+                Route::Predict => predict(l, &payload, explain, settings),
+                Route::Batch => predict_batch(l, &payload, explain, settings),
+                _ => feedback(&payload, settings),
             }
         }
     }
@@ -277,6 +324,9 @@ enum Route {
     Warmup,
     Predict,
     Batch,
+    Feedback,
+    Dashboard,
+    Transactions,
 }
 
 /// 415 unless the body is declared JSON; a missing content type is taken as JSON, as the
@@ -319,7 +369,8 @@ async fn read_body(req: Request) -> Result<Vec<u8>, Response<String>> {
 struct Health<'a> {
     status: &'a str,
     model_initialized: bool,
-    /// Legacy field. The worker never waits on the central store, so it reports none here.
+    /// Legacy field. The worker never waits on the central store, so it reports whether writes
+    /// are forwarded to one (`forwarding`) or not (`not_configured`), not its reachability.
     database: &'a str,
     model_version: &'a str,
     model_checksum: &'a str,
@@ -327,14 +378,18 @@ struct Health<'a> {
     timestamp: String,
 }
 
-fn health() -> Response<String> {
+fn health(settings: &Settings) -> Response<String> {
     match loaded() {
         Ok(l) => json(
             StatusCode::OK,
             &Health {
                 status: "healthy",
                 model_initialized: true,
-                database: "not_configured",
+                database: if settings.store.is_some() {
+                    "forwarding"
+                } else {
+                    "not_configured"
+                },
                 model_version: &l.version,
                 model_checksum: &l.checksum,
                 features: l.model.features(),
@@ -430,6 +485,9 @@ struct Prediction<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     risk_factors: Option<Vec<Factor<'a>>>,
     timestamp: String,
+    /// The normalized feature row (forwarded to the store, not part of the answer).
+    #[serde(skip)]
+    row: Vec<f64>,
 }
 
 #[derive(Serialize)]
@@ -476,16 +534,75 @@ fn wants_explanation(query: Option<&str>) -> bool {
         .any(|kv| matches!(kv, "explain=false" | "explain=0" | "explain=no"))
 }
 
-fn predict(l: &'static Loaded, payload: &Value, explain: bool) -> Response<String> {
+fn predict(
+    l: &'static Loaded,
+    payload: &Value,
+    explain: bool,
+    settings: &'static Settings,
+) -> Response<String> {
     match score_transaction(l, payload, explain) {
-        Ok(p) => json(StatusCode::OK, &p),
+        Ok(p) => {
+            let resp = json(StatusCode::OK, &p);
+            if let Some(store) = &settings.store {
+                forward::submit(store, [scored_event(l, &p, settings)]);
+            }
+            resp
+        }
         Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
     }
 }
 
+/// The store's `scored_transaction` event for a prediction, serialized straight to JSON text
+/// (no intermediate map: this runs on every forwarded prediction). The transaction id doubles
+/// as the event id, so a redelivered event is recognised as the same transaction.
+fn scored_event(l: &'static Loaded, p: &Prediction<'_>, settings: &Settings) -> String {
+    #[derive(Serialize)]
+    struct ScoredEvent<'a> {
+        event_id: &'a str,
+        kind: &'static str,
+        transaction_id: &'a str,
+        scored_at: &'a str,
+        model_version: &'a str,
+        edge_instance: &'a str,
+        /// The store takes an absent region as null, not as an empty name.
+        region: Option<&'a str>,
+        features: FeatureValues<'a>,
+        anomaly_score: f64,
+        risk_score: f64,
+        is_anomaly: bool,
+        confidence: f64,
+        explanation: Option<&'a FeatureValues<'a>>,
+    }
+    let event = ScoredEvent {
+        event_id: &p.transaction_id,
+        kind: "scored_transaction",
+        transaction_id: &p.transaction_id,
+        scored_at: &p.timestamp,
+        model_version: p.model_version,
+        edge_instance: &settings.edge_instance,
+        region: (!settings.region.is_empty()).then_some(settings.region.as_str()),
+        features: FeatureValues {
+            names: l.model.features(),
+            values: p.row.clone(),
+        },
+        anomaly_score: p.anomaly_score,
+        risk_score: p.risk_score,
+        is_anomaly: p.is_anomaly,
+        confidence: p.confidence,
+        explanation: p.shap_explanation.as_ref(),
+    };
+    // Serializing plain numbers and strings cannot fail.
+    serde_json::to_string(&event).unwrap_or_default()
+}
+
 /// `{transactions: [...]}` → one result per item; a bad item gets `{index, error}` and the
 /// rest are still scored.
-fn predict_batch(l: &'static Loaded, payload: &Value, explain: bool) -> Response<String> {
+fn predict_batch(
+    l: &'static Loaded,
+    payload: &Value,
+    explain: bool,
+    settings: &'static Settings,
+) -> Response<String> {
     let items = match payload.get("transactions") {
         Some(Value::Array(items)) => items,
         Some(_) => {
@@ -511,12 +628,16 @@ fn predict_batch(l: &'static Loaded, payload: &Value, explain: bool) -> Response
         );
     }
     let mut failed = 0;
+    let mut events = Vec::new();
     let results: Vec<Value> = items
         .iter()
         .enumerate()
         .map(|(index, item)| match score_transaction(l, item, explain) {
             Ok(mut p) => {
                 p.index = Some(index);
+                if settings.store.is_some() {
+                    events.push(scored_event(l, &p, settings));
+                }
                 serde_json::to_value(p)
                     .unwrap_or_else(|e| serde_json::json!({"index": index, "error": e.to_string()}))
             }
@@ -526,7 +647,7 @@ fn predict_batch(l: &'static Loaded, payload: &Value, explain: bool) -> Response
             }
         })
         .collect();
-    json(
+    let resp = json(
         StatusCode::OK,
         &serde_json::json!({
             "results": results,
@@ -535,7 +656,165 @@ fn predict_batch(l: &'static Loaded, payload: &Value, explain: bool) -> Response
             "failed": failed,
             "timestamp": now_iso(),
         }),
+    );
+    if let Some(store) = &settings.store {
+        forward::submit(store, events);
+    }
+    resp
+}
+
+/// `POST /api/feedback` `{transaction_id, feedback: bool, comments?}`: validated here, queued
+/// for the store (202). Whether the id exists is for the store to know; the edge does not wait.
+fn feedback(payload: &Value, settings: &'static Settings) -> Response<String> {
+    let Value::Object(fields) = payload else {
+        return error(StatusCode::BAD_REQUEST, "feedback must be a JSON object");
+    };
+    let missing: Vec<&str> = ["transaction_id", "feedback"]
+        .into_iter()
+        .filter(|f| fields.get(*f).is_none_or(Value::is_null))
+        .collect();
+    if !missing.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("Missing required field(s): {}", missing.join(", ")),
+        );
+    }
+    let id = match &fields["transaction_id"] {
+        Value::String(s) => match uuid::Uuid::try_parse(s.trim()) {
+            Ok(id) => id.to_string(),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid field 'transaction_id': expected the transaction's UUID",
+                );
+            }
+        },
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Invalid field 'transaction_id': expected the transaction's UUID as a string",
+            );
+        }
+    };
+    let Value::Bool(label) = fields["feedback"] else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid field 'feedback': expected true or false",
+        );
+    };
+    let comments = match fields.get("comments") {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Invalid field 'comments': expected a string",
+            );
+        }
+    };
+    let Some(store) = &settings.store else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "feedback needs the central store, which is not configured (store_url, store_token)",
+        );
+    };
+    forward::submit(
+        store,
+        [serde_json::json!({
+            "event_id": new_transaction_id(),
+            "kind": "feedback",
+            "transaction_id": id,
+            "feedback": label,
+            "comments": comments,
+            "created_at": now_iso(),
+        })
+        .to_string()],
+    );
+    json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({
+            "message": "Feedback queued",
+            "status": "queued",
+            "transaction_id": id,
+            "feedback": label,
+        }),
     )
+}
+
+/// How long a dashboard fetched from the store is served from the instance's cache.
+const DASHBOARD_TTL_NS: u64 = 30_000_000_000;
+
+/// `GET /api/dashboard`: the store's 7-day dashboard, cached for 30 s; when the store fails,
+/// the last good one is served with `stale: true`.
+async fn dashboard(settings: &Settings) -> Response<String> {
+    thread_local! {
+        static CACHE: RefCell<Option<(u64, Value)>> = const { RefCell::new(None) };
+    }
+    let Some(store) = &settings.store else {
+        return store_not_configured();
+    };
+    let now = spin_sdk::wasip3::clocks::monotonic_clock::now();
+    let cached = CACHE.with_borrow(|c| c.clone());
+    if let Some((at, body)) = &cached
+        && now.saturating_sub(*at) < DASHBOARD_TTL_NS
+    {
+        return json(StatusCode::OK, &with_flags(body.clone(), true, false));
+    }
+    match forward::get_json(store, "/v1/dashboard").await {
+        Ok((200, body)) => {
+            CACHE.with_borrow_mut(|c| *c = Some((now, body.clone())));
+            json(StatusCode::OK, &with_flags(body, false, false))
+        }
+        failed => match cached {
+            Some((_, body)) => json(StatusCode::OK, &with_flags(body, true, true)),
+            None => store_failed(failed),
+        },
+    }
+}
+
+fn with_flags(mut body: Value, cached: bool, stale: bool) -> Value {
+    if let Value::Object(map) = &mut body {
+        map.insert("cached".into(), Value::Bool(cached));
+        if stale {
+            map.insert("stale".into(), Value::Bool(true));
+        }
+    }
+    body
+}
+
+/// `GET /api/transactions?page=&per_page=`: the store's listing, newest first.
+async fn transactions(settings: &Settings, query: Option<&str>) -> Response<String> {
+    let Some(store) = &settings.store else {
+        return store_not_configured();
+    };
+    let mut path = "/v1/transactions".to_owned();
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        path.push('?');
+        path.push_str(q);
+    }
+    match forward::get_json(store, &path).await {
+        // The store's own validation errors (bad page/per_page) are the client's to see.
+        Ok((status @ (200 | 400), body)) => json(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            &body,
+        ),
+        failed => store_failed(failed),
+    }
+}
+
+fn store_not_configured() -> Response<String> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the central store is not configured (set the store_url and store_token variables)",
+    )
+}
+
+fn store_failed(outcome: Result<(u16, Value), String>) -> Response<String> {
+    let why = match outcome {
+        Ok((status, _)) => format!("the central store answered {status}"),
+        Err(e) => e,
+    };
+    error(StatusCode::BAD_GATEWAY, &format!("central store unavailable: {why}"))
 }
 
 /// Normalizes, scores and (optionally) explains one transaction object.
@@ -596,6 +875,7 @@ fn score_transaction(
         }),
         shap_explanation: explanation.map(|_| values),
         timestamp: now_iso(),
+        row: row.to_vec(),
     })
 }
 

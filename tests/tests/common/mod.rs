@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use model_format::Model;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use std::process::Command;
 use trainer::forest::{Contamination, IsolationForestParams, MaxSamples};
 
@@ -38,6 +40,7 @@ pub fn fit_and_build(rows: usize, seed: u64, n_estimators: usize) -> Built {
         max_samples: MaxSamples::Auto,
         contamination: Contamination::Fraction(0.1),
         seed,
+        ..IsolationForestParams::default()
     };
     let model = trainer::fit(&table, &params).unwrap();
     let model_path = dir.path().join("model.sfm");
@@ -85,3 +88,64 @@ pub fn agent() -> ureq::Agent {
         .build()
         .into()
 }
+
+/// The bearer token of every [`StoreService`].
+pub const STORE_TOKEN: &str = "e2e-store-token-0123456789abcdef";
+
+/// The store service (`store/`), in process on its own runtime thread, migrated and serving on
+/// a free loopback port; stopped gracefully on drop.
+pub struct StoreService {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoreService {
+    pub fn start(database_url: &str) -> Self {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let url = database_url.to_owned();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let store = store::Store::new(store::Config::new(url, STORE_TOKEN)).unwrap();
+                store.migrate().await.unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                store::serve(listener, store, async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("store did not start");
+        StoreService {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for StoreService {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+

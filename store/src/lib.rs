@@ -1,0 +1,194 @@
+//! The central store: system of record for transactions scored at the edge and for analyst
+//! feedback, in front of PostgreSQL.
+//!
+//! Edge workers batch their events and `POST /v1/events`; the store validates the whole batch,
+//! then writes it in one database transaction with a few multi-row statements (`UNNEST` of
+//! arrays), deduplicating by `event_id` so that the edge can redeliver freely (at-least-once in,
+//! exactly-once stored). The worker reads the legacy dashboard and transaction listing from it,
+//! and the trainer pulls labelled rows from the export. The HTTP API, schema and operational
+//! behaviour are documented in `store/README.md`.
+//!
+//! Layout: [`event`] parses and validates batches, [`ingest`] writes them, [`query`] serves the
+//! read side, [`db`] holds the pool, migrations and error classification, [`http`] the routes,
+//! and [`metrics`] the Prometheus registry. [`Store`] ties them together; [`app`] and [`serve`]
+//! let tests run the service in-process, and `main.rs` is a thin CLI over them.
+//!
+//! Startup with the database down: the service binds and serves at once; a background task
+//! applies the migrations, retrying with capped exponential backoff and logging each failure,
+//! and until it succeeds `/readyz` and the `/v1` endpoints answer 503. Later outages are
+//! reported the same way per request (503 + `Retry-After`) and heal by themselves.
+
+pub mod db;
+pub mod event;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod query;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::net::TcpListener;
+
+/// Settings of one store instance (the CLI flags of `main.rs` map onto these).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `postgres://user[:password]@host:port/database` (libpq key=value strings work too).
+    pub database_url: String,
+    /// Shared secret expected as `Authorization: Bearer <token>` on `/v1/*`.
+    pub token: String,
+    /// Most simultaneous database connections.
+    pub pool_size: usize,
+    /// Connect, pool-wait and recycle timeout: how long a request waits for the database.
+    pub db_timeout: Duration,
+    /// Largest accepted `POST /v1/events` body.
+    pub max_body_bytes: usize,
+    /// Most events in one batch.
+    pub max_batch_events: usize,
+}
+
+impl Config {
+    pub const DEFAULT_POOL_SIZE: usize = 16;
+    pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+    pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
+    /// Shortest accepted token: anything shorter is guessable.
+    pub const MIN_TOKEN_LEN: usize = 16;
+
+    /// A configuration with the defaults for everything but the database and the token.
+    pub fn new(database_url: impl Into<String>, token: impl Into<String>) -> Self {
+        Config {
+            database_url: database_url.into(),
+            token: token.into(),
+            pool_size: Self::DEFAULT_POOL_SIZE,
+            db_timeout: Self::DEFAULT_DB_TIMEOUT,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            max_batch_events: Self::DEFAULT_MAX_BATCH_EVENTS,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid database URL: {0}")]
+    DatabaseUrl(String),
+    #[error("building the connection pool: {0}")]
+    Pool(String),
+    #[error("the token must be at least {} characters", Config::MIN_TOKEN_LEN)]
+    WeakToken,
+    #[error("pool size must be at least 1")]
+    PoolSize,
+    #[error("setting up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Database(#[from] db::DbError),
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A store instance: pool, metrics and state shared by all requests. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    token: Vec<u8>,
+    pool: Pool,
+    metrics: metrics::Metrics,
+    migrated: AtomicBool,
+}
+
+impl Store {
+    /// Validates the configuration and builds the (lazy) pool; does not touch the database.
+    pub fn new(config: Config) -> Result<Self, StoreError> {
+        if config.token.len() < Config::MIN_TOKEN_LEN {
+            return Err(StoreError::WeakToken);
+        }
+        if config.pool_size == 0 {
+            return Err(StoreError::PoolSize);
+        }
+        let pool = db::pool(&config.database_url, config.pool_size, config.db_timeout)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                token: config.token.as_bytes().to_vec(),
+                config,
+                pool,
+                metrics: metrics::Metrics::new()?,
+                migrated: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Whether this instance has applied (or verified) the schema migrations.
+    pub fn is_migrated(&self) -> bool {
+        self.inner.migrated.load(Ordering::Acquire)
+    }
+
+    /// Applies pending migrations once; returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let applied = db::migrate(&self.inner.pool).await?;
+        self.inner.migrated.store(true, Ordering::Release);
+        Ok(applied)
+    }
+
+    /// [`Store::migrate`] until it succeeds, backing off from 0.5 s to 30 s between attempts
+    /// and logging every failure (so a down database is visible, not a silent crash loop).
+    pub async fn migrate_with_retry(&self) {
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 1u32;
+        loop {
+            match self.migrate().await {
+                Ok(applied) => {
+                    tracing::info!(applied, attempt, "database schema up to date; ready");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64,
+                        "database not reachable or migration failed; retrying (service reports not ready)");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+            attempt += 1;
+        }
+    }
+}
+
+/// The HTTP application (all routes), for in-process use.
+pub fn app(store: Store) -> axum::Router {
+    http::router(store)
+}
+
+/// Serves `store` on `listener` until `shutdown` resolves, then stops accepting connections
+/// and waits for in-flight requests (so a batch being written is committed and answered).
+/// Starts the migration task first unless the store is already migrated.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StoreError> {
+    let migration = (!store.is_migrated()).then(|| {
+        let store = store.clone();
+        tokio::spawn(async move { store.migrate_with_retry().await })
+    });
+    let result = axum::serve(listener, app(store))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    if let Some(task) = migration {
+        task.abort();
+    }
+    Ok(result?)
+}

@@ -1,0 +1,402 @@
+//! Read side: the legacy dashboard, the transaction listing and the labelled export.
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::db::DbError;
+
+/// The dashboard covers transactions scored in this many days up to now.
+pub const DASHBOARD_DAYS: i32 = 7;
+/// Rows fetched from the export cursor per round trip.
+const EXPORT_FETCH_ROWS: i32 = 1000;
+/// The legacy feature columns, also the first export columns (in this order) when present.
+pub const LEGACY_FEATURES: [&str; 5] = [
+    "amount",
+    "hour",
+    "day_of_week",
+    "merchant_category",
+    "transaction_type",
+];
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Percentage with a zero denominator defined as 0.
+fn percent(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// `GET /v1/dashboard`, see the crate docs for the definitions.
+pub async fn dashboard(pool: &Pool) -> Result<Value, DbError> {
+    let mut client = pool.get().await?;
+    // One snapshot for the three queries, so the numbers agree with each other.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let since = tx
+        .query_one(
+            "SELECT now() - make_interval(days => $1)",
+            &[&DASHBOARD_DAYS],
+        )
+        .await?;
+    let since: DateTime<Utc> = since.get(0);
+    let stats = tx
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE is_anomaly), COALESCE(avg(anomaly_score), 0) \
+             FROM transactions WHERE scored_at >= $1",
+            &[&since],
+        )
+        .await?;
+    let (total, anomalies, avg): (i64, i64, f64) = (stats.get(0), stats.get(1), stats.get(2));
+    let hourly = tx
+        .query(
+            "SELECT h, count(*), count(*) FILTER (WHERE is_anomaly) FROM ( \
+               SELECT COALESCE(round(hour)::int, extract(hour FROM scored_at AT TIME ZONE 'UTC')::int) AS h, \
+                      is_anomaly \
+               FROM transactions WHERE scored_at >= $1) t \
+             GROUP BY h",
+            &[&since],
+        )
+        .await?;
+    let mut by_hour = [(0i64, 0i64); 24];
+    for row in hourly {
+        let h: i32 = row.get(0);
+        if let Some(slot) = usize::try_from(h).ok().and_then(|h| by_hour.get_mut(h)) {
+            *slot = (row.get(1), row.get(2));
+        }
+    }
+    let fb = tx
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE f.label) \
+             FROM feedback f JOIN transactions t ON t.id = f.transaction_id \
+             WHERE t.scored_at >= $1",
+            &[&since],
+        )
+        .await?;
+    let (fb_total, fb_positive): (i64, i64) = (fb.get(0), fb.get(1));
+    tx.commit().await?;
+    Ok(json!({
+        "stats": {
+            "total_transactions": total,
+            "anomalies_detected": anomalies,
+            "avg_anomaly_score": avg,
+            "anomaly_rate": percent(anomalies, total),
+        },
+        "hourly_distribution": by_hour.iter().enumerate().map(|(hour, (total, anomalies))| json!({
+            "hour": hour, "total_transactions": total, "anomalies": anomalies,
+        })).collect::<Vec<_>>(),
+        "feedback": {
+            "total_feedback": fb_total,
+            "positive_feedback": fb_positive,
+            "accuracy": percent(fb_positive, fb_total),
+        },
+        "window_days": DASHBOARD_DAYS,
+        "generated_at": rfc3339(Utc::now()),
+    }))
+}
+
+/// Legacy integer-valued columns are stored as double precision; show whole values as integers.
+fn legacy_number(x: Option<f64>) -> Value {
+    match x {
+        Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => json!(v as i64),
+        Some(v) => json!(v),
+        None => Value::Null,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Pagination {
+    pub page: i64,
+    pub per_page: i64,
+    pub total: i64,
+    pub pages: i64,
+}
+
+/// `GET /v1/transactions`: newest first (scored_at, then id, descending).
+pub async fn transactions(pool: &Pool, page: i64, per_page: i64) -> Result<Value, DbError> {
+    let client = pool.get().await?;
+    let total: i64 = client
+        .query_one("SELECT count(*) FROM transactions", &[])
+        .await?
+        .get(0);
+    let stmt = client
+        .prepare_cached(
+            "SELECT t.id, t.amount, t.hour, t.day_of_week, t.merchant_category, t.transaction_type, \
+               t.anomaly_score, t.is_anomaly, t.explanation, t.scored_at, t.risk_score, t.confidence, \
+               t.model_version, t.edge_instance, t.region, t.features, f.label \
+             FROM transactions t LEFT JOIN feedback f ON f.transaction_id = t.id \
+             ORDER BY t.scored_at DESC, t.id DESC LIMIT $1 OFFSET $2",
+        )
+        .await?;
+    let offset = (page - 1).saturating_mul(per_page);
+    let rows = client.query(&stmt, &[&per_page, &offset]).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let id: Uuid = r.get(0);
+            let explanation: Option<Value> = r.get(8);
+            let scored_at: DateTime<Utc> = r.get(9);
+            let amount: Option<f64> = r.get(1);
+            json!({
+                "id": id.to_string(),
+                "amount": amount,
+                "hour": legacy_number(r.get(2)),
+                "day_of_week": legacy_number(r.get(3)),
+                "merchant_category": legacy_number(r.get(4)),
+                "transaction_type": legacy_number(r.get(5)),
+                "anomaly_score": r.get::<_, f64>(6),
+                "is_anomaly": r.get::<_, bool>(7),
+                "shap_explanation": explanation.unwrap_or_else(|| json!({})),
+                "timestamp": rfc3339(scored_at),
+                "risk_score": r.get::<_, f64>(10),
+                "confidence": r.get::<_, f64>(11),
+                "model_version": r.get::<_, String>(12),
+                "edge_instance": r.get::<_, Option<String>>(13),
+                "region": r.get::<_, Option<String>>(14),
+                "features": r.get::<_, Value>(15),
+                "feedback": r.get::<_, Option<bool>>(16),
+            })
+        })
+        .collect();
+    let pages = if total == 0 {
+        0
+    } else {
+        (total + per_page - 1) / per_page
+    };
+    Ok(json!({
+        "transactions": items,
+        "pagination": Pagination { page, per_page, total, pages },
+    }))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Ndjson,
+}
+
+/// Meta columns of the export; a feature with one of these names is exported as `feature_<name>`.
+const META: [&str; 4] = ["transaction_id", "scored_at", "label", "model_version"];
+
+/// Starts the labelled export of transactions scored in `[since, until)` (either bound
+/// optional). Returns once the column set is known (so database errors still become a proper
+/// status code); the rows then arrive through the returned channel, fetched in chunks from a
+/// cursor in a read-only snapshot so memory stays bounded whatever the size.
+pub async fn export(
+    pool: &Pool,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    format: ExportFormat,
+) -> Result<mpsc::Receiver<Result<Bytes, std::io::Error>>, DbError> {
+    let client = pool.get().await?;
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (chunks_tx, chunks_rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut client = client;
+        if let Err(e) = run_export(
+            &mut client,
+            since,
+            until,
+            format,
+            ready_tx,
+            chunks_tx.clone(),
+        )
+        .await
+        {
+            tracing::error!(error = %e, "export failed after it started streaming");
+            let _ = chunks_tx
+                .send(Err(std::io::Error::other(e.to_string())))
+                .await;
+        }
+    });
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(chunks_rx),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(DbError::Other("export task ended before starting".into())),
+    }
+}
+
+async fn run_export(
+    client: &mut deadpool_postgres::Object,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    format: ExportFormat,
+    ready: oneshot::Sender<Result<(), DbError>>,
+    chunks: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> Result<(), DbError> {
+    const FILTER: &str = "FROM feedback f JOIN transactions t ON t.id = f.transaction_id \
+        WHERE ($1::timestamptz IS NULL OR t.scored_at >= $1) \
+          AND ($2::timestamptz IS NULL OR t.scored_at < $2)";
+    let start = async {
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let keys = tx
+            .query(
+                &format!("SELECT DISTINCT k {FILTER_KEYS}"),
+                &[&since, &until],
+            )
+            .await?;
+        let mut names: Vec<String> = keys.iter().map(|r| r.get(0)).collect();
+        // Legacy five first in their usual order, then the rest alphabetically.
+        names.sort_by_key(|n| {
+            (
+                LEGACY_FEATURES.iter().position(|l| l == n).unwrap_or(5),
+                n.clone(),
+            )
+        });
+        let portal = tx
+            .bind(
+                &format!(
+                    "SELECT t.id, t.scored_at, t.features, t.is_anomaly, f.label, t.model_version \
+                     {FILTER} ORDER BY t.scored_at, t.id"
+                ),
+                &[&since, &until],
+            )
+            .await?;
+        Ok::<_, DbError>((tx, names, portal))
+    };
+    const FILTER_KEYS: &str = "FROM feedback f JOIN transactions t ON t.id = f.transaction_id, \
+        LATERAL jsonb_object_keys(t.features) AS k \
+        WHERE ($1::timestamptz IS NULL OR t.scored_at >= $1) \
+          AND ($2::timestamptz IS NULL OR t.scored_at < $2)";
+    let (tx, names, portal) = match start.await {
+        Ok(v) => {
+            let _ = ready.send(Ok(()));
+            v
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    let columns: Vec<String> = names
+        .iter()
+        .map(|n| {
+            if META.contains(&n.as_str()) {
+                format!("feature_{n}")
+            } else {
+                n.clone()
+            }
+        })
+        .collect();
+    let mut out = Vec::with_capacity(64 * 1024);
+    if format == ExportFormat::Csv {
+        let mut w = csv::Writer::from_writer(&mut out);
+        let header = ["transaction_id", "scored_at"]
+            .into_iter()
+            .chain(columns.iter().map(String::as_str))
+            .chain(["label", "model_version"]);
+        w.write_record(header)
+            .map_err(|e| DbError::Other(e.to_string()))?;
+        w.flush().map_err(|e| DbError::Other(e.to_string()))?;
+    }
+    loop {
+        let rows = tx.query_portal(&portal, EXPORT_FETCH_ROWS).await?;
+        for r in &rows {
+            let id: Uuid = r.get(0);
+            let scored_at: DateTime<Utc> = r.get(1);
+            let features: Value = r.get(2);
+            let is_anomaly: bool = r.get(3);
+            let feedback: bool = r.get(4);
+            let model_version: String = r.get(5);
+            let label = u8::from(label(is_anomaly, feedback));
+            let values: Vec<Option<f64>> = names
+                .iter()
+                .map(|n| features.get(n).and_then(Value::as_f64))
+                .collect();
+            match format {
+                ExportFormat::Csv => {
+                    let mut w = csv::WriterBuilder::new()
+                        .has_headers(false)
+                        .from_writer(&mut out);
+                    let mut record = vec![id.to_string(), rfc3339(scored_at)];
+                    record.extend(
+                        values
+                            .iter()
+                            .map(|v| v.map(|x| x.to_string()).unwrap_or_default()),
+                    );
+                    record.push(label.to_string());
+                    record.push(model_version);
+                    w.write_record(&record)
+                        .map_err(|e| DbError::Other(e.to_string()))?;
+                    w.flush().map_err(|e| DbError::Other(e.to_string()))?;
+                }
+                ExportFormat::Ndjson => {
+                    let mut obj = Map::new();
+                    obj.insert("transaction_id".into(), json!(id.to_string()));
+                    obj.insert("scored_at".into(), json!(rfc3339(scored_at)));
+                    for (c, v) in columns.iter().zip(&values) {
+                        obj.insert(c.clone(), json!(v));
+                    }
+                    obj.insert("label".into(), json!(label));
+                    obj.insert("model_version".into(), json!(model_version));
+                    serde_json::to_writer(&mut out, &Value::Object(obj))
+                        .map_err(|e| DbError::Other(e.to_string()))?;
+                    out.push(b'\n');
+                }
+            }
+        }
+        let done = rows.len() < EXPORT_FETCH_ROWS as usize;
+        if !out.is_empty()
+            && chunks
+                .send(Ok(Bytes::from(std::mem::take(&mut out))))
+                .await
+                .is_err()
+        {
+            // The client went away; dropping the transaction rolls it back.
+            return Ok(());
+        }
+        if done {
+            break;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The training label: 1 when the transaction is fraudulent/anomalous according to the analyst.
+/// Legacy feedback says whether the model's decision was right (`true` = correct, which is why
+/// the dashboard's accuracy is the share of `true`), so the transaction is anomalous exactly when
+/// the model flagged it and was right, or did not flag it and was wrong.
+pub fn label(is_anomaly: bool, feedback: bool) -> bool {
+    is_anomaly == feedback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_mapping() {
+        assert!(label(true, true));
+        assert!(!label(true, false));
+        assert!(!label(false, true));
+        assert!(label(false, false));
+    }
+
+    #[test]
+    fn legacy_numbers_and_percent() {
+        assert_eq!(legacy_number(Some(13.0)), json!(13));
+        assert_eq!(legacy_number(Some(1.5)), json!(1.5));
+        assert_eq!(legacy_number(None), Value::Null);
+        assert_eq!(percent(1, 4), 25.0);
+        assert_eq!(percent(0, 0), 0.0);
+    }
+}

@@ -1,0 +1,118 @@
+//! The `store` binary: flags, the printed address, JSON logs, graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+use harness::postgres::TempPostgres;
+
+const TOKEN: &str = "binary-test-token-0123456789";
+
+#[test]
+fn help_documents_flags_and_env() {
+    let out = Command::new(env!("CARGO_BIN_EXE_store"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--database-url",
+        "DATABASE_URL",
+        "--listen",
+        "STORE_LISTEN",
+        "127.0.0.1:8090",
+        "--token",
+        "STORE_TOKEN",
+        "--pool-size",
+        "readyz",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn refuses_a_short_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_store"))
+        .args([
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/x",
+            "--token",
+            "short",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+}
+
+#[test]
+fn serves_prints_its_address_and_stops_on_sigterm() {
+    let pg = TempPostgres::start().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_store"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", pg.url())
+        .env("STORE_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("got {line:?}"));
+    let base = format!("http://{addr}");
+
+    let mut ready = false;
+    for _ in 0..100 {
+        if http_status(&format!("{base}/readyz")).is_ok_and(|r| r == 200) {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ready, "store did not become ready");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM schema_migrations").unwrap(),
+        "1"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit {exit:?}");
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(logs.lines().last().expect("some logs")).expect("JSON log lines");
+    assert_eq!(last["fields"]["message"], "shut down cleanly", "{logs}");
+}
+
+/// Status code of a GET, with a plain std TCP client (keeps this test free of an async runtime).
+fn http_status(url: &str) -> std::io::Result<u16> {
+    use std::io::Write;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host)?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)?;
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad response"))
+}

@@ -1,0 +1,165 @@
+//! Shared test helpers: a real throwaway PostgreSQL, the store served in-process, event builders.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use harness::postgres::TempPostgres;
+use serde_json::{Value, json};
+use store::{Config, Store};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+pub struct TestStore {
+    pub pg: TempPostgres,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), store::StoreError>>>,
+}
+
+impl TestStore {
+    /// A fresh cluster, migrated, served on a free port.
+    pub async fn start() -> TestStore {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestStore {
+        let pg = TempPostgres::start().expect("starting PostgreSQL");
+        let mut config = Config::new(pg.url(), TOKEN);
+        config.db_timeout = Duration::from_secs(2);
+        tune(&mut config);
+        let store = Store::new(config).expect("store config");
+        store.migrate().await.expect("migrations");
+        Self::serve(pg, store).await
+    }
+
+    /// Serves an already built store (migrated or not).
+    pub async fn serve(pg: TempPostgres, store: Store) -> TestStore {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(store::serve(listener, store.clone(), async {
+            let _ = rx.await;
+        }));
+        TestStore {
+            pg,
+            base,
+            http: reqwest::Client::new(),
+            store,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Posts a JSON array batch with the right token; returns (status, body).
+    pub async fn post_events(&self, events: &[Value]) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/events"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(events).unwrap())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_ndjson(&self, events: &[Value]) -> (u16, Value) {
+        let body: String = events.iter().map(|e| format!("{e}\n")).collect();
+        let r = self
+            .http
+            .post(self.url("/v1/events"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.pg
+            .psql(&format!("SELECT count(*) FROM {table}"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    pub async fn stop_server(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn event_id(n: u128) -> Uuid {
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | n)
+}
+
+pub fn tx_id(n: u128) -> Uuid {
+    Uuid::from_u128(0x0190_0000_0000_7000_9000_0000_0000_0000 | n)
+}
+
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Scored transaction `n` (event id `event_id(n)`, transaction `tx_id(n)`), scored `n` seconds
+/// before `base`; anomalous when `n % 5 == 0`.
+pub fn scored(n: u128, base: DateTime<Utc>) -> Value {
+    let anomalous = n.is_multiple_of(5);
+    json!({
+        "event_id": event_id(n), "kind": "scored_transaction", "transaction_id": tx_id(n),
+        "scored_at": ts(base - chrono::Duration::seconds(n as i64)),
+        "model_version": "if1-a1423274", "edge_instance": "edge-1", "region": "eu-west",
+        "features": {"amount": 10.5 + n as f64, "hour": (n % 24) as f64, "day_of_week": 2,
+                     "merchant_category": 4, "transaction_type": 1},
+        "anomaly_score": if anomalous { -0.05 } else { 0.1 },
+        "risk_score": if anomalous { 0.7 } else { 0.3 },
+        "is_anomaly": anomalous, "confidence": if anomalous { 0.05 } else { 0.1 },
+        "explanation": {"amount": 0.3, "hour": -0.1},
+    })
+}
+
+pub fn feedback(event: u128, tx: Uuid, label: bool, created_at: DateTime<Utc>) -> Value {
+    json!({"event_id": event_id(event), "kind": "feedback", "transaction_id": tx,
+           "feedback": label, "comments": "checked", "created_at": ts(created_at)})
+}

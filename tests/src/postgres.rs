@@ -1,0 +1,228 @@
+//! A throwaway PostgreSQL cluster for tests: `initdb` into a temporary directory, `pg_ctl start`
+//! on a free loopback port, database `secureflow`, trust authentication, removed on drop.
+//!
+//! Tests need the real server (the store's bulk inserts, COPY, conflicts and outages behave as
+//! they do in production only against it), but not a shared one: each test gets its own cluster,
+//! so tests run in parallel and leave nothing behind. initdb refuses to run as root, so when the
+//! tests run as root every server command runs as the `postgres` user (`runuser`), in a
+//! directory that user owns. Durability settings are relaxed (`fsync=off`): a crash of the test
+//! machine is not a case under test, a stopped server is (`stop`/`restart` shut down cleanly).
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A running (or stopped, see [`TempPostgres::stop`]) throwaway cluster.
+pub struct TempPostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+    running: bool,
+}
+
+impl TempPostgres {
+    /// Creates and starts a cluster with database `secureflow`.
+    pub fn start() -> Result<Self> {
+        let bin = bin_dir()?;
+        let as_postgres = running_as_root();
+        let dir = tempfile::Builder::new()
+            .prefix("sfe-postgres-")
+            .tempdir()
+            .context("creating the cluster directory")?;
+        if as_postgres {
+            run(Command::new("chown").args(["-R", "postgres:"]).arg(dir.path()))?;
+        }
+        let mut pg = TempPostgres {
+            dir,
+            bin,
+            port: free_port()?,
+            as_postgres,
+            running: false,
+        };
+        let data = pg.data_dir();
+        pg.server_command("initdb")
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .arg(&data)
+            .output_checked("initdb")?;
+        pg.restart()?;
+        pg.server_command("createdb")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &pg.port.to_string(), "secureflow"])
+            .output_checked("createdb")?;
+        Ok(pg)
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/secureflow`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/secureflow", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Stops the server (fast shutdown: open connections are cut, committed data is kept).
+    pub fn stop(&mut self) -> Result<()> {
+        if self.running {
+            self.pg_ctl(&["stop", "-m", "fast", "-w"])?;
+            self.running = false;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and data (also used for the first start).
+    pub fn restart(&mut self) -> Result<()> {
+        if self.running {
+            return Ok(());
+        }
+        let socket_dir = self.dir.path().to_string_lossy().into_owned();
+        let options = format!(
+            "-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            self.port
+        );
+        let log = self.dir.path().join("server.log");
+        let log = log.to_string_lossy().into_owned();
+        self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log, "-o", &options])?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Runs SQL with `psql` and returns its unaligned, tuples-only output, trimmed — handy for
+    /// counting rows without a client library (`pg.psql("select count(*) from t")?`).
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        let out = self
+            .server_command("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string()])
+            .args(["-d", "secureflow", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .output_checked("psql")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The server log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<()> {
+        let data = self.data_dir();
+        self.server_command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(args)
+            .output_checked("pg_ctl")
+            .with_context(|| format!("pg_ctl {}; server log:\n{}", args[0], self.log()))?;
+        Ok(())
+    }
+
+    /// `bin/<program>`, run as `postgres` when we are root.
+    fn server_command(&self, program: &str) -> Command {
+        let exe = self.bin.join(program);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+        }
+    }
+}
+
+trait OutputChecked {
+    fn output_checked(&mut self, what: &str) -> Result<Output>;
+}
+
+impl OutputChecked for Command {
+    fn output_checked(&mut self, what: &str) -> Result<Output> {
+        let out = self
+            .output()
+            .with_context(|| format!("running {what} (is PostgreSQL installed?)"))?;
+        if !out.status.success() {
+            bail!(
+                "{what} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    cmd.output_checked("command").map(drop)
+}
+
+/// `$SFE_PG_BIN`, else `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
+fn bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SFE_PG_BIN") {
+        return Ok(dir.into());
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    candidates.sort();
+    if let Some((_, bin)) = candidates.pop() {
+        return Ok(bin);
+    }
+    let out = Command::new("pg_config").arg("--bindir").output_checked("pg_config")?;
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if Path::new(&bin).join("initdb").exists() {
+        Ok(bin)
+    } else {
+        bail!("no PostgreSQL server binaries found (install postgresql or set SFE_PG_BIN)")
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_starts_stops_and_keeps_its_data() {
+        let mut pg = TempPostgres::start().unwrap();
+        pg.psql("create table t (x int); insert into t values (1), (2)").unwrap();
+        assert_eq!(pg.psql("select count(*) from t").unwrap(), "2");
+        pg.stop().unwrap();
+        assert!(pg.psql("select 1").is_err(), "a stopped server must refuse connections");
+        pg.restart().unwrap();
+        assert_eq!(pg.psql("select sum(x) from t").unwrap(), "3");
+        assert!(pg.url().ends_with(&format!(":{}/secureflow", pg.port())));
+    }
+}

@@ -1,0 +1,550 @@
+//! `trainer evaluate`: how well a model separates labelled anomalies, and how its scores are
+//! distributed.
+//!
+//! The ranking score is `-decision_function` (higher = more anomalous), so ROC-AUC and average
+//! precision do not depend on the model's offset; precision, recall, F1, the confusion matrix and
+//! the alert rate are taken at the model's own threshold (`decision < 0`, what the worker flags).
+//! Average precision follows scikit-learn's `average_precision_score` (step-wise sum over distinct
+//! thresholds, no interpolation); ROC-AUC is the Mann–Whitney statistic with ties counted half,
+//! equal to scikit-learn's `roc_auc_score`.
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde::Serialize;
+use std::path::Path;
+
+/// Confusion matrix at the model's threshold; "positive" = anomalous.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Confusion {
+    pub tp: usize,
+    pub fp: usize,
+    pub tn: usize,
+    #[serde(rename = "fn")]
+    pub fn_: usize,
+}
+
+/// Label-based quality figures.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Labelled {
+    pub positives: usize,
+    pub negatives: usize,
+    /// `None` when only one class is present.
+    pub roc_auc: Option<f64>,
+    /// `None` without positives.
+    pub average_precision: Option<f64>,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub confusion: Confusion,
+}
+
+/// Distribution of `anomaly_score` (decision_function).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Distribution {
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub p01: f64,
+    pub p05: f64,
+    pub p25: f64,
+    pub p50: f64,
+    pub p75: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model_version: String,
+    pub inputs: Vec<String>,
+    pub rows: usize,
+    /// The model's offset: `anomaly_score = score_samples - offset`, anomalous below 0.
+    pub offset: f64,
+    pub alerts: usize,
+    pub alert_rate: f64,
+    pub anomaly_score: Distribution,
+    pub labelled: Option<Labelled>,
+    /// Scores the model would need as threshold to alert on these shares of rows.
+    pub thresholds_for_alert_rate: Vec<(f64, f64)>,
+}
+
+/// numpy's default ('linear') percentile of sorted values.
+fn percentile_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q / 100.0 * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Summary statistics of `values`.
+pub fn distribution(values: &[f64]) -> Distribution {
+    let mut s = values.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len().max(1) as f64;
+    let mean = s.iter().sum::<f64>() / n;
+    let std = (s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let p = |q| percentile_sorted(&s, q);
+    Distribution {
+        mean,
+        std,
+        min: p(0.0),
+        p01: p(1.0),
+        p05: p(5.0),
+        p25: p(25.0),
+        p50: p(50.0),
+        p75: p(75.0),
+        p95: p(95.0),
+        p99: p(99.0),
+        max: p(100.0),
+    }
+}
+
+/// ROC-AUC of `scores` (higher = positive) against `labels`; `None` if a class is missing.
+pub fn roc_auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
+    let pos = labels.iter().filter(|&&l| l).count();
+    let neg = labels.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Sum of the (1-based, tie-averaged) ranks of the positives.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += avg_rank * idx[i..=j].iter().filter(|&&k| labels[k]).count() as f64;
+        i = j + 1;
+    }
+    let (p, n) = (pos as f64, neg as f64);
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// Points of the curves at each distinct threshold, from the highest score down:
+/// `(false positive rate, true positive rate, precision, recall)`.
+fn curve(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64, f64, f64)> {
+    let pos = labels.iter().filter(|&&l| l).count() as f64;
+    let neg = labels.len() as f64 - pos;
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j < idx.len() && scores[idx[j]] == scores[idx[i]] {
+            if labels[idx[j]] {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            j += 1;
+        }
+        out.push((
+            if neg > 0.0 { fp / neg } else { 0.0 },
+            if pos > 0.0 { tp / pos } else { 0.0 },
+            tp / (tp + fp),
+            if pos > 0.0 { tp / pos } else { 0.0 },
+        ));
+        i = j;
+    }
+    out
+}
+
+/// scikit-learn's `average_precision_score`; `None` without positives.
+pub fn average_precision(scores: &[f64], labels: &[bool]) -> Option<f64> {
+    if !labels.iter().any(|&l| l) {
+        return None;
+    }
+    let mut ap = 0.0;
+    let mut last_recall = 0.0;
+    for (_, _, precision, recall) in curve(scores, labels) {
+        ap += (recall - last_recall) * precision;
+        last_recall = recall;
+    }
+    Some(ap)
+}
+
+/// Label-based figures; `flagged[i]` = the model alerts on row i.
+pub fn labelled(scores: &[f64], flagged: &[bool], labels: &[bool]) -> Labelled {
+    let mut c = Confusion {
+        tp: 0,
+        fp: 0,
+        tn: 0,
+        fn_: 0,
+    };
+    for (&f, &l) in flagged.iter().zip(labels) {
+        match (f, l) {
+            (true, true) => c.tp += 1,
+            (true, false) => c.fp += 1,
+            (false, false) => c.tn += 1,
+            (false, true) => c.fn_ += 1,
+        }
+    }
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let precision = ratio(c.tp, c.tp + c.fp);
+    let recall = ratio(c.tp, c.tp + c.fn_);
+    let f1 = if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    };
+    let positives = labels.iter().filter(|&&l| l).count();
+    Labelled {
+        positives,
+        negatives: labels.len() - positives,
+        roc_auc: roc_auc(scores, labels),
+        average_precision: average_precision(scores, labels),
+        precision,
+        recall,
+        f1,
+        confusion: c,
+    }
+}
+
+/// Builds the report from per-row decision_function values.
+pub fn evaluate(
+    model_version: String,
+    inputs: Vec<String>,
+    offset: f64,
+    decision: &[f64],
+    labels: Option<&[bool]>,
+) -> Report {
+    let ranking: Vec<f64> = decision.iter().map(|d| -d).collect();
+    let flagged: Vec<bool> = decision.iter().map(|&d| d < 0.0).collect();
+    let alerts = flagged.iter().filter(|&&f| f).count();
+    let mut sorted = decision.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let thresholds = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1]
+        .iter()
+        .map(|&rate| (rate, percentile_sorted(&sorted, rate * 100.0)))
+        .collect();
+    Report {
+        model_version,
+        inputs,
+        rows: decision.len(),
+        offset,
+        alerts,
+        alert_rate: if decision.is_empty() {
+            0.0
+        } else {
+            alerts as f64 / decision.len() as f64
+        },
+        anomaly_score: distribution(decision),
+        labelled: labels.map(|l| labelled(&ranking, &flagged, l)),
+        thresholds_for_alert_rate: thresholds,
+    }
+}
+
+impl Report {
+    /// The Markdown version of the report.
+    pub fn to_markdown(&self, plots: &[String]) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
+        let _ = writeln!(s, "# Evaluation of {}\n", self.model_version);
+        let _ = writeln!(s, "Inputs: {}\n", self.inputs.join(", "));
+        let _ = writeln!(s, "| figure | value |\n|---|---|");
+        let _ = writeln!(s, "| rows | {} |", self.rows);
+        let _ = writeln!(s, "| alerts (anomaly_score < 0) | {} |", self.alerts);
+        let _ = writeln!(s, "| alert rate | {:.4} |", self.alert_rate);
+        let _ = writeln!(s, "| model offset | {:.6} |", self.offset);
+        if let Some(l) = &self.labelled {
+            let _ = writeln!(
+                s,
+                "| labelled anomalies | {} of {} |",
+                l.positives,
+                l.positives + l.negatives
+            );
+            let _ = writeln!(s, "| ROC-AUC | {} |", f(l.roc_auc));
+            let _ = writeln!(s, "| average precision | {} |", f(l.average_precision));
+            let _ = writeln!(s, "| precision at threshold | {:.4} |", l.precision);
+            let _ = writeln!(s, "| recall at threshold | {:.4} |", l.recall);
+            let _ = writeln!(s, "| F1 at threshold | {:.4} |", l.f1);
+            let c = l.confusion;
+            let _ = writeln!(
+                s,
+                "\n## Confusion matrix\n\n| | flagged | not flagged |\n|---|---|---|"
+            );
+            let _ = writeln!(
+                s,
+                "| anomalous | {} | {} |\n| normal | {} | {} |",
+                c.tp, c.fn_, c.fp, c.tn
+            );
+        }
+        let d = &self.anomaly_score;
+        let _ = writeln!(
+            s,
+            "\n## anomaly_score distribution\n\n| mean | std | min | p1 | p5 | p25 | p50 | p75 | p95 | p99 | max |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        let _ = writeln!(
+            s,
+            "| {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
+            d.mean, d.std, d.min, d.p01, d.p05, d.p25, d.p50, d.p75, d.p95, d.p99, d.max
+        );
+        let _ = writeln!(
+            s,
+            "\n## Threshold for a target alert rate\n\n| alert rate | anomaly_score below |\n|---|---|"
+        );
+        for (rate, t) in &self.thresholds_for_alert_rate {
+            let _ = writeln!(s, "| {rate} | {t:.6} |");
+        }
+        if !plots.is_empty() {
+            let _ = writeln!(s, "\n## Plots\n");
+            for p in plots {
+                let _ = writeln!(s, "![{p}]({p})");
+            }
+        }
+        s
+    }
+}
+
+/// Registers a system TrueType font for plot text; `false` if none is found (plots then carry
+/// no text, which keeps them working on minimal machines).
+fn register_font() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        let candidates = [
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/TTF/DejaVuSans.ttf",
+            "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+            "/System/Library/Fonts/Supplemental/Arial.ttf",
+        ];
+        for path in candidates {
+            if let Ok(bytes) = std::fs::read(path) {
+                // Plotters keeps fonts for the life of the process.
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+type PlotResult = Result<(), Box<dyn std::error::Error>>;
+
+fn histogram(path: &Path, decision: &[f64], labels: Option<&[bool]>, text: bool) -> PlotResult {
+    let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (lo, hi) = decision
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let (lo, hi) = if lo < hi {
+        (lo, hi)
+    } else {
+        (lo - 0.5, lo + 0.5)
+    };
+    const BINS: usize = 50;
+    let width = (hi - lo) / BINS as f64;
+    let bin = |v: f64| (((v - lo) / width) as usize).min(BINS - 1);
+    let mut counts = [[0usize; BINS]; 2];
+    for (i, &v) in decision.iter().enumerate() {
+        let class = labels.map_or(0, |l| usize::from(l[i]));
+        counts[class][bin(v)] += 1;
+    }
+    // Per-class shares so a rare class stays visible next to the majority.
+    let totals = [
+        counts[0].iter().sum::<usize>().max(1),
+        counts[1].iter().sum::<usize>().max(1),
+    ];
+    let share = |c: usize, b: usize| counts[c][b] as f64 / totals[c] as f64;
+    let ymax = (0..BINS)
+        .map(|b| share(0, b).max(share(1, b)))
+        .fold(0.0, f64::max)
+        * 1.1;
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(15);
+    if text {
+        builder
+            .caption(
+                "anomaly_score by class (share of class per bin)",
+                ("sans-serif", 22),
+            )
+            .x_label_area_size(40)
+            .y_label_area_size(60);
+    }
+    let mut chart = builder.build_cartesian_2d(lo..hi, 0.0..ymax.max(1e-9))?;
+    if text {
+        chart
+            .configure_mesh()
+            .x_desc("anomaly_score (negative = flagged)")
+            .y_desc("share")
+            .draw()?;
+    }
+    let classes: &[(usize, RGBColor, &str)] = if labels.is_some() {
+        &[(0, BLUE, "normal"), (1, RED, "anomalous")]
+    } else {
+        &[(0, BLUE, "all rows")]
+    };
+    for &(c, color, name) in classes {
+        let series = chart.draw_series((0..BINS).map(|b| {
+            let x0 = lo + b as f64 * width;
+            Rectangle::new(
+                [(x0, 0.0), (x0 + width, share(c, b))],
+                color.mix(0.45).filled(),
+            )
+        }))?;
+        if text {
+            series.label(name).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+            });
+        }
+    }
+    chart.draw_series(std::iter::once(PathElement::new(
+        vec![(0.0, 0.0), (0.0, ymax)],
+        BLACK,
+    )))?;
+    if text {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn line_plot(
+    path: &Path,
+    title: &str,
+    xy: (&str, &str),
+    points: Vec<(f64, f64)>,
+    text: bool,
+) -> PlotResult {
+    let root = BitMapBackend::new(path, (600, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(15);
+    if text {
+        builder
+            .caption(title, ("sans-serif", 22))
+            .x_label_area_size(40)
+            .y_label_area_size(50);
+    }
+    let mut chart = builder.build_cartesian_2d(0.0..1.0, 0.0..1.05)?;
+    if text {
+        chart.configure_mesh().x_desc(xy.0).y_desc(xy.1).draw()?;
+    }
+    chart.draw_series(LineSeries::new(points, RED.stroke_width(2)))?;
+    root.present()?;
+    Ok(())
+}
+
+/// Writes the PNG plots into `dir` and returns their file names.
+pub fn plots(dir: &Path, decision: &[f64], labels: Option<&[bool]>) -> Result<Vec<String>> {
+    let text = register_font();
+    let mut written = Vec::new();
+    histogram(&dir.join("score_histogram.png"), decision, labels, text)
+        .map_err(|e| anyhow::anyhow!("drawing the score histogram: {e}"))?;
+    written.push("score_histogram.png".to_string());
+    if let Some(labels) = labels.filter(|l| l.iter().any(|&x| x) && l.iter().any(|&x| !x)) {
+        let ranking: Vec<f64> = decision.iter().map(|d| -d).collect();
+        let c = curve(&ranking, labels);
+        let roc: Vec<(f64, f64)> = std::iter::once((0.0, 0.0))
+            .chain(c.iter().map(|p| (p.0, p.1)))
+            .collect();
+        let pr: Vec<(f64, f64)> = c.iter().map(|p| (p.3, p.2)).collect();
+        line_plot(
+            &dir.join("roc.png"),
+            "ROC curve",
+            ("false positive rate", "true positive rate"),
+            roc,
+            text,
+        )
+        .map_err(|e| anyhow::anyhow!("drawing the ROC curve: {e}"))?;
+        line_plot(
+            &dir.join("pr.png"),
+            "Precision-recall curve",
+            ("recall", "precision"),
+            pr,
+            text,
+        )
+        .map_err(|e| anyhow::anyhow!("drawing the PR curve: {e}"))?;
+        written.push("roc.png".to_string());
+        written.push("pr.png".to_string());
+    }
+    Ok(written)
+}
+
+/// Writes `report.json`, `report.md` and the plots into `dir`.
+pub fn write(
+    dir: &Path,
+    report: &Report,
+    decision: &[f64],
+    labels: Option<&[bool]>,
+    with_plots: bool,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let plots = if with_plots {
+        plots(dir, decision, labels)?
+    } else {
+        Vec::new()
+    };
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("writing report.json in {}", dir.display()))?;
+    std::fs::write(dir.join("report.md"), report.to_markdown(&plots))
+        .with_context(|| format!("writing report.md in {}", dir.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_match_hand_computed_values() {
+        // Scores (higher = more anomalous) and labels; the model flags the top three.
+        let scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4];
+        let labels = [true, false, true, false, false, true];
+        // Positive ranks (ascending, 1-based): 6, 4, 1 → U = 11 - 6 = 5; AUC = 5 / 9.
+        assert!((roc_auc(&scores, &labels).unwrap() - 5.0 / 9.0).abs() < 1e-12);
+        // AP = 1/3·1 + 1/3·2/3 + 1/3·3/6 = 13/18.
+        assert!((average_precision(&scores, &labels).unwrap() - 13.0 / 18.0).abs() < 1e-12);
+        let flagged = [true, true, true, false, false, false];
+        let l = labelled(&scores, &flagged, &labels);
+        assert_eq!(
+            l.confusion,
+            Confusion {
+                tp: 2,
+                fp: 1,
+                tn: 2,
+                fn_: 1
+            }
+        );
+        assert!((l.precision - 2.0 / 3.0).abs() < 1e-12);
+        assert!((l.recall - 2.0 / 3.0).abs() < 1e-12);
+        assert!((l.f1 - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ties_count_half() {
+        // One positive tied with one negative: AUC 0.5, AP = 1/2.
+        assert_eq!(roc_auc(&[1.0, 1.0], &[true, false]), Some(0.5));
+        assert_eq!(average_precision(&[1.0, 1.0], &[true, false]), Some(0.5));
+        assert_eq!(roc_auc(&[1.0, 2.0], &[true, true]), None);
+        assert_eq!(average_precision(&[1.0], &[false]), None);
+    }
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let d = distribution(&[4.0, 1.0, 3.0, 2.0]);
+        assert_eq!((d.min, d.max, d.mean), (1.0, 4.0, 2.5));
+        assert!((d.p50 - 2.5).abs() < 1e-12);
+        assert!((d.p25 - 1.75).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,151 @@
+//! `trainer inspect`: what a model file holds, for operators and audits.
+//!
+//! The model is fully decoded (so a corrupt file is reported, not described), then the section
+//! table is walked again to report each section's size as laid out in `model-format/SPEC.md`.
+
+use anyhow::{Context, Result};
+use model_format::{Model, ModelId};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One section of the file.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Section {
+    pub tag: String,
+    pub required: bool,
+    /// Payload bytes.
+    pub payload_bytes: u64,
+    /// Header + payload + padding.
+    pub total_bytes: u64,
+}
+
+/// Everything `inspect` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub version: String,
+    pub checksum: String,
+    pub format_version: u16,
+    pub file_bytes: usize,
+    pub sections: Vec<Section>,
+    pub features: Vec<String>,
+    /// `legacy` (the legacy API's payload shapes) or `generic` (one field per feature).
+    pub payload_rules: &'static str,
+    pub trees: usize,
+    pub nodes: usize,
+    pub max_samples: u32,
+    pub offset: f64,
+    pub expected_value: f64,
+    pub scaler_mean: Vec<f64>,
+    pub scaler_scale: Vec<f64>,
+    pub trainer: Option<String>,
+    pub training_rows: Option<String>,
+    pub training_data_fingerprint: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Walks the section table of an already validated file.
+fn sections(bytes: &[u8]) -> Vec<Section> {
+    let mut out = Vec::new();
+    let end = bytes.len().saturating_sub(4);
+    let mut at = 24usize;
+    while at + 16 <= end {
+        let tag = String::from_utf8_lossy(&bytes[at..at + 4]).into_owned();
+        let flags = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let len = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
+        let payload_end = (at as u64 + 16).saturating_add(len);
+        let next = payload_end.div_ceil(8) * 8;
+        out.push(Section {
+            tag,
+            required: flags & 1 == 1,
+            payload_bytes: len,
+            total_bytes: next - at as u64,
+        });
+        let Ok(next) = usize::try_from(next) else {
+            break;
+        };
+        at = next;
+    }
+    out
+}
+
+/// Decodes `bytes` and describes the model.
+pub fn inspect(bytes: &[u8]) -> Result<Report> {
+    let model = Model::from_bytes(bytes).context("decoding the model")?;
+    let id = ModelId::of(bytes)?;
+    let legacy = *model.normalization() == model_format::Normalization::legacy();
+    let meta = |k: &str| model.meta(k).map(str::to_string);
+    Ok(Report {
+        version: id.version(),
+        checksum: format!("crc32:{:08x}", id.checksum),
+        format_version: u16::from_le_bytes([bytes[8], bytes[9]]),
+        file_bytes: bytes.len(),
+        sections: sections(bytes),
+        features: model.features().to_vec(),
+        payload_rules: if legacy { "legacy" } else { "generic" },
+        trees: model.forest().trees().len(),
+        nodes: model.forest().node_count(),
+        max_samples: model.forest().max_samples(),
+        offset: model.forest().offset(),
+        expected_value: model.expected_value(),
+        scaler_mean: model.scaler().mean().to_vec(),
+        scaler_scale: model.scaler().scale().to_vec(),
+        trainer: meta("trainer"),
+        training_rows: meta("training_rows"),
+        training_data_fingerprint: meta("training_data_crc32").map(|c| format!("crc32:{c}")),
+        metadata: model.metadata().iter().cloned().collect(),
+    })
+}
+
+impl Report {
+    /// Human-readable text.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let none = || "(unknown)".to_string();
+        let _ = writeln!(s, "model        {}", self.version);
+        let _ = writeln!(s, "checksum     {}", self.checksum);
+        let _ = writeln!(s, "format       SFEMODEL v{}", self.format_version);
+        let _ = writeln!(s, "size         {} bytes", self.file_bytes);
+        let _ = writeln!(
+            s,
+            "trainer      {}",
+            self.trainer.clone().unwrap_or_else(none)
+        );
+        let _ = writeln!(
+            s,
+            "training     {} rows, data {}",
+            self.training_rows.clone().unwrap_or_else(none),
+            self.training_data_fingerprint.clone().unwrap_or_else(none)
+        );
+        let _ = writeln!(
+            s,
+            "forest       {} trees, {} nodes, max_samples {}, offset {}, expected path length {:.6}",
+            self.trees, self.nodes, self.max_samples, self.offset, self.expected_value
+        );
+        let _ = writeln!(s, "payload      {} rules", self.payload_rules);
+        let _ = writeln!(s, "features     {}", self.features.len());
+        for (i, f) in self.features.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  {f:<24} mean {:<14.6} scale {:.6}",
+                self.scaler_mean[i], self.scaler_scale[i]
+            );
+        }
+        let _ = writeln!(s, "sections");
+        for sec in &self.sections {
+            let _ = writeln!(
+                s,
+                "  {} {:<9} {:>10} bytes payload, {:>10} bytes in file",
+                sec.tag,
+                if sec.required { "required" } else { "optional" },
+                sec.payload_bytes,
+                sec.total_bytes
+            );
+        }
+        let _ = writeln!(s, "metadata");
+        for (k, v) in &self.metadata {
+            let _ = writeln!(s, "  {k} = {v}");
+        }
+        s
+    }
+}

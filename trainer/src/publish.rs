@@ -1,0 +1,209 @@
+//! Publishing models for scheduled retraining.
+//!
+//! Layout under the destination (a directory or an object-store URL):
+//!
+//! ```text
+//! models/<version>.sfm   content-addressed: the version is the file's checksum
+//! latest                 JSON pointer {version, checksum, path, created, metrics}
+//! ```
+//!
+//! The model file is written before the pointer, so `latest` never names a missing model.
+//! Publishing is idempotent: the same data and seed give the same bytes, hence the same version,
+//! and when `latest` already points at it nothing is written at all. An optional quality gate
+//! scores the new model and the current `latest` on the same holdout and refuses to move the
+//! pointer to a model that is worse beyond a tolerance.
+
+use crate::evaluate;
+use crate::source::{self, StoreOptions};
+use crate::spec::Dataset;
+use model_format::{Model, ModelId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The figure the gate compares (higher is better for all three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateMetric {
+    AveragePrecision,
+    RocAuc,
+    /// Mean anomaly_score (decision_function) on holdout data believed normal.
+    MeanScore,
+}
+
+impl GateMetric {
+    fn name(self) -> &'static str {
+        match self {
+            GateMetric::AveragePrecision => "average_precision",
+            GateMetric::RocAuc => "roc_auc",
+            GateMetric::MeanScore => "mean_anomaly_score",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GateConfig {
+    pub metric: GateMetric,
+    pub tolerance: f64,
+}
+
+/// The `latest` pointer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Latest {
+    pub version: String,
+    pub checksum: String,
+    /// Path of the model relative to the destination.
+    pub path: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// Holdout figures of this model, when a gate input was given.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub version: String,
+    pub model_location: String,
+    /// False when `latest` already pointed at this model (nothing written).
+    pub changed: bool,
+    pub dry_run: bool,
+    pub previous: Option<String>,
+    pub metrics: BTreeMap<String, f64>,
+    pub previous_metrics: BTreeMap<String, f64>,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0}")]
+    GateRefused(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+fn join(dest: &str, rel: &str) -> String {
+    if source::is_url(dest) {
+        format!("{}/{rel}", dest.trim_end_matches('/'))
+    } else {
+        std::path::Path::new(dest.strip_prefix("file://").unwrap_or(dest))
+            .join(rel)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Holdout figures of `model`: the label-based ones when labels exist, and the mean score.
+pub fn holdout_metrics(model: &Model, holdout: &Dataset) -> anyhow::Result<BTreeMap<String, f64>> {
+    let scores = crate::score::score_table(model, &holdout.table, false)?;
+    let decision: Vec<f64> = scores.rows.iter().map(|s| s.decision).collect();
+    let mut m = BTreeMap::new();
+    m.insert(
+        GateMetric::MeanScore.name().to_string(),
+        decision.iter().sum::<f64>() / decision.len().max(1) as f64,
+    );
+    if let Some(labels) = &holdout.labels {
+        let ranking: Vec<f64> = decision.iter().map(|d| -d).collect();
+        if let Some(ap) = evaluate::average_precision(&ranking, labels) {
+            m.insert(GateMetric::AveragePrecision.name().to_string(), ap);
+        }
+        if let Some(auc) = evaluate::roc_auc(&ranking, labels) {
+            m.insert(GateMetric::RocAuc.name().to_string(), auc);
+        }
+    }
+    Ok(m)
+}
+
+/// Publishes `bytes` (the encoding of `model`) under `dest`.
+pub fn publish(
+    dest: &str,
+    model: &Model,
+    bytes: &[u8],
+    holdout: Option<&Dataset>,
+    gate: &GateConfig,
+    dry_run: bool,
+    store: &StoreOptions,
+) -> Result<Outcome, PublishError> {
+    use anyhow::Context;
+    let id = ModelId::of(bytes).map_err(anyhow::Error::from)?;
+    let version = id.version();
+    let rel = format!("models/{version}.sfm");
+    let model_location = join(dest, &rel);
+    let latest_location = join(dest, "latest");
+
+    let previous: Option<Latest> = source::get_opt(&latest_location, store)?
+        .map(|b| serde_json::from_slice(&b))
+        .transpose()
+        .with_context(|| format!("{latest_location} is not a valid latest pointer"))?;
+
+    let metrics = match holdout {
+        Some(h) => holdout_metrics(model, h)?,
+        None => BTreeMap::new(),
+    };
+    let mut previous_metrics = BTreeMap::new();
+    if let (Some(prev), Some(h)) = (&previous, holdout)
+        && prev.version != version
+    {
+        let prev_bytes = source::get_opt(&join(dest, &prev.path), store)?
+            .with_context(|| format!("latest points at {} which is missing", prev.path))?;
+        let prev_model = Model::from_bytes(&prev_bytes)
+            .with_context(|| format!("decoding the current latest model {}", prev.path))?;
+        if prev_model.features() != model.features() {
+            return Err(anyhow::anyhow!(
+                "the current latest model has features {:?}, the new one {:?}: the gate cannot compare them",
+                prev_model.features(),
+                model.features()
+            )
+            .into());
+        }
+        previous_metrics = holdout_metrics(&prev_model, h)?;
+        let key = gate.metric.name();
+        let new = metrics.get(key).copied().with_context(|| {
+            format!("the gate metric {key} cannot be computed on the holdout (labels of both classes needed)")
+        })?;
+        let old = previous_metrics
+            .get(key)
+            .copied()
+            .unwrap_or(f64::NEG_INFINITY);
+        if new < old - gate.tolerance {
+            return Err(PublishError::GateRefused(format!(
+                "quality gate refused {version}: {key} {new:.6} is worse than latest {} ({old:.6}) by more than the tolerance {}",
+                prev.version, gate.tolerance
+            )));
+        }
+    }
+
+    let unchanged = previous.as_ref().is_some_and(|p| p.version == version);
+    let message = if unchanged {
+        format!("{version} is already latest at {dest}: nothing written")
+    } else if dry_run {
+        format!("dry run: would publish {version} to {model_location} and point latest at it")
+    } else {
+        format!("published {version} to {model_location}; latest now points at it")
+    };
+    if !unchanged && !dry_run {
+        // Content-addressed: an existing file with this name has these very bytes.
+        if source::get_opt(&model_location, store)?.is_none() {
+            source::put(&model_location, bytes.to_vec(), store)?;
+        }
+        let pointer = Latest {
+            version: version.clone(),
+            checksum: format!("crc32:{:08x}", id.checksum),
+            path: rel,
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            metrics: metrics.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&pointer).map_err(anyhow::Error::from)?;
+        source::put(&latest_location, json, store)?;
+    }
+    Ok(Outcome {
+        version,
+        model_location,
+        changed: !unchanged && !dry_run,
+        dry_run,
+        previous: previous.map(|p| p.version),
+        metrics,
+        previous_metrics,
+        message,
+    })
+}

@@ -1,0 +1,398 @@
+//! The feature spec: which columns are features, which is the label, what to ignore, and how
+//! the legacy features are derived from raw columns.
+//!
+//! A spec comes from `--spec spec.toml` and/or flags (flags win):
+//!
+//! ```toml
+//! features = ["amount", "hour"]   # omit for automatic selection
+//! label = "is_fraud"              # default: a column named "label", if any
+//! label_positive = "yes"          # default: 1 / true / yes / anomaly / fraud
+//! ignore = ["id", "scored_at"]
+//! derive = "auto"                 # auto | legacy | none
+//! ```
+//!
+//! Automatic selection: the legacy five when all are columns; else, when `amount` is present with
+//! any of the legacy raw fields (`timestamp`, `merchant`, `category`, `type`), the legacy five
+//! *derived* from them; else every numeric column except the label and ignored ones (the
+//! `f0..fN + label` layout of the ADBench files). Derivation runs model-format's own
+//! [`Normalization::legacy`] rules row by row — the very code the edge runs on a request — so a
+//! column such as `merchant = "Grocery "` gets the same category code in training and at the edge.
+
+use anyhow::{Context, Result, bail};
+use model_format::normalize::{LEGACY_FEATURES, Normalization, Payload, Value};
+use polars::prelude::{DataType, LazyFrame, Schema, col};
+use serde::Deserialize;
+use std::path::Path;
+
+use crate::data::Table;
+
+/// How legacy features may be derived from raw fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Derive {
+    /// Derive the legacy five only when they are not all present as columns.
+    #[default]
+    Auto,
+    /// Always go through the legacy payload rules (fields or raw timestamp/merchant/category/type).
+    Legacy,
+    /// Never derive: feature columns are read as numbers.
+    None,
+}
+
+/// What the operator asked for; `None`/empty fields mean "decide from the data".
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    pub features: Option<Vec<String>>,
+    pub label: Option<String>,
+    pub label_positive: Option<String>,
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    #[serde(default)]
+    pub derive: Derive,
+}
+
+impl FeatureSpec {
+    /// Reads a TOML spec file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("parsing the feature spec {}", path.display()))
+    }
+
+    /// Applies command-line overrides on top of this spec.
+    pub fn with_overrides(
+        mut self,
+        features: Option<Vec<String>>,
+        label: Option<String>,
+        label_positive: Option<String>,
+        ignore: Vec<String>,
+        derive: Option<Derive>,
+    ) -> Self {
+        if features.is_some() {
+            self.features = features;
+        }
+        if label.is_some() {
+            self.label = label;
+        }
+        if label_positive.is_some() {
+            self.label_positive = label_positive;
+        }
+        self.ignore.extend(ignore);
+        if let Some(d) = derive {
+            self.derive = d;
+        }
+        self
+    }
+}
+
+/// Raw fields the legacy rules can read.
+const LEGACY_RAW: [&str; 4] = ["timestamp", "merchant", "category", "type"];
+
+/// A spec resolved against an input's schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub features: Vec<String>,
+    /// `Some(fields)`: derive the legacy five through the payload rules from these columns.
+    pub derive_from: Option<Vec<String>>,
+    pub label: Option<String>,
+    pub label_positive: Option<String>,
+}
+
+fn is_numeric(dt: &DataType) -> bool {
+    dt.is_primitive_numeric() || matches!(dt, DataType::Boolean)
+}
+
+impl Plan {
+    /// Decides features, derivation and label for a table with `schema`.
+    /// `require_label`: fail if no label column can be found.
+    pub fn resolve(spec: &FeatureSpec, schema: &Schema, require_label: bool) -> Result<Plan> {
+        let has = |c: &str| schema.get(c).is_some();
+        let columns: Vec<&str> = schema.iter_names().map(|s| s.as_str()).collect();
+        let label = match &spec.label {
+            Some(l) if l.is_empty() => None,
+            Some(l) => {
+                if !has(l) {
+                    bail!(
+                        "label column {l:?} not found (columns: {})",
+                        columns.join(", ")
+                    );
+                }
+                Some(l.clone())
+            }
+            None => has("label").then(|| "label".to_string()),
+        };
+        if require_label && label.is_none() {
+            bail!(
+                "no label column: name it with --label (columns: {})",
+                columns.join(", ")
+            );
+        }
+        let legacy: Vec<String> = LEGACY_FEATURES.map(String::from).to_vec();
+        let all_legacy = LEGACY_FEATURES.iter().all(|f| has(f));
+        let raw_legacy = has("amount") && LEGACY_RAW.iter().any(|f| has(f));
+        let wants_legacy = spec.features.as_ref().is_none_or(|f| *f == legacy);
+        let derive = match spec.derive {
+            Derive::None => false,
+            Derive::Legacy => true,
+            Derive::Auto => wants_legacy && !all_legacy && raw_legacy,
+        };
+        if derive {
+            if !wants_legacy {
+                bail!("derivation produces the legacy five features; drop --features or derive");
+            }
+            let rules = Normalization::legacy();
+            let mut fields: Vec<String> = Vec::new();
+            for source in rules.rules.iter().flat_map(|r| &r.sources) {
+                if let Some(f) = source_field(source).filter(|f| has(f))
+                    && !fields.iter().any(|x| x == f)
+                {
+                    fields.push(f.to_string());
+                }
+            }
+            return Ok(Plan {
+                features: legacy,
+                derive_from: Some(fields),
+                label,
+                label_positive: spec.label_positive.clone(),
+            });
+        }
+        let features = match &spec.features {
+            Some(f) => {
+                anyhow::ensure!(!f.is_empty(), "--features is empty");
+                for name in f {
+                    if !has(name) {
+                        bail!("no column {name:?} (columns: {})", columns.join(", "));
+                    }
+                }
+                f.clone()
+            }
+            None if all_legacy => legacy,
+            None if LEGACY_FEATURES.iter().any(|f| has(f)) => {
+                // Half a legacy table is more likely a broken export than a new schema.
+                let missing: Vec<&str> = LEGACY_FEATURES
+                    .iter()
+                    .copied()
+                    .filter(|f| !has(f))
+                    .collect();
+                bail!(
+                    "the input looks like legacy transactions but lacks {} (columns: {}); \
+                     name the features with --features to train on other columns",
+                    missing.join(", "),
+                    columns.join(", ")
+                );
+            }
+            None => {
+                let picked: Vec<String> = schema
+                    .iter()
+                    .filter(|(name, dt)| {
+                        is_numeric(dt)
+                            && Some(name.as_str()) != label.as_deref()
+                            && !spec.ignore.iter().any(|i| i == name.as_str())
+                    })
+                    .map(|(name, _)| name.to_string())
+                    .collect();
+                anyhow::ensure!(
+                    !picked.is_empty(),
+                    "no numeric feature columns found (columns: {}); name them with --features",
+                    columns.join(", ")
+                );
+                picked
+            }
+        };
+        if let Some(l) = &label {
+            anyhow::ensure!(
+                !features.contains(l),
+                "the label {l:?} cannot also be a feature"
+            );
+        }
+        Ok(Plan {
+            features,
+            derive_from: None,
+            label,
+            label_positive: spec.label_positive.clone(),
+        })
+    }
+}
+
+fn source_field(s: &model_format::normalize::Source) -> Option<&str> {
+    use model_format::normalize::Source;
+    match s {
+        Source::Field(f)
+        | Source::TimestampHour(f)
+        | Source::TimestampWeekday(f)
+        | Source::Lookup { field: f, .. }
+        | Source::Hash { field: f, .. } => Some(f),
+        Source::Default(_) => None,
+    }
+}
+
+/// Feature table plus labels (true = anomalous) when the plan has a label.
+pub struct Dataset {
+    pub table: Table,
+    pub labels: Option<Vec<bool>>,
+}
+
+/// One raw column in memory.
+enum Raw {
+    Num(Vec<Option<f64>>),
+    Text(Vec<Option<String>>),
+}
+
+struct RowPayload<'a> {
+    names: &'a [String],
+    raw: &'a [Raw],
+    row: usize,
+}
+
+impl Payload for RowPayload<'_> {
+    fn get(&self, field: &str) -> Option<Value<'_>> {
+        let i = self.names.iter().position(|n| n == field)?;
+        match &self.raw[i] {
+            Raw::Num(v) => v[self.row].map(Value::Number),
+            Raw::Text(v) => v[self.row].as_deref().map(Value::Text),
+        }
+    }
+}
+
+/// Reads the plan's columns (only those) from `lf` and builds the dataset.
+pub fn load(lf: LazyFrame, plan: &Plan, what: &str) -> Result<Dataset> {
+    let schema = lf
+        .clone()
+        .collect_schema()
+        .with_context(|| format!("reading the schema of {what}"))?;
+    let mut wanted: Vec<String> = match &plan.derive_from {
+        Some(fields) => fields.clone(),
+        None => plan.features.clone(),
+    };
+    if let Some(l) = &plan.label {
+        wanted.push(l.clone());
+    }
+    let exprs: Vec<_> = wanted.iter().map(|c| col(c.as_str())).collect();
+    let df = lf
+        .select(exprs)
+        .collect()
+        .with_context(|| format!("reading {what}"))?;
+    let rows = df.height();
+
+    let columns = match &plan.derive_from {
+        None => {
+            let mut columns = Vec::with_capacity(plan.features.len());
+            for name in &plan.features {
+                let s = df
+                    .column(name)?
+                    .as_materialized_series()
+                    .strict_cast(&DataType::Float64)
+                    .with_context(|| format!("column {name:?} is not numeric"))?;
+                let ca = s.f64()?;
+                if ca.null_count() > 0 {
+                    bail!("column {name:?} has {} missing values", ca.null_count());
+                }
+                let values: Vec<f64> = ca.into_no_null_iter().collect();
+                if let Some(row) = values.iter().position(|v| !v.is_finite()) {
+                    bail!(
+                        "column {name:?} row {row} is not a finite number ({})",
+                        values[row]
+                    );
+                }
+                columns.push(values);
+            }
+            columns
+        }
+        Some(fields) => {
+            let mut raw = Vec::with_capacity(fields.len());
+            for name in fields {
+                let s = df.column(name)?.as_materialized_series();
+                let dt = schema.get(name.as_str()).cloned().unwrap_or(DataType::Null);
+                raw.push(if dt.is_primitive_numeric() {
+                    Raw::Num(s.cast(&DataType::Float64)?.f64()?.iter().collect())
+                } else {
+                    Raw::Text(
+                        s.cast(&DataType::String)?
+                            .str()?
+                            .iter()
+                            .map(|v| v.map(str::to_string))
+                            .collect(),
+                    )
+                });
+            }
+            let rules = Normalization::legacy();
+            let mut columns = vec![Vec::with_capacity(rows); plan.features.len()];
+            let mut buf = vec![0.0; plan.features.len()];
+            for row in 0..rows {
+                let payload = RowPayload {
+                    names: fields,
+                    raw: &raw,
+                    row,
+                };
+                rules
+                    .apply(&plan.features, &payload, &mut buf)
+                    .with_context(|| format!("{what}: row {row}"))?;
+                for (c, v) in columns.iter_mut().zip(&buf) {
+                    c.push(*v);
+                }
+            }
+            columns
+        }
+    };
+
+    let labels = match &plan.label {
+        None => None,
+        Some(name) => {
+            let s = df
+                .column(name)?
+                .as_materialized_series()
+                .cast(&DataType::String)?;
+            let ca = s.str()?;
+            anyhow::ensure!(
+                ca.null_count() == 0,
+                "label column {name:?} has {} missing values",
+                ca.null_count()
+            );
+            Some(
+                ca.no_null_iter()
+                    .map(|v| is_positive(v, plan.label_positive.as_deref()))
+                    .collect(),
+            )
+        }
+    };
+    Ok(Dataset {
+        table: Table {
+            names: plan.features.clone(),
+            columns,
+        },
+        labels,
+    })
+}
+
+/// Whether a label value (as text) marks an anomaly.
+pub fn is_positive(value: &str, positive: Option<&str>) -> bool {
+    let v = value.trim();
+    match positive {
+        Some(p) => v.eq_ignore_ascii_case(p.trim()),
+        None => {
+            ["true", "yes", "y", "anomaly", "fraud"]
+                .iter()
+                .any(|p| v.eq_ignore_ascii_case(p))
+                || v.parse::<f64>().is_ok_and(|x| x != 0.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_positive_values() {
+        for v in ["1", "1.0", "true", "Yes", " fraud "] {
+            assert!(is_positive(v, None), "{v}");
+        }
+        for v in ["0", "0.0", "false", "no", "legit"] {
+            assert!(!is_positive(v, None), "{v}");
+        }
+        assert!(is_positive("chargeback", Some("ChargeBack")));
+        assert!(!is_positive("1", Some("chargeback")));
+    }
+}
