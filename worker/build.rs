@@ -1,5 +1,9 @@
 //! Picks the model file to embed: `$SFE_MODEL_PATH`, else `data/model.sfm` at the workspace root.
 //! The file is decoded here too, so a corrupt or wrong-version model fails the build.
+//!
+//! It also builds the model's TreeSHAP tables (`Model::explanation_tables`) into
+//! `$OUT_DIR/explanation.tables`: a fresh instance installs them instead of building them
+//! on its first explained request.
 
 use std::path::PathBuf;
 
@@ -18,9 +22,23 @@ fn main() {
             path.display()
         )
     });
-    if let Err(e) = model_format::Model::from_bytes(&bytes) {
-        panic!("the model at {} is not usable: {e}", path.display());
-    }
+    let model = model_format::Model::from_bytes(&bytes)
+        .unwrap_or_else(|e| panic!("the model at {} is not usable: {e}", path.display()));
     let path = path.canonicalize().expect("the model path exists");
     println!("cargo:rustc-env=SFE_MODEL_FILE={}", path.display());
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let tables = out_dir.join("explanation.tables");
+    let serialized: &'static [u8] = Vec::leak(model.explanation_tables());
+    // The instance installs them without a checksum (see worker's `loaded`): check them here.
+    let mut fresh = model_format::Model::from_bytes(&bytes).expect("decoded above");
+    if let Err(e) = fresh.install_explanation_tables(serialized) {
+        panic!(
+            "the explanation tables built for {} do not install: {e}",
+            path.display()
+        );
+    }
+    std::fs::write(&tables, serialized)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", tables.display()));
+    println!("cargo:rustc-env=SFE_TABLES_FILE={}", tables.display());
 }

@@ -1,12 +1,14 @@
 //! Prints µs/row for `score` and `explain`, and `from_bytes` time, on a realistic forest
-//! (100 trees, ψ = 256, 5 features) and on `data/model.sfm` when it decodes.
+//! (100 trees, ψ = 256, 5 features) and on `data/model.sfm` when it decodes. Decode time
+//! is `Model::from_bytes` (checksum, parsing, full validation) plus dropping the model; the
+//! checksum alone is shown beside it.
 //!
 //! cargo run --release -p model-format --example bench_explain
 
 #[path = "../tests/common/grow.rs"]
 mod grow;
 
-use model_format::{Model, Node};
+use model_format::{Model, ModelId, Node};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -50,11 +52,20 @@ fn bench(label: &str, model: &Model, rows: &[Vec<f64>]) {
     let mut decode = f64::INFINITY;
     for _ in 0..5 {
         let start = Instant::now();
-        let n = 20;
+        let n = 200;
         for _ in 0..n {
             black_box(Model::from_bytes(black_box(&bytes)).unwrap());
         }
         decode = decode.min(start.elapsed().as_secs_f64() * 1e6 / n as f64);
+    }
+    let mut crc = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let n = 200;
+        for _ in 0..n {
+            black_box(ModelId::of(black_box(&bytes)).unwrap());
+        }
+        crc = crc.min(start.elapsed().as_secs_f64() * 1e6 / n as f64);
     }
     println!("  score    {score:8.2} µs/row");
     println!(
@@ -62,6 +73,7 @@ fn bench(label: &str, model: &Model, rows: &[Vec<f64>]) {
         explain / score
     );
     println!("  decode   {decode:8.1} µs ({} bytes)", bytes.len());
+    println!("    of which checksum {crc:8.1} µs (ModelId::of)");
 }
 
 /// Deepest leaf (splits on the path).

@@ -18,6 +18,7 @@
 //! ignore.
 
 use crate::error::{DecodeError, EncodeError, InvalidModel};
+use crate::forest::{Decoded, STACK_LEN};
 use crate::normalize::{FeatureRule, Normalization, Source};
 use crate::{Forest, Model, Node, Scaler, Tree};
 
@@ -403,7 +404,10 @@ fn read_forest(p: &mut Reader) -> Result<Forest, DecodeError> {
     let n_trees = p.count("trees", 8 + NODE_LEN)?;
     let max_samples = p.u32("max_samples")?;
     let offset = p.f64("offset")?;
-    let mut trees = Vec::with_capacity(n_trees);
+    // One arena for the nodes of all trees; what remains of the payload bounds its size.
+    let mut arena = Vec::with_capacity((p.bytes.len() - p.pos) / NODE_LEN);
+    let mut decoded = Vec::with_capacity(n_trees);
+    let mut stack = [0; STACK_LEN];
     for t in 0..n_trees {
         let n_nodes = p.count("tree nodes", NODE_LEN)?;
         if p.u32("tree reserved")? != 0 {
@@ -412,29 +416,45 @@ fn read_forest(p: &mut Reader) -> Result<Forest, DecodeError> {
         // One bounds check for the whole node array, then fixed-size records.
         let start = p.pos;
         let records = p.take(n_nodes * NODE_LEN, "tree nodes")?;
-        let mut nodes = Vec::with_capacity(n_nodes);
-        for (i, r) in records.chunks_exact(NODE_LEN).enumerate() {
-            let feature = u16::from_le_bytes([r[0], r[1]]);
-            let delta = u16::from_le_bytes([r[2], r[3]]);
-            let value = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
-            nodes.push(if feature == LEAF {
-                if delta != 0 {
-                    return Err(DecodeError::Reserved {
-                        offset: start + i * NODE_LEN + 2,
-                    });
-                }
-                Node::Leaf { samples: value }
-            } else {
-                Node::Split {
-                    feature,
-                    threshold: f32::from_bits(value),
-                    right: (i + usize::from(delta)) as u32,
-                }
-            });
+        match Tree::decode_into(records, &mut arena, &mut stack) {
+            Some(d) => decoded.push(d),
+            None => decoded.push(Decoded::Own(diagnose_tree(records, start, t)?)),
         }
-        trees.push(Tree::new(nodes).map_err(|problem| InvalidModel::Tree { tree: t, problem })?);
     }
-    Ok(Forest::new(trees, max_samples, offset)?)
+    Ok(Forest::new(
+        Tree::from_arena(arena, decoded),
+        max_samples,
+        offset,
+    )?)
+}
+
+/// The slow path for a tree the fast decoder rejected: decodes node by node and validates
+/// with [`Tree::new`] to name the first problem (the same errors, in the same order, as
+/// before the fast path existed). The fast path turns down valid trees only when they are
+/// deeper than it tracks; those decode here.
+#[cold]
+fn diagnose_tree(records: &[u8], start: usize, t: usize) -> Result<Tree, DecodeError> {
+    let mut nodes = Vec::with_capacity(records.len() / NODE_LEN);
+    for (i, r) in records.chunks_exact(NODE_LEN).enumerate() {
+        let feature = u16::from_le_bytes([r[0], r[1]]);
+        let delta = u16::from_le_bytes([r[2], r[3]]);
+        let value = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+        nodes.push(if feature == LEAF {
+            if delta != 0 {
+                return Err(DecodeError::Reserved {
+                    offset: start + i * NODE_LEN + 2,
+                });
+            }
+            Node::Leaf { samples: value }
+        } else {
+            Node::Split {
+                feature,
+                threshold: f32::from_bits(value),
+                right: (i + usize::from(delta)) as u32,
+            }
+        });
+    }
+    Ok(Tree::new(nodes).map_err(|problem| InvalidModel::Tree { tree: t, problem })?)
 }
 
 /// A bounds-checked cursor: every read names what it was reading for the error message.

@@ -48,9 +48,50 @@
 //! forest uses one `q` (from its most feature-rich path) and dispatches to a monomorphised
 //! kernel so the `q`-wide loops unroll.
 //!
+//! # Precomputed tables
+//!
+//! Building these tables costs several explanations' worth of time, once per decoded model.
+//! A host that decodes the model per short-lived instance (the edge worker) would pay that on
+//! a request, so the tables can also be serialized ([`crate::Model::explanation_tables`], e.g.
+//! in a build script) and installed ([`crate::Model::install_explanation_tables`]) wherever
+//! the same model is decoded. Installing checks a checksum of the bytes, binds them to the
+//! forest (every split compared, a fingerprint of the leaf covers) and then uses the arrays in
+//! place (`repr(C)`, little-endian, 8-byte aligned; misaligned bytes are copied), so the
+//! results are bit-identical to built tables. The checksum is not a defence against a forger,
+//! but the structural checks alone keep every index the kernel uses in range; that is why a
+//! host whose tables are embedded next to the model may skip it at install
+//! ([`crate::Model::install_trusted_explanation_tables`]) and verify later: hashing the float
+//! arrays on a fresh wasm instance costs more than everything else installing does.
+//!
+//! Layout, all integers and floats little-endian, every section 8-byte aligned:
+//!
+//! ```text
+//! header (48 bytes)
+//!    0  magic            b"SFESHAP\0"
+//!    8  version          u32 = 1
+//!   12  n_trees          u32
+//!   16  n_steps          u32   splits in the whole forest
+//!   20  q                u32   quadrature points (0: some path has too many features)
+//!   24  fingerprint      u64   XXH3-64 of each tree's node count and leaf sample counts (u32)
+//!   32  checksum         u64   XXH3-64 (seed 0) of every byte after the header
+//!   40  reserved         u64 = 0
+//! per tree (16 bytes each): n_steps u32, path_features u32, root_value f64
+//! steps: n_steps × 20 bytes (`Step`: node, right, prev u32; threshold f32; feature, 0 u16),
+//!        zero-padded to a multiple of 8
+//! scalars: n_steps × 9 f64 (`R_LEFT`...)
+//! reciprocals: n_steps × 3q f64 (`write_record`)
+//! ```
+//!
+//! Per-tree data is concatenated in tree order within each section.
+//!
 //! Quadrature makes the result exact up to rounding, not bit-for-bit equal to shap's
 //! (which sums the Shapley weights directly); on a scikit-learn forest both agree to ~1e-14
 //! (`tests/data/shap_isolation_forest.*`).
+
+use std::borrow::Cow;
+
+use bytemuck::{Pod, Zeroable};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::ExplainError;
 use crate::forest::{Forest, Node, Tree};
@@ -66,16 +107,21 @@ const STACK_SCRATCH: usize = 4096;
 /// Scratch flags kept on the stack (2 per split + 1); larger trees allocate.
 const STACK_FLAGS: usize = 2048;
 
-/// One split, in pre-order: where its values live and which flag gates it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One split, in pre-order: where its values live and which flag gates it. `repr(C)` without
+/// padding so that serialized tables can be viewed in place (see [`Model::explanation_tables`]).
+///
+/// [`Model::explanation_tables`]: crate::Model::explanation_tables
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 struct Step {
     node: u32,
     right: u32,
-    feature: u16,
-    threshold: f32,
     /// Flag slot holding `o` of this feature just above this split: `2·s + side` of the
     /// previous split `s` on the same feature along the path, or the always-1 slot.
     prev: u32,
+    threshold: f32,
+    feature: u16,
+    _pad: u16,
 }
 
 // Per-split scalars, indexed by these.
@@ -96,9 +142,10 @@ const SCALARS: usize = 9;
 /// Per-tree data for explanations, derived from the nodes at construction.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TreeShap {
-    steps: Vec<Step>,
+    /// Borrowed when installed from embedded tables, owned when built here.
+    steps: Cow<'static, [Step]>,
     /// One per step; see the `R_LEFT`... indices.
-    scalars: Vec<[f64; SCALARS]>,
+    scalars: Cow<'static, [[f64; SCALARS]]>,
     /// Cover-weighted mean leaf value: the tree's `v(∅)`.
     root_value: f64,
     /// Most distinct features on one path.
@@ -180,6 +227,7 @@ impl TreeShap {
                             feature,
                             threshold,
                             prev,
+                            _pad: 0,
                         });
                         let (r_l, r_r) = (cover[node + 1] as f64 / here, cover[r] as f64 / here);
                         let (z_l, z_r) = (z * r_l, z * r_r);
@@ -196,8 +244,8 @@ impl TreeShap {
             }
         }
         TreeShap {
-            steps,
-            scalars,
+            steps: Cow::Owned(steps),
+            scalars: Cow::Owned(scalars),
             root_value,
             path_features,
         }
@@ -221,8 +269,8 @@ pub(crate) struct ForestShap {
     t: [f64; 32],
     w: [f64; 32],
     /// Per tree, `3q` values per split in pre-order (see `write_record`): the divisions, done
-    /// once here instead of per row.
-    tables: Vec<Vec<f64>>,
+    /// once here instead of per row. Borrowed when installed from embedded tables.
+    tables: Vec<Cow<'static, [f64]>>,
     /// Most nodes in one tree, to size the scratch.
     max_nodes: usize,
     /// Σ root values / n_trees.
@@ -238,37 +286,49 @@ fn write_record(s: &[f64; SCALARS], t: &[f64], out: &mut Vec<f64>) {
     }
 }
 
+/// The quadrature size for a forest whose richest path has `d` distinct features (0: none fits).
+fn quad_size(d: usize) -> usize {
+    if d > MAX_PATH_FEATURES {
+        0
+    } else {
+        let need = d.div_ceil(2).max(1);
+        QUAD_SIZES.into_iter().find(|&q| q >= need).unwrap_or(0)
+    }
+}
+
 impl ForestShap {
     pub(crate) fn new(trees: &[Tree]) -> Self {
-        let d = trees
-            .iter()
-            .map(|t| t.shap().path_features())
-            .max()
-            .unwrap_or(0);
-        let q = if d > MAX_PATH_FEATURES {
-            0
+        let shaps: Vec<&TreeShap> = trees.iter().map(Tree::shap).collect();
+        let q = quad_size(shaps.iter().map(|s| s.path_features()).max().unwrap_or(0));
+        let (t, _) = quadrature(q);
+        let tables = if q == 0 {
+            Vec::new()
         } else {
-            let need = d.div_ceil(2).max(1);
-            QUAD_SIZES.into_iter().find(|&q| q >= need).unwrap_or(0)
-        };
-        let (mut t, mut w) = ([0.0; 32], [0.0; 32]);
-        let mut tables = Vec::new();
-        if q > 0 {
-            gauss_legendre_01(&mut t[..q], &mut w[..q]);
-            tables = trees
+            shaps
                 .iter()
-                .map(|tree| {
-                    let scalars = &tree.shap().scalars;
-                    let mut out = Vec::with_capacity(scalars.len() * 3 * q);
-                    scalars
+                .map(|shap| {
+                    let mut out = Vec::with_capacity(shap.scalars.len() * 3 * q);
+                    shap.scalars
                         .iter()
                         .for_each(|s| write_record(s, &t[..q], &mut out));
-                    out
+                    Cow::Owned(out)
                 })
-                .collect();
-        }
+                .collect()
+        };
+        Self::assemble(trees, &shaps, q, tables)
+    }
+
+    /// The forest-wide part from per-tree parts; shared by building and installing so both
+    /// give the same bits.
+    fn assemble(
+        trees: &[Tree],
+        shaps: &[&TreeShap],
+        q: usize,
+        tables: Vec<Cow<'static, [f64]>>,
+    ) -> Self {
+        let (t, w) = quadrature(q);
         // Same summation shape as scoring: sum in tree order, then divide.
-        let sum: f64 = trees.iter().map(|t| t.shap().root_value()).sum();
+        let sum: f64 = shaps.iter().map(|s| s.root_value()).sum();
         ForestShap {
             q,
             t,
@@ -279,9 +339,23 @@ impl ForestShap {
         }
     }
 
+    /// Whether [`forest_phi`] can explain with this rule (no path is too feature-rich).
+    pub(crate) fn supported(&self) -> bool {
+        self.q > 0
+    }
+
     pub(crate) fn expected_value(&self) -> f64 {
         self.expected_value
     }
+}
+
+/// The `q`-point rule in the front of two fixed arrays (all zero for `q = 0`).
+fn quadrature(q: usize) -> ([f64; 32], [f64; 32]) {
+    let (mut t, mut w) = ([0.0; 32], [0.0; 32]);
+    if q > 0 {
+        gauss_legendre_01(&mut t[..q], &mut w[..q]);
+    }
+    (t, w)
 }
 
 /// Gauss–Legendre nodes and weights on [0, 1] (Newton on the Legendre recurrence).
@@ -403,7 +477,7 @@ fn tree_phi<const Q: usize>(
     let steps = &tree.steps[..];
     let splits = steps
         .iter()
-        .zip(&tree.scalars)
+        .zip(tree.scalars.iter())
         .zip(table.chunks_exact(3 * Q));
     // flags[2s] / flags[2s+1]: x took every edge on the split's feature down to its left /
     // right child (o after the edge). The slot after them is the always-hot root state.
@@ -460,5 +534,274 @@ fn tree_phi<const Q: usize>(
         }
         values[node..node + Q].copy_from_slice(&h);
         phi[usize::from(step.feature)] += acc;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Precomputed tables
+// ---------------------------------------------------------------------------------------------
+//
+// Serialized form of the tables: see "Precomputed tables" in the module docs.
+
+const TABLES_MAGIC: [u8; 8] = *b"SFESHAP\0";
+const TABLES_VERSION: u32 = 1;
+const TABLES_HEADER: usize = 48;
+const TREE_ENTRY: usize = 16;
+const STEP_BYTES: usize = core::mem::size_of::<Step>();
+const SCALAR_BYTES: usize = SCALARS * 8;
+
+/// Why serialized explanation tables were not installed; the model is left unchanged and
+/// builds its tables on first use instead.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TablesError {
+    #[error("explanation tables are {found} bytes, expected {expected}")]
+    Length { expected: usize, found: usize },
+    #[error("not explanation tables (bad magic)")]
+    Magic,
+    #[error("explanation tables version {0} is not supported (expected {TABLES_VERSION})")]
+    Version(u32),
+    #[error("explanation tables checksum {found:016x} does not match {expected:016x}")]
+    Checksum { expected: u64, found: u64 },
+    #[error("explanation tables are for another model: {0}")]
+    Mismatch(&'static str),
+    #[error("explanation tables: tree {tree}, split {step} does not match the model")]
+    Step { tree: usize, step: usize },
+    #[error("explanation tables: tree {tree} has a non-finite expected path length")]
+    RootValue { tree: usize },
+    #[error("explanation tables: reserved header bytes are not zero")]
+    Reserved,
+    #[error("explanation tables cannot be read on a big-endian target")]
+    BigEndian,
+}
+
+/// Identifies the forest's covers beyond its split structure (which [`read_tables`] compares
+/// split by split): per tree its node count, then its leaves' sample counts, as u32 LE.
+fn fingerprint(forest: &Forest) -> u64 {
+    let mut words = Vec::with_capacity(4 * forest.node_count() + 4 * forest.trees().len());
+    for tree in forest.trees() {
+        fingerprint_tree(tree.nodes(), &mut words);
+    }
+    xxh3_64(&words)
+}
+
+fn fingerprint_tree(nodes: &[Node], words: &mut Vec<u8>) {
+    words.extend_from_slice(&(nodes.len() as u32).to_le_bytes());
+    for node in nodes {
+        if let Node::Leaf { samples } = *node {
+            words.extend_from_slice(&samples.to_le_bytes());
+        }
+    }
+}
+
+/// Serializes the forest's explanation tables (building them if needed) in the layout above.
+pub(crate) fn write_tables(forest: &Forest) -> Vec<u8> {
+    let shap = forest.shap();
+    let trees = forest.trees();
+    let n_steps: usize = trees.iter().map(|t| t.shap().steps.len()).sum();
+    let q = shap.q;
+    let mut out = Vec::with_capacity(
+        TABLES_HEADER
+            + TREE_ENTRY * trees.len()
+            + (STEP_BYTES * n_steps).next_multiple_of(8)
+            + (SCALAR_BYTES + 24 * q) * n_steps,
+    );
+    out.extend_from_slice(&TABLES_MAGIC);
+    out.extend_from_slice(&TABLES_VERSION.to_le_bytes());
+    out.extend_from_slice(&(trees.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(n_steps as u32).to_le_bytes());
+    out.extend_from_slice(&(q as u32).to_le_bytes());
+    out.extend_from_slice(&fingerprint(forest).to_le_bytes());
+    out.extend_from_slice(&[0; 16]); // checksum (filled in below), reserved
+    for tree in trees {
+        let t = tree.shap();
+        out.extend_from_slice(&(t.steps.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(t.path_features as u32).to_le_bytes());
+        out.extend_from_slice(&t.root_value.to_le_bytes());
+    }
+    for step in trees.iter().flat_map(|t| t.shap().steps.iter()) {
+        out.extend_from_slice(&step.node.to_le_bytes());
+        out.extend_from_slice(&step.right.to_le_bytes());
+        out.extend_from_slice(&step.prev.to_le_bytes());
+        out.extend_from_slice(&step.threshold.to_le_bytes());
+        out.extend_from_slice(&step.feature.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+    }
+    out.resize(out.len().next_multiple_of(8), 0);
+    for s in trees.iter().flat_map(|t| t.shap().scalars.iter()) {
+        s.iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    }
+    for table in &shap.tables {
+        table
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    }
+    let checksum = xxh3_64(&out[TABLES_HEADER..]);
+    out[32..40].copy_from_slice(&checksum.to_le_bytes());
+    out
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// A view of `bytes` as `T`s: borrowed if suitably aligned, else copied.
+fn view<T: Pod>(bytes: &'static [u8]) -> Cow<'static, [T]> {
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(slice) => Cow::Borrowed(slice),
+        Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(bytes)),
+    }
+}
+
+/// Validates serialized tables against `forest` and returns its per-tree and forest-wide
+/// parts, viewing `bytes` in place when they are 8-byte aligned. Without `checksum`, the float
+/// arrays are not read here (only the header, directory and steps are): for bytes whose
+/// integrity is already known, since hashing them costs more than the rest together.
+pub(crate) fn read_tables(
+    forest: &Forest,
+    bytes: &'static [u8],
+    checksum: bool,
+) -> Result<(Vec<TreeShap>, ForestShap), TablesError> {
+    if cfg!(target_endian = "big") {
+        return Err(TablesError::BigEndian);
+    }
+    let trees = forest.trees();
+    if bytes.len() < TABLES_HEADER {
+        return Err(TablesError::Length {
+            expected: TABLES_HEADER,
+            found: bytes.len(),
+        });
+    }
+    if bytes[..8] != TABLES_MAGIC {
+        return Err(TablesError::Magic);
+    }
+    let version = u32_at(bytes, 8);
+    if version != TABLES_VERSION {
+        return Err(TablesError::Version(version));
+    }
+    if u32_at(bytes, 12) as usize != trees.len() {
+        return Err(TablesError::Mismatch("tree count"));
+    }
+    let n_steps = u64::from(u32_at(bytes, 16));
+    let q = u32_at(bytes, 20) as usize;
+    if !(q == 0 || QUAD_SIZES.contains(&q)) {
+        return Err(TablesError::Mismatch("quadrature size"));
+    }
+    if u64_at(bytes, 40) != 0 {
+        return Err(TablesError::Reserved);
+    }
+    // In u64: n_steps is not yet known to be the model's, and usize may be 32 bits.
+    let steps_at = (TABLES_HEADER + TREE_ENTRY * trees.len()) as u64;
+    let scalars_at = steps_at + (STEP_BYTES as u64 * n_steps).next_multiple_of(8);
+    let recips_at = scalars_at + SCALAR_BYTES as u64 * n_steps;
+    let expected = recips_at + 24 * q as u64 * n_steps;
+    if bytes.len() as u64 != expected {
+        return Err(TablesError::Length {
+            expected: usize::try_from(expected).unwrap_or(usize::MAX),
+            found: bytes.len(),
+        });
+    }
+    // Every offset is now within `bytes`, so fits a usize.
+    let (steps_at, scalars_at, recips_at) =
+        (steps_at as usize, scalars_at as usize, recips_at as usize);
+    if checksum {
+        verify_checksum(bytes)?;
+    }
+
+    let mut shaps = Vec::with_capacity(trees.len());
+    let mut tables = Vec::with_capacity(if q == 0 { 0 } else { trees.len() });
+    let mut words = Vec::with_capacity(4 * forest.node_count() + 4 * trees.len());
+    let mut first = 0u64; // first step of the current tree
+    let mut max_features = 0;
+    for (i, tree) in trees.iter().enumerate() {
+        let entry = TABLES_HEADER + TREE_ENTRY * i;
+        let count = u64::from(u32_at(bytes, entry));
+        let path_features = u32_at(bytes, entry + 4) as usize;
+        let root_value = f64::from_bits(u64_at(bytes, entry + 8));
+        if first + count > n_steps {
+            return Err(TablesError::Mismatch("split count"));
+        }
+        if !root_value.is_finite() {
+            return Err(TablesError::RootValue { tree: i });
+        }
+        // In range: first + count ≤ n_steps, which sized every section.
+        let (first_us, end) = (first as usize, (first + count) as usize);
+        let range = |at: usize, size: usize| &bytes[at + size * first_us..at + size * end];
+        let steps: Cow<'static, [Step]> = view(range(steps_at, STEP_BYTES));
+        let nodes = tree.nodes();
+        check_steps(nodes, &steps).map_err(|step| TablesError::Step { tree: i, step })?;
+        fingerprint_tree(nodes, &mut words);
+        shaps.push(TreeShap {
+            steps,
+            scalars: view(range(scalars_at, SCALAR_BYTES)),
+            root_value,
+            path_features,
+        });
+        if q > 0 {
+            tables.push(view(range(recips_at, 24 * q)));
+        }
+        max_features = max_features.max(path_features);
+        first += count;
+    }
+    if first != n_steps {
+        return Err(TablesError::Mismatch("split count"));
+    }
+    if u64_at(bytes, 24) != xxh3_64(&words) {
+        return Err(TablesError::Mismatch("leaf covers"));
+    }
+    if quad_size(max_features) != q {
+        return Err(TablesError::Mismatch("quadrature size"));
+    }
+    let refs: Vec<&TreeShap> = shaps.iter().collect();
+    let forest_shap = ForestShap::assemble(trees, &refs, q, tables);
+    Ok((shaps, forest_shap))
+}
+
+/// Compares the stored checksum with the bytes after the header; `bytes` is at least a header.
+fn verify_checksum(bytes: &[u8]) -> Result<(), TablesError> {
+    let found = xxh3_64(&bytes[TABLES_HEADER..]);
+    let expected = u64_at(bytes, 32);
+    if found != expected {
+        return Err(TablesError::Checksum { expected, found });
+    }
+    Ok(())
+}
+
+/// Checks that `steps` are the tree's splits in pre-order (which is node order) with the same
+/// children, features and thresholds, and that each flag slot is one `tree_phi` has written by
+/// then: what keeps every index in `tree_phi` in range. Returns the first bad step.
+fn check_steps(nodes: &[Node], steps: &[Step]) -> Result<(), usize> {
+    let always_hot = 2 * steps.len() as u64;
+    let mut splits = nodes.iter().enumerate().filter_map(|(i, n)| match *n {
+        Node::Split {
+            feature,
+            threshold,
+            right,
+        } => Some((i, feature, threshold, right)),
+        Node::Leaf { .. } => None,
+    });
+    for (s, step) in steps.iter().enumerate() {
+        let Some((i, feature, threshold, right)) = splits.next() else {
+            return Err(s);
+        };
+        let prev = u64::from(step.prev);
+        if step.node as usize != i
+            || step.right != right
+            || step.feature != feature
+            || step.threshold.to_bits() != threshold.to_bits()
+            || step._pad != 0
+            || !(prev < 2 * s as u64 || prev == always_hot)
+        {
+            return Err(s);
+        }
+    }
+    match splits.next() {
+        Some(_) => Err(steps.len()),
+        None => Ok(()),
     }
 }

@@ -3,7 +3,7 @@
 use crate::Score;
 use crate::error::{ExplainError, InvalidModel, ScoreError, TreeProblem};
 use crate::explain::{ForestShap, TreeShap};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Euler–Mascheroni constant, as `numpy.euler_gamma`.
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
@@ -12,14 +12,28 @@ const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 /// points — scikit-learn's `_average_path_length`: 0 for n ≤ 1, 1 for n = 2, otherwise
 /// `2(ln(n-1) + γ) - 2(n-1)/n`.
 pub fn average_path_length(n: u32) -> f64 {
-    // Leaves mostly hold few samples: a table of the common counts spares decoding one
-    // logarithm per leaf. Same function, so the same bits as computing directly.
-    const TABLE: usize = 512;
-    static SMALL: OnceLock<[f64; TABLE]> = OnceLock::new();
-    match usize::try_from(n) {
-        Ok(i) if i < TABLE => SMALL.get_or_init(|| std::array::from_fn(|i| c_direct(i as u32)))[i],
-        _ => c_direct(n),
+    match small_c().get(n as usize) {
+        Some(&c) => c,
+        None => c_direct(n),
     }
+}
+
+/// `c(n)` for `n < 512`. Leaves mostly hold few samples: the table spares scoring one
+/// logarithm per leaf. Same function, so the same bits as computing directly.
+fn small_c() -> &'static [f64; 512] {
+    static SMALL: OnceLock<[f64; 512]> = OnceLock::new();
+    SMALL.get_or_init(|| std::array::from_fn(|i| c_direct(i as u32)))
+}
+
+/// Path length a leaf at `depth` with `samples` training samples contributes, with the same
+/// expression as scikit-learn: `(depth + 1) + c(n) - 1`.
+#[inline]
+fn leaf_path_length(depth: u32, samples: u32, small: &[f64; 512]) -> f64 {
+    let c = match small.get(samples as usize) {
+        Some(&c) => c,
+        None => c_direct(samples),
+    };
+    (f64::from(depth) + 1.0 + c) - 1.0
 }
 
 fn c_direct(n: u32) -> f64 {
@@ -33,18 +47,23 @@ fn c_direct(n: u32) -> f64 {
     }
 }
 
+/// Length of a node record in the file (SPEC §4.4).
+const NODE_LEN: usize = 8;
+/// Feature index marking a leaf in a node record.
+const LEAF: u16 = u16::MAX;
+
 /// Validation work list: holds at most depth + 1 entries, so a fixed array covers every
 /// realistic tree without allocating; a Vec takes over beyond that.
 struct Stack {
-    fixed: [(usize, usize, u32); 64],
+    fixed: [(usize, usize); 64],
     len: usize,
-    spill: Vec<(usize, usize, u32)>,
+    spill: Vec<(usize, usize)>,
 }
 
 impl Default for Stack {
     fn default() -> Self {
         Stack {
-            fixed: [(0, 0, 0); 64],
+            fixed: [(0, 0); 64],
             len: 0,
             spill: Vec::new(),
         }
@@ -52,7 +71,7 @@ impl Default for Stack {
 }
 
 impl Stack {
-    fn push(&mut self, entry: (usize, usize, u32)) {
+    fn push(&mut self, entry: (usize, usize)) {
         if self.len < self.fixed.len() {
             self.fixed[self.len] = entry;
         } else {
@@ -61,7 +80,7 @@ impl Stack {
         self.len += 1;
     }
 
-    fn pop(&mut self) -> Option<(usize, usize, u32)> {
+    fn pop(&mut self) -> Option<(usize, usize)> {
         self.len = self.len.checked_sub(1)?;
         if self.len < self.fixed.len() {
             Some(self.fixed[self.len])
@@ -86,77 +105,255 @@ pub enum Node {
 }
 
 /// One validated isolation tree.
+///
+/// Storage: a decoded tree keeps its node records as the file has them (SPEC §4.4: feature,
+/// right-child offset and threshold or sample count in one 64-bit word), in one arena shared
+/// by all trees of the forest: decoding is then a copy plus validation, one allocation for
+/// the whole model, with no per-node conversion (building a [`Node`] means choosing an enum
+/// variant per node: a branch that mispredicts on about every other node, or a select
+/// through memory). Scoring reads the words directly. The public [`Node`] view
+/// ([`Tree::nodes`]) is built on first use, like the explanation data. Trees built in memory
+/// ([`Tree::new`]) use the same words when they fit (offsets ≤ 65,535, which every tree a
+/// file can hold does) and keep their nodes otherwise.
 #[derive(Debug, Clone)]
 pub struct Tree {
-    nodes: Vec<Node>,
-    /// For each leaf, the path length it contributes: depth + c(samples). Derived from `nodes`
-    /// at construction so scoring does no logarithms.
-    path_length: Vec<f64>,
+    storage: Storage,
+    /// Highest feature index a split reads (`None` for a single leaf), so that `Model::new`
+    /// checks the schema width without walking the nodes again.
+    max_feature: Option<u16>,
+    /// The [`Node`] view of `Storage::Words`, built on first use.
+    nodes: OnceLock<Vec<Node>>,
     /// Covers and cover ratios for explanations, derived from `nodes` on first use: callers
     /// that only score (most requests, `trainer score`) never pay for them at load.
     shap: OnceLock<TreeShap>,
 }
 
+#[derive(Debug, Clone)]
+enum Storage {
+    /// `arena[start..start + len]`, one word per node: `feature | offset << 16 | value << 32`.
+    Words {
+        arena: Arc<Vec<u64>>,
+        start: usize,
+        len: usize,
+    },
+    /// A tree whose right-child offsets do not fit in 16 bits.
+    Nodes(Vec<Node>),
+}
+
+/// A node's file word (SPEC §4.4), if its offset fits.
+fn word(i: usize, node: Node) -> Option<u64> {
+    Some(match node {
+        Node::Split {
+            feature,
+            threshold,
+            right,
+        } => {
+            let delta = u16::try_from((right as usize).checked_sub(i)?).ok()?;
+            if feature == LEAF {
+                return None;
+            }
+            u64::from(feature) | u64::from(delta) << 16 | u64::from(threshold.to_bits()) << 32
+        }
+        Node::Leaf { samples } => u64::from(LEAF) | u64::from(samples) << 32,
+    })
+}
+
+/// The node a file word at index `i` describes.
+fn node(i: usize, w: u64) -> Node {
+    let (feature, delta, value) = split_word(w);
+    if feature == LEAF {
+        Node::Leaf { samples: value }
+    } else {
+        Node::Split {
+            feature,
+            threshold: f32::from_bits(value),
+            right: (i + usize::from(delta)) as u32,
+        }
+    }
+}
+
+#[inline(always)]
+fn split_word(w: u64) -> (u16, u16, u32) {
+    (w as u16, (w >> 16) as u16, (w >> 32) as u32)
+}
+
 /// Trees are equal when their nodes are: everything else is derived from them.
 impl PartialEq for Tree {
     fn eq(&self, other: &Self) -> bool {
-        self.nodes == other.nodes
+        match (&self.storage, &other.storage) {
+            (Storage::Words { .. }, Storage::Words { .. }) => self.words() == other.words(),
+            _ => self.nodes() == other.nodes(),
+        }
     }
+}
+
+/// Scratch space for [`Tree::decode_into`]'s validation stack, reused across trees.
+pub(crate) const STACK_LEN: usize = 1024;
+
+/// A decoded tree before the arena is shared: a range of it, or (rare: trees deeper than
+/// the fast path tracks) a tree of its own.
+pub(crate) enum Decoded {
+    Span {
+        start: usize,
+        len: usize,
+        max_feature: Option<u16>,
+    },
+    Own(Tree),
 }
 
 impl Tree {
     /// Validates that `nodes` form one binary tree in pre-order (every node reached exactly
-    /// once, every child index in range) and precomputes each leaf's path length.
+    /// once, every child index in range).
     pub fn new(nodes: Vec<Node>) -> Result<Self, TreeProblem> {
-        if nodes.is_empty() {
-            return Err(TreeProblem::Empty);
-        }
-        let mut path_length = vec![0.0; nodes.len()];
-        // Each entry is a subtree that must occupy exactly nodes[start..end].
-        let mut pending = Stack::default();
-        pending.push((0, nodes.len(), 0));
-        while let Some((start, end, depth)) = pending.pop() {
-            match nodes[start] {
-                Node::Leaf { samples } => {
-                    if end != start + 1 {
-                        return Err(TreeProblem::Shape { node: start + 1 });
-                    }
-                    if samples == 0 {
-                        return Err(TreeProblem::EmptyLeaf { node: start });
-                    }
-                    // Same expression as scikit-learn: (depth + 1) + c(n) - 1.
-                    path_length[start] =
-                        (f64::from(depth) + 1.0 + average_path_length(samples)) - 1.0;
-                }
-                Node::Split {
-                    threshold, right, ..
-                } => {
-                    if threshold.is_nan() {
-                        return Err(TreeProblem::NanThreshold { node: start });
-                    }
-                    let r = right as usize;
-                    if r <= start + 1 || r >= end {
-                        return Err(TreeProblem::BadChild { node: start, right });
-                    }
-                    pending.push((r, end, depth + 1));
-                    pending.push((start + 1, r, depth + 1));
-                }
-            }
-        }
-        Ok(Tree {
-            nodes,
-            path_length,
-            shap: OnceLock::new(),
+        validate(&nodes)?;
+        let max_feature = nodes
+            .iter()
+            .filter_map(|n| match n {
+                Node::Split { feature, .. } => Some(*feature),
+                Node::Leaf { .. } => None,
+            })
+            .max();
+        let words: Option<Vec<u64>> = nodes.iter().enumerate().map(|(i, &n)| word(i, n)).collect();
+        Ok(match words {
+            Some(words) => Tree {
+                storage: Storage::Words {
+                    start: 0,
+                    len: words.len(),
+                    arena: Arc::new(words),
+                },
+                max_feature,
+                nodes: OnceLock::from(nodes),
+                shap: OnceLock::new(),
+            },
+            None => Tree {
+                storage: Storage::Nodes(nodes),
+                max_feature,
+                nodes: OnceLock::new(),
+                shap: OnceLock::new(),
+            },
         })
     }
 
+    /// Validates one tree's node records (SPEC §4.4, 8 bytes each) and appends them to
+    /// `arena`. Returns `None` (and leaves `arena` as it was) when the records are not a
+    /// valid tree: the caller then re-runs the precise, slower checks to report what is
+    /// wrong, so this path only has to be exact about *whether* the tree is valid, not why.
+    ///
+    /// Why it is fast: no check depends on a branch (isolation trees alternate leaves and
+    /// splits unpredictably; a mispredicted branch per node cost more than everything else
+    /// together). The copy and the checks that concern one node alone vectorize; the shape is
+    /// checked with the pre-order walk's stack of subtree ends, where a split pushes its right
+    /// child's index (the end of its left subtree) and a leaf pops. Values pushed come from
+    /// the records, never from the stack, so nothing waits on memory from one node to the
+    /// next.
+    pub(crate) fn decode_into(
+        records: &[u8],
+        arena: &mut Vec<u64>,
+        stack: &mut [u32; STACK_LEN],
+    ) -> Option<Decoded> {
+        let n = records.len() / NODE_LEN;
+        if n == 0 || !records.len().is_multiple_of(NODE_LEN) || u32::try_from(n).is_err() {
+            return None;
+        }
+        let start = arena.len();
+        arena.extend(records.chunks_exact(NODE_LEN).map(|r| {
+            let mut w = [0; NODE_LEN];
+            w.copy_from_slice(r);
+            u64::from_le_bytes(w)
+        }));
+        let words = &arena[start..];
+        // Checks that concern one node alone: a leaf has offset 0 and at least one sample; a
+        // split an offset of at least 2 (its left subtree is not empty) and a threshold that
+        // is not NaN. Bitwise operators on purpose: `if` or `&&` here compiles to a branch.
+        // On 32-bit halves (`lo` = feature | offset << 16, `hi` = value), which vectorize
+        // with fewer shuffles than 16-bit fields.
+        let mut bad_node = 0u32;
+        // Highest split feature + 1 (a leaf's 0xFFFF wraps to 0), 0 while no split is seen.
+        let mut max_feature_1 = 0u32;
+        for &w in words {
+            let (lo, hi) = (w as u32, (w >> 32) as u32);
+            let leaf = lo & 0xffff == 0xffff;
+            max_feature_1 = max_feature_1.max((lo + 1) & 0xffff);
+            let leaf_bad = (lo != 0xffff) | (hi == 0);
+            let split_bad = (lo < 0x2_0000) | (hi & 0x7fff_ffff > 0x7f80_0000);
+            bad_node |= u32::from((leaf & leaf_bad) | (!leaf & split_bad));
+        }
+        let bad_node = bad_node != 0;
+        let max_feature_1 = max_feature_1 as u16;
+        // Each node pushes at most one entry, so the stack pointer stays ≤ n + 1 and the slot
+        // written above it ≤ n + 2: a ring of more than n + 2 slots never wraps. Bigger trees
+        // (ψ > 512) use a small ring with a depth guard.
+        let shape_ok = match stack.first_chunk_mut::<64>() {
+            Some(small) if n > STACK_LEN - 3 => shape_ok::<64, true>(words, small),
+            _ => shape_ok::<STACK_LEN, false>(words, stack),
+        };
+        if bad_node || !shape_ok {
+            arena.truncate(start);
+            return None;
+        }
+        Some(Decoded::Span {
+            start,
+            len: n,
+            max_feature: max_feature_1.checked_sub(1),
+        })
+    }
+
+    /// The trees `decode_into` appended to `arena`, sharing it.
+    pub(crate) fn from_arena(arena: Vec<u64>, decoded: Vec<Decoded>) -> Vec<Tree> {
+        let arena = Arc::new(arena);
+        decoded
+            .into_iter()
+            .map(|d| match d {
+                Decoded::Span {
+                    start,
+                    len,
+                    max_feature,
+                } => Tree {
+                    storage: Storage::Words {
+                        arena: Arc::clone(&arena),
+                        start,
+                        len,
+                    },
+                    max_feature,
+                    nodes: OnceLock::new(),
+                    shap: OnceLock::new(),
+                },
+                Decoded::Own(tree) => tree,
+            })
+            .collect()
+    }
+
+    fn words(&self) -> &[u64] {
+        match &self.storage {
+            Storage::Words { arena, start, len } => &arena[*start..*start + *len],
+            Storage::Nodes(_) => &[],
+        }
+    }
+
     pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+        match &self.storage {
+            Storage::Nodes(nodes) => nodes,
+            Storage::Words { .. } => self.nodes.get_or_init(|| {
+                self.words()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &w)| node(i, w))
+                    .collect()
+            }),
+        }
+    }
+
+    /// Number of nodes.
+    fn len(&self) -> usize {
+        match &self.storage {
+            Storage::Words { len, .. } => *len,
+            Storage::Nodes(nodes) => nodes.len(),
+        }
     }
 
     pub(crate) fn shap(&self) -> &TreeShap {
         self.shap
-            .get_or_init(|| TreeShap::new(&self.nodes, &self.path_length))
+            .get_or_init(|| TreeShap::new(self.nodes(), &leaf_path_lengths(self.nodes())))
     }
 
     /// The tree's expected path length over its training samples: the cover-weighted mean of
@@ -166,36 +363,147 @@ impl Tree {
     }
 
     /// Path length of `x` (scaled, f32) through this tree: depth of its leaf + c(leaf samples).
+    /// The depth is counted on the way down rather than stored per leaf, so decoding a model
+    /// computes nothing per leaf.
     #[inline]
-    fn path_length(&self, x: &[f32]) -> f64 {
+    fn path_length(&self, x: &[f32], small: &[f64; 512]) -> f64 {
         let mut i = 0;
-        loop {
-            match self.nodes[i] {
-                Node::Split {
-                    feature,
-                    threshold,
-                    right,
-                } => {
-                    i = if x[usize::from(feature)] <= threshold {
-                        i + 1
+        let mut depth = 0;
+        match &self.storage {
+            Storage::Words { .. } => {
+                let words = self.words();
+                loop {
+                    let (feature, delta, value) = split_word(words[i]);
+                    if feature == LEAF {
+                        return leaf_path_length(depth, value, small);
+                    }
+                    i += if x[usize::from(feature)] <= f32::from_bits(value) {
+                        1
                     } else {
-                        right as usize
+                        usize::from(delta)
                     };
+                    depth += 1;
                 }
-                Node::Leaf { .. } => return self.path_length[i],
+            }
+            Storage::Nodes(nodes) => loop {
+                match nodes[i] {
+                    Node::Split {
+                        feature,
+                        threshold,
+                        right,
+                    } => {
+                        i = if x[usize::from(feature)] <= threshold {
+                            i + 1
+                        } else {
+                            right as usize
+                        };
+                        depth += 1;
+                    }
+                    Node::Leaf { samples } => return leaf_path_length(depth, samples, small),
+                }
+            },
+        }
+    }
+}
+
+/// Whether the node words form one binary tree in pre-order (offsets and leaf/split checks
+/// are done elsewhere: a leaf's offset must be 0 here).
+///
+/// The stack holds the ends of pending subtrees; its top is the end of the subtree rooted at
+/// the current node: a split's right child must lie before it, a leaf must end it. A split
+/// pushes its right child's index (the end of its left subtree), a leaf pops. Values pushed
+/// come from the words, never from the stack, so nothing waits on memory from one node to
+/// the next; there is no data-dependent branch. The stack is a ring with masked indexes (no
+/// bounds checks): `stack[0] = 0` is a sentinel (once the root's subtree is complete, any
+/// further node sees end 0 and fails), `stack[1] = n` (the root spans `[0, n)`). Without
+/// `GUARD` the caller ensures the ring cannot wrap (n + 2 ≤ RING); with it, a tree deeper
+/// than the ring allows (or one that pops more than it pushed) is reported invalid, for the
+/// slow path to judge.
+#[inline(always)]
+fn shape_ok<const RING: usize, const GUARD: bool>(words: &[u64], stack: &mut [u32; RING]) -> bool {
+    use std::hint::select_unpredictable as select;
+    // Other slots may hold values of an earlier tree: a slot is read only after this tree
+    // wrote it, as long as every node so far was valid.
+    stack[0] = 0;
+    stack[1] = words.len() as u32;
+    let mut sp = 1usize;
+    let mut seen = 0usize;
+    let mut ok = true;
+    for (i, &w) in words.iter().enumerate() {
+        let (feature, delta, _) = split_word(w);
+        let leaf = feature == LEAF;
+        // In a valid prefix, end > i always, so a leaf ends its subtree iff end <= i + 1; with
+        // a leaf's offset 0, `right + 1` is i + 1.
+        let right = i as u32 + u32::from(delta);
+        let bound = right + u32::from(leaf);
+        ok &= (stack[sp % RING] > bound) != leaf;
+        // Harmless for a leaf: the slot above the top is dead.
+        stack[(sp + 1) % RING] = right;
+        sp = select(leaf, sp.wrapping_sub(1), sp + 1);
+        if GUARD {
+            seen |= sp;
+        }
+    }
+    // A valid tree pops its last subtree at its last node.
+    ok && sp == 0 && (!GUARD || seen < RING / 2)
+}
+
+/// The precise validation behind [`Tree::new`]: reports the first problem in pre-order.
+fn validate(nodes: &[Node]) -> Result<(), TreeProblem> {
+    if nodes.is_empty() {
+        return Err(TreeProblem::Empty);
+    }
+    // Each entry is a subtree that must occupy exactly nodes[start..end].
+    let mut pending = Stack::default();
+    pending.push((0, nodes.len()));
+    while let Some((start, end)) = pending.pop() {
+        match nodes[start] {
+            Node::Leaf { samples } => {
+                if end != start + 1 {
+                    return Err(TreeProblem::Shape { node: start + 1 });
+                }
+                if samples == 0 {
+                    return Err(TreeProblem::EmptyLeaf { node: start });
+                }
+            }
+            Node::Split {
+                threshold, right, ..
+            } => {
+                if threshold.is_nan() {
+                    return Err(TreeProblem::NanThreshold { node: start });
+                }
+                let r = right as usize;
+                if r <= start + 1 || r >= end {
+                    return Err(TreeProblem::BadChild { node: start, right });
+                }
+                pending.push((r, end));
+                pending.push((start + 1, r));
             }
         }
     }
+    Ok(())
+}
 
-    fn max_feature(&self) -> Option<u16> {
-        self.nodes
-            .iter()
-            .filter_map(|n| match n {
-                Node::Split { feature, .. } => Some(*feature),
-                Node::Leaf { .. } => None,
-            })
-            .max()
+/// For each node of a valid tree, the path length it contributes if it is a leaf (0 for
+/// splits): what explanations use as leaf values. Only built when a tree is first explained.
+fn leaf_path_lengths(nodes: &[Node]) -> Vec<f64> {
+    let small = small_c();
+    let mut out = vec![0.0; nodes.len()];
+    // Pre-order: a node's depth is known when it is reached; keep the depth of pending
+    // right children.
+    let mut pending: Vec<(usize, u32)> = Vec::with_capacity(64);
+    pending.push((0, 0));
+    while let Some((i, depth)) = pending.pop() {
+        match nodes.get(i) {
+            Some(&Node::Leaf { samples }) => out[i] = leaf_path_length(depth, samples, small),
+            Some(&Node::Split { right, .. }) => {
+                pending.push((right as usize, depth + 1));
+                pending.push((i + 1, depth + 1));
+            }
+            None => {}
+        }
     }
+    out
 }
 
 /// An isolation forest: trees, the subsample size ψ they were grown on, and the decision offset.
@@ -233,7 +541,7 @@ impl Forest {
             return Err(InvalidModel::Offset(offset));
         }
         let denominator = trees.len() as f64 * average_path_length(max_samples);
-        let max_feature = trees.iter().filter_map(Tree::max_feature).max();
+        let max_feature = trees.iter().filter_map(|t| t.max_feature).max();
         Ok(Forest {
             trees,
             max_samples,
@@ -268,7 +576,7 @@ impl Forest {
     }
 
     pub fn node_count(&self) -> usize {
-        self.trees.iter().map(|t| t.nodes.len()).sum()
+        self.trees.iter().map(Tree::len).sum()
     }
 
     pub(crate) fn max_feature_index(&self) -> Option<u16> {
@@ -307,18 +615,19 @@ impl Forest {
 
     /// Scores an already scaled row. The row must cover every feature a split reads.
     pub fn score_scaled(&self, x: &[f32]) -> Result<Score, ScoreError> {
-        if let Some(max) = self.max_feature {
-            if x.len() <= usize::from(max) {
-                return Err(ScoreError::Width {
-                    expected: usize::from(max) + 1,
-                    found: x.len(),
-                });
-            }
+        if let Some(max) = self.max_feature
+            && x.len() <= usize::from(max)
+        {
+            return Err(ScoreError::Width {
+                expected: usize::from(max) + 1,
+                found: x.len(),
+            });
         }
         // Sum in tree order, then normalise, exactly like scikit-learn's _compute_score_samples.
+        let small = small_c();
         let mut depths = 0.0;
         for tree in &self.trees {
-            depths += tree.path_length(x);
+            depths += tree.path_length(x, small);
         }
         let ratio = if self.denominator != 0.0 {
             depths / self.denominator
@@ -331,6 +640,15 @@ impl Forest {
             score_samples,
             decision: score_samples - self.offset,
         })
+    }
+
+    /// Installs explanation tables read by `explain::read_tables` (one per tree, in order),
+    /// replacing any built ones. Owned by the explain work; keep at the end of this impl.
+    pub(crate) fn install_shap(&mut self, trees: Vec<TreeShap>, forest: ForestShap) {
+        for (tree, shap) in self.trees.iter_mut().zip(trees) {
+            tree.shap = OnceLock::from(shap);
+        }
+        self.shap = OnceLock::from(forest);
     }
 }
 
@@ -372,9 +690,17 @@ mod tests {
             leaf(2),
         ])
         .unwrap();
-        assert_eq!(t.path_length(&[0.5, 9.0]), 1.0 + average_path_length(3));
-        assert_eq!(t.path_length(&[0.6, 0.0]), 2.0);
-        assert_eq!(t.path_length(&[0.6, 0.1]), 3.0);
+        let small = small_c();
+        assert_eq!(
+            t.path_length(&[0.5, 9.0], small),
+            1.0 + average_path_length(3)
+        );
+        assert_eq!(t.path_length(&[0.6, 0.0], small), 2.0);
+        assert_eq!(t.path_length(&[0.6, 0.1], small), 3.0);
+        assert_eq!(
+            leaf_path_lengths(t.nodes()),
+            vec![0.0, 1.0 + average_path_length(3), 0.0, 2.0, 3.0]
+        );
     }
 
     #[test]
@@ -417,5 +743,161 @@ mod tests {
         assert_eq!(s.decision, s.score_samples + 0.5);
         assert_eq!(s.mean_path_length, 1.0);
         assert!(f.score_scaled(&[]).is_err());
+    }
+
+    /// The slow reference for one tree's records: the codec's leaf-offset rule, then `validate`.
+    fn reference_ok(records: &[u8]) -> bool {
+        let mut nodes = Vec::new();
+        for (i, r) in records.chunks_exact(NODE_LEN).enumerate() {
+            let w = u64::from_le_bytes(r.try_into().unwrap());
+            let (feature, delta, _) = split_word(w);
+            if feature == LEAF && delta != 0 {
+                return false;
+            }
+            nodes.push(node(i, w));
+        }
+        validate(&nodes).is_ok()
+    }
+
+    fn fast_ok(records: &[u8]) -> bool {
+        let mut arena = vec![7];
+        let mut stack = [0; STACK_LEN];
+        let ok = Tree::decode_into(records, &mut arena, &mut stack).is_some();
+        if !ok {
+            assert_eq!(arena, [7], "a rejected tree leaves the arena as it was");
+        }
+        ok
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A random valid tree of at most `budget` splits.
+    fn random_tree(rng: &mut Rng, budget: usize) -> Vec<Node> {
+        fn grow(rng: &mut Rng, out: &mut Vec<Node>, splits: &mut usize) {
+            if *splits == 0 || rng.below(3) == 0 {
+                out.push(Node::Leaf {
+                    samples: 1 + rng.below(300) as u32,
+                });
+                return;
+            }
+            *splits -= 1;
+            let me = out.len();
+            out.push(Node::Leaf { samples: 0 });
+            grow(rng, out, splits);
+            let right = out.len() as u32;
+            grow(rng, out, splits);
+            out[me] = Node::Split {
+                feature: rng.below(5) as u16,
+                threshold: rng.below(100) as f32 - 50.0,
+                right,
+            };
+        }
+        let mut out = Vec::new();
+        let mut splits = budget;
+        grow(rng, &mut out, &mut splits);
+        out
+    }
+
+    fn records(nodes: &[Node]) -> Vec<u8> {
+        nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &n)| word(i, n).unwrap().to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn fast_decoder_accepts_exactly_what_the_precise_checks_accept() {
+        let mut rng = Rng(42);
+        let (mut valid, mut invalid) = (0, 0);
+        for case in 0..20_000 {
+            let budget = rng.below(40) as usize;
+            let nodes = random_tree(&mut rng, budget);
+            let mut bytes = records(&nodes);
+            // Corrupt most cases: one random byte, or one field set to an edge value.
+            match case % 4 {
+                0 => {}
+                1 => {
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes[at] = rng.next() as u8;
+                }
+                2 => {
+                    let at = rng.below(bytes.len() as u64 / 8) as usize * 8;
+                    let edges: [&[u8]; 6] = [
+                        &[0xff, 0xff],
+                        &[0, 0],
+                        &[1, 0],
+                        &[2, 0],
+                        &[0, 0, 0xc0, 0x7f],
+                        &[0; 4],
+                    ];
+                    let edge = edges[rng.below(6) as usize];
+                    let off = [0, 2, 4][rng.below(3) as usize];
+                    let end = (at + off + edge.len()).min(bytes.len());
+                    bytes[at + off..end].copy_from_slice(&edge[..end - at - off]);
+                }
+                _ => {
+                    // Drop or duplicate a node.
+                    let at = rng.below(bytes.len() as u64 / 8) as usize * 8;
+                    if rng.below(2) == 0 {
+                        bytes.drain(at..at + 8);
+                    } else {
+                        let dup = bytes[at..at + 8].to_vec();
+                        bytes.splice(at..at, dup);
+                    }
+                }
+            }
+            let expected = !bytes.is_empty() && reference_ok(&bytes);
+            assert_eq!(fast_ok(&bytes), expected, "case {case}: {bytes:?}");
+            if expected { valid += 1 } else { invalid += 1 }
+        }
+        // Both outcomes are exercised in earnest.
+        assert!(
+            valid > 5_000 && invalid > 5_000,
+            "{valid} valid, {invalid} invalid"
+        );
+    }
+
+    #[test]
+    fn deep_trees_decode_through_either_path() {
+        // A left-leaning chain: every split's left child is a split, so the stack of pending
+        // right subtrees grows with the depth (here 300 and 700, past the small ring).
+        for depth in [300u32, 700] {
+            let n = 2 * depth + 1;
+            let mut nodes = Vec::new();
+            for d in 0..depth {
+                nodes.push(Node::Split {
+                    feature: 0,
+                    threshold: d as f32,
+                    right: n - 1 - d,
+                });
+            }
+            nodes.push(Node::Leaf { samples: 1 });
+            for _ in 0..depth {
+                nodes.push(Node::Leaf { samples: 2 });
+            }
+            assert!(reference_ok(&records(&nodes)));
+            let bytes = records(&nodes);
+            let mut arena = Vec::new();
+            let mut stack = [0; STACK_LEN];
+            // ≤ 1021 nodes: the wide ring; more: the guarded ring turns it down for the slow path.
+            let fast = Tree::decode_into(&bytes, &mut arena, &mut stack).is_some();
+            assert_eq!(fast, n <= 1021, "depth {depth}");
+            let tree = Tree::new(nodes.clone()).unwrap();
+            assert_eq!(tree.nodes(), &nodes[..]);
+            assert_eq!(tree.path_length(&[-1.0], small_c()), f64::from(depth));
+        }
     }
 }

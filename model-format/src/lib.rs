@@ -36,7 +36,7 @@ mod scaler;
 
 pub use codec::{FORMAT_VERSION, MAGIC};
 pub use error::{DecodeError, EncodeError, ExplainError, InvalidModel, ScoreError};
-pub use explain::MAX_PATH_FEATURES;
+pub use explain::{MAX_PATH_FEATURES, TablesError};
 pub use forest::{Forest, Node, Tree, average_path_length};
 pub use normalize::{Normalization, NormalizeError, Payload};
 pub use scaler::Scaler;
@@ -235,6 +235,53 @@ impl Model {
             expected_value: self.expected_value(),
             score,
         })
+    }
+
+    /// Builds the explanation tables now if they are neither built nor installed, so the next
+    /// [`Model::explain`] does no setup. False if explanations are unsupported for this forest
+    /// (a path uses more than [`MAX_PATH_FEATURES`] distinct features).
+    pub fn prepare_explanations(&self) -> bool {
+        self.forest.shap().supported()
+    }
+
+    /// The explanation tables [`Model::explain`] uses, serialized (building them if needed):
+    /// a validated, checksummed, little-endian layout documented in [`explain`]. Meant to be
+    /// built once (e.g. in a build script) and installed with
+    /// [`Model::install_explanation_tables`] wherever the same model is decoded.
+    pub fn explanation_tables(&self) -> Vec<u8> {
+        explain::write_tables(&self.forest)
+    }
+
+    /// Installs tables from [`Model::explanation_tables`] of this same model instead of
+    /// building them on first use. The bytes are checksummed and compared with the forest
+    /// split by split, then used in place when 8-byte aligned (else copied); explanations are
+    /// bit-identical to built tables. On error the model is unchanged (and builds lazily).
+    pub fn install_explanation_tables(&mut self, tables: &'static [u8]) -> Result<(), TablesError> {
+        let (trees, forest) = explain::read_tables(&self.forest, tables, true)?;
+        self.forest.install_shap(trees, forest);
+        Ok(())
+    }
+
+    /// [`Model::install_explanation_tables`] without the checksum, for bytes whose integrity
+    /// is already established (embedded in the same binary as the model, checked when it was
+    /// built): the float arrays are then not even read until the first explanation, which
+    /// matters when touching a megabyte of fresh pages is the cost. The header, the split
+    /// structure and the model binding are still fully checked, so no input can make
+    /// [`Model::explain`] panic or read out of range; corrupted floats would give wrong
+    /// explanations, which [`Model::verify_explanation_tables`] detects.
+    pub fn install_trusted_explanation_tables(
+        &mut self,
+        tables: &'static [u8],
+    ) -> Result<(), TablesError> {
+        let (trees, forest) = explain::read_tables(&self.forest, tables, false)?;
+        self.forest.install_shap(trees, forest);
+        Ok(())
+    }
+
+    /// Every check [`Model::install_explanation_tables`] makes, checksum included, without
+    /// installing anything.
+    pub fn verify_explanation_tables(&self, tables: &'static [u8]) -> Result<(), TablesError> {
+        explain::read_tables(&self.forest, tables, true).map(|_| ())
     }
 
     /// Checks and scales `row` into the front of `buf`, as f32 like scikit-learn.

@@ -2,23 +2,14 @@
 
 mod common;
 
+use common::{leaf, split};
+
 use common::grow::{SplitMix, grow_model, synthetic_rows};
 use model_format::{
     ExplainError, Forest, Model, Node, Scaler, ScoreError, Tree, average_path_length,
 };
 use proptest::prelude::*;
 
-fn split(feature: u16, threshold: f32, right: u32) -> Node {
-    Node::Split {
-        feature,
-        threshold,
-        right,
-    }
-}
-
-fn leaf(samples: u32) -> Node {
-    Node::Leaf { samples }
-}
 
 fn model(m: usize, scaler: Scaler, trees: Vec<Vec<Node>>) -> Model {
     let trees = trees.into_iter().map(|t| Tree::new(t).unwrap()).collect();

@@ -396,6 +396,8 @@ fn limits_methods_content_types_and_metadata_routes() {
     let (status, v) = post(&agent, "/api/warmup", "");
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["status"], "warm");
+    // The explanation tables embedded at build time verified and installed.
+    assert_eq!(v["explanations_ready"], true, "{v}");
     let mut resp = agent.get(url("/api/model")).call().unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();

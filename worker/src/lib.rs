@@ -3,6 +3,9 @@
 //!
 //! The model bytes are compiled in (`build.rs` picks the file) and decoded once per instance:
 //! P3 hosts reuse an instance for many requests, so the decode cost is paid once, not per call.
+//! The TreeSHAP tables explanations need are built by `build.rs` too and embedded next to the
+//! model, so a fresh instance installs them (checksum and structural check, used in place)
+//! rather than spending its first explained request building them.
 //! Scoring itself is model-format's code, the same the trainer runs, so an edge score equals the
 //! trainer's to the bit.
 
@@ -20,6 +23,15 @@ mod forward;
 /// The embedded model file.
 static MODEL_BYTES: &[u8] = include_bytes!(env!("SFE_MODEL_FILE"));
 
+/// 8-byte alignment for embedded bytes, so arrays of `f64` in them can be used in place.
+#[repr(C, align(8))]
+struct Aligned<B: ?Sized>(B);
+
+/// The model's explanation tables, built and checked by `build.rs`: installed at instance start
+/// (a structural check against the model, no copy, the float arrays untouched) instead of
+/// built on the first explanation. `/api/warmup` verifies their checksum.
+static TABLES: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("SFE_TABLES_FILE")));
+
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
 
@@ -32,6 +44,8 @@ const TOP_FACTORS: usize = 3;
 /// The decoded model and its identity, built on first use in each instance.
 struct Loaded {
     model: Model,
+    /// Whether `TABLES` were installed (else the model builds its own on first use).
+    tables_installed: bool,
     version: String,
     checksum: String,
 }
@@ -40,11 +54,24 @@ fn loaded() -> Result<&'static Loaded, &'static str> {
     static LOADED: OnceLock<Result<Loaded, String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let model = Model::from_bytes(MODEL_BYTES)
+            let mut model = Model::from_bytes(MODEL_BYTES)
                 .map_err(|e| format!("embedded model is invalid: {e}"))?;
+            // Embedded with the model and checked at build time, so no checksum here: hashing
+            // the tables would touch every page of them on each fresh instance.
+            let tables_installed = match model.install_trusted_explanation_tables(&TABLES.0) {
+                Ok(()) => true,
+                Err(e) => {
+                    // Still correct, only slower: the tables are built on first use instead.
+                    eprintln!(
+                        "worker: embedded explanation tables not installed ({e}); building them lazily"
+                    );
+                    false
+                }
+            };
             let id = ModelId::of(MODEL_BYTES).map_err(|e| e.to_string())?;
             Ok(Loaded {
                 model,
+                tables_installed,
                 version: id.version(),
                 checksum: format!("crc32:{:08x}", id.checksum),
             })
@@ -447,12 +474,19 @@ fn model_info() -> Response<String> {
     )
 }
 
-/// Decodes the model (and builds the explanation tables) now rather than on the first
-/// prediction; clients call it opportunistically.
+/// Decodes the model and installs (or, if that failed, builds) the explanation tables now
+/// rather than on the first prediction, and confirms installed tables against their checksum;
+/// clients call it opportunistically.
 fn warmup() -> Response<String> {
     match loaded() {
         Ok(l) => {
-            let ready = l.model.expected_value().is_finite();
+            let verified = !l.tables_installed
+                || l.model
+                    .verify_explanation_tables(&TABLES.0)
+                    .inspect_err(|e| eprintln!("worker: embedded explanation tables: {e}"))
+                    .is_ok();
+            let ready =
+                verified && l.model.prepare_explanations() && l.model.expected_value().is_finite();
             json(
                 StatusCode::OK,
                 &serde_json::json!({"status": "warm", "model_version": l.version, "explanations_ready": ready}),
