@@ -26,9 +26,15 @@ fn small_c() -> &'static [f64; 512] {
 }
 
 /// Path length a leaf at `depth` with `samples` training samples contributes, with the same
-/// expression as scikit-learn: `(depth + 1) + c(n) - 1`.
+/// expression as scikit-learn: `(depth + 1) + c(n) - 1`. Every scorer (row by row here, batched
+/// in the trainer) goes through it, so they agree to the bit.
+pub fn leaf_path_length(depth: u32, samples: u32) -> f64 {
+    leaf_path_length_in(depth, samples, small_c())
+}
+
+/// [`leaf_path_length`] with the c(n) table already at hand (the scoring loops).
 #[inline]
-fn leaf_path_length(depth: u32, samples: u32, small: &[f64; 512]) -> f64 {
+fn leaf_path_length_in(depth: u32, samples: u32, small: &[f64; 512]) -> f64 {
     let c = match small.get(samples as usize) {
         Some(&c) => c,
         None => c_direct(samples),
@@ -375,7 +381,7 @@ impl Tree {
                 loop {
                     let (feature, delta, value) = split_word(words[i]);
                     if feature == LEAF {
-                        return leaf_path_length(depth, value, small);
+                        return leaf_path_length_in(depth, value, small);
                     }
                     i += if x[usize::from(feature)] <= f32::from_bits(value) {
                         1
@@ -399,7 +405,7 @@ impl Tree {
                         };
                         depth += 1;
                     }
-                    Node::Leaf { samples } => return leaf_path_length(depth, samples, small),
+                    Node::Leaf { samples } => return leaf_path_length_in(depth, samples, small),
                 }
             },
         }
@@ -495,7 +501,7 @@ fn leaf_path_lengths(nodes: &[Node]) -> Vec<f64> {
     pending.push((0, 0));
     while let Some((i, depth)) = pending.pop() {
         match nodes.get(i) {
-            Some(&Node::Leaf { samples }) => out[i] = leaf_path_length(depth, samples, small),
+            Some(&Node::Leaf { samples }) => out[i] = leaf_path_length_in(depth, samples, small),
             Some(&Node::Split { right, .. }) => {
                 pending.push((right as usize, depth + 1));
                 pending.push((i + 1, depth + 1));
@@ -629,17 +635,24 @@ impl Forest {
         for tree in &self.trees {
             depths += tree.path_length(x, small);
         }
+        Ok(self.score_path_sum(depths))
+    }
+
+    /// The score of a row from the sum of its path lengths over the trees, added in tree
+    /// order: the one normalisation every scorer (row by row here, batched in the trainer)
+    /// goes through, so they agree to the bit.
+    pub fn score_path_sum(&self, depths: f64) -> Score {
         let ratio = if self.denominator != 0.0 {
             depths / self.denominator
         } else {
             1.0
         };
         let score_samples = -libm::pow(2.0, -ratio);
-        Ok(Score {
+        Score {
             mean_path_length: depths / self.trees.len() as f64,
             score_samples,
             decision: score_samples - self.offset,
-        })
+        }
     }
 
     /// Installs explanation tables read by `explain::read_tables` (one per tree, in order),

@@ -37,7 +37,7 @@ mod scaler;
 pub use codec::{FORMAT_VERSION, MAGIC};
 pub use error::{DecodeError, EncodeError, ExplainError, InvalidModel, ScoreError};
 pub use explain::{MAX_PATH_FEATURES, TablesError};
-pub use forest::{Forest, Node, Tree, average_path_length};
+pub use forest::{Forest, Node, Tree, average_path_length, leaf_path_length};
 pub use normalize::{Normalization, NormalizeError, Payload};
 pub use scaler::Scaler;
 

@@ -87,7 +87,7 @@ pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model>
             });
             scores
                 .par_iter_mut()
-                .for_each(|s| *s = batch.score(*s).score_samples);
+                .for_each(|s| *s = forest.score_path_sum(*s).score_samples);
         } else {
             // Trees too deep to lay out flat (ψ above 65,536): one row at a time.
             scores.par_iter_mut().enumerate().try_for_each_init(

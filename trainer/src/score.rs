@@ -26,7 +26,7 @@
 
 use crate::data::{self, Format, Table};
 use anyhow::{Context, Result};
-use model_format::{ExplainError, Forest, Model, Node, Score, ScoreError, average_path_length};
+use model_format::{ExplainError, Forest, Model, Node, Score, ScoreError, leaf_path_length};
 use polars::prelude::{Column, CsvWriter, DataFrame, SerWriter};
 use rayon::prelude::*;
 use std::path::Path;
@@ -114,7 +114,7 @@ pub fn score_table(model: &Model, table: &Table, explain: bool) -> Result<Scores
         }
     });
     Ok(Scores {
-        rows: sums.iter().map(|&s| batch.score(s)).collect(),
+        rows: sums.iter().map(|&s| model.forest().score_path_sum(s)).collect(),
         explanations: None,
     })
 }
@@ -199,8 +199,7 @@ impl FlatTree {
                     pending.push((right as usize, 2 * pos + 2, d + 1));
                 }
                 Node::Leaf { samples } => {
-                    // model-format's expression: (depth + 1) + c(n) - 1, as scikit-learn's.
-                    let value = (f64::from(d) + 1.0 + average_path_length(samples)) - 1.0;
+                    let value = leaf_path_length(d, samples);
                     // The bottom slots under position `pos` (at depth d).
                     let first = (pos + 1 - (1 << d)) << (depth - d);
                     flat.path_length[first..first + (1 << (depth - d))].fill(value);
@@ -217,9 +216,6 @@ impl FlatTree {
 #[derive(Debug, Clone)]
 pub struct BatchForest {
     trees: Vec<FlatTree>,
-    /// trees × c(ψ), as [`Forest`] normalises.
-    denominator: f64,
-    offset: f64,
     /// 1 + the highest feature any split reads: the block must hold that many columns.
     width: usize,
 }
@@ -239,12 +235,7 @@ impl BatchForest {
             .map(|&(_, offset)| offset as usize / BLOCK + 1)
             .max()
             .unwrap_or(0);
-        Some(BatchForest {
-            denominator: trees.len() as f64 * average_path_length(forest.max_samples()),
-            trees,
-            offset: forest.offset(),
-            width,
-        })
+        Some(BatchForest { trees, width })
     }
 
     /// Sum of the path lengths over the trees, in tree order, for `sums.len()` rows, in
@@ -293,21 +284,6 @@ impl BatchForest {
                 }
             },
         );
-    }
-
-    /// The score of a row from its path-length sum: [`Forest::score_scaled`]'s expression.
-    pub fn score(&self, sum: f64) -> Score {
-        let ratio = if self.denominator != 0.0 {
-            sum / self.denominator
-        } else {
-            1.0
-        };
-        let score_samples = -libm::pow(2.0, -ratio);
-        Score {
-            mean_path_length: sum / self.trees.len() as f64,
-            score_samples,
-            decision: score_samples - self.offset,
-        }
     }
 }
 

@@ -61,55 +61,32 @@ impl TestStore {
 
     /// Posts a JSON array batch with the right token; returns (status, body).
     pub async fn post_events(&self, events: &[Value]) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url("/v1/events"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(events).unwrap())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let body = serde_json::to_vec(events).unwrap();
+        json_answer(self.post_batch("application/json", body).await).await
     }
 
     pub async fn post_ndjson(&self, events: &[Value]) -> (u16, Value) {
         let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-        let r = self
-            .http
-            .post(self.url("/v1/events"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        json_answer(self.post_batch("application/x-ndjson", body.into_bytes()).await).await
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        json_answer(self.get(path).await).await
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
+        let r = self.get(path).await;
         (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn post_batch(&self, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+        let req = self.http.post(self.url("/v1/events"));
+        let req = req.header("content-type", content_type).body(body);
+        req.bearer_auth(TOKEN).send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(TOKEN).send().await.unwrap()
     }
 
     pub fn count(&self, table: &str) -> i64 {
@@ -162,4 +139,10 @@ pub fn scored(n: u128, base: DateTime<Utc>) -> Value {
 pub fn feedback(event: u128, tx: Uuid, label: bool, created_at: DateTime<Utc>) -> Value {
     json!({"event_id": event_id(event), "kind": "feedback", "transaction_id": tx,
            "feedback": label, "comments": "checked", "created_at": ts(created_at)})
+}
+
+/// (status, JSON body or null) of an answer.
+async fn json_answer(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }
