@@ -26,6 +26,10 @@ fn main() {
         .unwrap_or_else(|e| panic!("the model at {} is not usable: {e}", path.display()));
     let path = path.canonicalize().expect("the model path exists");
     println!("cargo:rustc-env=SFE_MODEL_FILE={}", path.display());
+    // Verified by the decode above: an instance compares the stored checksum with this instead
+    // of hashing the embedded file again at every start.
+    let id = model_format::ModelId::of(&bytes).expect("decoded above");
+    println!("cargo:rustc-env=SFE_MODEL_CRC={}", id.checksum);
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let tables = out_dir.join("explanation.tables");

@@ -249,6 +249,12 @@ fn put_str(out: &mut Vec<u8>, s: &str, what: &'static str) -> Result<(), EncodeE
 
 /// Checks magic, version, declared length and checksum; returns the checksum.
 pub(crate) fn checked_crc(bytes: &[u8]) -> Result<u32, DecodeError> {
+    checked_header(bytes, None)
+}
+
+/// [`checked_crc`], or with `verified` (the checksum of these bytes, computed earlier) only
+/// compares the stored checksum with it instead of hashing the file again.
+fn checked_header(bytes: &[u8], verified: Option<u32>) -> Result<u32, DecodeError> {
     let mut r = Reader { bytes, pos: 0 };
     if r.take(MAGIC.len(), "magic").ok() != Some(&MAGIC[..]) {
         return Err(DecodeError::BadMagic);
@@ -285,7 +291,7 @@ pub(crate) fn checked_crc(bytes: &[u8]) -> Result<u32, DecodeError> {
     }
     let (body, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
     let stored = u32::from_le_bytes(trailer.try_into().expect("trailer is 4 bytes"));
-    let computed = crc32fast::hash(body);
+    let computed = verified.unwrap_or_else(|| crc32fast::hash(body));
     if stored != computed {
         return Err(DecodeError::Checksum { stored, computed });
     }
@@ -293,7 +299,38 @@ pub(crate) fn checked_crc(bytes: &[u8]) -> Result<u32, DecodeError> {
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<Model, DecodeError> {
-    checked_crc(bytes)?;
+    decode_with(bytes, None, |_| None, false)
+}
+
+/// [`decode`] for bytes that live as long as the program: node records are validated and
+/// used in place when the bytes are 8-byte aligned on a little-endian machine (copied
+/// otherwise), and a `verified` checksum spares the CRC pass (see [`checked_header`]).
+///
+/// `prechecked` (only with `verified`): the trees are not validated again when used in place,
+/// for a file this crate decoded before (see [`Model::from_prechecked_static_bytes`]).
+pub(crate) fn decode_static(
+    bytes: &'static [u8],
+    verified: Option<u32>,
+    prechecked: bool,
+) -> Result<Model, DecodeError> {
+    let in_place = |records| {
+        if cfg!(target_endian = "little") {
+            bytemuck::try_cast_slice(records).ok()
+        } else {
+            None
+        }
+    };
+    decode_with(bytes, verified, in_place, prechecked && verified.is_some())
+}
+
+/// `in_place` views a tree's node records as words without copying, when it can.
+fn decode_with<'a>(
+    bytes: &'a [u8],
+    verified: Option<u32>,
+    in_place: fn(&'a [u8]) -> Option<&'static [u64]>,
+    prechecked: bool,
+) -> Result<Model, DecodeError> {
+    checked_header(bytes, verified)?;
     let body = &bytes[..bytes.len() - TRAILER_LEN];
     let mut r = Reader {
         bytes: body,
@@ -333,7 +370,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Model, DecodeError> {
             SCHEMA => schema.replace(read_schema(&mut p)?).is_some(),
             NORMALIZATION => norm.replace(read_normalization(&mut p)?).is_some(),
             SCALER => scaler.replace(read_scaler(&mut p)?).is_some(),
-            FOREST => forest.replace(read_forest(&mut p)?).is_some(),
+            FOREST => forest
+                .replace(read_forest(&mut p, in_place, prechecked)?)
+                .is_some(),
             _ if flags & FLAG_REQUIRED != 0 => {
                 return Err(DecodeError::UnknownRequiredSection { tag });
             }
@@ -400,7 +439,11 @@ fn read_scaler(p: &mut Reader) -> Result<Scaler, DecodeError> {
     Ok(Scaler::new(mean, scale)?)
 }
 
-fn read_forest(p: &mut Reader) -> Result<Forest, DecodeError> {
+fn read_forest<'a>(
+    p: &mut Reader<'a>,
+    in_place: fn(&'a [u8]) -> Option<&'static [u64]>,
+    prechecked: bool,
+) -> Result<Forest, DecodeError> {
     let n_trees = p.count("trees", 8 + NODE_LEN)?;
     let max_samples = p.u32("max_samples")?;
     let offset = p.f64("offset")?;
@@ -416,7 +459,12 @@ fn read_forest(p: &mut Reader) -> Result<Forest, DecodeError> {
         // One bounds check for the whole node array, then fixed-size records.
         let start = p.pos;
         let records = p.take(n_nodes * NODE_LEN, "tree nodes")?;
-        match Tree::decode_into(records, &mut arena, &mut stack) {
+        let fast = match in_place(records) {
+            Some(words) if prechecked => Tree::adopt_static(words),
+            Some(words) => Tree::decode_static(words, &mut stack),
+            None => Tree::decode_into(records, &mut arena, &mut stack),
+        };
+        match fast {
             Some(d) => decoded.push(d),
             None => decoded.push(Decoded::Own(diagnose_tree(records, start, t)?)),
         }

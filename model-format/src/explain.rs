@@ -61,7 +61,10 @@
 //! but the structural checks alone keep every index the kernel uses in range; that is why a
 //! host whose tables are embedded next to the model may skip it at install
 //! ([`crate::Model::install_trusted_explanation_tables`]) and verify later: hashing the float
-//! arrays on a fresh wasm instance costs more than everything else installing does.
+//! arrays on a fresh wasm instance costs more than everything else installing does. A host
+//! that checked the tables against the same model file when it embedded both (a build
+//! script) may skip the structural walk as well
+//! ([`crate::Model::install_prechecked_explanation_tables`]: header and sizes only).
 //!
 //! Layout, all integers and floats little-endian, every section 8-byte aligned:
 //!
@@ -334,7 +337,7 @@ impl ForestShap {
             t,
             w,
             tables,
-            max_nodes: trees.iter().map(|t| t.nodes().len()).max().unwrap_or(0),
+            max_nodes: trees.iter().map(Tree::len).max().unwrap_or(0),
             expected_value: sum / trees.len().max(1) as f64,
         }
     }
@@ -580,15 +583,17 @@ pub enum TablesError {
 fn fingerprint(forest: &Forest) -> u64 {
     let mut words = Vec::with_capacity(4 * forest.node_count() + 4 * forest.trees().len());
     for tree in forest.trees() {
-        fingerprint_tree(tree.nodes(), &mut words);
+        fingerprint_tree(tree, &mut words);
     }
     xxh3_64(&words)
 }
 
-fn fingerprint_tree(nodes: &[Node], words: &mut Vec<u8>) {
-    words.extend_from_slice(&(nodes.len() as u32).to_le_bytes());
-    for node in nodes {
-        if let Node::Leaf { samples } = *node {
+/// Reads the tree node by node rather than through [`Tree::nodes`]: installing tables at an
+/// instance's start should not build (and allocate) a second copy of every tree.
+fn fingerprint_tree(tree: &Tree, words: &mut Vec<u8>) {
+    words.extend_from_slice(&(tree.len() as u32).to_le_bytes());
+    for node in tree.iter_nodes() {
+        if let Node::Leaf { samples } = node {
             words.extend_from_slice(&samples.to_le_bytes());
         }
     }
@@ -658,14 +663,26 @@ fn view<T: Pod>(bytes: &'static [u8]) -> Cow<'static, [T]> {
     }
 }
 
+/// How much of serialized tables [`read_tables`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TableChecks {
+    /// Checksum, header, and every split and leaf cover against the forest.
+    Full,
+    /// All but the checksum: the float arrays are not read at all (only the header,
+    /// directory and steps are), for bytes whose integrity is already known, since hashing
+    /// them costs more than the rest together.
+    Structure,
+    /// Header and sizes only, so that every slice taken stays in range: for tables checked
+    /// in full against this same model before (at build time).
+    Header,
+}
+
 /// Validates serialized tables against `forest` and returns its per-tree and forest-wide
-/// parts, viewing `bytes` in place when they are 8-byte aligned. Without `checksum`, the float
-/// arrays are not read here (only the header, directory and steps are): for bytes whose
-/// integrity is already known, since hashing them costs more than the rest together.
+/// parts, viewing `bytes` in place when they are 8-byte aligned.
 pub(crate) fn read_tables(
     forest: &Forest,
     bytes: &'static [u8],
-    checksum: bool,
+    checks: TableChecks,
 ) -> Result<(Vec<TreeShap>, ForestShap), TablesError> {
     if cfg!(target_endian = "big") {
         return Err(TablesError::BigEndian);
@@ -709,9 +726,10 @@ pub(crate) fn read_tables(
     // Every offset is now within `bytes`, so fits a usize.
     let (steps_at, scalars_at, recips_at) =
         (steps_at as usize, scalars_at as usize, recips_at as usize);
-    if checksum {
+    if checks == TableChecks::Full {
         verify_checksum(bytes)?;
     }
+    let structure = checks != TableChecks::Header;
 
     let mut shaps = Vec::with_capacity(trees.len());
     let mut tables = Vec::with_capacity(if q == 0 { 0 } else { trees.len() });
@@ -733,9 +751,10 @@ pub(crate) fn read_tables(
         let (first_us, end) = (first as usize, (first + count) as usize);
         let range = |at: usize, size: usize| &bytes[at + size * first_us..at + size * end];
         let steps: Cow<'static, [Step]> = view(range(steps_at, STEP_BYTES));
-        let nodes = tree.nodes();
-        check_steps(nodes, &steps).map_err(|step| TablesError::Step { tree: i, step })?;
-        fingerprint_tree(nodes, &mut words);
+        if structure {
+            check_steps(tree, &steps).map_err(|step| TablesError::Step { tree: i, step })?;
+            fingerprint_tree(tree, &mut words);
+        }
         shaps.push(TreeShap {
             steps,
             scalars: view(range(scalars_at, SCALAR_BYTES)),
@@ -751,7 +770,7 @@ pub(crate) fn read_tables(
     if first != n_steps {
         return Err(TablesError::Mismatch("split count"));
     }
-    if u64_at(bytes, 24) != xxh3_64(&words) {
+    if structure && u64_at(bytes, 24) != xxh3_64(&words) {
         return Err(TablesError::Mismatch("leaf covers"));
     }
     if quad_size(max_features) != q {
@@ -775,9 +794,9 @@ fn verify_checksum(bytes: &[u8]) -> Result<(), TablesError> {
 /// Checks that `steps` are the tree's splits in pre-order (which is node order) with the same
 /// children, features and thresholds, and that each flag slot is one `tree_phi` has written by
 /// then: what keeps every index in `tree_phi` in range. Returns the first bad step.
-fn check_steps(nodes: &[Node], steps: &[Step]) -> Result<(), usize> {
+fn check_steps(tree: &Tree, steps: &[Step]) -> Result<(), usize> {
     let always_hot = 2 * steps.len() as u64;
-    let mut splits = nodes.iter().enumerate().filter_map(|(i, n)| match *n {
+    let mut splits = tree.iter_nodes().enumerate().filter_map(|(i, n)| match n {
         Node::Split {
             feature,
             threshold,

@@ -5,8 +5,13 @@ use crate::error::{ExplainError, InvalidModel, ScoreError, TreeProblem};
 use crate::explain::{ForestShap, TreeShap};
 use std::sync::{Arc, OnceLock};
 
-/// Euler–Mascheroni constant, as `numpy.euler_gamma`.
-const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+#[path = "average_path.rs"]
+mod average_path;
+#[cfg(test)]
+use average_path::EULER_GAMMA;
+use average_path::c_direct;
+
+include!(concat!(env!("OUT_DIR"), "/small_c.rs"));
 
 /// `c(n)`: the average path length of an unsuccessful search in a binary search tree of `n`
 /// points — scikit-learn's `_average_path_length`: 0 for n ≤ 1, 1 for n = 2, otherwise
@@ -19,10 +24,9 @@ pub fn average_path_length(n: u32) -> f64 {
 }
 
 /// `c(n)` for `n < 512`. Leaves mostly hold few samples: the table spares scoring one
-/// logarithm per leaf. Same function, so the same bits as computing directly.
+/// logarithm per leaf. Built by `build.rs` with the same function, so the same bits.
 fn small_c() -> &'static [f64; 512] {
-    static SMALL: OnceLock<[f64; 512]> = OnceLock::new();
-    SMALL.get_or_init(|| std::array::from_fn(|i| c_direct(i as u32)))
+    bytemuck::cast_ref(&SMALL_C_BITS)
 }
 
 /// Path length a leaf at `depth` with `samples` training samples contributes, with the same
@@ -40,17 +44,6 @@ fn leaf_path_length_in(depth: u32, samples: u32, small: &[f64; 512]) -> f64 {
         None => c_direct(samples),
     };
     (f64::from(depth) + 1.0 + c) - 1.0
-}
-
-fn c_direct(n: u32) -> f64 {
-    match n {
-        0 | 1 => 0.0,
-        2 => 1.0,
-        _ => {
-            let n = f64::from(n);
-            2.0 * (libm::log(n - 1.0) + EULER_GAMMA) - 2.0 * (n - 1.0) / n
-        }
-    }
 }
 
 /// Length of a node record in the file (SPEC §4.4).
@@ -136,14 +129,24 @@ pub struct Tree {
 
 #[derive(Debug, Clone)]
 enum Storage {
-    /// `arena[start..start + len]`, one word per node: `feature | offset << 16 | value << 32`.
-    Words {
+    /// One word per node: `feature | offset << 16 | value << 32`.
+    Words(Words),
+    /// A tree whose right-child offsets do not fit in 16 bits.
+    Nodes(Vec<Node>),
+}
+
+/// Where a tree's node words live.
+#[derive(Debug, Clone)]
+enum Words {
+    /// `arena[start..start + len]`, an arena shared by the trees decoded together.
+    Shared {
         arena: Arc<Vec<u64>>,
         start: usize,
         len: usize,
     },
-    /// A tree whose right-child offsets do not fit in 16 bits.
-    Nodes(Vec<Node>),
+    /// In place in a model file that lives as long as the program (one embedded in it):
+    /// decoding such a file copies no node at all ([`crate::Model::from_static_bytes`]).
+    Static(&'static [u64]),
 }
 
 /// A node's file word (SPEC §4.4), if its offset fits.
@@ -187,7 +190,7 @@ fn split_word(w: u64) -> (u16, u16, u32) {
 impl PartialEq for Tree {
     fn eq(&self, other: &Self) -> bool {
         match (&self.storage, &other.storage) {
-            (Storage::Words { .. }, Storage::Words { .. }) => self.words() == other.words(),
+            (Storage::Words(_), Storage::Words(_)) => self.words() == other.words(),
             _ => self.nodes() == other.nodes(),
         }
     }
@@ -202,6 +205,11 @@ pub(crate) enum Decoded {
     Span {
         start: usize,
         len: usize,
+        max_feature: Option<u16>,
+    },
+    /// Validated in place (see [`Words::Static`]).
+    Static {
+        words: &'static [u64],
         max_feature: Option<u16>,
     },
     Own(Tree),
@@ -222,11 +230,11 @@ impl Tree {
         let words: Option<Vec<u64>> = nodes.iter().enumerate().map(|(i, &n)| word(i, n)).collect();
         Ok(match words {
             Some(words) => Tree {
-                storage: Storage::Words {
+                storage: Storage::Words(Words::Shared {
                     start: 0,
                     len: words.len(),
                     arena: Arc::new(words),
-                },
+                }),
                 max_feature,
                 nodes: OnceLock::from(nodes),
                 shap: OnceLock::new(),
@@ -267,40 +275,45 @@ impl Tree {
             w.copy_from_slice(r);
             u64::from_le_bytes(w)
         }));
-        let words = &arena[start..];
-        // Checks that concern one node alone: a leaf has offset 0 and at least one sample; a
-        // split an offset of at least 2 (its left subtree is not empty) and a threshold that
-        // is not NaN. Bitwise operators on purpose: `if` or `&&` here compiles to a branch.
-        // On 32-bit halves (`lo` = feature | offset << 16, `hi` = value), which vectorize
-        // with fewer shuffles than 16-bit fields.
-        let mut bad_node = 0u32;
-        // Highest split feature + 1 (a leaf's 0xFFFF wraps to 0), 0 while no split is seen.
-        let mut max_feature_1 = 0u32;
-        for &w in words {
-            let (lo, hi) = (w as u32, (w >> 32) as u32);
-            let leaf = lo & 0xffff == 0xffff;
-            max_feature_1 = max_feature_1.max((lo + 1) & 0xffff);
-            let leaf_bad = (lo != 0xffff) | (hi == 0);
-            let split_bad = (lo < 0x2_0000) | (hi & 0x7fff_ffff > 0x7f80_0000);
-            bad_node |= u32::from((leaf & leaf_bad) | (!leaf & split_bad));
+        match check_words(&arena[start..], stack) {
+            Some(max_feature) => Some(Decoded::Span {
+                start,
+                len: n,
+                max_feature,
+            }),
+            None => {
+                arena.truncate(start);
+                None
+            }
         }
-        let bad_node = bad_node != 0;
-        let max_feature_1 = max_feature_1 as u16;
-        // Each node pushes at most one entry, so the stack pointer stays ≤ n + 1 and the slot
-        // written above it ≤ n + 2: a ring of more than n + 2 slots never wraps. Bigger trees
-        // (ψ > 512) use a small ring with a depth guard.
-        let shape_ok = match stack.first_chunk_mut::<64>() {
-            Some(small) if n > STACK_LEN - 3 => shape_ok::<64, true>(words, small),
-            _ => shape_ok::<STACK_LEN, false>(words, stack),
-        };
-        if bad_node || !shape_ok {
-            arena.truncate(start);
+    }
+
+    /// [`Tree::decode_into`] for node words that stay where they are (see [`Words::Static`]).
+    pub(crate) fn decode_static(
+        words: &'static [u64],
+        stack: &mut [u32; STACK_LEN],
+    ) -> Option<Decoded> {
+        if words.is_empty() || u32::try_from(words.len()).is_err() {
             return None;
         }
-        Some(Decoded::Span {
-            start,
-            len: n,
-            max_feature: max_feature_1.checked_sub(1),
+        check_words(words, stack).map(|max_feature| Decoded::Static { words, max_feature })
+    }
+
+    /// [`Tree::decode_static`] without the validation, for words validated when the same file
+    /// was decoded before (see [`crate::Model::from_prechecked_static_bytes`]). Only the
+    /// highest split feature is computed, which the model checks against its schema.
+    pub(crate) fn adopt_static(words: &'static [u64]) -> Option<Decoded> {
+        if words.is_empty() || u32::try_from(words.len()).is_err() {
+            return None;
+        }
+        let max_feature_1 = words
+            .iter()
+            .map(|&w| (w as u32 + 1) & 0xffff)
+            .max()
+            .unwrap_or(0);
+        Some(Decoded::Static {
+            words,
+            max_feature: (max_feature_1 as u16).checked_sub(1),
         })
     }
 
@@ -315,11 +328,17 @@ impl Tree {
                     len,
                     max_feature,
                 } => Tree {
-                    storage: Storage::Words {
+                    storage: Storage::Words(Words::Shared {
                         arena: Arc::clone(&arena),
                         start,
                         len,
-                    },
+                    }),
+                    max_feature,
+                    nodes: OnceLock::new(),
+                    shap: OnceLock::new(),
+                },
+                Decoded::Static { words, max_feature } => Tree {
+                    storage: Storage::Words(Words::Static(words)),
                     max_feature,
                     nodes: OnceLock::new(),
                     shap: OnceLock::new(),
@@ -331,7 +350,8 @@ impl Tree {
 
     fn words(&self) -> &[u64] {
         match &self.storage {
-            Storage::Words { arena, start, len } => &arena[*start..*start + *len],
+            Storage::Words(Words::Shared { arena, start, len }) => &arena[*start..*start + *len],
+            Storage::Words(Words::Static(words)) => words,
             Storage::Nodes(_) => &[],
         }
     }
@@ -339,7 +359,7 @@ impl Tree {
     pub fn nodes(&self) -> &[Node] {
         match &self.storage {
             Storage::Nodes(nodes) => nodes,
-            Storage::Words { .. } => self.nodes.get_or_init(|| {
+            Storage::Words(_) => self.nodes.get_or_init(|| {
                 self.words()
                     .iter()
                     .enumerate()
@@ -350,11 +370,22 @@ impl Tree {
     }
 
     /// Number of nodes.
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match &self.storage {
-            Storage::Words { len, .. } => *len,
+            Storage::Words(_) => self.words().len(),
             Storage::Nodes(nodes) => nodes.len(),
         }
+    }
+
+    /// The nodes in order, without building the [`Tree::nodes`] view: for one pass over a
+    /// tree that is not worth an allocation (checking installed explanation tables).
+    pub(crate) fn iter_nodes(&self) -> impl Iterator<Item = Node> + '_ {
+        let (words, nodes): (&[u64], &[Node]) = match &self.storage {
+            Storage::Words(_) => (self.words(), &[]),
+            Storage::Nodes(nodes) => (&[], nodes),
+        };
+        let from_words = words.iter().enumerate().map(|(i, &w)| node(i, w));
+        from_words.chain(nodes.iter().copied())
     }
 
     pub(crate) fn shap(&self) -> &TreeShap {
@@ -376,7 +407,7 @@ impl Tree {
         let mut i = 0;
         let mut depth = 0;
         match &self.storage {
-            Storage::Words { .. } => {
+            Storage::Words(_) => {
                 let words = self.words();
                 loop {
                     let (feature, delta, value) = split_word(words[i]);
@@ -410,6 +441,36 @@ impl Tree {
             },
         }
     }
+}
+
+/// The fast validation of [`Tree::decode_into`]: `Some(highest split feature)` when `words`
+/// (not empty) form a valid tree. See there for why it is written this way.
+fn check_words(words: &[u64], stack: &mut [u32; STACK_LEN]) -> Option<Option<u16>> {
+    let n = words.len();
+    // Checks that concern one node alone: a leaf has offset 0 and at least one sample; a
+    // split an offset of at least 2 (its left subtree is not empty) and a threshold that
+    // is not NaN. Bitwise operators on purpose: `if` or `&&` here compiles to a branch.
+    // On 32-bit halves (`lo` = feature | offset << 16, `hi` = value), which vectorize
+    // with fewer shuffles than 16-bit fields.
+    let mut bad_node = 0u32;
+    // Highest split feature + 1 (a leaf's 0xFFFF wraps to 0), 0 while no split is seen.
+    let mut max_feature_1 = 0u32;
+    for &w in words {
+        let (lo, hi) = (w as u32, (w >> 32) as u32);
+        let leaf = lo & 0xffff == 0xffff;
+        max_feature_1 = max_feature_1.max((lo + 1) & 0xffff);
+        let leaf_bad = (lo != 0xffff) | (hi == 0);
+        let split_bad = (lo < 0x2_0000) | (hi & 0x7fff_ffff > 0x7f80_0000);
+        bad_node |= u32::from((leaf & leaf_bad) | (!leaf & split_bad));
+    }
+    // Each node pushes at most one entry, so the stack pointer stays ≤ n + 1 and the slot
+    // written above it ≤ n + 2: a ring of more than n + 2 slots never wraps. Bigger trees
+    // (ψ > 512) use a small ring with a depth guard.
+    let shape_ok = match stack.first_chunk_mut::<64>() {
+        Some(small) if n > STACK_LEN - 3 => shape_ok::<64, true>(words, small),
+        _ => shape_ok::<STACK_LEN, false>(words, stack),
+    };
+    (bad_node == 0 && shape_ok).then(|| (max_feature_1 as u16).checked_sub(1))
 }
 
 /// Whether the node words form one binary tree in pre-order (offsets and leaf/split checks
@@ -678,6 +739,18 @@ mod tests {
         assert!(
             (average_path_length(3) - (2.0 * (2f64.ln() + EULER_GAMMA) - 4.0 / 3.0)).abs() < 1e-15
         );
+    }
+
+    #[test]
+    fn build_time_table_is_the_direct_computation() {
+        for n in 0..600 {
+            assert_eq!(
+                average_path_length(n).to_bits(),
+                c_direct(n).to_bits(),
+                "c({n})"
+            );
+        }
+        assert_ne!(small_c()[300], 0.0);
     }
 
     fn leaf(samples: u32) -> Node {

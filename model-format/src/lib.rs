@@ -36,6 +36,7 @@ mod scaler;
 
 pub use codec::{FORMAT_VERSION, MAGIC};
 pub use error::{DecodeError, EncodeError, ExplainError, InvalidModel, ScoreError};
+use explain::TableChecks;
 pub use explain::{MAX_PATH_FEATURES, TablesError};
 pub use forest::{Forest, Node, Tree, average_path_length, leaf_path_length};
 pub use normalize::{Normalization, NormalizeError, Payload};
@@ -125,13 +126,13 @@ impl Model {
                 features: features.len(),
             });
         }
-        if let Some(max) = forest.max_feature_index() {
-            if usize::from(max) >= features.len() {
-                return Err(InvalidModel::FeatureIndex {
-                    index: max,
-                    features: features.len(),
-                });
-            }
+        if let Some(max) = forest.max_feature_index()
+            && usize::from(max) >= features.len()
+        {
+            return Err(InvalidModel::FeatureIndex {
+                index: max,
+                features: features.len(),
+            });
         }
         let normalization = Normalization::generic(&features);
         Ok(Model {
@@ -257,7 +258,7 @@ impl Model {
     /// split by split, then used in place when 8-byte aligned (else copied); explanations are
     /// bit-identical to built tables. On error the model is unchanged (and builds lazily).
     pub fn install_explanation_tables(&mut self, tables: &'static [u8]) -> Result<(), TablesError> {
-        let (trees, forest) = explain::read_tables(&self.forest, tables, true)?;
+        let (trees, forest) = explain::read_tables(&self.forest, tables, TableChecks::Full)?;
         self.forest.install_shap(trees, forest);
         Ok(())
     }
@@ -273,7 +274,23 @@ impl Model {
         &mut self,
         tables: &'static [u8],
     ) -> Result<(), TablesError> {
-        let (trees, forest) = explain::read_tables(&self.forest, tables, false)?;
+        let (trees, forest) = explain::read_tables(&self.forest, tables, TableChecks::Structure)?;
+        self.forest.install_shap(trees, forest);
+        Ok(())
+    }
+
+    /// Installs tables that [`Model::install_explanation_tables`] accepted for this same model
+    /// file before — in the build script that embedded both — checking only their header
+    /// and sizes (so every slice taken of them is in range), not their splits and covers
+    /// against the forest: at an edge instance's start that walk costs as much as the rest of
+    /// loading. Tables of another model give wrong explanations or make
+    /// [`Model::explain`] panic (never undefined behaviour); [`Model::verify_explanation_tables`]
+    /// runs every check later.
+    pub fn install_prechecked_explanation_tables(
+        &mut self,
+        tables: &'static [u8],
+    ) -> Result<(), TablesError> {
+        let (trees, forest) = explain::read_tables(&self.forest, tables, TableChecks::Header)?;
         self.forest.install_shap(trees, forest);
         Ok(())
     }
@@ -281,7 +298,7 @@ impl Model {
     /// Every check [`Model::install_explanation_tables`] makes, checksum included, without
     /// installing anything.
     pub fn verify_explanation_tables(&self, tables: &'static [u8]) -> Result<(), TablesError> {
-        explain::read_tables(&self.forest, tables, true).map(|_| ())
+        explain::read_tables(&self.forest, tables, TableChecks::Full).map(|_| ())
     }
 
     /// Checks and scales `row` into the front of `buf`, as f32 like scikit-learn.
@@ -316,6 +333,37 @@ impl Model {
     /// Decodes and fully validates a model file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         codec::decode(bytes)
+    }
+
+    /// [`Model::from_bytes`] for a file that lives as long as the program, typically one
+    /// embedded with `include_bytes!`: the same validation, but the node records are used in
+    /// place when the bytes are 8-byte aligned (no copy, no allocation: what a fresh edge
+    /// instance pays at start). `verified_checksum` is the file's CRC-32 when it was
+    /// verified before, e.g. by the build script that embedded it: the stored checksum is
+    /// then compared with it instead of hashing the whole file again (the costliest step in
+    /// WebAssembly, which lacks a carry-less multiply). Bytes that changed since cannot
+    /// be told from the original that way: pass `None` unless they are immutable.
+    pub fn from_static_bytes(
+        bytes: &'static [u8],
+        verified_checksum: Option<u32>,
+    ) -> Result<Self, DecodeError> {
+        codec::decode_static(bytes, verified_checksum, false)
+    }
+
+    /// [`Model::from_static_bytes`] for a file this crate fully decoded before — the build
+    /// script that embedded it — identified by its CRC-32 (`checksum`): the stored checksum
+    /// is compared with it, the sections are parsed and the model is checked as usual, but
+    /// the trees (used in place) are not walked again, which is most of the work. Node
+    /// records copied because of misalignment are still validated.
+    ///
+    /// Only for bytes that cannot have changed since that decode. Bytes that never passed
+    /// [`Model::from_bytes`] yet carry a matching checksum can make scoring panic or give
+    /// wrong scores (never undefined behaviour: every access stays bounds-checked).
+    pub fn from_prechecked_static_bytes(
+        bytes: &'static [u8],
+        checksum: u32,
+    ) -> Result<Self, DecodeError> {
+        codec::decode_static(bytes, Some(checksum), true)
     }
 }
 

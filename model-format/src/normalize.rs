@@ -187,10 +187,10 @@ impl Normalization {
             if rule.sources.is_empty() {
                 return bad("no sources");
             }
-            if let Some((lo, hi)) = rule.range {
-                if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
-                    return bad("range must be finite with min <= max");
-                }
+            if let Some((lo, hi)) = rule.range
+                && !(lo.is_finite() && hi.is_finite() && lo <= hi)
+            {
+                return bad("range must be finite with min <= max");
             }
             for s in &rule.sources {
                 match s {
@@ -290,10 +290,10 @@ fn check(rule: &FeatureRule, v: f64, field: &str) -> Result<f64, NormalizeError>
     if rule.integer && v.fract() != 0.0 {
         return Err(invalid(Problem::NotInteger));
     }
-    if let Some((min, max)) = rule.range {
-        if !(min..=max).contains(&v) {
-            return Err(invalid(Problem::OutOfRange { min, max }));
-        }
+    if let Some((min, max)) = rule.range
+        && !(min..=max).contains(&v)
+    {
+        return Err(invalid(Problem::OutOfRange { min, max }));
     }
     Ok(v)
 }
@@ -415,7 +415,9 @@ pub fn parse_timestamp(s: &str) -> Option<Stamp> {
 
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,

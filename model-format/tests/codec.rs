@@ -326,3 +326,60 @@ fn unknown_normalization_source_is_rejected() {
     reseal(&mut b);
     assert!(Model::from_bytes(&b).is_err());
 }
+
+/// `bytes` copied to a leaked buffer at `misalign` bytes past an 8-byte boundary: the static
+/// lifetime an embedded file has, with the alignment chosen.
+fn leak_at(bytes: &[u8], misalign: usize) -> &'static [u8] {
+    let words = vec![0u64; (bytes.len() + misalign).div_ceil(8) + 1].leak();
+    let all: &'static mut [u8] = bytemuck::cast_slice_mut(words);
+    let out = &mut all[misalign..misalign + bytes.len()];
+    out.copy_from_slice(bytes);
+    out
+}
+
+#[test]
+fn static_bytes_decode_to_the_same_model_aligned_or_not() {
+    let model = sample_model(6);
+    let bytes = model.to_bytes().unwrap();
+    let crc = ModelId::of(&bytes).unwrap().checksum;
+    for misalign in [0, 1, 4] {
+        for verified in [None, Some(crc)] {
+            let decoded = Model::from_static_bytes(leak_at(&bytes, misalign), verified).unwrap();
+            assert_eq!(decoded, model, "misalign {misalign}, verified {verified:?}");
+            for r in rows() {
+                assert_eq!(
+                    decoded.score(&r).unwrap().score_samples.to_bits(),
+                    model.score(&r).unwrap().score_samples.to_bits()
+                );
+            }
+            assert_eq!(decoded.to_bytes().unwrap(), bytes);
+        }
+    }
+}
+
+#[test]
+fn static_bytes_are_validated_like_any_other() {
+    let bytes = sample_model(2).to_bytes().unwrap();
+    let crc = ModelId::of(&bytes).unwrap().checksum;
+    // A checksum verified for other bytes is a mismatch, not a licence to skip it.
+    assert!(matches!(
+        Model::from_static_bytes(leak_at(&bytes, 0), Some(crc ^ 1)),
+        Err(DecodeError::Checksum { .. })
+    ));
+    // Structural checks still run on records used in place.
+    let node0 = first_node_offset(&bytes, 2);
+    let mut b = bytes.clone();
+    b[node0 + 2..node0 + 4].copy_from_slice(&40u16.to_le_bytes());
+    reseal(&mut b);
+    let resealed = ModelId::of(&b).unwrap().checksum;
+    for misalign in [0, 3] {
+        assert!(matches!(
+            Model::from_static_bytes(leak_at(&b, misalign), Some(resealed)),
+            Err(DecodeError::Invalid(InvalidModel::Tree { tree: 0, .. }))
+        ));
+    }
+    // And every truncation is still a typed error.
+    for len in 0..bytes.len() {
+        assert!(Model::from_static_bytes(leak_at(&bytes[..len], 0), None).is_err());
+    }
+}

@@ -10,7 +10,6 @@ use model_format::{
 };
 use proptest::prelude::*;
 
-
 fn model(m: usize, scaler: Scaler, trees: Vec<Vec<Node>>) -> Model {
     let trees = trees.into_iter().map(|t| Tree::new(t).unwrap()).collect();
     let names = (0..m).map(|i| format!("f{i}")).collect();

@@ -104,6 +104,38 @@ fn the_embedded_model_round_trips() {
     assert_same_explanations(&built, &installed, &rows_for(&rows, 4));
 }
 
+/// The worker's start: the model and its tables both embedded and checked at build time, so
+/// neither is walked again; explanations and scores are those of a fully checked load.
+#[test]
+fn prechecked_model_and_tables_explain_bit_identically() {
+    let bytes = include_bytes!("../../data/model.sfm");
+    let built = Model::from_bytes(bytes).unwrap();
+    let tables = built.explanation_tables();
+    let checksum = model_format::ModelId::of(bytes).unwrap().checksum;
+    for offset in [0, 1] {
+        let mut installed =
+            Model::from_prechecked_static_bytes(leak_at(bytes, offset), checksum).unwrap();
+        assert_eq!(installed, built);
+        installed
+            .install_prechecked_explanation_tables(leak_at(&tables, offset))
+            .unwrap();
+        installed
+            .verify_explanation_tables(leak_at(&tables, 0))
+            .unwrap();
+        let rows = synthetic_rows(2000, 5);
+        assert_same_explanations(&built, &installed, &rows_for(&rows, 6));
+    }
+    // The header and sizes are still checked: tables of another size are refused.
+    let mut installed = Model::from_prechecked_static_bytes(leak_at(bytes, 0), checksum).unwrap();
+    let short = &tables[..tables.len() - 8];
+    assert!(matches!(
+        installed.install_prechecked_explanation_tables(leak_at(short, 0)),
+        Err(TablesError::Length { .. })
+    ));
+    // A checksum other than the file's is refused before anything is trusted.
+    assert!(Model::from_prechecked_static_bytes(leak_at(bytes, 0), checksum ^ 1).is_err());
+}
+
 fn expect_rejected(model: &Model, bytes: &[u8]) -> TablesError {
     let mut target = fresh(model);
     match target.install_explanation_tables(leak_at(bytes, 0)) {
@@ -255,7 +287,6 @@ fn forged_steps_are_rejected() {
         TablesError::RootValue { tree: 0 }
     );
 }
-
 
 fn model(m: usize, trees: Vec<Vec<Node>>) -> Model {
     let trees = trees.into_iter().map(|t| Tree::new(t).unwrap()).collect();

@@ -515,6 +515,10 @@ fn engine_config(instances: u32) -> Config {
         .wasm_component_model(true)
         .wasm_component_model_async(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // For profiling guest code with `perf`: names JIT frames in /tmp/perf-<pid>.map.
+    if std::env::var_os("HARNESS_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 

@@ -31,7 +31,9 @@ impl TempPostgres {
             .tempdir()
             .context("creating the cluster directory")?;
         if as_postgres {
-            run(Command::new("chown").args(["-R", "postgres:"]).arg(dir.path()))?;
+            run(Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(dir.path()))?;
         }
         let mut pg = TempPostgres {
             dir,
@@ -42,12 +44,22 @@ impl TempPostgres {
         };
         let data = pg.data_dir();
         pg.server_command("initdb")
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .output_checked("initdb")?;
         pg.restart()?;
-        pg.server_command("createdb")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &pg.port.to_string(), "secureflow"])
+        pg.client_command("createdb")
+            .arg("secureflow")
             .output_checked("createdb")?;
         Ok(pg)
     }
@@ -92,13 +104,28 @@ impl TempPostgres {
         Ok(())
     }
 
+    /// A client program of the cluster's version, connected to it as `postgres`.
+    fn client_command(&self, program: &str) -> Command {
+        let mut cmd = self.server_command(program);
+        cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(self.port.to_string());
+        cmd
+    }
+
     /// Runs SQL with `psql` and returns its unaligned, tuples-only output, trimmed — handy for
     /// counting rows without a client library (`pg.psql("select count(*) from t")?`).
     pub fn psql(&self, sql: &str) -> Result<String> {
         let out = self
-            .server_command("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string()])
-            .args(["-d", "secureflow", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .client_command("psql")
+            .args([
+                "-d",
+                "secureflow",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ])
             .output_checked("psql")?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
@@ -188,7 +215,9 @@ fn bin_dir() -> Result<PathBuf> {
     if let Some((_, bin)) = candidates.pop() {
         return Ok(bin);
     }
-    let out = Command::new("pg_config").arg("--bindir").output_checked("pg_config")?;
+    let out = Command::new("pg_config")
+        .arg("--bindir")
+        .output_checked("pg_config")?;
     let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if Path::new(&bin).join("initdb").exists() {
         Ok(bin)
@@ -217,10 +246,14 @@ mod tests {
     #[test]
     fn cluster_starts_stops_and_keeps_its_data() {
         let mut pg = TempPostgres::start().unwrap();
-        pg.psql("create table t (x int); insert into t values (1), (2)").unwrap();
+        pg.psql("create table t (x int); insert into t values (1), (2)")
+            .unwrap();
         assert_eq!(pg.psql("select count(*) from t").unwrap(), "2");
         pg.stop().unwrap();
-        assert!(pg.psql("select 1").is_err(), "a stopped server must refuse connections");
+        assert!(
+            pg.psql("select 1").is_err(),
+            "a stopped server must refuse connections"
+        );
         pg.restart().unwrap();
         assert_eq!(pg.psql("select sum(x) from t").unwrap(), "3");
         assert!(pg.url().ends_with(&format!(":{}/secureflow", pg.port())));

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::sync::LazyLock;
 use model_format::Model;
 use serde_json::{Value, json};
+use std::sync::LazyLock;
 
 struct Fixture {
     model: Model,

@@ -101,7 +101,8 @@ fn predict(h: &harness::RunningHarness, n: usize, start: usize) -> Vec<String> {
                 .send(transaction(i).to_string())
                 .unwrap();
             assert_eq!(resp.status(), 200);
-            let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+            let v: Value =
+                serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
             v["transaction_id"].as_str().unwrap().to_owned()
         })
         .collect()
@@ -157,9 +158,8 @@ fn every_prediction_becomes_exactly_one_row() {
     let stored = s.ids_in_store();
     assert!(ids.iter().all(|id| stored.contains(id)), "ids differ");
     // The row carries what the edge computed.
-    let region = s
-        .pg
-        .psql(&format!(
+    let region =
+        s.pg.psql(&format!(
             "select region || ' ' || model_version from transactions where id = '{}'",
             ids[0]
         ))
@@ -188,7 +188,10 @@ fn postgres_outage_loses_and_duplicates_nothing() {
          {during:?}; {parked} outbox entries) -> {rows} rows, {distinct} distinct ids"
     ));
     assert_eq!((rows, distinct), (160, 160));
-    assert!(parked > 0, "the outage should have parked batches in the outbox");
+    assert!(
+        parked > 0,
+        "the outage should have parked batches in the outbox"
+    );
     let stored = s.ids_in_store();
     assert!(ids.iter().all(|id| stored.contains(id)));
     // Drained: the outbox is empty again.
@@ -208,12 +211,18 @@ fn store_outage_and_harness_restart_lose_nothing() {
     let mut ids = predict(&h, 30, 0);
     s.wait_for_rows(30, Duration::from_secs(30));
     // The store itself goes away (not just its database).
-    drop(std::mem::replace(&mut s.store, StoreService::start(&s.pg.url())));
+    drop(std::mem::replace(
+        &mut s.store,
+        StoreService::start(&s.pg.url()),
+    ));
     // (A new store now runs on another port; the worker still points at the old, dead one.)
     ids.extend(predict(&h, 40, 30));
     std::thread::sleep(Duration::from_millis(1500));
     let parked = outbox_entries(s.kv_dir.path());
-    assert!(parked > 0, "batches for a dead store must be parked in the outbox");
+    assert!(
+        parked > 0,
+        "batches for a dead store must be parked in the outbox"
+    );
     // The harness restarts with the outbox on disk, now pointed at the live store.
     h.shutdown().unwrap();
     let _ = store_url;
@@ -279,7 +288,9 @@ fn feedback_reaches_the_dashboard_and_listing() {
         let mut resp = agent
             .post(format!("{}/api/feedback", h.url()))
             .header("content-type", "application/json")
-            .send(json!({"transaction_id": id, "feedback": label, "comments": "checked"}).to_string())
+            .send(
+                json!({"transaction_id": id, "feedback": label, "comments": "checked"}).to_string(),
+            )
             .unwrap();
         let status = resp.status().as_u16();
         let body: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
@@ -301,10 +312,13 @@ fn feedback_reaches_the_dashboard_and_listing() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let feedback_rows = loop {
-        let n: u64 = s.pg.psql("select count(*) from feedback").unwrap().parse().unwrap();
-        let updated = s
-            .pg
-            .psql(&format!(
+        let n: u64 =
+            s.pg.psql("select count(*) from feedback")
+                .unwrap()
+                .parse()
+                .unwrap();
+        let updated =
+            s.pg.psql(&format!(
                 "select count(*) from feedback where transaction_id = '{}' and label",
                 ids[4]
             ))
@@ -315,17 +329,26 @@ fn feedback_reaches_the_dashboard_and_listing() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(feedback_rows, 5, "one current feedback per transaction");
-    let mut resp = agent.get(format!("{}/api/dashboard", h.url())).call().unwrap();
+    let mut resp = agent
+        .get(format!("{}/api/dashboard", h.url()))
+        .call()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let dash: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-    report(format!("forwarding (e): dashboard feedback {}", dash["feedback"]));
+    report(format!(
+        "forwarding (e): dashboard feedback {}",
+        dash["feedback"]
+    ));
     assert_eq!(dash["feedback"]["total_feedback"], 5);
     assert_eq!(dash["feedback"]["positive_feedback"], 4);
     assert_eq!(dash["feedback"]["accuracy"].as_f64(), Some(80.0));
     assert_eq!(dash["stats"]["total_transactions"], 12);
     assert_eq!(dash["cached"], false);
     // Served from the cache the second time.
-    let mut resp = agent.get(format!("{}/api/dashboard", h.url())).call().unwrap();
+    let mut resp = agent
+        .get(format!("{}/api/dashboard", h.url()))
+        .call()
+        .unwrap();
     let again: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(again["cached"], true);
 

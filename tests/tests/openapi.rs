@@ -660,7 +660,13 @@ fn every_route_answers_as_documented() {
     ] {
         s.expect("POST", "/api/feedback", None, bad, 400);
     }
-    s.expect("POST", "/api/feedback", Some("text/plain"), &feedback.to_string(), 415);
+    s.expect(
+        "POST",
+        "/api/feedback",
+        Some("text/plain"),
+        &feedback.to_string(),
+        415,
+    );
     s.expect("GET", "/api/dashboard", None, "", 200);
     s.expect("GET", "/api/transactions", None, "", 200);
     s.expect("GET", "/api/transactions?page=2&per_page=5", None, "", 200);

@@ -114,7 +114,10 @@ pub fn score_table(model: &Model, table: &Table, explain: bool) -> Result<Scores
         }
     });
     Ok(Scores {
-        rows: sums.iter().map(|&s| model.forest().score_path_sum(s)).collect(),
+        rows: sums
+            .iter()
+            .map(|&s| model.forest().score_path_sum(s))
+            .collect(),
         explanations: None,
     })
 }

@@ -313,13 +313,13 @@ fn convert_tree(
         }
         global.push(g as u16);
     }
-    if let Some(m) = max_features {
-        if subset.len() != m {
-            return Err(TreeError::SubsetLength {
-                found: subset.len(),
-                expected: m,
-            });
-        }
+    if let Some(m) = max_features
+        && subset.len() != m
+    {
+        return Err(TreeError::SubsetLength {
+            found: subset.len(),
+            expected: m,
+        });
     }
     // scikit-learn's rule (`_max_features != X.shape[1]`): only a narrower subset is applied.
     let remap = subset.len() != n_features;
@@ -350,10 +350,10 @@ fn convert_tree(
             return Err(TreeError::Revisited { node });
         }
         let here = nodes.len();
-        if let Some(p) = parent {
-            if let Node::Split { right, .. } = &mut nodes[p] {
-                *right = here as u32;
-            }
+        if let Some(p) = parent
+            && let Node::Split { right, .. } = &mut nodes[p]
+        {
+            *right = here as u32;
         }
         match (
             child(node, t.children_left[node])?,

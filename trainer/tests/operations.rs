@@ -1,6 +1,5 @@
 //! `inspect`, `evaluate` and `fit --publish` as a scheduler runs them.
 
-
 mod common;
 
 use common::{ok, p, trainer};

@@ -20,16 +20,19 @@ use std::sync::OnceLock;
 
 mod forward;
 
-/// The embedded model file.
-static MODEL_BYTES: &[u8] = include_bytes!(env!("SFE_MODEL_FILE"));
-
 /// 8-byte alignment for embedded bytes, so arrays of `f64` in them can be used in place.
 #[repr(C, align(8))]
 struct Aligned<B: ?Sized>(B);
 
-/// The model's explanation tables, built and checked by `build.rs`: installed at instance start
-/// (a structural check against the model, no copy, the float arrays untouched) instead of
-/// built on the first explanation. `/api/warmup` verifies their checksum.
+/// The embedded model file, aligned so that its node records are used in place.
+static MODEL_BYTES: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("SFE_MODEL_FILE")));
+
+/// The model file's CRC-32, verified by `build.rs` when it embedded the file.
+const MODEL_CRC: &str = env!("SFE_MODEL_CRC");
+
+/// The model's explanation tables, built and checked against the model by `build.rs`:
+/// installed at instance start (header and sizes checked, nothing copied or walked) instead
+/// of built on the first explanation. `/api/warmup` checks them in full.
 static TABLES: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("SFE_TABLES_FILE")));
 
 /// Largest request body accepted.
@@ -54,11 +57,15 @@ fn loaded() -> Result<&'static Loaded, &'static str> {
     static LOADED: OnceLock<Result<Loaded, String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let mut model = Model::from_bytes(MODEL_BYTES)
+            let checksum: u32 = MODEL_CRC
+                .parse()
+                .map_err(|e| format!("SFE_MODEL_CRC is not a number: {e}"))?;
+            // Both files were decoded, validated and matched by `build.rs`, and are part of
+            // this program: a fresh instance (whose start is on some request's path) neither
+            // hashes nor copies nor walks them again. `/api/warmup` re-runs every check.
+            let mut model = Model::from_prechecked_static_bytes(&MODEL_BYTES.0, checksum)
                 .map_err(|e| format!("embedded model is invalid: {e}"))?;
-            // Embedded with the model and checked at build time, so no checksum here: hashing
-            // the tables would touch every page of them on each fresh instance.
-            let tables_installed = match model.install_trusted_explanation_tables(&TABLES.0) {
+            let tables_installed = match model.install_prechecked_explanation_tables(&TABLES.0) {
                 Ok(()) => true,
                 Err(e) => {
                     // Still correct, only slower: the tables are built on first use instead.
@@ -68,7 +75,7 @@ fn loaded() -> Result<&'static Loaded, &'static str> {
                     false
                 }
             };
-            let id = ModelId::of(MODEL_BYTES).map_err(|e| e.to_string())?;
+            let id = ModelId { checksum };
             Ok(Loaded {
                 model,
                 tables_installed,
@@ -463,7 +470,7 @@ fn model_info() -> Response<String> {
             max_samples: forest.max_samples(),
             offset: forest.offset(),
             expected_value: l.model.expected_value(),
-            size_bytes: MODEL_BYTES.len(),
+            size_bytes: MODEL_BYTES.0.len(),
             metadata: l
                 .model
                 .metadata()
@@ -480,11 +487,17 @@ fn model_info() -> Response<String> {
 fn warmup() -> Response<String> {
     match loaded() {
         Ok(l) => {
-            let verified = !l.tables_installed
-                || l.model
-                    .verify_explanation_tables(&TABLES.0)
-                    .inspect_err(|e| eprintln!("worker: embedded explanation tables: {e}"))
-                    .is_ok();
+            // What the instance start skipped: the model file decoded with every check, and
+            // the installed tables checked against it in full.
+            let model_ok = Model::from_bytes(&MODEL_BYTES.0)
+                .inspect_err(|e| eprintln!("worker: embedded model: {e}"))
+                .is_ok_and(|full| full == l.model);
+            let verified = model_ok
+                && (!l.tables_installed
+                    || l.model
+                        .verify_explanation_tables(&TABLES.0)
+                        .inspect_err(|e| eprintln!("worker: embedded explanation tables: {e}"))
+                        .is_ok());
             let ready =
                 verified && l.model.prepare_explanations() && l.model.expected_value().is_finite();
             json(
@@ -848,7 +861,10 @@ fn store_failed(outcome: Result<(u16, Value), String>) -> Response<String> {
         Ok((status, _)) => format!("the central store answered {status}"),
         Err(e) => e,
     };
-    error(StatusCode::BAD_GATEWAY, &format!("central store unavailable: {why}"))
+    error(
+        StatusCode::BAD_GATEWAY,
+        &format!("central store unavailable: {why}"),
+    )
 }
 
 /// Normalizes, scores and (optionally) explains one transaction object.

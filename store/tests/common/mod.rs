@@ -67,7 +67,11 @@ impl TestStore {
 
     pub async fn post_ndjson(&self, events: &[Value]) -> (u16, Value) {
         let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-        json_answer(self.post_batch("application/x-ndjson", body.into_bytes()).await).await
+        json_answer(
+            self.post_batch("application/x-ndjson", body.into_bytes())
+                .await,
+        )
+        .await
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
@@ -86,7 +90,12 @@ impl TestStore {
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).bearer_auth(TOKEN).send().await.unwrap()
+        self.http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub fn count(&self, table: &str) -> i64 {

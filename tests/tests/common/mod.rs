@@ -6,8 +6,8 @@
 use model_format::Model;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use std::process::Command;
+use std::time::Duration;
 use trainer::forest::{Contamination, IsolationForestParams, MaxSamples};
 
 /// The repository root.
@@ -148,4 +148,3 @@ impl Drop for StoreService {
         }
     }
 }
-
