@@ -5,6 +5,7 @@ use polars::prelude::{
     CsvWriter, DataFrame, DataType, Expr, LazyCsvReader, LazyFileListReader, LazyFrame,
     ParquetWriter, PlRefPath, ScanArgsParquet, SerWriter, col,
 };
+use rayon::prelude::*;
 use std::path::Path;
 
 /// File formats the trainer reads and writes, chosen by extension.
@@ -81,21 +82,30 @@ pub fn read_features(path: &Path, features: &[String]) -> Result<Table> {
         .select(exprs)
         .collect()
         .with_context(|| format!("reading feature columns from {}", path.display()))?;
-    let mut columns = Vec::with_capacity(features.len());
-    for name in features {
-        let ca = df.column(name)?.f64()?;
-        if ca.null_count() > 0 {
-            bail!("column {name:?} has {} missing values", ca.null_count());
-        }
-        let values: Vec<f64> = ca.into_no_null_iter().collect();
-        if let Some(row) = values.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "column {name:?} row {row} is not a finite number ({})",
-                values[row]
-            );
-        }
-        columns.push(values);
-    }
+    // One column per task: copying a million values is mostly first-touch page faults on
+    // the new vector, which both cores take at once.
+    let columns = features
+        .par_iter()
+        .map(|name| {
+            let ca = df.column(name)?.f64()?;
+            if ca.null_count() > 0 {
+                bail!("column {name:?} has {} missing values", ca.null_count());
+            }
+            // Chunk by chunk as slices rather than value by value through the chunked
+            // iterator (a third of the read time on a million rows).
+            let mut values = Vec::with_capacity(ca.len());
+            for chunk in ca.downcast_iter() {
+                values.extend_from_slice(chunk.values());
+            }
+            if let Some(row) = values.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "column {name:?} row {row} is not a finite number ({})",
+                    values[row]
+                );
+            }
+            Ok(values)
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Table {
         names: features.to_vec(),
         columns,

@@ -27,7 +27,7 @@
 use crate::data::{self, Format, Table};
 use anyhow::{Context, Result};
 use model_format::{ExplainError, Forest, Model, Node, Score, ScoreError, leaf_path_length};
-use polars::prelude::{Column, CsvWriter, DataFrame, SerWriter};
+use polars::prelude::{Column, CsvWriter, DataFrame, ParquetCompression, ParquetWriter, SerWriter};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -115,7 +115,7 @@ pub fn score_table(model: &Model, table: &Table, explain: bool) -> Result<Scores
     });
     Ok(Scores {
         rows: sums
-            .iter()
+            .par_iter()
             .map(|&s| model.forest().score_path_sum(s))
             .collect(),
         explanations: None,
@@ -146,8 +146,8 @@ fn score_rows_one_by_one(model: &Model, table: &Table) -> Result<Scores, BatchEr
     })
 }
 
-/// Rows walked through a tree together. 256 rows × a few features of `f32` stay in L1.
-pub const BLOCK: usize = 256;
+/// Rows walked through a tree together. 512 rows × a few features of `f32` stay in L1.
+pub const BLOCK: usize = 512;
 
 /// Deepest tree [`BatchForest`] lays out as a complete binary tree (2^17 - 1 nodes, 1 MiB).
 pub const MAX_BATCH_DEPTH: u32 = 16;
@@ -158,14 +158,58 @@ pub const MAX_BATCH_DEPTH: u32 = 16;
 /// carries its path length, so every row takes exactly `D` steps.
 #[derive(Debug, Clone)]
 struct FlatTree {
-    /// `(threshold, feature * BLOCK)` of the 2^D - 1 inner nodes.
-    nodes: Vec<(f32, u32)>,
+    /// Thresholds of the 2^D - 1 inner nodes.
+    thresholds: Vec<f32>,
+    /// `feature * BLOCK` of the inner nodes: where the feature's column starts in a block.
+    offsets: Vec<u32>,
     /// Path length of the 2^D bottom slots, as model-format computes it for their leaf.
     path_length: Vec<f64>,
     depth: u32,
 }
 
 impl FlatTree {
+    /// Walks every row of `block` through the tree's top levels and leaves its position in
+    /// `at`; returns how many levels that was. The top seven nodes are the same for every
+    /// row, so instead of three dependent lookups per row, all seven comparisons are made,
+    /// column against constant (contiguous, so they vectorize), and the path is picked from
+    /// them with bitwise selects: about a third of the walk at a fraction of its cost.
+    #[inline(always)]
+    fn top_levels(&self, block: &[f32], at: &mut [u32]) -> u32 {
+        if self.depth < 3 {
+            at.fill(0);
+            return 0;
+        }
+        let len = at.len();
+        let node = |k: usize| {
+            let (threshold, offset) = (self.thresholds[k], self.offsets[k]);
+            (&block[offset as usize..offset as usize + len], threshold)
+        };
+        let [
+            (x0, t0),
+            (x1, t1),
+            (x2, t2),
+            (x3, t3),
+            (x4, t4),
+            (x5, t5),
+            (x6, t6),
+        ] = std::array::from_fn(node);
+        // `m ? a : b` on 0/1 values with an all-ones/zero mask `m`, without a branch.
+        let pick = |m: u32, a: u32, b: u32| b ^ ((a ^ b) & m);
+        for (r, i) in at.iter_mut().enumerate() {
+            let c = |x: &[f32], t: f32| u32::from(x[r] > t);
+            let (c0, c1, c2) = (c(x0, t0), c(x1, t1), c(x2, t2));
+            let (c3, c4, c5, c6) = (c(x3, t3), c(x4, t4), c(x5, t5), c(x6, t6));
+            let m0 = 0u32.wrapping_sub(c0);
+            // Level 1 node 1 + c0 answered c1 or c2; level 2 node 3 + 2·c0 + c_1.
+            let l1 = pick(m0, c2, c1);
+            let m1 = 0u32.wrapping_sub(l1);
+            let l2 = pick(m0, pick(m1, c6, c5), pick(m1, c4, c3));
+            // Position on level 3: 2 · (3 + 2·c0 + l1) + 1 + l2.
+            *i = 7 + 4 * c0 + 2 * l1 + l2;
+        }
+        3
+    }
+
     /// `None` if the tree is deeper than [`MAX_BATCH_DEPTH`].
     fn new(nodes: &[Node]) -> Option<Self> {
         // Pre-order layout: a split's left child follows it, `right` points to the other.
@@ -184,7 +228,8 @@ impl FlatTree {
             }
         }
         let mut flat = FlatTree {
-            nodes: vec![(0.0, 0); (1 << depth) - 1],
+            thresholds: vec![0.0; (1 << depth) - 1],
+            offsets: vec![0; (1 << depth) - 1],
             path_length: vec![0.0; 1 << depth],
             depth,
         };
@@ -197,7 +242,8 @@ impl FlatTree {
                     threshold,
                     right,
                 } => {
-                    flat.nodes[pos] = (threshold, u32::from(feature) * BLOCK as u32);
+                    flat.thresholds[pos] = threshold;
+                    flat.offsets[pos] = u32::from(feature) * BLOCK as u32;
                     pending.push((i + 1, 2 * pos + 1, d + 1));
                     pending.push((right as usize, 2 * pos + 2, d + 1));
                 }
@@ -234,8 +280,8 @@ impl BatchForest {
             .collect::<Option<Vec<_>>>()?;
         let width = trees
             .iter()
-            .flat_map(|t| &t.nodes)
-            .map(|&(_, offset)| offset as usize / BLOCK + 1)
+            .flat_map(|t| &t.offsets)
+            .map(|&offset| offset as usize / BLOCK + 1)
             .max()
             .unwrap_or(0);
         Some(BatchForest { trees, width })
@@ -262,31 +308,77 @@ impl BatchForest {
                 let len = out.len();
                 fill(b * BLOCK, block, len);
                 out.fill(0.0);
-                let mut at = [0u32; BLOCK];
-                for tree in &self.trees {
-                    let at = &mut at[..len];
-                    at.fill(0);
-                    for _ in 0..tree.depth {
-                        for (r, i) in at.iter_mut().enumerate() {
-                            // SAFETY: at step k (< D) every position is on level k of the
-                            // complete tree, below 2^(k+1) - 1 <= 2^D - 1 = nodes.len(); and
-                            // offset = feature * BLOCK with feature < self.width <= columns,
-                            // r < len <= BLOCK, so offset + r < columns * BLOCK = block.len().
-                            // Bounds checks here cost a third of the scoring time.
-                            let (threshold, offset) =
-                                unsafe { *tree.nodes.get_unchecked(*i as usize) };
-                            let x = unsafe { *block.get_unchecked(offset as usize + r) };
-                            *i = 2 * *i + 1 + u32::from(x > threshold);
-                        }
-                    }
-                    // Bottom level starts at position 2^D - 1.
-                    let base = (1u32 << tree.depth) - 1;
-                    for (s, &i) in out.iter_mut().zip(at.iter()) {
-                        *s += tree.path_length[(i - base) as usize];
-                    }
-                }
+                add_path_lengths(&self.trees, block, out);
             },
         );
+    }
+}
+
+/// Adds every tree's path length, in tree order, to `out[r]` for the rows of `block`.
+/// Compiled twice: with AVX2 where the CPU has it (checked at run time, so one binary serves
+/// every x86-64 machine), which vectorizes the top levels eight rows wide (a third faster
+/// overall), and without. The steps are the same integer and comparison operations and the
+/// sums the same additions, so the bits are the same. (Gathering the deeper steps eight
+/// rows at a time with AVX2 was measured slower than these scalar steps on this machine's AMD CPU.)
+fn add_path_lengths(trees: &[FlatTree], block: &[f32], out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { add_path_lengths_avx2(trees, block, out) };
+        return;
+    }
+    add_path_lengths_in(trees, block, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn add_path_lengths_avx2(trees: &[FlatTree], block: &[f32], out: &mut [f64]) {
+    add_path_lengths_in(trees, block, out);
+}
+
+#[inline(always)]
+fn add_path_lengths_in(trees: &[FlatTree], block: &[f32], out: &mut [f64]) {
+    let len = out.len();
+    let mut at = [0u32; BLOCK];
+    for tree in trees {
+        let at = &mut at[..len];
+        let first = tree.top_levels(block, at);
+        for _ in first..tree.depth {
+            for (r, i) in at.iter_mut().enumerate() {
+                *i = tree.step(block, *i, r);
+            }
+        }
+        tree.add_bottom(at, out);
+    }
+}
+
+impl FlatTree {
+    /// One step down from position `i` for row `r` of `block`.
+    #[inline(always)]
+    fn step(&self, block: &[f32], i: u32, r: usize) -> u32 {
+        // SAFETY: at step k (< D) every position is on level k of the complete tree, below
+        // 2^(k+1) - 1 <= 2^D - 1 = nodes.len(); and offset = feature * BLOCK with feature <
+        // width <= columns (`path_length_sums` sizes the block), r < len <= BLOCK, so
+        // offset + r < columns * BLOCK = block.len(). Bounds checks here cost a third of the
+        // scoring time.
+        let (threshold, offset) = unsafe {
+            (
+                *self.thresholds.get_unchecked(i as usize),
+                *self.offsets.get_unchecked(i as usize),
+            )
+        };
+        let x = unsafe { *block.get_unchecked(offset as usize + r) };
+        2 * i + 1 + u32::from(x > threshold)
+    }
+
+    /// Adds the path length of each row's bottom position `at[r]` to `out[r]`.
+    #[inline(always)]
+    fn add_bottom(&self, at: &[u32], out: &mut [f64]) {
+        // Bottom level starts at position 2^D - 1.
+        let base = (1u32 << self.depth) - 1;
+        for (s, &i) in out.iter_mut().zip(at) {
+            *s += self.path_length[(i - base) as usize];
+        }
     }
 }
 
@@ -398,7 +490,17 @@ pub fn score_file(
 /// polars' default float format (no fixed precision) is the shortest string that round-trips.
 fn write_exact(path: &Path, frame: &mut DataFrame) -> Result<()> {
     match Format::from_path(path)? {
-        Format::Parquet => data::write_frame(path, frame),
+        Format::Parquet => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            // Snappy, as pandas and pyarrow write by default: scores are full-precision
+            // floats that zstd shrinks by a quarter at three times the writing time.
+            ParquetWriter::new(file)
+                .with_compression(ParquetCompression::Snappy)
+                .finish(frame)
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(())
+        }
         Format::Csv => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
@@ -492,6 +594,39 @@ mod tests {
                         "row {i} of {n}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The dispatching kernel (AVX2 on this machine, when it has it) and the portable one
+    /// agree to the bit, also for trees too shallow for the vectorized top levels.
+    #[test]
+    fn every_kernel_gives_the_same_sums() {
+        let train = table(3000, 5);
+        let rows = table(BLOCK, 6);
+        for max_samples in [MaxSamples::Count(4), MaxSamples::Count(8), MaxSamples::Auto] {
+            let params = IsolationForestParams {
+                max_samples,
+                n_estimators: 20,
+                seed: 7,
+                ..Default::default()
+            };
+            let model = fit(&train, params);
+            let batch = BatchForest::new(model.forest()).unwrap();
+            let width = batch.width.max(3);
+            let mut block = vec![0f32; width * BLOCK];
+            for (f, col) in rows.columns.iter().enumerate() {
+                for (d, &v) in block[f * BLOCK..].iter_mut().zip(col) {
+                    *d = model.scaler().scale_one(f, v) as f32;
+                }
+            }
+            for len in [BLOCK, 13] {
+                let (mut fast, mut portable) = (vec![0.0; len], vec![0.0; len]);
+                add_path_lengths(&batch.trees, &block, &mut fast);
+                add_path_lengths_in(&batch.trees, &block, &mut portable);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fast), bits(&portable), "{max_samples:?}, {len} rows");
+                assert!(fast.iter().all(|&s| s > 0.0));
             }
         }
     }
