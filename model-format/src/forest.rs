@@ -447,11 +447,42 @@ impl Tree {
 /// (not empty) form a valid tree. See there for why it is written this way.
 fn check_words(words: &[u64], stack: &mut [u32; STACK_LEN]) -> Option<Option<u16>> {
     let n = words.len();
-    // Checks that concern one node alone: a leaf has offset 0 and at least one sample; a
-    // split an offset of at least 2 (its left subtree is not empty) and a threshold that
-    // is not NaN. Bitwise operators on purpose: `if` or `&&` here compiles to a branch.
-    // On 32-bit halves (`lo` = feature | offset << 16, `hi` = value), which vectorize
-    // with fewer shuffles than 16-bit fields.
+    let (bad_node, max_feature_1) = node_checks(words);
+    // Each node pushes at most one entry, so the stack pointer stays ≤ n + 1 and the slot
+    // written above it ≤ n + 2: a ring of more than n + 2 slots never wraps. Bigger trees
+    // (ψ > 512) use a small ring with a depth guard.
+    let shape_ok = match stack.first_chunk_mut::<64>() {
+        Some(small) if n > STACK_LEN - 3 => shape_ok::<64, true>(words, small),
+        _ => shape_ok::<STACK_LEN, false>(words, stack),
+    };
+    (!bad_node && shape_ok).then(|| (max_feature_1 as u16).checked_sub(1))
+}
+
+/// Checks that concern one node alone: a leaf has offset 0 and at least one sample; a split an
+/// offset of at least 2 (its left subtree is not empty) and a threshold that is not NaN.
+/// Returns whether some node fails, and the highest split feature + 1 (0 without splits).
+/// With AVX2 where the CPU has it (checked at run time): the loop is the same, eight lanes
+/// wide instead of four, which halves the cost of the pass.
+fn node_checks(words: &[u64]) -> (bool, u32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { node_checks_avx2(words) };
+    }
+    node_checks_in(words)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn node_checks_avx2(words: &[u64]) -> (bool, u32) {
+    node_checks_in(words)
+}
+
+#[inline(always)]
+fn node_checks_in(words: &[u64]) -> (bool, u32) {
+    // Bitwise operators on purpose: `if` or `&&` here compiles to a branch. On 32-bit halves
+    // (`lo` = feature | offset << 16, `hi` = value), which vectorize with fewer shuffles
+    // than 16-bit fields.
     let mut bad_node = 0u32;
     // Highest split feature + 1 (a leaf's 0xFFFF wraps to 0), 0 while no split is seen.
     let mut max_feature_1 = 0u32;
@@ -463,14 +494,7 @@ fn check_words(words: &[u64], stack: &mut [u32; STACK_LEN]) -> Option<Option<u16
         let split_bad = (lo < 0x2_0000) | (hi & 0x7fff_ffff > 0x7f80_0000);
         bad_node |= u32::from((leaf & leaf_bad) | (!leaf & split_bad));
     }
-    // Each node pushes at most one entry, so the stack pointer stays ≤ n + 1 and the slot
-    // written above it ≤ n + 2: a ring of more than n + 2 slots never wraps. Bigger trees
-    // (ψ > 512) use a small ring with a depth guard.
-    let shape_ok = match stack.first_chunk_mut::<64>() {
-        Some(small) if n > STACK_LEN - 3 => shape_ok::<64, true>(words, small),
-        _ => shape_ok::<STACK_LEN, false>(words, stack),
-    };
-    (bad_node == 0 && shape_ok).then(|| (max_feature_1 as u16).checked_sub(1))
+    (bad_node != 0, max_feature_1)
 }
 
 /// Whether the node words form one binary tree in pre-order (offsets and leaf/split checks
