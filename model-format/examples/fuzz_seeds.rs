@@ -3,7 +3,6 @@
 //! only rewrites identical files unless the encoding changed.
 
 #[path = "../tests/common/grow.rs"]
-#[allow(dead_code)]
 mod grow;
 
 use std::fs;

@@ -424,7 +424,8 @@ impl Scores {
     pub fn to_frame(&self) -> Result<DataFrame> {
         // One column per task: building them is mostly first-touch page faults on 8 MB
         // each (per million rows), which both cores take at once.
-        let floats: [(&str, fn(&Score) -> f64); 4] = [
+        type Field = fn(&Score) -> f64;
+        let floats: [(&str, Field); 4] = [
             (COLUMNS[0], |s| s.score_samples),
             (COLUMNS[1], |s| s.decision),
             (COLUMNS[2], Score::risk),
