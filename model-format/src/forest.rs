@@ -309,7 +309,7 @@ impl Tree {
         }
         let max_feature_1 = words
             .iter()
-            .map(|&w| (w as u32 + 1) & 0xffff)
+            .map(|&w| (w as u32).wrapping_add(1) & 0xffff)
             .max()
             .unwrap_or(0);
         Some(Decoded::Static {
@@ -488,7 +488,7 @@ fn node_checks_in(words: &[u64]) -> (bool, u32) {
     for &w in words {
         let (lo, hi) = (w as u32, (w >> 32) as u32);
         let leaf = lo & 0xffff == 0xffff;
-        max_feature_1 = max_feature_1.max((lo + 1) & 0xffff);
+        max_feature_1 = max_feature_1.max(lo.wrapping_add(1) & 0xffff);
         let leaf_bad = (lo != 0xffff) | (hi == 0);
         let split_bad = (lo < 0x2_0000) | (hi & 0x7fff_ffff > 0x7f80_0000);
         bad_node |= u32::from((leaf & leaf_bad) | (!leaf & split_bad));
