@@ -14,7 +14,9 @@ fn main() {
     // part a pooling host (Spin) keeps resident and resets by copying between instances:
     // a fresh instance no longer page-faults them in, which took 60-100 µs off its first
     // request (measured with the harness at --max-reuse 1).
-    println!("cargo:rustc-link-arg=-zstack-size=524288");
+    if std::env::var("TARGET").is_ok_and(|t| t.starts_with("wasm32")) {
+        println!("cargo:rustc-link-arg=-zstack-size=524288");
+    }
     println!("cargo:rerun-if-env-changed=SFE_MODEL_PATH");
     let manifest_dir =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
