@@ -571,8 +571,11 @@ unsafe fn check_counts_avx2(words: &[u64], leaves_before: &mut [u32; STACK_LEN])
         let through = _mm256_add_epi32(x, carry); // L(k + 1)
         // SAFETY: c + 8 ≤ n < STACK_LEN.
         unsafe {
+            // L(k) in the low half, the node's offset in the high half (as in `lo`): pass
+            // two then reads one array, not the words again.
             let before = _mm256_sub_epi32(through, is_leaf);
-            _mm256_storeu_si256(leaves_before.as_mut_ptr().add(c).cast(), before);
+            let packed = _mm256_or_si256(before, _mm256_andnot_si256(ffff, lo));
+            _mm256_storeu_si256(leaves_before.as_mut_ptr().add(c).cast(), packed);
         }
         carry = _mm256_permutevar8x32_epi32(through, _mm256_set1_epi32(7));
         let k = _mm256_add_epi32(lanes, _mm256_set1_epi32(c as i32));
@@ -596,7 +599,7 @@ unsafe fn check_counts_avx2(words: &[u64], leaves_before: &mut [u32; STACK_LEN])
     ok &= !tail_bad;
     let max_feature_1 = max_lanes.into_iter().fold(tail_max, u32::max);
     for (i, &w) in words.iter().enumerate().skip(full) {
-        leaves_before[i] = leaves;
+        leaves_before[i] = leaves | (w as u32 & 0xffff_0000);
         let leaf = w as u16 == LEAF;
         leaves += u32::from(leaf);
         let next = i as u32 + 1;
@@ -614,24 +617,21 @@ unsafe fn check_counts_avx2(words: &[u64], leaves_before: &mut [u32; STACK_LEN])
     let (n8, cap) = (n / 8 * 8, _mm256_set1_epi32(n as i32));
     let mut bad = _mm256_setzero_si256();
     for c in (0..n8).step_by(8) {
-        let (lo, _) = halves(c);
         let k = _mm256_add_epi32(lanes, _mm256_set1_epi32(c as i32));
-        let r = _mm256_min_epu32(_mm256_add_epi32(k, _mm256_srli_epi32::<16>(lo)), cap);
-        // SAFETY: every r ≤ n < STACK_LEN, and c + 8 ≤ n: in bounds of `leaves_before`.
-        let (at_r, at_k) = unsafe {
-            (
-                _mm256_i32gather_epi32::<4>(leaves_before.as_ptr().cast(), r),
-                _mm256_loadu_si256(leaves_before.as_ptr().add(c).cast()),
-            )
-        };
-        let between = _mm256_sub_epi32(at_r, at_k);
+        // SAFETY: c + 8 ≤ n < STACK_LEN.
+        let at_k = unsafe { _mm256_loadu_si256(leaves_before.as_ptr().add(c).cast()) };
+        let r = _mm256_min_epu32(_mm256_add_epi32(k, _mm256_srli_epi32::<16>(at_k)), cap);
+        // SAFETY: every r ≤ n < STACK_LEN, written above.
+        let at_r = unsafe { _mm256_i32gather_epi32::<4>(leaves_before.as_ptr().cast(), r) };
+        let between = _mm256_sub_epi32(_mm256_and_si256(at_r, ffff), _mm256_and_si256(at_k, ffff));
         let same = _mm256_cmpeq_epi32(_mm256_sub_epi32(r, k), _mm256_add_epi32(between, between));
         bad = _mm256_or_si256(bad, _mm256_xor_si256(same, _mm256_set1_epi32(-1)));
     }
     ok &= _mm256_testz_si256(bad, bad) == 1;
-    for (i, &w) in words.iter().enumerate().skip(n8) {
-        let r = (i + usize::from((w >> 16) as u16)).min(n);
-        let between = leaves_before[r].wrapping_sub(leaves_before[i]);
+    for i in n8..n {
+        let packed = leaves_before[i];
+        let r = (i + (packed >> 16) as usize).min(n);
+        let between = (leaves_before[r] & 0xffff).wrapping_sub(packed & 0xffff);
         ok &= (r - i) as u32 == between.wrapping_mul(2);
     }
     (ok, max_feature_1)
