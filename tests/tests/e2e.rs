@@ -388,6 +388,32 @@ fn limits_methods_content_types_and_metadata_routes() {
             .unwrap()
             .contains("application/json")
     );
+    // Answers carry their length: hyper then sends them whole instead of chunked, which was
+    // 45 µs of a 108 µs prediction (scripts/bench-predict.sh).
+    for (path, body) in [
+        (
+            "/api/predict",
+            r#"{"amount": 42.5, "hour": 14, "day_of_week": 2, "merchant_category": 1, "transaction_type": 0}"#,
+        ),
+        ("/api/predict", "{"),
+    ] {
+        let mut resp = agent
+            .post(url(path))
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap();
+        let length = resp
+            .headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(resp.headers().get("transfer-encoding").is_none());
+        let text = resp.body_mut().read_to_string().unwrap();
+        assert_eq!(
+            length,
+            Some(text.len().to_string()),
+            "{path} {body}: {text}"
+        );
+    }
     // Wrong method names the allowed one.
     let resp = agent.get(url("/api/predict-batch")).call().unwrap();
     assert_eq!(resp.status().as_u16(), 405);
