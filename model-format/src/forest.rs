@@ -509,7 +509,9 @@ fn node_checks_in(words: &[u64]) -> (bool, u32) {
 /// In that tree, the right child of split `i` is the first `k > i` with `S(k) = S(i)`, and
 /// the right children are exactly the positions that follow a leaf; (2) makes every `r` at
 /// least that true child, so (3) leaves no room for any `r` to be later. (All given the node
-/// checks: a split's offset is at least 2, a leaf's 0.)
+/// checks: a split's offset is at least 2, a leaf's 0.) Pass one checks the nodes and (1),
+/// sums for (3) and stores `L(k) | offset(k) << 16` in `leaves_before`; pass two checks (2),
+/// gathering `L(r)`.
 ///
 /// # Safety
 /// The CPU must support AVX2.
