@@ -18,7 +18,7 @@
 //! ignore.
 
 use crate::error::{DecodeError, EncodeError, InvalidModel};
-use crate::forest::{Decoded, STACK_LEN};
+use crate::forest::{self, Decoded, STACK_LEN};
 use crate::normalize::{FeatureRule, Normalization, Source};
 use crate::{Forest, Model, Node, Scaler, Tree};
 
@@ -484,23 +484,14 @@ fn read_forest<'a>(
 fn diagnose_tree(records: &[u8], start: usize, t: usize) -> Result<Tree, DecodeError> {
     let mut nodes = Vec::with_capacity(records.len() / NODE_LEN);
     for (i, r) in records.chunks_exact(NODE_LEN).enumerate() {
-        let feature = u16::from_le_bytes([r[0], r[1]]);
-        let delta = u16::from_le_bytes([r[2], r[3]]);
-        let value = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
-        nodes.push(if feature == LEAF {
-            if delta != 0 {
-                return Err(DecodeError::Reserved {
-                    offset: start + i * NODE_LEN + 2,
-                });
-            }
-            Node::Leaf { samples: value }
-        } else {
-            Node::Split {
-                feature,
-                threshold: f32::from_bits(value),
-                right: (i + usize::from(delta)) as u32,
-            }
-        });
+        let w = u64::from_le_bytes(r.try_into().expect("NODE_LEN bytes"));
+        // A leaf's offset field is reserved: name it rather than the shape it would break.
+        if w as u16 == LEAF && (w >> 16) as u16 != 0 {
+            return Err(DecodeError::Reserved {
+                offset: start + i * NODE_LEN + 2,
+            });
+        }
+        nodes.push(forest::node(i, w));
     }
     Ok(Tree::new(nodes).map_err(|problem| InvalidModel::Tree { tree: t, problem })?)
 }

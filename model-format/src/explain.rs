@@ -733,7 +733,6 @@ pub(crate) fn read_tables(
 
     let mut shaps = Vec::with_capacity(trees.len());
     let mut tables = Vec::with_capacity(if q == 0 { 0 } else { trees.len() });
-    let mut words = Vec::with_capacity(4 * forest.node_count() + 4 * trees.len());
     let mut first = 0u64; // first step of the current tree
     let mut max_features = 0;
     for (i, tree) in trees.iter().enumerate() {
@@ -753,7 +752,6 @@ pub(crate) fn read_tables(
         let steps: Cow<'static, [Step]> = view(range(steps_at, STEP_BYTES));
         if structure {
             check_steps(tree, &steps).map_err(|step| TablesError::Step { tree: i, step })?;
-            fingerprint_tree(tree, &mut words);
         }
         shaps.push(TreeShap {
             steps,
@@ -770,7 +768,7 @@ pub(crate) fn read_tables(
     if first != n_steps {
         return Err(TablesError::Mismatch("split count"));
     }
-    if structure && u64_at(bytes, 24) != xxh3_64(&words) {
+    if structure && u64_at(bytes, 24) != fingerprint(forest) {
         return Err(TablesError::Mismatch("leaf covers"));
     }
     if quad_size(max_features) != q {

@@ -168,7 +168,7 @@ fn word(i: usize, node: Node) -> Option<u64> {
 }
 
 /// The node a file word at index `i` describes.
-fn node(i: usize, w: u64) -> Node {
+pub(crate) fn node(i: usize, w: u64) -> Node {
     let (feature, delta, value) = split_word(w);
     if feature == LEAF {
         Node::Leaf { samples: value }
@@ -473,12 +473,8 @@ fn check_words_portable(words: &[u64], stack: &mut [u32; STACK_LEN]) -> Option<O
 /// Checks that concern one node alone: a leaf has offset 0 and at least one sample; a split an
 /// offset of at least 2 (its left subtree is not empty) and a threshold that is not NaN.
 /// Returns whether some node fails, and the highest split feature + 1 (0 without splits).
-fn node_checks(words: &[u64]) -> (bool, u32) {
-    node_checks_in(words)
-}
-
 #[inline(always)]
-fn node_checks_in(words: &[u64]) -> (bool, u32) {
+fn node_checks(words: &[u64]) -> (bool, u32) {
     // Bitwise operators on purpose: `if` or `&&` here compiles to a branch. On 32-bit halves
     // (`lo` = feature | offset << 16, `hi` = value), which vectorize with fewer shuffles
     // than 16-bit fields.
@@ -597,7 +593,7 @@ unsafe fn check_counts_avx2(words: &[u64], leaves_before: &mut [u32; STACK_LEN])
     let mut max_lanes = [0u32; 8];
     // SAFETY: `max_lanes` holds 32 bytes.
     unsafe { _mm256_storeu_si256(max_lanes.as_mut_ptr().cast(), max_feature_1) };
-    let (tail_bad, tail_max) = node_checks_in(&words[full..]);
+    let (tail_bad, tail_max) = node_checks(&words[full..]);
     ok &= !tail_bad;
     let max_feature_1 = max_lanes.into_iter().fold(tail_max, u32::max);
     for (i, &w) in words.iter().enumerate().skip(full) {

@@ -36,16 +36,23 @@ fn percent(part: i64, whole: i64) -> f64 {
     }
 }
 
-/// `GET /v1/dashboard`, see the crate docs for the definitions.
-pub async fn dashboard(pool: &Pool) -> Result<Value, DbError> {
-    let mut client = pool.get().await?;
-    // One snapshot for the three queries, so the numbers agree with each other.
-    let tx = client
+/// A read-only transaction over one snapshot (repeatable read): queries in it agree.
+async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
-        .await?;
+        .await
+}
+
+/// `GET /v1/dashboard`, see the crate docs for the definitions.
+pub async fn dashboard(pool: &Pool) -> Result<Value, DbError> {
+    let mut client = pool.get().await?;
+    // One snapshot for the three queries, so the numbers agree with each other.
+    let tx = snapshot(&mut client).await?;
     let since = tx
         .query_one(
             "SELECT now() - make_interval(days => $1)",
@@ -241,12 +248,7 @@ async fn run_export(
         WHERE ($1::timestamptz IS NULL OR t.scored_at >= $1) \
           AND ($2::timestamptz IS NULL OR t.scored_at < $2)";
     let start = async {
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(client).await?;
         let keys = tx
             .query(
                 &format!("SELECT DISTINCT k {FILTER_KEYS}"),

@@ -127,6 +127,17 @@ pub fn open_store(
     Ok((store, path, pattern))
 }
 
+/// The temporary directory downloads go to, created on first use.
+fn download_dir(downloads: &mut Option<tempfile::TempDir>) -> Result<PathBuf> {
+    Ok(match downloads {
+        Some(d) => d.path().to_path_buf(),
+        None => downloads
+            .insert(tempfile::tempdir().context("creating a download directory")?)
+            .path()
+            .to_path_buf(),
+    })
+}
+
 /// A small single-threaded runtime to drive object_store's async API from the CLI.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -176,13 +187,7 @@ pub fn resolve(
     let mut rt: Option<tokio::runtime::Runtime> = None;
     for input in inputs {
         if crate::pg::is_postgres(input) {
-            let dir = match &downloads {
-                Some(d) => d.path().to_path_buf(),
-                None => downloads
-                    .insert(tempfile::tempdir().context("creating a download directory")?)
-                    .path()
-                    .to_path_buf(),
-            };
+            let dir = download_dir(&mut downloads)?;
             let local = dir.join(format!("{:05}-postgres.csv", files.len()));
             crate::pg::copy_to_csv(input, &opts.postgres, &local)?;
             files.push(InputFile {
@@ -231,13 +236,7 @@ pub fn resolve(
             Some(rt) => rt,
             None => rt.insert(runtime()?),
         };
-        let dir = match &downloads {
-            Some(d) => d.path().to_path_buf(),
-            None => downloads
-                .insert(tempfile::tempdir().context("creating a download directory")?)
-                .path()
-                .to_path_buf(),
-        };
+        let dir = download_dir(&mut downloads)?;
         let keys: Vec<StorePath> = rt.block_on(async {
             let Some(raw) = &pattern else {
                 return Ok::<_, anyhow::Error>(vec![path.clone()]);
