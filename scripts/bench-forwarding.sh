@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-10}"
 target="${CARGO_TARGET_DIR:-target}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -p harness -p store
+cargo test --release --no-run   # the build the tests and the demo use (no other feature set)
 cargo build --release --target wasm32-wasip2 -p worker
 component="$target/wasm32-wasip2/release/worker.wasm"
 

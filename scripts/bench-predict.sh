@@ -9,7 +9,7 @@ secs="${1:-10}"
 target="${CARGO_TARGET_DIR:-target}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 
-cargo build --release -p harness
+cargo test --release --no-run   # the build the tests and the demo use (no other feature set)
 cargo build --release --target wasm32-wasip2 -p worker
 echo "component: $(stat -c %s "$target/wasm32-wasip2/release/worker.wasm") bytes; model: $(stat -c %s data/model.sfm) bytes"
 

@@ -15,7 +15,7 @@ rows="${1:-1000000}"
 runs="${RUNS:-3}"
 target="${CARGO_TARGET_DIR:-target}"
 py=.venv/bin/python
-[ -x "$py" ] || { echo "no $py: run scripts/setup.sh first" >&2; exit 1; }
+[ -x "$py" ] || { echo "no $py: run scripts/setup.sh --tests first" >&2; exit 1; }
 dir="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$dir"
 [ -n "${BENCH_DIR:-}" ] || trap 'rm -rf "$dir"' EXIT
@@ -23,7 +23,7 @@ mkdir -p "$dir"
 if [ -n "${TRAINER:-}" ]; then
   trainer=$TRAINER
 else
-  cargo build --release -p trainer >&2
+  cargo test --release --no-run >&2
   trainer="$target/release/trainer"
 fi
 data="$dir/bench-$rows.parquet"

@@ -8,8 +8,11 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 target="${CARGO_TARGET_DIR:-target}"
 
-echo "== build trainer and harness (release)"
-cargo build --release -p trainer -p harness
+# The same build as the README's test command (`cargo test --release`), so that the tests reuse
+# it instead of compiling the dependencies again with other features; it includes the trainer
+# and harness binaries.
+echo "== build the workspace as the tests do (release)"
+cargo test --release --no-run
 
 echo "== synthesize 10,000 transactions and train (seed 42)"
 "$target/release/trainer" synth --output data/transactions.csv --rows 10000 --seed 42

@@ -11,7 +11,7 @@ data_dir="${1:-../shared/data/adbench}"
 seeds="${SEEDS:-0,1,2,3,4}"
 target="${CARGO_TARGET_DIR:-target}"
 py=.venv/bin/python
-[ -x "$py" ] || { echo "no $py: run scripts/setup.sh first" >&2; exit 1; }
+[ -x "$py" ] || { echo "no $py: run scripts/setup.sh --tests first" >&2; exit 1; }
 shopt -s nullglob
 sets=("$data_dir"/*.parquet)
 [ ${#sets[@]} -gt 0 ] || { echo "no Parquet files in $data_dir" >&2; exit 1; }

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Installs what building and testing need: the wasm32-wasip2 Rust target; PostgreSQL server
-# binaries (throwaway clusters in the store, forwarding and trainer tests; Debian package
-# `postgresql`); s3s-fs, the S3-compatible server the object-store tests start; and .venv at the
-# repo root with the pinned Python packages of tools/requirements.txt (scikit-learn parity test,
-# tools/export_sklearn.py, shap for TreeSHAP parity).
+# Installs what building needs: the toolchain of rust-toolchain.toml and the wasm32-wasip2 target
+# (all the demo needs). With --tests also what the tests need: PostgreSQL server binaries
+# (throwaway clusters in the store, forwarding and trainer tests; Debian package `postgresql`),
+# a font for the trainer's plots; s3s-fs, the S3-compatible server the object-store tests start;
+# and .venv at the repo root with the pinned Python packages of tools/requirements.txt
+# (scikit-learn parity test, tools/export_sklearn.py, shap for TreeSHAP parity).
+# Usage: scripts/setup.sh [--tests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup show active-toolchain >/dev/null   # makes rustup install the toolchain in rust-toolchain.toml
-rustup target add wasm32-wasip2
+rustup target add wasm32-wasip2 2>&1 | grep -v "is up to date" || true
+[[ "${1:-}" == "--tests" ]] || exit 0
+rustup component add clippy rustfmt 2>&1 | grep -v "is up to date" || true
 
 # Debian packages: the PostgreSQL server (any version with initdb/pg_ctl) and a font for the
 # text in `trainer evaluate`'s plots. Installed only when missing (needs root or sudo).

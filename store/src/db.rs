@@ -11,8 +11,14 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 /// `(version, name, sql)`, in the order they are applied. Never edit an applied file: add one.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "legacy_ids",
+        include_str!("../migrations/0002_legacy_ids.sql"),
+    ),
+];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.
 const MIGRATION_LOCK: i64 = 0x5345_4355_5245_464c; // "SECUREFL"
@@ -26,6 +32,11 @@ pub enum DbError {
     /// A transaction lost a deadlock or serialization conflict: safe to rerun at once.
     #[error("transaction conflict: {0}")]
     Conflict(String),
+    /// The database refused a value it cannot store (SQLSTATE classes 22 "data exception" and
+    /// 54 "program limit exceeded"): the input's fault, never worth retrying. Validation
+    /// ([`contract::Event::validate`]) should have caught it first; this keeps it a 400.
+    #[error("value cannot be stored: {0}")]
+    Invalid(String),
     /// Anything else (a bug, a schema problem).
     #[error("database error: {0}")]
     Other(String),
@@ -37,6 +48,7 @@ impl DbError {
         match self {
             DbError::Unavailable(_) => "database_unavailable",
             DbError::Conflict(_) => "database_conflict",
+            DbError::Invalid(_) => "database_invalid_input",
             DbError::Other(_) => "database",
         }
     }
@@ -63,6 +75,9 @@ impl From<tokio_postgres::Error> for DbError {
             // Class 08 (connection exception) and the shutdown / starting-up family of 57P0x.
             Some(c) if c.code().starts_with("08") || c.code().starts_with("57P0") => {
                 DbError::Unavailable(message)
+            }
+            Some(c) if c.code().starts_with("22") || c.code().starts_with("54") => {
+                DbError::Invalid(message)
             }
             Some(_) => DbError::Other(message),
             // No SQLSTATE: the connection broke (I/O error, closed, server went away).

@@ -16,9 +16,9 @@ use subtle::ConstantTimeEq;
 
 use crate::Store;
 use crate::db::DbError;
-use crate::event::{self, BatchError};
 use crate::ingest;
 use crate::query::{self, ExportFormat};
+use contract::BatchError;
 
 /// An error response: `{"error": message}` with `status`; `kind` labels `store_errors_total`.
 #[derive(Debug)]
@@ -77,6 +77,10 @@ impl From<DbError> for ApiError {
                     "database unavailable, retry later",
                 )
             }
+            DbError::Invalid(_) => {
+                tracing::warn!(error = %e, "database refused a value");
+                ApiError::new(StatusCode::BAD_REQUEST, e.kind(), e.to_string())
+            }
             DbError::Other(_) => {
                 tracing::error!(error = %e, "database error");
                 ApiError::new(
@@ -89,9 +93,55 @@ impl From<DbError> for ApiError {
     }
 }
 
-impl From<BatchError> for ApiError {
+/// A refused batch: 400 with the wire's [`contract::IngestRejection`] (the first bad event's
+/// index and field, so the sender can drop just that event).
+struct Rejected(BatchError);
+
+impl From<BatchError> for Rejected {
     fn from(e: BatchError) -> Self {
-        ApiError::bad_request(e.to_string())
+        Rejected(e)
+    }
+}
+
+impl IntoResponse for Rejected {
+    fn into_response(self) -> Response {
+        let mut response =
+            (StatusCode::BAD_REQUEST, axum::Json(self.0.rejection())).into_response();
+        response.extensions_mut().insert(ErrorKind("validation"));
+        response
+    }
+}
+
+/// Either kind of failure of `POST /v1/events`.
+enum IngestFailure {
+    Api(ApiError),
+    Rejected(Rejected),
+}
+
+impl From<ApiError> for IngestFailure {
+    fn from(e: ApiError) -> Self {
+        IngestFailure::Api(e)
+    }
+}
+
+impl From<DbError> for IngestFailure {
+    fn from(e: DbError) -> Self {
+        IngestFailure::Api(e.into())
+    }
+}
+
+impl From<BatchError> for IngestFailure {
+    fn from(e: BatchError) -> Self {
+        IngestFailure::Rejected(Rejected(e))
+    }
+}
+
+impl IntoResponse for IngestFailure {
+    fn into_response(self) -> Response {
+        match self {
+            IngestFailure::Api(e) => e.into_response(),
+            IngestFailure::Rejected(r) => r.into_response(),
+        }
     }
 }
 
@@ -210,7 +260,7 @@ async fn post_events(
     State(store): State<Store>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, IngestFailure> {
     let limit = store.inner.config.max_body_bytes;
     let too_large = || {
         ApiError::new(
@@ -228,11 +278,11 @@ async fn post_events(
         Some("application/json") => false,
         Some("application/x-ndjson") => true,
         _ => {
-            return Err(ApiError::new(
+            return Err(IngestFailure::Api(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "content-type must be application/json (an array of events) or application/x-ndjson",
-            ));
+            )));
         }
     };
     let declared = headers
@@ -240,7 +290,7 @@ async fn post_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(too_large().into());
     }
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -251,16 +301,17 @@ async fn post_events(
                 too_large()
             } else {
                 ApiError::bad_request(format!("reading the request body: {e}"))
-            });
+            }
+            .into());
         }
     };
     let max_events = store.inner.config.max_batch_events;
     let size = bytes.len();
     let parse = move || {
         if ndjson {
-            event::parse_ndjson(&bytes, max_events)
+            contract::parse_ndjson(&bytes, max_events)
         } else {
-            event::parse_json_array(&bytes, max_events)
+            contract::parse_json_array(&bytes, max_events)
         }
     };
     // Parsing a multi-megabyte body takes milliseconds: keep it off the async workers.
@@ -292,10 +343,11 @@ async fn post_events(
         duplicates = outcome.duplicates,
         "batch ingested"
     );
-    Ok(
-        axum::Json(json!({ "accepted": outcome.accepted(), "duplicates": outcome.duplicates }))
-            .into_response(),
-    )
+    Ok(axum::Json(contract::IngestAnswer {
+        accepted: outcome.accepted(),
+        duplicates: outcome.duplicates,
+    })
+    .into_response())
 }
 
 async fn get_dashboard(State(store): State<Store>) -> Result<Response, ApiError> {

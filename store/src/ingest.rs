@@ -5,7 +5,9 @@
 //! 2. New scored transactions: one multi-row `INSERT ... SELECT FROM UNNEST(arrays)`. A
 //!    transaction id already stored (re-scored under another event id) keeps its first row.
 //! 3. New feedback: one upsert keeping, per transaction, the feedback with the newest
-//!    `created_at` (ties go to the later event in arrival order).
+//!    `created_at` (ties go to the later event in arrival order). Feedback by legacy id is
+//!    resolved to the newest transaction carrying that id; if none has arrived yet it waits in
+//!    `pending_legacy_feedback` and moves over when the transaction is ingested (step 2).
 //! 4. `model_versions`: insert unseen versions, then widen the first/last seen range only where
 //!    the batch falls outside it (so hot rows are not locked by every batch).
 //!
@@ -16,12 +18,13 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use contract::legacy::LEGACY_FEATURES as LEGACY;
+use contract::{Event, FeatureMap, Feedback, ScoredTransaction};
 use deadpool_postgres::Pool;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::db::DbError;
-use crate::event::{Event, Feedback, ScoredTransaction};
 
 /// What happened to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,15 +43,6 @@ impl IngestOutcome {
         self.scored + self.feedback
     }
 }
-
-/// The legacy columns copied out of `features`.
-const LEGACY: [&str; 5] = [
-    "amount",
-    "hour",
-    "day_of_week",
-    "merchant_category",
-    "transaction_type",
-];
 
 const ATTEMPTS: usize = 3;
 
@@ -95,9 +89,9 @@ async fn try_write(pool: &Pool, events: &[Event]) -> Result<IngestOutcome, DbErr
     for event in events {
         let new = fresh.contains(&event.event_id()) && taken.insert(event.event_id());
         match (event, new) {
-            (Event::Scored(s), true) => scored.push(s),
+            (Event::ScoredTransaction(s), true) => scored.push(s),
             (Event::Feedback(f), true) => feedback.push(f),
-            (Event::Scored(_), false) => outcome.duplicate_scored += 1,
+            (Event::ScoredTransaction(_), false) => outcome.duplicate_scored += 1,
             (Event::Feedback(_), false) => outcome.duplicate_feedback += 1,
         }
     }
@@ -108,9 +102,16 @@ async fn try_write(pool: &Pool, events: &[Event]) -> Result<IngestOutcome, DbErr
     if !scored.is_empty() {
         insert_transactions(&tx, &mut scored).await?;
         upsert_model_versions(&tx, &scored).await?;
+        adopt_pending_feedback(&tx, &scored).await?;
     }
     if !feedback.is_empty() {
-        upsert_feedback(&tx, feedback).await?;
+        let (by_uuid, by_legacy) = resolve_legacy_feedback(&tx, feedback).await?;
+        if !by_uuid.is_empty() {
+            upsert_feedback(&tx, by_uuid).await?;
+        }
+        if !by_legacy.is_empty() {
+            park_legacy_feedback(&tx, by_legacy).await?;
+        }
     }
     tx.commit().await?;
     Ok(outcome)
@@ -134,17 +135,19 @@ async fn insert_transactions(
     let mut edge = Vec::with_capacity(n);
     let mut region = Vec::with_capacity(n);
     let mut scored_at = Vec::with_capacity(n);
+    let mut legacy_id = Vec::with_capacity(n);
     for s in scored.iter() {
         id.push(s.transaction_id);
-        features.push(Value::Object(s.features.clone()));
+        features.push(json_object(&s.features));
         for (column, name) in legacy.iter_mut().zip(LEGACY) {
-            column.push(s.features.get(name).and_then(Value::as_f64));
+            column.push(s.features.get(name));
         }
+        legacy_id.push(s.legacy_id.map(legacy_db));
         anomaly.push(s.anomaly_score);
         risk.push(s.risk_score);
         is_anomaly.push(s.is_anomaly);
         confidence.push(s.confidence);
-        explanation.push(s.explanation.clone().map(Value::Object));
+        explanation.push(s.explanation.as_ref().map(json_object));
         model.push(s.model_version.as_str());
         edge.push(s.edge_instance.as_deref());
         region.push(s.region.as_deref());
@@ -154,10 +157,10 @@ async fn insert_transactions(
         .prepare_cached(
             "INSERT INTO transactions (id, features, amount, hour, day_of_week, merchant_category, \
                transaction_type, anomaly_score, risk_score, is_anomaly, confidence, explanation, \
-               model_version, edge_instance, region, scored_at) \
+               model_version, edge_instance, region, scored_at, legacy_id) \
              SELECT * FROM UNNEST($1::uuid[], $2::jsonb[], $3::float8[], $4::float8[], $5::float8[], \
                $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::bool[], $11::float8[], \
-               $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::timestamptz[]) \
+               $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::int8[]) \
              ON CONFLICT (id) DO NOTHING",
         )
         .await?;
@@ -181,10 +184,169 @@ async fn insert_transactions(
             &edge,
             &region,
             &scored_at,
+            &legacy_id,
         ],
     )
     .await?;
     Ok(())
+}
+
+/// A feature map as the JSONB object the table holds.
+fn json_object(map: &FeatureMap) -> Value {
+    let mut obj = Map::with_capacity(map.len());
+    for (name, value) in &map.0 {
+        obj.insert(name.clone(), Value::from(*value));
+    }
+    Value::Object(obj)
+}
+
+/// A legacy id as PostgreSQL's bigint (validation keeps it below 2^53).
+fn legacy_db(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
+/// Feedback by legacy id that arrived before its transaction: moved into `feedback` now that
+/// transactions carrying those ids are stored (newest transaction per id).
+async fn adopt_pending_feedback(
+    tx: &deadpool_postgres::Transaction<'_>,
+    scored: &[&ScoredTransaction],
+) -> Result<(), DbError> {
+    let mut ids: Vec<i64> = scored
+        .iter()
+        .filter_map(|s| s.legacy_id.map(legacy_db))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let stmt = tx
+        .prepare_cached(
+            "WITH moved AS ( \
+               DELETE FROM pending_legacy_feedback p WHERE p.legacy_id = ANY($1::int8[]) \
+               RETURNING p.* ), \
+             target AS ( \
+               SELECT DISTINCT ON (m.legacy_id) t.id, m.label, m.comments, m.created_at, m.last_event_id \
+               FROM moved m JOIN transactions t ON t.legacy_id = m.legacy_id \
+               ORDER BY m.legacy_id, t.scored_at DESC, t.id DESC ) \
+             INSERT INTO feedback (transaction_id, label, comments, created_at, last_event_id) \
+             SELECT * FROM target ORDER BY id \
+             ON CONFLICT (transaction_id) DO UPDATE \
+             SET label = EXCLUDED.label, comments = EXCLUDED.comments, \
+                 created_at = EXCLUDED.created_at, updated_at = now(), \
+                 last_event_id = EXCLUDED.last_event_id \
+             WHERE feedback.created_at <= EXCLUDED.created_at",
+        )
+        .await?;
+    tx.execute(&stmt, &[&ids]).await?;
+    Ok(())
+}
+
+/// Splits feedback into what names a transaction by UUID (legacy ids resolved to the newest
+/// stored transaction carrying them) and legacy-id feedback whose transaction is not stored yet.
+async fn resolve_legacy_feedback<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    feedback: Vec<&'a Feedback>,
+) -> Result<(Vec<(Uuid, &'a Feedback)>, Vec<(i64, &'a Feedback)>), DbError> {
+    let mut by_uuid = Vec::with_capacity(feedback.len());
+    let mut unresolved = Vec::new();
+    for f in feedback {
+        match (f.transaction_id, f.legacy_id) {
+            (Some(id), _) => by_uuid.push((id, f)),
+            (None, Some(legacy)) => unresolved.push((legacy_db(legacy), f)),
+            // Validation requires one of the two.
+            (None, None) => {}
+        }
+    }
+    if unresolved.is_empty() {
+        return Ok((by_uuid, unresolved));
+    }
+    let mut ids: Vec<i64> = unresolved.iter().map(|(l, _)| *l).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT DISTINCT ON (legacy_id) legacy_id, id FROM transactions \
+             WHERE legacy_id = ANY($1::int8[]) ORDER BY legacy_id, scored_at DESC, id DESC",
+        )
+        .await?;
+    let found: BTreeMap<i64, Uuid> = tx
+        .query(&stmt, &[&ids])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut pending = Vec::new();
+    for (legacy, f) in unresolved {
+        match found.get(&legacy) {
+            Some(id) => by_uuid.push((*id, f)),
+            None => pending.push((legacy, f)),
+        }
+    }
+    Ok((by_uuid, pending))
+}
+
+/// Keeps legacy-id feedback until its transaction arrives (newest `created_at` per id wins).
+async fn park_legacy_feedback(
+    tx: &deadpool_postgres::Transaction<'_>,
+    feedback: Vec<(i64, &Feedback)>,
+) -> Result<(), DbError> {
+    upsert_newest(
+        tx,
+        feedback,
+        "INSERT INTO pending_legacy_feedback (legacy_id, label, comments, created_at, last_event_id) \
+         SELECT * FROM UNNEST($1::int8[], $2::bool[], $3::text[], $4::timestamptz[], $5::uuid[]) \
+         ON CONFLICT (legacy_id) DO UPDATE \
+         SET label = EXCLUDED.label, comments = EXCLUDED.comments, \
+             created_at = EXCLUDED.created_at, last_event_id = EXCLUDED.last_event_id \
+         WHERE pending_legacy_feedback.created_at <= EXCLUDED.created_at",
+    )
+    .await
+}
+
+/// Runs the upsert `sql` over the newest feedback per key: `$1` keys, `$2` labels, `$3`
+/// comments, `$4` creation times, `$5` event ids.
+async fn upsert_newest<K>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    feedback: Vec<(K, &Feedback)>,
+    sql: &str,
+) -> Result<(), DbError>
+where
+    K: Ord + Copy + tokio_postgres::types::ToSql + Sync,
+{
+    let newest = newest_per_key(feedback);
+    let n = newest.len();
+    let mut key = Vec::with_capacity(n);
+    let mut label = Vec::with_capacity(n);
+    let mut comments = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut event = Vec::with_capacity(n);
+    for (k, f) in &newest {
+        key.push(*k);
+        label.push(f.label);
+        comments.push(f.comments.as_deref());
+        created.push(f.created_at);
+        event.push(f.event_id);
+    }
+    let stmt = tx.prepare_cached(sql).await?;
+    tx.execute(&stmt, &[&key, &label, &comments, &created, &event])
+        .await?;
+    Ok(())
+}
+
+/// The newest feedback per key (the upsert cannot touch one row twice); sorted by key so that
+/// concurrent batches lock rows in the same order. Ties go to the later one in arrival order.
+fn newest_per_key<K: Ord + Copy>(feedback: Vec<(K, &Feedback)>) -> BTreeMap<K, &Feedback> {
+    let mut newest: BTreeMap<K, &Feedback> = BTreeMap::new();
+    for (key, f) in feedback {
+        match newest.get(&key) {
+            Some(kept) if kept.created_at > f.created_at => {}
+            _ => {
+                newest.insert(key, f);
+            }
+        }
+    }
+    newest
 }
 
 async fn upsert_model_versions(
@@ -227,43 +389,18 @@ async fn upsert_model_versions(
 
 async fn upsert_feedback(
     tx: &deadpool_postgres::Transaction<'_>,
-    feedback: Vec<&Feedback>,
+    feedback: Vec<(Uuid, &Feedback)>,
 ) -> Result<(), DbError> {
-    // Newest per transaction within the batch (the upsert cannot touch one row twice).
-    let mut newest: BTreeMap<Uuid, &Feedback> = BTreeMap::new();
-    for f in feedback {
-        match newest.get(&f.transaction_id) {
-            Some(kept) if kept.created_at > f.created_at => {}
-            _ => {
-                newest.insert(f.transaction_id, f);
-            }
-        }
-    }
-    let n = newest.len();
-    let mut id = Vec::with_capacity(n);
-    let mut label = Vec::with_capacity(n);
-    let mut comments = Vec::with_capacity(n);
-    let mut created = Vec::with_capacity(n);
-    let mut event = Vec::with_capacity(n);
-    for f in newest.values() {
-        id.push(f.transaction_id);
-        label.push(f.label);
-        comments.push(f.comments.as_deref());
-        created.push(f.created_at);
-        event.push(f.event_id);
-    }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO feedback (transaction_id, label, comments, created_at, last_event_id) \
-             SELECT * FROM UNNEST($1::uuid[], $2::bool[], $3::text[], $4::timestamptz[], $5::uuid[]) \
-             ON CONFLICT (transaction_id) DO UPDATE \
-             SET label = EXCLUDED.label, comments = EXCLUDED.comments, \
-                 created_at = EXCLUDED.created_at, updated_at = now(), \
-                 last_event_id = EXCLUDED.last_event_id \
-             WHERE feedback.created_at <= EXCLUDED.created_at",
-        )
-        .await?;
-    tx.execute(&stmt, &[&id, &label, &comments, &created, &event])
-        .await?;
-    Ok(())
+    upsert_newest(
+        tx,
+        feedback,
+        "INSERT INTO feedback (transaction_id, label, comments, created_at, last_event_id) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bool[], $3::text[], $4::timestamptz[], $5::uuid[]) \
+         ON CONFLICT (transaction_id) DO UPDATE \
+         SET label = EXCLUDED.label, comments = EXCLUDED.comments, \
+             created_at = EXCLUDED.created_at, updated_at = now(), \
+             last_event_id = EXCLUDED.last_event_id \
+         WHERE feedback.created_at <= EXCLUDED.created_at",
+    )
+    .await
 }

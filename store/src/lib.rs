@@ -8,7 +8,8 @@
 //! and the trainer pulls labelled rows from the export. The HTTP API, schema and operational
 //! behaviour are documented in `store/README.md`.
 //!
-//! Layout: [`event`] parses and validates batches, [`ingest`] writes them, [`query`] serves the
+//! Layout: the `contract` crate parses and validates batches (the same types the edge
+//! serialises), [`ingest`] writes them, [`query`] serves the
 //! read side, [`db`] holds the pool, migrations and error classification, [`http`] the routes,
 //! and [`metrics`] the Prometheus registry. [`Store`] ties them together; [`app`] and [`serve`]
 //! let tests run the service in-process, and `main.rs` is a thin CLI over them.
@@ -19,7 +20,6 @@
 //! reported the same way per request (503 + `Retry-After`) and heal by themselves.
 
 pub mod db;
-pub mod event;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -53,8 +53,8 @@ pub struct Config {
 impl Config {
     pub const DEFAULT_POOL_SIZE: usize = 16;
     pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(5);
-    pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-    pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
+    pub const DEFAULT_MAX_BODY_BYTES: usize = contract::limits::INGEST_MAX_BODY_BYTES;
+    pub const DEFAULT_MAX_BATCH_EVENTS: usize = contract::limits::INGEST_MAX_EVENTS;
     /// Shortest accepted token: anything shorter is guessable.
     pub const MIN_TOKEN_LEN: usize = 16;
 

@@ -14,14 +14,8 @@ use crate::db::DbError;
 pub const DASHBOARD_DAYS: i32 = 7;
 /// Rows fetched from the export cursor per round trip.
 const EXPORT_FETCH_ROWS: i32 = 1000;
-/// The legacy feature columns, also the first export columns (in this order) when present.
-pub const LEGACY_FEATURES: [&str; 5] = [
-    "amount",
-    "hour",
-    "day_of_week",
-    "merchant_category",
-    "transaction_type",
-];
+// The legacy feature columns are also the first export columns (in this order) when present.
+use contract::legacy::{LEGACY_FEATURES, label};
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
@@ -143,7 +137,7 @@ pub async fn transactions(pool: &Pool, page: i64, per_page: i64) -> Result<Value
         .prepare_cached(
             "SELECT t.id, t.amount, t.hour, t.day_of_week, t.merchant_category, t.transaction_type, \
                t.anomaly_score, t.is_anomaly, t.explanation, t.scored_at, t.risk_score, t.confidence, \
-               t.model_version, t.edge_instance, t.region, t.features, f.label \
+               t.model_version, t.edge_instance, t.region, t.features, f.label, t.legacy_id \
              FROM transactions t LEFT JOIN feedback f ON f.transaction_id = t.id \
              ORDER BY t.scored_at DESC, t.id DESC LIMIT $1 OFFSET $2",
         )
@@ -175,6 +169,7 @@ pub async fn transactions(pool: &Pool, page: i64, per_page: i64) -> Result<Value
                 "region": r.get::<_, Option<String>>(14),
                 "features": r.get::<_, Value>(15),
                 "feedback": r.get::<_, Option<bool>>(16),
+                "legacy_id": r.get::<_, Option<i64>>(17),
             })
         })
         .collect();
@@ -303,8 +298,9 @@ async fn run_export(
         let mut w = csv::Writer::from_writer(&mut out);
         let header = ["transaction_id", "scored_at"]
             .into_iter()
-            .chain(columns.iter().map(String::as_str))
-            .chain(["label", "model_version"]);
+            .map(str::to_owned)
+            .chain(columns.iter().map(|c| spreadsheet_safe(c)))
+            .chain(["label".to_owned(), "model_version".to_owned()]);
         w.write_record(header)
             .map_err(|e| DbError::Other(e.to_string()))?;
         w.flush().map_err(|e| DbError::Other(e.to_string()))?;
@@ -335,7 +331,7 @@ async fn run_export(
                             .map(|v| v.map(|x| x.to_string()).unwrap_or_default()),
                     );
                     record.push(label.to_string());
-                    record.push(model_version);
+                    record.push(spreadsheet_safe(&model_version));
                     w.write_record(&record)
                         .map_err(|e| DbError::Other(e.to_string()))?;
                     w.flush().map_err(|e| DbError::Other(e.to_string()))?;
@@ -373,12 +369,17 @@ async fn run_export(
     Ok(())
 }
 
-/// The training label: 1 when the transaction is fraudulent/anomalous according to the analyst.
-/// Legacy feedback says whether the model's decision was right (`true` = correct, which is why
-/// the dashboard's accuracy is the share of `true`), so the transaction is anomalous exactly when
-/// the model flagged it and was right, or did not flag it and was wrong.
-pub fn label(is_anomaly: bool, feedback: bool) -> bool {
-    is_anomaly == feedback
+/// A CSV text cell a spreadsheet will not run as a formula (OWASP's rule for CSV injection):
+/// a cell beginning with `=`, `+`, `-`, `@`, tab or carriage return gets a leading `'`.
+/// Only text cells need it (feature names, model versions): numbers are written by this
+/// store from `f64` and cannot be formulas (a leading `-` is then a sign, which spreadsheets
+/// read as a number). The NDJSON export is unchanged.
+pub fn spreadsheet_safe(cell: &str) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -386,11 +387,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn label_mapping() {
-        assert!(label(true, true));
-        assert!(!label(true, false));
-        assert!(!label(false, true));
-        assert!(label(false, false));
+    fn formula_cells_are_neutralised() {
+        for bad in [
+            "=1+1",
+            "+1",
+            "-x",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+            "=HYPERLINK(\"http://evil\")",
+        ] {
+            assert_eq!(spreadsheet_safe(bad), format!("'{bad}"));
+        }
+        for ok in ["amount", "if1-a1423274", "x=1", ""] {
+            assert_eq!(spreadsheet_safe(ok), ok);
+        }
     }
 
     #[test]

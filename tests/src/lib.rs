@@ -109,7 +109,17 @@ pub struct HarnessConfig {
     /// Directory holding the stores' data (`<dir>/<label>/`), kept across
     /// harness restarts. `None`: a temporary directory removed with the harness.
     pub key_value_dir: Option<PathBuf>,
+    /// A connection that has not sent a whole request head within this time
+    /// (from its first byte, or from the end of the previous answer on a
+    /// kept-alive connection) is closed. hyper's own default, 30 s. Spin 4.1
+    /// sets no timer on its hyper server, so it enforces none; production
+    /// proxies in front of it do (nginx `client_header_timeout`: 60 s), and
+    /// this lets tests see what those see. `None`: no timeout, as `spin up`.
+    pub header_read_timeout: Option<Duration>,
 }
+
+/// hyper's default header-read timeout (see [`HarnessConfig::header_read_timeout`]).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl HarnessConfig {
     /// Defaults: `127.0.0.1:0`, reuse 128, empty environment, no variables, no
@@ -124,6 +134,7 @@ impl HarnessConfig {
             variables: Vec::new(),
             key_value_stores: Vec::new(),
             key_value_dir: None,
+            header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
         }
     }
 }
@@ -227,6 +238,7 @@ pub fn start(config: HarnessConfig) -> anyhow::Result<RunningHarness> {
 pub struct Harness {
     listener: TcpListener,
     handler: ProxyHandler<App>,
+    header_read_timeout: Option<Duration>,
 }
 
 impl Harness {
@@ -249,6 +261,7 @@ impl Harness {
         Ok(Self {
             listener,
             handler: ProxyHandler::new(app),
+            header_read_timeout: config.header_read_timeout,
         })
     }
 
@@ -287,13 +300,23 @@ impl Harness {
                 eprintln!("harness: set_nodelay failed: {e}");
             }
             let handler = self.handler.clone();
+            let header_read_timeout = self.header_read_timeout;
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handle(&handler, req, local).await) }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder.keep_alive(true);
+                // hyper applies the header-read timeout only when it has a timer.
+                if let Some(timeout) = header_read_timeout {
+                    builder
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(timeout);
+                } else {
+                    builder.header_read_timeout(None);
+                }
+                if let Err(e) = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await
                 {

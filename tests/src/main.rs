@@ -44,6 +44,10 @@ struct Args {
     /// Most component instances alive at once (Spin's default).
     #[arg(long, default_value_t = harness::SPIN_POOL_INSTANCES)]
     pool_instances: u32,
+    /// Close a connection that has not sent a whole request head within this
+    /// time (e.g. 30s, 500ms); 0 = never, as `spin up` (which sets none).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    header_read_timeout: std::time::Duration,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -70,6 +74,8 @@ async fn main() -> anyhow::Result<()> {
         variables: args.vars,
         key_value_stores,
         key_value_dir: args.kv_dir,
+        header_read_timeout: (!args.header_read_timeout.is_zero())
+            .then_some(args.header_read_timeout),
     };
     let harness = Harness::bind(&config).await?;
 

@@ -362,10 +362,10 @@ fn batch_scores_each_item_and_reports_bad_ones() {
     );
     let (status, _) = post(&agent, "/api/predict-batch", r#"{"transactions": 3}"#);
     assert_eq!(status, 400);
-    let too_many = json!({"transactions": vec![json!({"amount": 1}); 1001]});
+    let too_many = json!({"transactions": vec![json!({"amount": 1}); 10_001]});
     let (status, v) = post(&agent, "/api/predict-batch", &too_many.to_string());
     assert_eq!(status, 413, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("1001"));
+    assert!(v["error"].as_str().unwrap().contains("10001"));
 }
 
 #[test]

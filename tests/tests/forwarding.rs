@@ -109,24 +109,7 @@ fn predict(h: &harness::RunningHarness, n: usize, start: usize) -> Vec<String> {
 }
 
 fn outbox_entries(kv_dir: &Path) -> usize {
-    walk_files(kv_dir)
-}
-
-fn walk_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() { walk_files(&p) } else { 1 }
-        })
-        .sum()
-}
-
-fn report(line: String) {
-    // Through real stdout so CI logs show the counts even when the test passes.
-    let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{line}\n"));
+    common::files_under(kv_dir)
 }
 
 #[test]
@@ -151,7 +134,7 @@ fn every_prediction_becomes_exactly_one_row() {
             .map(|r| r["transaction_id"].as_str().unwrap().to_owned()),
     );
     let (rows, distinct) = s.wait_for_rows(200, Duration::from_secs(30));
-    report(format!(
+    common::report(format!(
         "forwarding (a): 200 predictions -> {rows} rows, {distinct} distinct ids"
     ));
     assert_eq!((rows, distinct), (200, 200));
@@ -183,7 +166,7 @@ fn postgres_outage_loses_and_duplicates_nothing() {
     s.pg.restart().unwrap();
     ids.extend(predict(&h, 20, 140));
     let (rows, distinct) = s.wait_for_rows(160, Duration::from_secs(60));
-    report(format!(
+    common::report(format!(
         "forwarding (b): 160 predictions across a Postgres outage (80 during it, answered in \
          {during:?}; {parked} outbox entries) -> {rows} rows, {distinct} distinct ids"
     ));
@@ -229,7 +212,7 @@ fn store_outage_and_harness_restart_lose_nothing() {
     let h = s.harness();
     ids.extend(predict(&h, 10, 70));
     let (rows, distinct) = s.wait_for_rows(80, Duration::from_secs(60));
-    report(format!(
+    common::report(format!(
         "forwarding (f): 80 predictions, store killed and harness restarted with {parked} outbox \
          entries -> {rows} rows, {distinct} distinct ids"
     ));
@@ -270,7 +253,7 @@ fn redelivery_and_bad_tokens_write_nothing_twice_or_at_all() {
     let bearer = format!("Bearer {TOKEN}");
     assert_eq!(post(Some(&bearer)), 200);
     assert_eq!(post(Some(&bearer)), 200);
-    report(format!(
+    common::report(format!(
         "forwarding (c,d): unauthenticated batches wrote 0 rows; one batch of 20 delivered twice -> {:?} (rows, distinct)",
         s.counts()
     ));
@@ -335,7 +318,7 @@ fn feedback_reaches_the_dashboard_and_listing() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let dash: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-    report(format!(
+    common::report(format!(
         "forwarding (e): dashboard feedback {}",
         dash["feedback"]
     ));

@@ -467,7 +467,7 @@ impl Session {
 
 /// Paths of the routes in the worker's router (`"/api/..." =>` arms in worker/src/lib.rs).
 fn routes_in_worker_source() -> BTreeSet<String> {
-    let src = std::fs::read_to_string(common::root().join("worker/src/lib.rs")).unwrap();
+    let src = std::fs::read_to_string(common::root().join("worker-core/src/lib.rs")).unwrap();
     src.lines()
         .filter_map(|line| {
             let line = line.trim_start();
@@ -507,7 +507,7 @@ fn document_is_openapi_3_1_and_lists_every_route_of_the_router() {
     assert!(served.contains("/api/predict"), "router parse: {served:?}");
     assert_eq!(
         served, documented,
-        "routes in worker/src/lib.rs vs paths in worker/openapi.json"
+        "routes in worker-core/src/lib.rs vs paths in worker/openapi.json"
     );
     // Every $ref resolves, and every operation documents its answers as JSON.
     fn walk(doc: &Value, v: &Value) {
@@ -583,6 +583,19 @@ fn every_route_answers_as_documented() {
         200,
     );
     assert!(v.get("explanation").is_none(), "{v}");
+    // Values of `explain` outside the documented enum are refused, in either route.
+    for route in [
+        "/api/predict?explain=maybe",
+        "/api/predict-batch?explain=FALSEY",
+    ] {
+        s.expect(
+            "POST",
+            route,
+            None,
+            &json!({"transactions": [full]}).to_string(),
+            400,
+        );
+    }
     s.expect(
         "POST",
         "/api/predict",
@@ -630,11 +643,11 @@ fn every_route_answers_as_documented() {
         s.expect("POST", "/api/predict-batch", None, bad, 400);
     }
 
-    // 413: body over 1 MiB, and a batch over 1000 items.
+    // 413: body over 1 MiB, and a batch over 10,000 items.
     let big = format!(r#"{{"amount": 1, "pad": "{}"}}"#, "x".repeat(1 << 20));
     s.expect("POST", "/api/predict", None, &big, 413);
     s.expect("POST", "/api/predict-batch", None, &big, 413);
-    let too_many = json!({"transactions": vec![json!({"amount": 1}); 1001]});
+    let too_many = json!({"transactions": vec![json!({"amount": 1}); 10_001]});
     s.expect(
         "POST",
         "/api/predict-batch",
@@ -652,9 +665,23 @@ fn every_route_answers_as_documented() {
     let feedback = json!({"transaction_id": "0190a000-0000-7000-8000-000000000001", "feedback": true, "comments": "ok"});
     s.request_is_documented("POST", "/api/feedback", &feedback);
     s.expect("POST", "/api/feedback", None, &feedback.to_string(), 202);
+    // The legacy integer id, as a number or as digits.
+    for legacy in [
+        r#"{"transaction_id": 12, "feedback": true}"#,
+        r#"{"transaction_id": "12", "feedback": false}"#,
+    ] {
+        s.request_is_documented(
+            "POST",
+            "/api/feedback",
+            &serde_json::from_str(legacy).unwrap(),
+        );
+        s.expect("POST", "/api/feedback", None, legacy, 202);
+    }
     for bad in [
         r#"{"feedback": true}"#,
-        r#"{"transaction_id": "12", "feedback": true}"#,
+        r#"{"transaction_id": "12a", "feedback": true}"#,
+        r#"{"transaction_id": 0, "feedback": true}"#,
+        r#"{"transaction_id": 12, "feedback": true, "comments": "nul \u0000"}"#,
         r#"{"transaction_id": "0190a000-0000-7000-8000-000000000001", "feedback": "yes"}"#,
         "{not json",
     ] {

@@ -93,11 +93,13 @@ pub fn select_sql(opts: &PgOptions, feedback_column: Option<&str>) -> Result<Str
     }
     let (select, join) = match feedback_column {
         Some(col) => (
-            // Legacy feedback says whether the model's decision was right; the transaction is
-            // anomalous when it was flagged and that was right, or not flagged and that was wrong.
+            // The store's label rule (the contract crate: one definition for both).
             format!(
-                "src.*, CASE WHEN src.\"is_anomaly\" = fb.{} THEN 1 ELSE 0 END AS \"label\"",
-                quote_ident(col)
+                "src.*, {} AS \"label\"",
+                contract::legacy::label_sql(
+                    "src.\"is_anomaly\"",
+                    &format!("fb.{}", quote_ident(col))
+                )
             ),
             " JOIN \"feedback\" AS fb ON fb.\"transaction_id\" = src.\"id\"".to_string(),
         ),

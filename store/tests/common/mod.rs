@@ -74,6 +74,11 @@ impl TestStore {
         .await
     }
 
+    /// Posts a raw JSON body (for text `serde_json` would not write, e.g. lone surrogates).
+    pub async fn post_raw(&self, body: String) -> (u16, Value) {
+        json_answer(self.post_batch("application/json", body.into_bytes()).await).await
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         json_answer(self.get(path).await).await
     }

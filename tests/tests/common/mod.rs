@@ -148,3 +148,38 @@ impl Drop for StoreService {
         }
     }
 }
+
+/// Files below `dir` (the key-value stores keep one file per key).
+pub fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { files_under(&p) } else { 1 }
+        })
+        .sum()
+}
+
+/// `count()` once it reaches `n`, or its last value when `timeout` passes first.
+pub fn wait_for_count(n: u64, timeout: Duration, count: impl Fn() -> u64) -> u64 {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let c = count();
+        if c >= n || std::time::Instant::now() > deadline {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `select count(*) …` of `sql` in `pg`.
+pub fn count(pg: &harness::postgres::TempPostgres, sql: &str) -> u64 {
+    pg.psql(sql).unwrap().trim().parse().unwrap()
+}
+
+/// A line on the real stdout, so CI logs show figures even when the test passes.
+pub fn report(line: String) {
+    let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{line}\n"));
+}

@@ -1,0 +1,50 @@
+//! What the core needs from its host: time, randomness, background tasks, outbound HTTP to the
+//! store and a key-value store. The Spin glue (worker/) implements it with Spin's interfaces;
+//! unit tests implement it in memory.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// A background task (it runs on after the response has been sent).
+pub type Task = Pin<Box<dyn Future<Output = ()> + 'static>>;
+
+/// How a POST to the store ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostAnswer {
+    /// The store answered with this status and body.
+    Status(u16, String),
+    /// No answer within the timeout.
+    TimedOut,
+    /// No answer at all (refused, reset, DNS, bad URL).
+    Failed(String),
+}
+
+/// The host's services. Methods are `async` where the host's are; none may panic.
+#[allow(async_fn_in_trait)] // single-threaded hosts (wasm): no `Send` bound wanted
+pub trait Host {
+    /// Monotonic time in nanoseconds.
+    fn monotonic_ns(&self) -> u64;
+    /// Wall-clock time.
+    fn now(&self) -> DateTime<Utc>;
+    /// `N` random bytes from a CSPRNG.
+    fn random_bytes<const N: usize>(&self) -> [u8; N];
+    /// Runs `task` in the background of this instance.
+    fn spawn(&self, task: Task);
+    /// Waits `ns` nanoseconds.
+    async fn sleep(&self, ns: u64);
+    /// POSTs `body` (JSON) to `url` with a bearer token, giving up after `timeout_ns`.
+    async fn post_json(&self, url: &str, token: &str, body: String, timeout_ns: u64) -> PostAnswer;
+    /// GETs `url` with a bearer token: status and JSON body.
+    async fn get_json(&self, url: &str, token: &str) -> Result<(u16, Value), String>;
+    /// The key-value store's value for `key`.
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Sets `key` in the key-value store.
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), String>;
+    /// Deletes `key` from the key-value store.
+    async fn kv_delete(&self, key: &str) -> Result<(), String>;
+    /// Every key in the key-value store.
+    async fn kv_keys(&self) -> Result<Vec<String>, String>;
+}

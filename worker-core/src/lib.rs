@@ -1,0 +1,493 @@
+//! The SecureFlow Edge worker's logic, independent of Spin: routing, request parsing, API keys,
+//! CORS, prediction answers, feedback, the store proxy and write forwarding with its outbox.
+//!
+//! Why a crate of its own: the Spin component only builds for wasm32, so code inside it is
+//! exercised only through the wasm build and the harness. Here the same code runs under
+//! `cargo test` on the host, against an in-memory [`Host`]; `worker/` keeps only the glue
+//! (`#[http_service]`, variables, key-value, outbound HTTP, spawn, the embedded model).
+//!
+//! An instance builds one [`App`] (settings read once, model decoded once) and hands it every
+//! request: [`App::handle`]. Errors carry their status ([`ApiError`]): 4xx when the request is
+//! at fault, 5xx when we are.
+
+#![deny(missing_docs)]
+
+mod feedback;
+mod forward;
+mod host;
+mod ids;
+mod model;
+mod predict;
+mod proxy;
+mod response;
+mod settings;
+
+use std::cell::RefCell;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use model_format::{FORMAT_VERSION, Model};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use forward::{DEAD_LETTER, Forwarder, OUTBOX};
+pub use host::{Host, PostAnswer, Task};
+pub use model::Loaded;
+pub use response::{ApiError, json};
+pub use settings::{BadVariable, IdFormat, Settings, StoreConfig, Variables};
+
+use contract::limits::PREDICT_MAX_BODY_BYTES;
+use predict::Stamp;
+
+/// One instance's state: its host, settings, model and forwarding queue.
+pub struct App<H: Host + 'static> {
+    host: &'static H,
+    settings: Settings,
+    loaded: Result<Loaded, String>,
+    forwarder: Forwarder,
+    dashboard: proxy::DashboardCache,
+    legacy_ids: RefCell<Option<contract::legacy_id::Sequence>>,
+}
+
+enum Route {
+    Health,
+    Model,
+    Warmup,
+    Predict,
+    Batch,
+    Feedback,
+    Dashboard,
+    Transactions,
+}
+
+impl<H: Host + 'static> App<H> {
+    /// An instance's app. `loaded` is the decoded model, or why there is none (the instance
+    /// then answers 500 where a model is needed, and `/api/health` says unhealthy).
+    pub fn new(host: &'static H, variables: &Variables, loaded: Result<Loaded, String>) -> Self {
+        let fallback = format!("worker-{}", &ids::new_uuid(host).simple().to_string()[20..]);
+        let (settings, bad) = Settings::parse(variables, fallback);
+        for b in bad {
+            eprintln!("worker: variable {} ignored: {}", b.name, b.problem);
+        }
+        App {
+            host,
+            settings,
+            loaded,
+            forwarder: Forwarder::default(),
+            dashboard: RefCell::new(None),
+            legacy_ids: RefCell::new(None),
+        }
+    }
+
+    /// The forwarding queue (for tests and diagnostics).
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
+    /// Answers one request. CORS headers are added to every answer from an allowed origin.
+    pub async fn handle<B>(&'static self, req: Request<B>) -> Response<String>
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let allow_origin = self.settings.allow_origin(req.headers().get("origin"));
+        let mut resp = match self.route(req, allow_origin.is_some()).await {
+            Ok(resp) => resp,
+            Err(e) => e.response(),
+        };
+        let headers = resp.headers_mut();
+        if let Some(origin) = allow_origin {
+            headers.insert("access-control-allow-origin", origin);
+        }
+        if matches!(self.settings.cors, settings::Cors::List(_)) {
+            headers.append("vary", HeaderValue::from_static("Origin"));
+        }
+        resp
+    }
+
+    async fn route<B>(
+        &'static self,
+        req: Request<B>,
+        cors_allowed: bool,
+    ) -> Result<Response<String>, ApiError>
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path();
+        let (allowed, route) = match path {
+            "/api/health" => (Method::GET, Route::Health),
+            "/api/model" => (Method::GET, Route::Model),
+            "/api/warmup" => (Method::POST, Route::Warmup),
+            "/api/predict" => (Method::POST, Route::Predict),
+            "/api/predict-batch" => (Method::POST, Route::Batch),
+            "/api/feedback" => (Method::POST, Route::Feedback),
+            "/api/dashboard" => (Method::GET, Route::Dashboard),
+            "/api/transactions" => (Method::GET, Route::Transactions),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no route for {path}"),
+                ));
+            }
+        };
+        if req.method() == Method::OPTIONS {
+            return Ok(preflight(&allowed, cors_allowed));
+        }
+        let public = matches!(route, Route::Health) && req.method() == Method::GET;
+        if !public && !self.settings.authorized(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid API key; send X-API-Key: <key> or Authorization: Bearer <key>",
+            )
+            .with_header("www-authenticate", "Bearer"));
+        }
+        if req.method() != allowed {
+            let allow = if allowed == Method::GET {
+                "GET"
+            } else {
+                "POST"
+            };
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method not allowed; use {allowed}"),
+            )
+            .with_header("allow", allow));
+        }
+        match route {
+            Route::Health => Ok(self.health()),
+            Route::Model => self.model_info(),
+            Route::Warmup => self.warmup(),
+            Route::Dashboard => match &self.settings.store {
+                Some(store) => Ok(proxy::dashboard(self.host, store, &self.dashboard).await),
+                None => Err(proxy::store_not_configured()),
+            },
+            Route::Transactions => match &self.settings.store {
+                Some(store) => Ok(proxy::transactions(self.host, store, req.uri().query()).await),
+                None => Err(proxy::store_not_configured()),
+            },
+            Route::Predict | Route::Batch | Route::Feedback => {
+                unsupported_content_type(req.headers())?;
+                let explain = match route {
+                    Route::Feedback => false,
+                    _ => predict::wants_explanation(req.uri().query())?,
+                };
+                let body = read_body(req.into_body()).await?;
+                let l = self.loaded()?;
+                let payload = serde_json::from_slice::<Value>(&body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+                match route {
+                    Route::Predict => self.predict(l, &payload, explain),
+                    Route::Batch => self.predict_batch(l, &payload, explain),
+                    _ => self.feedback(&payload),
+                }
+            }
+        }
+    }
+
+    fn loaded(&self) -> Result<&Loaded, ApiError> {
+        self.loaded.as_ref().map_err(ApiError::internal)
+    }
+
+    /// Ids and time for one prediction.
+    fn stamp(&self) -> Stamp {
+        let mut ids = self.legacy_ids.borrow_mut();
+        let sequence = ids.get_or_insert_with(|| {
+            contract::legacy_id::Sequence::new(u64::from_le_bytes(self.host.random_bytes::<8>()))
+        });
+        Stamp {
+            uuid: ids::new_uuid(self.host),
+            legacy_id: sequence.next(),
+            at: self.host.now(),
+        }
+    }
+
+    /// Queues events for the store (checked against the contract first: an event the store
+    /// would refuse goes straight to the dead letters instead of being sent).
+    fn forward(&'static self, events: Vec<contract::Event>) {
+        let Some(store) = &self.settings.store else {
+            return;
+        };
+        let texts = events.into_iter().filter_map(|event| {
+            let text = serde_json::to_string(&event).ok()?;
+            match event.validate() {
+                Ok(()) => Some(text),
+                Err(e) => {
+                    eprintln!(
+                        "worker: an event would be refused by the store ({e}); dead-lettered"
+                    );
+                    let host = self.host;
+                    host.spawn(Box::pin(async move {
+                        let key = format!("{DEAD_LETTER}{}", ids::new_uuid(host));
+                        let _ = host.kv_set(&key, format!("[{text}]").as_bytes()).await;
+                    }));
+                    None
+                }
+            }
+        });
+        let texts: Vec<String> = texts.collect();
+        if !texts.is_empty() {
+            self.forwarder.submit(self.host, store, texts);
+        }
+    }
+
+    fn predict(
+        &'static self,
+        l: &'static Loaded,
+        payload: &Value,
+        explain: bool,
+    ) -> Result<Response<String>, ApiError> {
+        let p = predict::score_transaction(l, &self.settings, payload, explain, self.stamp())?;
+        let resp = json(StatusCode::OK, &p);
+        if self.settings.store.is_some() {
+            self.forward(vec![p.event(l, &self.settings)]);
+        }
+        Ok(resp)
+    }
+
+    /// `{transactions: [...]}` → one result per item; a bad item gets `{index, error}` and the
+    /// rest are still scored.
+    fn predict_batch(
+        &'static self,
+        l: &'static Loaded,
+        payload: &Value,
+        explain: bool,
+    ) -> Result<Response<String>, ApiError> {
+        let items = predict::batch_items(payload)?;
+        let forwarding = self.settings.store.is_some();
+        let mut failed = 0;
+        let mut events = Vec::new();
+        let results: Vec<Value> = items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let outcome =
+                    predict::score_transaction(l, &self.settings, item, explain, self.stamp());
+                match &outcome {
+                    Ok(p) if forwarding => events.push(p.event(l, &self.settings)),
+                    Ok(_) => {}
+                    Err(_) => failed += 1,
+                }
+                predict::batch_result(index, outcome)
+            })
+            .collect();
+        #[derive(Serialize)]
+        struct Batch {
+            results: Vec<Value>,
+            total_processed: usize,
+            succeeded: usize,
+            failed: usize,
+            timestamp: String,
+        }
+        let resp = json(
+            StatusCode::OK,
+            &Batch {
+                total_processed: results.len(),
+                succeeded: results.len() - failed,
+                failed,
+                results,
+                timestamp: predict::iso_millis(self.host.now()),
+            },
+        );
+        self.forward(events);
+        Ok(resp)
+    }
+
+    /// `POST /api/feedback`: 202 once queued for the store.
+    fn feedback(&'static self, payload: &Value) -> Result<Response<String>, ApiError> {
+        let (transaction, event) =
+            feedback::parse(payload, ids::new_uuid(self.host), self.host.now())?;
+        if self.settings.store.is_none() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "feedback needs the central store, which is not configured (store_url, store_token)",
+            ));
+        }
+        let contract::Event::Feedback(f) = &event else {
+            unreachable!("feedback::parse returns feedback")
+        };
+        let label = f.label;
+        self.forward(vec![event]);
+        Ok(json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({
+                "message": "Feedback queued",
+                "status": "queued",
+                "transaction_id": transaction.to_json(),
+                "feedback": label,
+            }),
+        ))
+    }
+
+    fn health(&self) -> Response<String> {
+        #[derive(Serialize)]
+        struct Health<'a> {
+            status: &'a str,
+            model_initialized: bool,
+            /// Legacy field. The worker never waits on the central store, so it reports
+            /// whether writes are forwarded to one (`forwarding`) or not (`not_configured`),
+            /// not its reachability.
+            database: &'a str,
+            model_version: &'a str,
+            model_checksum: &'a str,
+            features: &'a [String],
+            timestamp: String,
+        }
+        match &self.loaded {
+            Ok(l) => json(
+                StatusCode::OK,
+                &Health {
+                    status: "healthy",
+                    model_initialized: true,
+                    database: if self.settings.store.is_some() {
+                        "forwarding"
+                    } else {
+                        "not_configured"
+                    },
+                    model_version: &l.version,
+                    model_checksum: &l.checksum,
+                    features: l.model.features(),
+                    timestamp: predict::iso_millis(self.host.now()),
+                },
+            ),
+            Err(e) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({"status": "unhealthy", "model_initialized": false, "error": e}),
+            ),
+        }
+    }
+
+    fn model_info(&self) -> Result<Response<String>, ApiError> {
+        #[derive(Serialize)]
+        struct ModelInfo<'a> {
+            model_version: &'a str,
+            model_checksum: &'a str,
+            format_version: u16,
+            features: &'a [String],
+            n_trees: usize,
+            n_nodes: usize,
+            max_samples: u32,
+            offset: f64,
+            expected_value: f64,
+            size_bytes: usize,
+            metadata: Map<String, Value>,
+        }
+        let l = self.loaded()?;
+        let forest = l.model.forest();
+        Ok(json(
+            StatusCode::OK,
+            &ModelInfo {
+                model_version: &l.version,
+                model_checksum: &l.checksum,
+                format_version: FORMAT_VERSION,
+                features: l.model.features(),
+                n_trees: forest.trees().len(),
+                n_nodes: forest.node_count(),
+                max_samples: forest.max_samples(),
+                offset: forest.offset(),
+                expected_value: l.model.expected_value(),
+                size_bytes: l.file.len(),
+                metadata: l
+                    .model
+                    .metadata()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            },
+        ))
+    }
+
+    /// Decodes the model file with every check and compares it with the loaded model, and
+    /// confirms installed tables against it in full (what an instance start may skip);
+    /// clients call it opportunistically.
+    fn warmup(&self) -> Result<Response<String>, ApiError> {
+        let l = self.loaded()?;
+        let model_ok = Model::from_bytes(l.file)
+            .inspect_err(|e| eprintln!("worker: embedded model: {e}"))
+            .is_ok_and(|full| full == l.model);
+        let verified = model_ok
+            && (!l.tables_installed
+                || l.model
+                    .verify_explanation_tables(l.tables)
+                    .inspect_err(|e| eprintln!("worker: embedded explanation tables: {e}"))
+                    .is_ok());
+        let ready =
+            verified && l.model.prepare_explanations() && l.model.expected_value().is_finite();
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "warm", "model_version": l.version, "explanations_ready": ready}),
+        ))
+    }
+}
+
+/// `OPTIONS` on a known route: 204, with the CORS preflight headers when the origin is
+/// allowed. Never needs an API key (browsers do not send one on a preflight).
+fn preflight(allowed: &Method, cors_allowed: bool) -> Response<String> {
+    let mut resp = Response::new(String::new());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        "allow",
+        HeaderValue::from_static(if *allowed == Method::GET {
+            "GET, OPTIONS"
+        } else {
+            "POST, OPTIONS"
+        }),
+    );
+    if cors_allowed {
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("content-type, x-api-key, authorization"),
+        );
+        h.insert("access-control-max-age", HeaderValue::from_static("600"));
+    }
+    resp
+}
+
+/// 415 unless the body is declared JSON; a missing content type is taken as JSON, as the
+/// legacy service's clients did not always send one.
+fn unsupported_content_type(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get("content-type") else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!("content type {essence:?} is not supported; send application/json"),
+    ))
+}
+
+/// Collects the body, refusing more than [`PREDICT_MAX_BODY_BYTES`].
+async fn read_body<B>(body: B) -> Result<Vec<u8>, ApiError>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, PREDICT_MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body is larger than 1 MiB",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "could not read request body: {e}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,46 @@
+//! The model an instance serves, with its identity and the bytes it came from.
+
+use model_format::{Model, ModelId};
+
+/// A decoded model (the worker decodes the embedded file; how much it checks at instance start
+/// is the worker's choice, `/api/warmup` re-checks everything).
+#[derive(Debug)]
+pub struct Loaded {
+    pub(crate) model: Model,
+    /// Whether `tables` were installed (else the model builds its own on first use).
+    pub(crate) tables_installed: bool,
+    pub(crate) version: String,
+    pub(crate) checksum: String,
+    pub(crate) file: &'static [u8],
+    pub(crate) tables: &'static [u8],
+}
+
+impl Loaded {
+    /// `model` decoded from `file`, with `tables` installed or not.
+    pub fn new(
+        model: Model,
+        id: ModelId,
+        file: &'static [u8],
+        tables: &'static [u8],
+        tables_installed: bool,
+    ) -> Self {
+        Loaded {
+            model,
+            tables_installed,
+            version: id.version(),
+            checksum: format!("crc32:{:08x}", id.checksum),
+            file,
+            tables,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Its version string (`if1-…`).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+}

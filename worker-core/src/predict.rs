@@ -1,0 +1,340 @@
+//! `/api/predict` and `/api/predict-batch`: normalize, score, explain, answer, and build the
+//! store's event for each prediction.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use contract::limits::PREDICT_MAX_BATCH_ITEMS;
+use contract::{Event, FeatureMap, ScoredTransaction};
+use http::StatusCode;
+use model_format::MAX_FEATURES;
+use model_format::normalize::Value as PayloadValue;
+use model_format::{NormalizeError, Payload};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::model::Loaded;
+use crate::response::ApiError;
+use crate::settings::{IdFormat, Settings};
+
+/// How many risk factors a prediction lists.
+const TOP_FACTORS: usize = 3;
+
+/// One scored transaction: the answer's fields, plus what the store's event needs.
+#[derive(Serialize)]
+pub(crate) struct Prediction<'a> {
+    /// Position in the batch (batch responses only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) index: Option<usize>,
+    /// The UUID or the legacy integer, per the `transaction_id_format` variable.
+    transaction_id: TransactionId,
+    /// Always the UUIDv7.
+    transaction_uuid: String,
+    /// Always the legacy integer id.
+    legacy_id: u64,
+    is_anomaly: bool,
+    /// scikit-learn's decision_function: negative means anomalous.
+    anomaly_score: f64,
+    confidence: f64,
+    /// 2^(-E[h]/c(ψ)) in (0, 1]; higher = more anomalous.
+    risk_score: f64,
+    model_version: &'a str,
+    /// Legacy key: feature -> TreeSHAP value of the mean path length (negative = pushes
+    /// towards anomalous), the quantity the old service's shap.TreeExplainer returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shap_explanation: Option<FeatureValues<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<ExplanationBody<'a>>,
+    /// The features that moved the score most, largest |φ| first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    risk_factors: Option<Vec<Factor<'a>>>,
+    timestamp: String,
+    #[serde(skip)]
+    scored_at: DateTime<Utc>,
+    #[serde(skip)]
+    uuid: uuid::Uuid,
+    /// The normalized feature row (forwarded to the store, not part of the answer).
+    #[serde(skip)]
+    row: Vec<f64>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum TransactionId {
+    Uuid(String),
+    Legacy(u64),
+}
+
+#[derive(Serialize)]
+struct Factor<'a> {
+    feature: &'a str,
+    value: f64,
+    contribution: f64,
+    direction: &'static str,
+    description: String,
+}
+
+#[derive(Serialize)]
+struct ExplanationBody<'a> {
+    method: &'static str,
+    /// E[h] over the training data; expected_value + Σ values = mean_path_length.
+    expected_value: f64,
+    mean_path_length: f64,
+    values: FeatureValues<'a>,
+}
+
+/// Serialises as a JSON object `{feature: value}` in schema order, without building a map.
+#[derive(Clone)]
+struct FeatureValues<'a> {
+    names: &'a [String],
+    values: Vec<f64>,
+}
+
+impl Serialize for FeatureValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.names.len()))?;
+        for (name, value) in self.names.iter().zip(&self.values) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// The ids and time of one prediction, made by the caller (they need the host).
+pub(crate) struct Stamp {
+    pub(crate) uuid: uuid::Uuid,
+    pub(crate) legacy_id: u64,
+    pub(crate) at: DateTime<Utc>,
+}
+
+/// `explain` query parameter: `true`/`false`, `1`/`0`, `yes`/`no` (any case), or bare
+/// `explain` (= true); anything else is a 400. Absent = explain.
+pub(crate) fn wants_explanation(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut explain = true;
+    for kv in query.unwrap_or("").split('&') {
+        let (key, value) = kv.split_once('=').unwrap_or((kv, "true"));
+        if key != "explain" {
+            continue;
+        }
+        explain = match value.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid query parameter 'explain': {value:?}; use true or false"
+                )));
+            }
+        };
+    }
+    Ok(explain)
+}
+
+/// Why one transaction could not be scored: the caller's input, or our failure.
+pub(crate) enum ItemError {
+    Input(String),
+    Server(String),
+}
+
+impl ItemError {
+    fn message(&self) -> &str {
+        match self {
+            ItemError::Input(m) | ItemError::Server(m) => m,
+        }
+    }
+}
+
+impl From<ItemError> for ApiError {
+    fn from(e: ItemError) -> Self {
+        match e {
+            ItemError::Input(m) => ApiError::bad_request(m),
+            ItemError::Server(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// Normalizes, scores and (optionally) explains one transaction object.
+pub(crate) fn score_transaction<'a>(
+    l: &'a Loaded,
+    settings: &Settings,
+    payload: &Value,
+    explain: bool,
+    stamp: Stamp,
+) -> Result<Prediction<'a>, ItemError> {
+    let Value::Object(fields) = payload else {
+        return Err(ItemError::Input("transaction must be a JSON object".into()));
+    };
+    let n = l.model.features().len();
+    let mut row = [0f64; MAX_FEATURES];
+    l.model
+        .normalize(&JsonPayload(fields), &mut row)
+        .map_err(|e: NormalizeError| ItemError::Input(e.to_string()))?;
+    let row = &row[..n];
+    let mut phi = [0f64; MAX_FEATURES];
+    let (score, explanation) = if explain {
+        let e = l
+            .model
+            .explain(row, &mut phi[..n])
+            .map_err(|e| ItemError::Server(format!("explaining the score failed: {e}")))?;
+        (e.score, Some(e))
+    } else {
+        let score = l
+            .model
+            .score(row)
+            .map_err(|e| ItemError::Server(format!("scoring failed: {e}")))?;
+        (score, None)
+    };
+    let values = FeatureValues {
+        names: l.model.features(),
+        values: phi[..n].to_vec(),
+    };
+    let uuid_text = stamp.uuid.to_string();
+    Ok(Prediction {
+        index: None,
+        transaction_id: match settings.id_format {
+            IdFormat::Uuid => TransactionId::Uuid(uuid_text.clone()),
+            IdFormat::Legacy => TransactionId::Legacy(stamp.legacy_id),
+        },
+        transaction_uuid: uuid_text,
+        legacy_id: stamp.legacy_id,
+        is_anomaly: score.is_anomaly(),
+        anomaly_score: score.decision,
+        confidence: score.decision.abs(),
+        risk_score: score.risk(),
+        model_version: &l.version,
+        risk_factors: explanation.map(|_| {
+            l.model
+                .risk_factors(row, &phi[..n], TOP_FACTORS)
+                .into_iter()
+                .map(|f| Factor {
+                    feature: f.feature,
+                    value: f.value,
+                    contribution: f.contribution,
+                    direction: f.direction.as_str(),
+                    description: f.phrase,
+                })
+                .collect()
+        }),
+        explanation: explanation.map(|e| ExplanationBody {
+            method: "tree_shap_path_dependent",
+            expected_value: e.expected_value,
+            mean_path_length: e.score.mean_path_length,
+            values: values.clone(),
+        }),
+        shap_explanation: explanation.map(|_| values),
+        timestamp: iso_millis(stamp.at),
+        scored_at: stamp.at,
+        uuid: stamp.uuid,
+        row: row.to_vec(),
+    })
+}
+
+impl Prediction<'_> {
+    /// The store's event for this prediction. The transaction id doubles as the event id, so a
+    /// redelivered event is recognised as the same transaction.
+    pub(crate) fn event(&self, l: &Loaded, settings: &Settings) -> Event {
+        let names = l.model.features();
+        Event::ScoredTransaction(ScoredTransaction {
+            event_id: self.uuid,
+            transaction_id: self.uuid,
+            legacy_id: Some(self.legacy_id),
+            scored_at: self.scored_at,
+            model_version: l.version.clone(),
+            edge_instance: Some(settings.edge_instance.clone()),
+            region: settings.region.clone(),
+            features: FeatureMap::from_parts(names, &self.row),
+            anomaly_score: self.anomaly_score,
+            risk_score: self.risk_score,
+            is_anomaly: self.is_anomaly,
+            confidence: self.confidence,
+            explanation: self
+                .shap_explanation
+                .as_ref()
+                .map(|v| FeatureMap::from_parts(names, &v.values)),
+        })
+    }
+}
+
+/// The items of a batch request, or why there are none.
+pub(crate) fn batch_items(payload: &Value) -> Result<&[Value], ApiError> {
+    let items = match payload.get("transactions") {
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid field 'transactions': expected an array",
+            ));
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "Missing required field(s): transactions",
+            ));
+        }
+    };
+    if items.len() > PREDICT_MAX_BATCH_ITEMS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "batch has {} transactions; at most {PREDICT_MAX_BATCH_ITEMS} are accepted",
+                items.len()
+            ),
+        ));
+    }
+    Ok(items)
+}
+
+/// One batch result: the prediction, or `{index, error}`.
+pub(crate) fn batch_result(index: usize, outcome: Result<Prediction<'_>, ItemError>) -> Value {
+    match outcome {
+        Ok(mut p) => {
+            p.index = Some(index);
+            serde_json::to_value(p)
+                .unwrap_or_else(|e| serde_json::json!({"index": index, "error": e.to_string()}))
+        }
+        Err(e) => serde_json::json!({"index": index, "error": e.message()}),
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds, as every answer's `timestamp`.
+pub(crate) fn iso_millis(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The request JSON as model-format's normalizer reads it; JSON null counts as absent.
+struct JsonPayload<'a>(&'a Map<String, Value>);
+
+impl Payload for JsonPayload<'_> {
+    fn get(&self, field: &str) -> Option<PayloadValue<'_>> {
+        Some(match self.0.get(field)? {
+            Value::Null => return None,
+            Value::Number(n) => PayloadValue::Number(n.as_f64()?),
+            Value::String(s) => PayloadValue::Text(s),
+            Value::Bool(b) => PayloadValue::Bool(*b),
+            Value::Array(_) | Value::Object(_) => PayloadValue::Other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explain_parameter_is_strict() {
+        for (q, want) in [
+            (None, true),
+            (Some(""), true),
+            (Some("explain=false"), false),
+            (Some("explain=FALSE"), false),
+            (Some("explain=0"), false),
+            (Some("a=1&explain=no"), false),
+            (Some("explain=true"), true),
+            (Some("explain"), true),
+            (Some("other=maybe"), true),
+        ] {
+            assert_eq!(wants_explanation(q).ok(), Some(want), "{q:?}");
+        }
+        for q in ["explain=maybe", "explain=", "explain=f"] {
+            let err = wants_explanation(Some(q)).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert!(err.message.contains("'explain'"), "{}", err.message);
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Configuration from Spin variables (`[component.worker.variables]` in spin.toml), parsed once
+//! per instance, and the checks it drives: API keys and CORS.
+
+use http::{HeaderMap, HeaderValue};
+
+/// The raw variable values (unset = empty).
+#[derive(Debug, Clone, Default)]
+pub struct Variables {
+    /// `api_keys`: comma-separated keys; empty = no authentication.
+    pub api_keys: String,
+    /// `cors_origins`: comma-separated origins or `*`; empty = no CORS headers.
+    pub cors_origins: String,
+    /// `store_url`.
+    pub store_url: String,
+    /// `store_token`: empty = forwarding off.
+    pub store_token: String,
+    /// `edge_instance`: empty = a name made up per instance.
+    pub edge_instance: String,
+    /// `edge_region`.
+    pub edge_region: String,
+    /// `transaction_id_format`: `uuid` (default) or `legacy`.
+    pub transaction_id_format: String,
+}
+
+/// What `transaction_id` holds in prediction answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdFormat {
+    /// The UUIDv7 (the default).
+    Uuid,
+    /// The legacy integer id, as the old service returned (for its web front end).
+    Legacy,
+}
+
+/// Where the store is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Base URL.
+    pub url: String,
+    /// Bearer token.
+    pub token: String,
+}
+
+/// Parsed configuration.
+#[derive(Debug)]
+pub struct Settings {
+    pub(crate) api_keys: Vec<String>,
+    pub(crate) cors: Cors,
+    /// The central store, when `store_token` is set.
+    pub(crate) store: Option<StoreConfig>,
+    pub(crate) edge_instance: String,
+    pub(crate) region: Option<String>,
+    pub(crate) id_format: IdFormat,
+}
+
+#[derive(Debug)]
+pub(crate) enum Cors {
+    /// No CORS headers at all (the default).
+    Off,
+    /// `*`: any origin, answered with `Access-Control-Allow-Origin: *`.
+    Any,
+    /// These origins (compared ASCII case-insensitively), echoed back.
+    List(Vec<String>),
+}
+
+/// A variable whose value is refused (the instance still starts, with the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadVariable {
+    /// Its name.
+    pub name: &'static str,
+    /// Why.
+    pub problem: String,
+}
+
+impl Settings {
+    /// Parses the variables. `fallback_instance` names the instance when `edge_instance` is
+    /// unset. Values the store could not keep (NUL, too long) are refused and reported.
+    pub fn parse(v: &Variables, fallback_instance: String) -> (Self, Vec<BadVariable>) {
+        let mut bad = Vec::new();
+        let list = |s: &str| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let origins: Vec<String> = list(&v.cors_origins)
+            .into_iter()
+            .map(|o| o.trim_end_matches('/').to_owned())
+            .collect();
+        let cors = if origins.iter().any(|o| o == "*") {
+            Cors::Any
+        } else if origins.is_empty() {
+            Cors::Off
+        } else {
+            Cors::List(origins)
+        };
+        let store =
+            (!v.store_token.trim().is_empty() && !v.store_url.trim().is_empty()).then(|| {
+                StoreConfig {
+                    url: v.store_url.trim().trim_end_matches('/').to_owned(),
+                    token: v.store_token.trim().to_owned(),
+                }
+            });
+        let mut name = |var: &'static str, value: &str| -> Option<String> {
+            let value = value.trim();
+            if value.is_empty() {
+                return None;
+            }
+            if value.len() > contract::limits::MAX_NAME_LEN || value.contains('\0') {
+                bad.push(BadVariable {
+                    name: var,
+                    problem: format!(
+                        "must be at most {} bytes without NUL characters",
+                        contract::limits::MAX_NAME_LEN
+                    ),
+                });
+                return None;
+            }
+            Some(value.to_owned())
+        };
+        let edge_instance = name("edge_instance", &v.edge_instance).unwrap_or(fallback_instance);
+        let region = name("edge_region", &v.edge_region);
+        let id_format = match v.transaction_id_format.trim() {
+            "" | "uuid" => IdFormat::Uuid,
+            "legacy" => IdFormat::Legacy,
+            other => {
+                bad.push(BadVariable {
+                    name: "transaction_id_format",
+                    problem: format!("{other:?} is neither \"uuid\" nor \"legacy\""),
+                });
+                IdFormat::Uuid
+            }
+        };
+        let settings = Settings {
+            api_keys: list(&v.api_keys),
+            cors,
+            store,
+            edge_instance,
+            region,
+            id_format,
+        };
+        (settings, bad)
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if it is allowed.
+    pub(crate) fn allow_origin(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        let origin = origin?;
+        match &self.cors {
+            Cors::Off => None,
+            Cors::Any => Some(HeaderValue::from_static("*")),
+            Cors::List(list) => {
+                let text = origin.to_str().ok()?;
+                list.iter()
+                    .any(|o| o.eq_ignore_ascii_case(text))
+                    .then(|| origin.clone())
+            }
+        }
+    }
+
+    /// True if no keys are configured or the request carries one of them, in `X-API-Key` or
+    /// `Authorization: Bearer`. Every configured key is compared, in constant time.
+    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
+        use subtle::ConstantTimeEq;
+        if self.api_keys.is_empty() {
+            return true;
+        }
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let bearer = header("authorization").and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+        let presented = [header("x-api-key").map(str::trim), bearer];
+        let mut ok = subtle::Choice::from(0);
+        for candidate in presented.into_iter().flatten() {
+            for key in &self.api_keys {
+                ok |= key.as_bytes().ct_eq(candidate.as_bytes());
+            }
+        }
+        ok.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(f: impl FnOnce(&mut Variables)) -> Variables {
+        let mut v = Variables::default();
+        f(&mut v);
+        v
+    }
+
+    #[test]
+    fn keys_are_checked_in_either_header() {
+        let (s, bad) = Settings::parse(&vars(|v| v.api_keys = " k1, k2 ,".into()), "i".into());
+        assert!(bad.is_empty());
+        let mut h = HeaderMap::new();
+        assert!(!s.authorized(&h));
+        h.insert("x-api-key", HeaderValue::from_static("k2"));
+        assert!(s.authorized(&h));
+        h.clear();
+        h.insert("authorization", HeaderValue::from_static("BEARER  k1 "));
+        assert!(s.authorized(&h));
+        h.insert("authorization", HeaderValue::from_static("Basic k1"));
+        assert!(!s.authorized(&h));
+        let (open, _) = Settings::parse(&Variables::default(), "i".into());
+        assert!(open.authorized(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn cors_modes() {
+        let origin = HeaderValue::from_static("https://App.example");
+        let (off, _) = Settings::parse(&Variables::default(), "i".into());
+        assert_eq!(off.allow_origin(Some(&origin)), None);
+        let (any, _) = Settings::parse(&vars(|v| v.cors_origins = "*".into()), "i".into());
+        assert_eq!(any.allow_origin(Some(&origin)).unwrap(), "*");
+        let (list, _) = Settings::parse(
+            &vars(|v| v.cors_origins = "https://app.example/, https://b".into()),
+            "i".into(),
+        );
+        assert_eq!(list.allow_origin(Some(&origin)).unwrap(), origin);
+        let other = HeaderValue::from_static("https://evil");
+        assert_eq!(list.allow_origin(Some(&other)), None);
+        assert_eq!(list.allow_origin(None), None);
+    }
+
+    #[test]
+    fn store_names_and_formats() {
+        let (s, bad) = Settings::parse(
+            &vars(|v| {
+                v.store_url = "http://s:1/".into();
+                v.store_token = "t".into();
+                v.edge_region = "eu\0".into();
+                v.edge_instance = " e1 ".into();
+                v.transaction_id_format = "legacy".into();
+            }),
+            "fallback".into(),
+        );
+        assert_eq!(s.store.as_ref().unwrap().url, "http://s:1");
+        assert_eq!(s.edge_instance, "e1");
+        assert_eq!(s.region, None);
+        assert_eq!(bad[0].name, "edge_region");
+        assert_eq!(s.id_format, IdFormat::Legacy);
+        let (s, bad) = Settings::parse(
+            &vars(|v| v.transaction_id_format = "int".into()),
+            "fallback".into(),
+        );
+        assert_eq!(
+            (s.id_format, s.edge_instance.as_str()),
+            (IdFormat::Uuid, "fallback")
+        );
+        assert_eq!(bad[0].name, "transaction_id_format");
+        assert!(s.store.is_none());
+    }
+}

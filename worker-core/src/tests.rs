@@ -1,0 +1,553 @@
+//! The core against an in-memory host: a manual clock, a key-value map, a scripted store.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use super::*;
+
+/// What the fake store does with one POST body (a JSON array of events).
+type StoreScript = Box<dyn FnMut(&[Value]) -> PostAnswer>;
+
+struct FakeHost {
+    clock: Cell<u64>,
+    counter: Cell<u64>,
+    tasks: RefCell<Vec<Task>>,
+    kv: RefCell<BTreeMap<String, Vec<u8>>>,
+    kv_down: Cell<bool>,
+    store: RefCell<StoreScript>,
+    /// Every body POSTed to the store, parsed.
+    posts: RefCell<Vec<Vec<Value>>>,
+    gets: RefCell<Vec<String>>,
+}
+
+impl FakeHost {
+    fn new(store: StoreScript) -> &'static FakeHost {
+        Box::leak(Box::new(FakeHost {
+            clock: Cell::new(1_000_000_000),
+            counter: Cell::new(0),
+            tasks: RefCell::new(Vec::new()),
+            kv: RefCell::new(BTreeMap::new()),
+            kv_down: Cell::new(false),
+            store: RefCell::new(store),
+            posts: RefCell::new(Vec::new()),
+            gets: RefCell::new(Vec::new()),
+        }))
+    }
+
+    /// Runs background tasks (flushes) until none are left.
+    fn run_tasks(&self) {
+        loop {
+            let next = self.tasks.borrow_mut().pop();
+            match next {
+                Some(task) => futures::executor::block_on(task),
+                None => break,
+            }
+        }
+    }
+
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        self.kv
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    fn events_under(&self, prefix: &str) -> Vec<Value> {
+        self.kv
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .flat_map(|(_, v)| serde_json::from_slice::<Vec<Value>>(v).unwrap())
+            .collect()
+    }
+
+    fn delivered(&self) -> Vec<Value> {
+        self.posts.borrow().iter().flatten().cloned().collect()
+    }
+}
+
+impl Host for FakeHost {
+    fn monotonic_ns(&self) -> u64 {
+        self.clock.get()
+    }
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_nanos(1_796_000_000_000_000_000 + self.clock.get() as i64)
+    }
+    fn random_bytes<const N: usize>(&self) -> [u8; N] {
+        // Distinct per call, like a CSPRNG's output would be.
+        let n = self.counter.get() + 1;
+        self.counter.set(n);
+        let seed = n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
+        std::array::from_fn(|i| seed[i % 8] ^ (i as u8))
+    }
+    fn spawn(&self, task: Task) {
+        self.tasks.borrow_mut().push(task);
+    }
+    async fn sleep(&self, ns: u64) {
+        self.clock.set(self.clock.get() + ns);
+    }
+    async fn post_json(&self, url: &str, token: &str, body: String, _: u64) -> PostAnswer {
+        assert!(url.ends_with("/v1/events"), "{url}");
+        assert_eq!(token, "tok");
+        let events: Vec<Value> = serde_json::from_str(&body).unwrap();
+        let answer = (self.store.borrow_mut())(&events);
+        if matches!(answer, PostAnswer::Status(200, _)) {
+            self.posts.borrow_mut().push(events);
+        }
+        answer
+    }
+    async fn get_json(&self, url: &str, _: &str) -> Result<(u16, Value), String> {
+        self.gets.borrow_mut().push(url.to_owned());
+        if url.contains("/v1/dashboard") {
+            Ok((200, json!({"stats": {"total_transactions": 1}})))
+        } else {
+            Ok((
+                400,
+                json!({"error": "`page` must be an integer from 1 to 1000000"}),
+            ))
+        }
+    }
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        if self.kv_down.get() {
+            return Err("kv down".into());
+        }
+        Ok(self.kv.borrow().get(key).cloned())
+    }
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        if self.kv_down.get() {
+            return Err("kv down".into());
+        }
+        self.kv.borrow_mut().insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+    async fn kv_delete(&self, key: &str) -> Result<(), String> {
+        self.kv.borrow_mut().remove(key);
+        Ok(())
+    }
+    async fn kv_keys(&self) -> Result<Vec<String>, String> {
+        Ok(self.kv.borrow().keys().cloned().collect())
+    }
+}
+
+fn accept_all() -> StoreScript {
+    Box::new(|events| PostAnswer::Status(200, format!("{{\"accepted\":{}}}", events.len())))
+}
+
+fn loaded() -> Result<Loaded, String> {
+    static FILE: &[u8] = include_bytes!("../../data/model.sfm");
+    let model = Model::from_bytes(FILE).map_err(|e| e.to_string())?;
+    let id = model_format::ModelId::of(FILE).map_err(|e| e.to_string())?;
+    Ok(Loaded::new(model, id, FILE, &[], false))
+}
+
+fn app_with(host: &'static FakeHost, f: impl FnOnce(&mut Variables)) -> &'static App<FakeHost> {
+    let mut v = Variables {
+        store_url: "http://store.test".into(),
+        store_token: "tok".into(),
+        ..Variables::default()
+    };
+    f(&mut v);
+    Box::leak(Box::new(App::new(host, &v, loaded())))
+}
+
+fn request(method: &str, uri: &str, body: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+/// (status, JSON body) of one request.
+fn call(app: &'static App<FakeHost>, req: Request<Full<Bytes>>) -> (u16, Value) {
+    let resp = futures::executor::block_on(app.handle(req));
+    let status = resp.status().as_u16();
+    let length = resp.headers().get("content-length").cloned();
+    let body = resp.into_body();
+    if status != 204 {
+        assert_eq!(
+            length.unwrap(),
+            body.len().to_string().as_str(),
+            "content-length"
+        );
+    }
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn tx(i: usize) -> Value {
+    json!({"amount": 10.0 + i as f64, "hour": i % 24, "day_of_week": i % 7,
+           "merchant_category": i % 10, "transaction_type": i % 3})
+}
+
+fn predict(app: &'static App<FakeHost>, i: usize) -> Value {
+    let (status, body) = call(
+        app,
+        request("POST", "/api/predict?explain=false", &tx(i).to_string()),
+    );
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[test]
+fn routes_methods_and_preflight() {
+    let host = FakeHost::new(accept_all());
+    let app = app_with(host, |v| v.cors_origins = "https://ui.example".into());
+    let (status, health) = call(app, request("GET", "/api/health", ""));
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
+    assert_eq!(health["database"], "forwarding");
+    assert_eq!(
+        call(app, request("GET", "/api/model", "")).1["n_trees"],
+        100
+    );
+    assert_eq!(call(app, request("GET", "/nope", "")).0, 404);
+    let resp = futures::executor::block_on(app.handle(request("GET", "/api/predict", "")));
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let mut pre = request("OPTIONS", "/api/predict", "");
+    pre.headers_mut()
+        .insert("origin", HeaderValue::from_static("https://ui.example"));
+    let resp = futures::executor::block_on(app.handle(pre));
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://ui.example"
+    );
+    assert_eq!(resp.headers()["vary"], "Origin");
+    assert_eq!(resp.headers()["allow"], "POST, OPTIONS");
+    let (status, warm) = call(app, request("POST", "/api/warmup", ""));
+    assert_eq!(
+        (status, warm["explanations_ready"].as_bool()),
+        (200, Some(true))
+    );
+}
+
+#[test]
+fn api_keys_guard_everything_but_health() {
+    let host = FakeHost::new(accept_all());
+    let app = app_with(host, |v| v.api_keys = "k1".into());
+    assert_eq!(call(app, request("GET", "/api/health", "")).0, 200);
+    let resp = futures::executor::block_on(app.handle(request("POST", "/api/predict", "{}")));
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    let mut ok = request("POST", "/api/predict", &tx(1).to_string());
+    ok.headers_mut()
+        .insert("x-api-key", HeaderValue::from_static("k1"));
+    assert_eq!(call(app, ok).0, 200);
+}
+
+#[test]
+fn bad_requests_are_the_callers_and_named() {
+    let host = FakeHost::new(accept_all());
+    let app = app_with(host, |_| {});
+    let (status, body) = call(app, request("POST", "/api/predict", "{not json"));
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().starts_with("invalid JSON"));
+    let (status, body) = call(app, request("POST", "/api/predict", r#"{"hour": 3}"#));
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("amount"), "{body}");
+    let mut xml = request("POST", "/api/predict", "<a/>");
+    xml.headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/xml"));
+    assert_eq!(call(app, xml).0, 415);
+    let big = format!("[{}]", "1,".repeat(600_000));
+    assert_eq!(call(app, request("POST", "/api/predict", &big)).0, 413);
+    let (status, body) = call(
+        app,
+        request("POST", "/api/predict?explain=maybe", &tx(0).to_string()),
+    );
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("'explain'"));
+    let (status, body) = call(
+        app,
+        request("POST", "/api/predict?explain=FALSE", &tx(0).to_string()),
+    );
+    assert_eq!(status, 200);
+    assert!(body.get("shap_explanation").is_none());
+    // Nothing bad was forwarded.
+    host.run_tasks();
+    assert_eq!(host.delivered().len(), 1);
+}
+
+#[test]
+fn predictions_carry_both_ids_and_forward_one_event_each() {
+    let host = FakeHost::new(accept_all());
+    let app = app_with(host, |v| v.edge_region = "eu".into());
+    let (status, p) = call(app, request("POST", "/api/predict", &tx(7).to_string()));
+    assert_eq!(status, 200);
+    let uuid = p["transaction_id"].as_str().unwrap();
+    assert_eq!(uuid::Uuid::try_parse(uuid).unwrap().get_version_num(), 7);
+    assert_eq!(p["transaction_uuid"], uuid);
+    let legacy = p["legacy_id"].as_u64().unwrap();
+    assert!(contract::legacy_id::is_valid(legacy));
+    assert_eq!(p["shap_explanation"].as_object().unwrap().len(), 5);
+    let second = predict(app, 8);
+    assert_eq!(
+        second["legacy_id"].as_u64().unwrap(),
+        legacy % contract::legacy_id::MAX + 1
+    );
+    host.run_tasks();
+    let events = host.delivered();
+    assert_eq!(events.len(), 2);
+    let e = contract::Event::from_value(events[0].clone()).unwrap();
+    let contract::Event::ScoredTransaction(s) = e else {
+        panic!()
+    };
+    assert_eq!(s.transaction_id.to_string(), uuid);
+    assert_eq!(s.legacy_id, Some(legacy));
+    assert_eq!(s.region.as_deref(), Some("eu"));
+    assert_eq!(s.features.get("amount"), Some(17.0));
+    assert_eq!(s.explanation.unwrap().len(), 5);
+
+    // With transaction_id_format=legacy, transaction_id is the integer.
+    let app = app_with(FakeHost::new(accept_all()), |v| {
+        v.transaction_id_format = "legacy".into()
+    });
+    let p = predict(app, 1);
+    assert_eq!(p["transaction_id"], p["legacy_id"]);
+    assert!(p["transaction_uuid"].is_string());
+}
+
+#[test]
+fn legacy_sized_batches_are_scored_and_oversized_ones_refused() {
+    let host = FakeHost::new(accept_all());
+    let app = app_with(host, |_| {});
+    let mut items: Vec<Value> = (0..1100).map(tx).collect();
+    items[5] = json!({"amount": "lots"});
+    let body = json!({"transactions": items}).to_string();
+    let (status, b) = call(app, request("POST", "/api/predict-batch", &body));
+    assert_eq!(status, 200);
+    assert_eq!(
+        (b["total_processed"].as_u64(), b["failed"].as_u64()),
+        (Some(1100), Some(1))
+    );
+    assert_eq!(b["results"][5]["index"], 5);
+    assert!(b["results"][5]["error"].is_string());
+    assert_eq!(b["results"][6]["index"], 6);
+    host.run_tasks();
+    // 1,099 events in batches of at most 500.
+    let posts = host.posts.borrow();
+    assert_eq!(
+        posts.iter().map(Vec::len).collect::<Vec<_>>(),
+        [500, 500, 99]
+    );
+    drop(posts);
+    let over = json!({"transactions": vec![json!({"amount": 1}); 10_001]}).to_string();
+    let (status, b) = call(app, request("POST", "/api/predict-batch", &over));
+    assert_eq!(status, 413, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("at most 10000"));
+}
+
+#[test]
+fn feedback_by_uuid_or_legacy_id_and_nul_refused_at_the_edge() {
+    let host = FakeHost::new(accept_all());
+    let app = app_with(host, |_| {});
+    let p = predict(app, 1);
+    let legacy = p["legacy_id"].as_u64().unwrap();
+    let (status, a) = call(
+        app,
+        request(
+            "POST",
+            "/api/feedback",
+            &json!({"transaction_id": legacy, "feedback": true}).to_string(),
+        ),
+    );
+    assert_eq!(status, 202, "{a}");
+    assert_eq!(a["transaction_id"], legacy);
+    let (status, _) = call(
+        app,
+        request(
+            "POST",
+            "/api/feedback",
+            &json!({"transaction_id": p["transaction_id"], "feedback": false}).to_string(),
+        ),
+    );
+    assert_eq!(status, 202);
+    let (status, a) = call(
+        app,
+        request(
+            "POST",
+            "/api/feedback",
+            &json!({"transaction_id": legacy, "feedback": true, "comments": "x\u{0}y"}).to_string(),
+        ),
+    );
+    assert_eq!(status, 400);
+    assert!(a["error"].as_str().unwrap().contains("'comments'"), "{a}");
+    host.run_tasks();
+    let kinds: Vec<(String, Value)> = host
+        .delivered()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["legacy_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("scored_transaction".to_owned(), json!(legacy)),
+            ("feedback".to_owned(), json!(legacy)),
+            ("feedback".to_owned(), Value::Null),
+        ]
+    );
+    // Without a store: 503.
+    let app = app_with(FakeHost::new(accept_all()), |v| v.store_token.clear());
+    let body = json!({"transaction_id": 5, "feedback": true}).to_string();
+    assert_eq!(call(app, request("POST", "/api/feedback", &body)).0, 503);
+}
+
+/// A store that refuses any batch holding an event with `"comments": "poison"`, naming it by
+/// index when `with_index`.
+fn poison_store(with_index: bool) -> StoreScript {
+    Box::new(
+        move |events| match events.iter().position(|e| e["comments"] == "poison") {
+            Some(i) => {
+                let index = if with_index {
+                    format!(",\"index\":{i}")
+                } else {
+                    String::new()
+                };
+                PostAnswer::Status(400, format!("{{\"error\":\"event {i}: bad\"{index}}}"))
+            }
+            None => PostAnswer::Status(200, "{}".into()),
+        },
+    )
+}
+
+fn refused_event_is_dead_lettered_alone(with_index: bool) {
+    let host = FakeHost::new(poison_store(with_index));
+    let app = app_with(host, |_| {});
+    for i in 0..40 {
+        predict(app, i);
+    }
+    // A feedback the edge's rules accept but this store refuses (a version skew).
+    let poison = contract::Event::Feedback(contract::Feedback {
+        event_id: ids::new_uuid(host),
+        transaction_id: Some(ids::new_uuid(host)),
+        legacy_id: None,
+        label: true,
+        comments: Some("poison".into()),
+        created_at: host.now(),
+    });
+    app.forward(vec![poison]);
+    for i in 40..100 {
+        predict(app, i);
+    }
+    host.run_tasks();
+    assert_eq!(host.delivered().len(), 100);
+    let dead = host.events_under(DEAD_LETTER);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["comments"], "poison");
+    assert!(host.keys(OUTBOX).is_empty());
+    assert_eq!(app.forwarder().pending(), 0);
+}
+
+#[test]
+fn a_refused_event_named_by_index_is_dead_lettered_alone() {
+    refused_event_is_dead_lettered_alone(true);
+}
+
+#[test]
+fn a_refused_batch_without_an_index_is_halved_down_to_the_bad_event() {
+    refused_event_is_dead_lettered_alone(false);
+}
+
+#[test]
+fn outage_goes_to_the_outbox_and_drains_oldest_first_once_the_store_is_back() {
+    let up = std::rc::Rc::new(Cell::new(false));
+    let flag = up.clone();
+    let host = FakeHost::new(Box::new(move |events| {
+        if flag.get() {
+            PostAnswer::Status(200, format!("{{\"accepted\":{}}}", events.len()))
+        } else {
+            PostAnswer::Failed("connection refused".into())
+        }
+    }));
+    let app = app_with(host, |_| {});
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(
+            predict(app, i)["transaction_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        host.run_tasks();
+    }
+    assert_eq!(host.delivered().len(), 0);
+    let parked = host.events_under(OUTBOX);
+    assert_eq!(parked.len(), 30);
+    up.set(true);
+    host.clock.set(host.clock.get() + 2_000_000_000); // past the cool-down
+    ids.push(
+        predict(app, 30)["transaction_id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    host.run_tasks();
+    let delivered: Vec<String> = host
+        .delivered()
+        .iter()
+        .map(|e| e["transaction_id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = delivered.clone();
+    sorted.sort();
+    ids.sort();
+    assert_eq!(sorted, ids, "every prediction delivered exactly once");
+    assert!(host.keys(OUTBOX).is_empty());
+}
+
+#[test]
+fn with_the_key_value_store_down_too_events_wait_in_memory() {
+    let host = FakeHost::new(Box::new(|_| PostAnswer::TimedOut));
+    let app = app_with(host, |_| {});
+    host.kv_down.set(true);
+    predict(app, 1);
+    host.run_tasks();
+    assert_eq!(app.forwarder().pending(), 1);
+}
+
+#[test]
+fn dashboard_is_cached_and_listing_errors_pass_through() {
+    let host = FakeHost::new(accept_all());
+    let app = app_with(host, |_| {});
+    let (status, d) = call(app, request("GET", "/api/dashboard", ""));
+    assert_eq!((status, d["cached"].as_bool()), (200, Some(false)));
+    let (_, d) = call(app, request("GET", "/api/dashboard", ""));
+    assert_eq!(d["cached"], true);
+    assert_eq!(host.gets.borrow().len(), 1);
+    let (status, l) = call(app, request("GET", "/api/transactions?page=0", ""));
+    assert_eq!(status, 400);
+    assert!(l["error"].as_str().unwrap().contains("page"));
+    assert_eq!(
+        host.gets.borrow()[1],
+        "http://store.test/v1/transactions?page=0"
+    );
+}
+
+#[test]
+fn a_missing_model_is_a_server_error() {
+    let host = FakeHost::new(accept_all());
+    let v = Variables::default();
+    let app: &'static App<FakeHost> = Box::leak(Box::new(App::new(
+        host,
+        &v,
+        Err("embedded model is invalid".into()),
+    )));
+    let (status, h) = call(app, request("GET", "/api/health", ""));
+    assert_eq!((status, h["status"].as_str()), (500, Some("unhealthy")));
+    assert_eq!(
+        call(app, request("POST", "/api/predict", &tx(1).to_string())).0,
+        500
+    );
+}
