@@ -577,7 +577,8 @@ mod tests {
     #[test]
     fn text_the_database_cannot_store_is_refused() {
         let nul = "a\u{0}b";
-        let cases: [(fn() -> Value, &str, Value); 5] = [
+        type Case = (fn() -> Value, &'static str, Value);
+        let cases: [Case; 5] = [
             (scored, "model_version", json!(nul)),
             (scored, "edge_instance", json!(nul)),
             (scored, "region", json!(nul)),
