@@ -45,7 +45,9 @@ fn main() {
     let serialized: &'static [u8] = Vec::leak(model.explanation_tables());
     // The instance installs them without a checksum (see worker's `loaded`): check them here.
     let mut fresh = model_format::Model::from_bytes(&bytes).expect("decoded above");
-    if let Err(e) = fresh.install_explanation_tables(serialized) {
+    if let Err(e) =
+        fresh.install_explanation_tables(serialized, model_format::TablesTrust::Untrusted)
+    {
         panic!(
             "the explanation tables built for {} do not install: {e}",
             path.display()

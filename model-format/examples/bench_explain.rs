@@ -3,14 +3,14 @@
 //! is `Model::from_bytes` (checksum, parsing, full validation) plus dropping the model; the
 //! checksum alone is shown beside it, then the two ways an embedded file decodes:
 //! `Model::from_static_bytes` (full validation, node records used in place) and
-//! `Model::from_prechecked_static_bytes` (what the worker does at an instance's start).
+//! `FileTrust::DecodedBefore` (what the worker does at an instance's start).
 //!
 //! cargo run --release -p model-format --example bench_explain
 
 #[path = "../tests/common/grow.rs"]
 mod grow;
 
-use model_format::{Model, ModelId, Node};
+use model_format::{FileTrust, Model, ModelId, Node};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -75,12 +75,13 @@ fn bench(label: &str, model: &Model, rows: &[Vec<f64>]) {
     });
     let in_place = best_of(&|| {
         drop(black_box(
-            Model::from_static_bytes(black_box(embedded), None).unwrap(),
+            Model::from_static_bytes(black_box(embedded), FileTrust::Untrusted).unwrap(),
         ))
     });
     let prechecked = best_of(&|| {
         drop(black_box(
-            Model::from_prechecked_static_bytes(black_box(embedded), checksum).unwrap(),
+            Model::from_static_bytes(black_box(embedded), FileTrust::DecodedBefore(checksum))
+                .unwrap(),
         ))
     });
     println!("  score    {score:8.2} µs/row");
@@ -91,7 +92,7 @@ fn bench(label: &str, model: &Model, rows: &[Vec<f64>]) {
     println!("  decode   {decode:8.1} µs ({} bytes)", bytes.len());
     println!("    of which checksum {crc:8.1} µs (ModelId::of)");
     println!("  decode in place      {in_place:8.1} µs (from_static_bytes, full validation)");
-    println!("  decode prechecked    {prechecked:8.1} µs (from_prechecked_static_bytes)");
+    println!("  decode prechecked    {prechecked:8.1} µs (from_static_bytes, DecodedBefore)");
 }
 
 /// Deepest leaf (splits on the path).

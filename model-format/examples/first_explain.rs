@@ -6,7 +6,7 @@
 //! `cargo run --release -p model-format --example first_explain [model.sfm]`
 use std::time::Instant;
 
-use model_format::Model;
+use model_format::{Model, TablesTrust};
 
 fn main() {
     let path = std::env::args().nth(1).unwrap_or("data/model.sfm".into());
@@ -34,7 +34,8 @@ fn main() {
 
         let mut m = Model::from_bytes(&bytes).unwrap();
         let t = Instant::now();
-        m.install_explanation_tables(tables).unwrap();
+        m.install_explanation_tables(tables, TablesTrust::Untrusted)
+            .unwrap();
         install += t.elapsed().as_secs_f64();
         let t = Instant::now();
         m.explain(&row, &mut phi).unwrap();
@@ -42,7 +43,8 @@ fn main() {
 
         let mut m = Model::from_bytes(&bytes).unwrap();
         let t = Instant::now();
-        m.install_trusted_explanation_tables(tables).unwrap();
+        m.install_explanation_tables(tables, TablesTrust::IntegrityKnown)
+            .unwrap();
         trusted += t.elapsed().as_secs_f64();
         let t = Instant::now();
         m.explain(&row, &mut phi).unwrap();

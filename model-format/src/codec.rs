@@ -307,7 +307,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Model, DecodeError> {
 /// otherwise), and a `verified` checksum spares the CRC pass (see [`checked_header`]).
 ///
 /// `prechecked` (only with `verified`): the trees are not validated again when used in place,
-/// for a file this crate decoded before (see [`Model::from_prechecked_static_bytes`]).
+/// for a file this crate decoded before (see [`crate::FileTrust::DecodedBefore`]).
 pub(crate) fn decode_static(
     bytes: &'static [u8],
     verified: Option<u32>,

@@ -60,11 +60,11 @@
 //! results are bit-identical to built tables. The checksum is not a defence against a forger,
 //! but the structural checks alone keep every index the kernel uses in range; that is why a
 //! host whose tables are embedded next to the model may skip it at install
-//! ([`crate::Model::install_trusted_explanation_tables`]) and verify later: hashing the float
+//! ([`crate::TablesTrust::IntegrityKnown`]) and verify later: hashing the float
 //! arrays on a fresh wasm instance costs more than everything else installing does. A host
 //! that checked the tables against the same model file when it embedded both (a build
 //! script) may skip the structural walk as well
-//! ([`crate::Model::install_prechecked_explanation_tables`]: header and sizes only).
+//! ([`crate::TablesTrust::CheckedForThisModel`]: header and sizes only).
 //!
 //! Layout, all integers and floats little-endian, every section 8-byte aligned:
 //!
@@ -663,18 +663,24 @@ fn view<T: Pod>(bytes: &'static [u8]) -> Cow<'static, [T]> {
     }
 }
 
-/// How much of serialized tables [`read_tables`] checks.
+/// What is already known about serialized explanation tables, hence how much
+/// [`Model::install_explanation_tables`](crate::Model::install_explanation_tables) checks.
+/// From least to most trusting; every level keeps each slice in range, so no input can cause
+/// undefined behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TableChecks {
-    /// Checksum, header, and every split and leaf cover against the forest.
-    Full,
-    /// All but the checksum: the float arrays are not read at all (only the header,
-    /// directory and steps are), for bytes whose integrity is already known, since hashing
-    /// them costs more than the rest together.
-    Structure,
-    /// Header and sizes only, so that every slice taken stays in range: for tables checked
-    /// in full against this same model before (at build time).
-    Header,
+pub enum TablesTrust {
+    /// Nothing: checksum, header, and every split and leaf cover against the forest.
+    /// Explanations are then bit-identical to built tables.
+    Untrusted,
+    /// Their integrity (embedded in the same binary as the model, checked when it was built):
+    /// all but the checksum, so the float arrays are not read at all until the first
+    /// explanation (hashing them costs more than the rest together). Corrupted floats would
+    /// give wrong explanations, which [`TablesTrust::Untrusted`] detects.
+    IntegrityKnown,
+    /// That they were checked in full against this same model file before (in the build
+    /// script that embedded both): header and sizes only. Tables of another model give wrong
+    /// explanations or make `explain` panic.
+    CheckedForThisModel,
 }
 
 /// Validates serialized tables against `forest` and returns its per-tree and forest-wide
@@ -682,7 +688,7 @@ pub(crate) enum TableChecks {
 pub(crate) fn read_tables(
     forest: &Forest,
     bytes: &'static [u8],
-    checks: TableChecks,
+    checks: TablesTrust,
 ) -> Result<(Vec<TreeShap>, ForestShap), TablesError> {
     if cfg!(target_endian = "big") {
         return Err(TablesError::BigEndian);
@@ -726,10 +732,10 @@ pub(crate) fn read_tables(
     // Every offset is now within `bytes`, so fits a usize.
     let (steps_at, scalars_at, recips_at) =
         (steps_at as usize, scalars_at as usize, recips_at as usize);
-    if checks == TableChecks::Full {
+    if checks == TablesTrust::Untrusted {
         verify_checksum(bytes)?;
     }
-    let structure = checks != TableChecks::Header;
+    let structure = checks != TablesTrust::CheckedForThisModel;
 
     let mut shaps = Vec::with_capacity(trees.len());
     let mut tables = Vec::with_capacity(if q == 0 { 0 } else { trees.len() });

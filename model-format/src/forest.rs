@@ -301,7 +301,7 @@ impl Tree {
     }
 
     /// [`Tree::decode_static`] without the validation, for words validated when the same file
-    /// was decoded before (see [`crate::Model::from_prechecked_static_bytes`]). Only the
+    /// was decoded before (see [`crate::FileTrust::DecodedBefore`]). Only the
     /// highest split feature is computed, which the model checks against its schema.
     pub(crate) fn adopt_static(words: &'static [u64]) -> Option<Decoded> {
         if words.is_empty() || u32::try_from(words.len()).is_err() {

@@ -36,8 +36,7 @@ mod scaler;
 
 pub use codec::{FORMAT_VERSION, MAGIC};
 pub use error::{DecodeError, EncodeError, ExplainError, InvalidModel, ScoreError};
-use explain::TableChecks;
-pub use explain::{MAX_PATH_FEATURES, TablesError};
+pub use explain::{MAX_PATH_FEATURES, TablesError, TablesTrust};
 pub use forest::{Forest, Node, Tree, average_path_length, leaf_path_length};
 pub use normalize::{Normalization, NormalizeError, Payload};
 pub use scaler::Scaler;
@@ -254,43 +253,15 @@ impl Model {
     }
 
     /// Installs tables from [`Model::explanation_tables`] of this same model instead of
-    /// building them on first use. The bytes are checksummed and compared with the forest
-    /// split by split, then used in place when 8-byte aligned (else copied); explanations are
-    /// bit-identical to built tables. On error the model is unchanged (and builds lazily).
-    pub fn install_explanation_tables(&mut self, tables: &'static [u8]) -> Result<(), TablesError> {
-        let (trees, forest) = explain::read_tables(&self.forest, tables, TableChecks::Full)?;
-        self.forest.install_shap(trees, forest);
-        Ok(())
-    }
-
-    /// [`Model::install_explanation_tables`] without the checksum, for bytes whose integrity
-    /// is already established (embedded in the same binary as the model, checked when it was
-    /// built): the float arrays are then not even read until the first explanation, which
-    /// matters when touching a megabyte of fresh pages is the cost. The header, the split
-    /// structure and the model binding are still fully checked, so no input can make
-    /// [`Model::explain`] panic or read out of range; corrupted floats would give wrong
-    /// explanations, which [`Model::verify_explanation_tables`] detects.
-    pub fn install_trusted_explanation_tables(
+    /// building them on first use, checking as much of them as `trust` says is not known
+    /// yet ([`TablesTrust`]), then using them in place when 8-byte aligned (else copied).
+    /// On error the model is unchanged (and builds its tables lazily).
+    pub fn install_explanation_tables(
         &mut self,
         tables: &'static [u8],
+        trust: TablesTrust,
     ) -> Result<(), TablesError> {
-        let (trees, forest) = explain::read_tables(&self.forest, tables, TableChecks::Structure)?;
-        self.forest.install_shap(trees, forest);
-        Ok(())
-    }
-
-    /// Installs tables that [`Model::install_explanation_tables`] accepted for this same model
-    /// file before — in the build script that embedded both — checking only their header
-    /// and sizes (so every slice taken of them is in range), not their splits and covers
-    /// against the forest: at an edge instance's start that walk costs as much as the rest of
-    /// loading. Tables of another model give wrong explanations or make
-    /// [`Model::explain`] panic (never undefined behaviour); [`Model::verify_explanation_tables`]
-    /// runs every check later.
-    pub fn install_prechecked_explanation_tables(
-        &mut self,
-        tables: &'static [u8],
-    ) -> Result<(), TablesError> {
-        let (trees, forest) = explain::read_tables(&self.forest, tables, TableChecks::Header)?;
+        let (trees, forest) = explain::read_tables(&self.forest, tables, trust)?;
         self.forest.install_shap(trees, forest);
         Ok(())
     }
@@ -298,7 +269,7 @@ impl Model {
     /// Every check [`Model::install_explanation_tables`] makes, checksum included, without
     /// installing anything.
     pub fn verify_explanation_tables(&self, tables: &'static [u8]) -> Result<(), TablesError> {
-        explain::read_tables(&self.forest, tables, TableChecks::Full).map(|_| ())
+        explain::read_tables(&self.forest, tables, TablesTrust::Untrusted).map(|_| ())
     }
 
     /// Checks and scales `row` into the front of `buf`, as f32 like scikit-learn.
@@ -336,35 +307,38 @@ impl Model {
     }
 
     /// [`Model::from_bytes`] for a file that lives as long as the program, typically one
-    /// embedded with `include_bytes!`: the same validation, but the node records are used in
-    /// place when the bytes are 8-byte aligned (no copy, no allocation: what a fresh edge
-    /// instance pays at start). `verified_checksum` is the file's CRC-32 when it was
-    /// verified before, e.g. by the build script that embedded it: the stored checksum is
-    /// then compared with it instead of hashing the whole file again (the costliest step in
-    /// WebAssembly, which lacks a carry-less multiply). Bytes that changed since cannot
-    /// be told from the original that way: pass `None` unless they are immutable.
-    pub fn from_static_bytes(
-        bytes: &'static [u8],
-        verified_checksum: Option<u32>,
-    ) -> Result<Self, DecodeError> {
-        codec::decode_static(bytes, verified_checksum, false)
+    /// embedded with `include_bytes!`: the node records are used in place when the bytes are
+    /// 8-byte aligned (no copy, no allocation: what a fresh edge instance pays at start), and
+    /// the checks `trust` says were made before ([`FileTrust`]) are skipped.
+    pub fn from_static_bytes(bytes: &'static [u8], trust: FileTrust) -> Result<Self, DecodeError> {
+        let (verified, decoded) = match trust {
+            FileTrust::Untrusted => (None, false),
+            FileTrust::ChecksumVerified(crc) => (Some(crc), false),
+            FileTrust::DecodedBefore(crc) => (Some(crc), true),
+        };
+        codec::decode_static(bytes, verified, decoded)
     }
+}
 
-    /// [`Model::from_static_bytes`] for a file this crate fully decoded before — the build
-    /// script that embedded it — identified by its CRC-32 (`checksum`): the stored checksum
-    /// is compared with it, the sections are parsed and the model is checked as usual, but
-    /// the trees (used in place) are not walked again, which is most of the work. Node
-    /// records copied because of misalignment are still validated.
-    ///
-    /// Only for bytes that cannot have changed since that decode. Bytes that never passed
-    /// [`Model::from_bytes`] yet carry a matching checksum can make scoring panic or give
-    /// wrong scores (never undefined behaviour: every access stays bounds-checked).
-    pub fn from_prechecked_static_bytes(
-        bytes: &'static [u8],
-        checksum: u32,
-    ) -> Result<Self, DecodeError> {
-        codec::decode_static(bytes, Some(checksum), true)
-    }
+/// What is already known about a model file's bytes, hence what [`Model::from_static_bytes`]
+/// may skip. From least to most trusting; no level allows undefined behaviour (every access
+/// stays bounds-checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileTrust {
+    /// Nothing: every check of [`Model::from_bytes`].
+    Untrusted,
+    /// The file's CRC-32 was verified before and the bytes cannot have changed since (e.g.
+    /// embedded by a build script that checked them): the stored checksum is compared with
+    /// this one instead of hashing the whole file again (the costliest step in WebAssembly,
+    /// which lacks a carry-less multiply). Everything else is checked.
+    ChecksumVerified(u32),
+    /// This crate fully decoded these exact bytes before (the build script that embedded
+    /// them), identified by their CRC-32: the stored checksum is compared with it, the
+    /// sections are parsed and the model is checked as usual, but the trees (used in place)
+    /// are not walked again, which is most of the work; node records copied because of
+    /// misalignment are still validated. Bytes that never passed [`Model::from_bytes`] yet
+    /// carry a matching checksum can make scoring panic or give wrong scores.
+    DecodedBefore(u32),
 }
 
 /// Identity of an encoded model file: its CRC-32 checksum (the file's last four bytes) and the

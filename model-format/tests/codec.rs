@@ -1,6 +1,8 @@
 //! Encoding round trips and hostile bytes: every corruption is a typed error, never a panic.
 
-use model_format::{DecodeError, Forest, InvalidModel, Model, ModelId, Node, Scaler, Tree};
+use model_format::{
+    DecodeError, FileTrust, Forest, InvalidModel, Model, ModelId, Node, Scaler, Tree,
+};
 
 /// A small deterministic model: `trees` trees of depth 3 over 3 features.
 fn sample_model(trees: usize) -> Model {
@@ -343,7 +345,7 @@ fn static_bytes_decode_to_the_same_model_aligned_or_not() {
     let bytes = model.to_bytes().unwrap();
     let crc = ModelId::of(&bytes).unwrap().checksum;
     for misalign in [0, 1, 4] {
-        for verified in [None, Some(crc)] {
+        for verified in [FileTrust::Untrusted, FileTrust::ChecksumVerified(crc)] {
             let decoded = Model::from_static_bytes(leak_at(&bytes, misalign), verified).unwrap();
             assert_eq!(decoded, model, "misalign {misalign}, verified {verified:?}");
             for r in rows() {
@@ -363,7 +365,7 @@ fn static_bytes_are_validated_like_any_other() {
     let crc = ModelId::of(&bytes).unwrap().checksum;
     // A checksum verified for other bytes is a mismatch, not a licence to skip it.
     assert!(matches!(
-        Model::from_static_bytes(leak_at(&bytes, 0), Some(crc ^ 1)),
+        Model::from_static_bytes(leak_at(&bytes, 0), FileTrust::ChecksumVerified(crc ^ 1)),
         Err(DecodeError::Checksum { .. })
     ));
     // Structural checks still run on records used in place.
@@ -374,12 +376,12 @@ fn static_bytes_are_validated_like_any_other() {
     let resealed = ModelId::of(&b).unwrap().checksum;
     for misalign in [0, 3] {
         assert!(matches!(
-            Model::from_static_bytes(leak_at(&b, misalign), Some(resealed)),
+            Model::from_static_bytes(leak_at(&b, misalign), FileTrust::ChecksumVerified(resealed)),
             Err(DecodeError::Invalid(InvalidModel::Tree { tree: 0, .. }))
         ));
     }
     // And every truncation is still a typed error.
     for len in 0..bytes.len() {
-        assert!(Model::from_static_bytes(leak_at(&bytes[..len], 0), None).is_err());
+        assert!(Model::from_static_bytes(leak_at(&bytes[..len], 0), FileTrust::Untrusted).is_err());
     }
 }

@@ -7,7 +7,9 @@ mod common;
 use common::{leaf, split};
 
 use common::grow::{SplitMix, grow_model, synthetic_rows};
-use model_format::{ExplainError, Forest, Model, Node, Scaler, TablesError, Tree};
+use model_format::{
+    ExplainError, FileTrust, Forest, Model, Node, Scaler, TablesError, TablesTrust, Tree,
+};
 
 /// A `'static` copy of `bytes` starting `offset` bytes after an 8-byte boundary.
 fn leak_at(bytes: &[u8], offset: usize) -> &'static [u8] {
@@ -78,14 +80,14 @@ fn installed_tables_explain_bit_identically() {
     for offset in [0, 1, 4] {
         let mut installed = fresh(&built);
         installed
-            .install_explanation_tables(leak_at(&tables, offset))
+            .install_explanation_tables(leak_at(&tables, offset), TablesTrust::Untrusted)
             .unwrap();
         assert_same_explanations(&built, &installed, &check);
     }
     // Serializing installed tables gives the same bytes back.
     let mut installed = fresh(&built);
     installed
-        .install_explanation_tables(leak_at(&tables, 0))
+        .install_explanation_tables(leak_at(&tables, 0), TablesTrust::Untrusted)
         .unwrap();
     assert!(installed.prepare_explanations());
     assert_eq!(installed.explanation_tables(), tables);
@@ -98,7 +100,7 @@ fn the_embedded_model_round_trips() {
     let tables = built.explanation_tables();
     let mut installed = Model::from_bytes(bytes).unwrap();
     installed
-        .install_explanation_tables(leak_at(&tables, 0))
+        .install_explanation_tables(leak_at(&tables, 0), TablesTrust::Untrusted)
         .unwrap();
     let rows = synthetic_rows(2000, 3);
     assert_same_explanations(&built, &installed, &rows_for(&rows, 4));
@@ -114,10 +116,11 @@ fn prechecked_model_and_tables_explain_bit_identically() {
     let checksum = model_format::ModelId::of(bytes).unwrap().checksum;
     for offset in [0, 1] {
         let mut installed =
-            Model::from_prechecked_static_bytes(leak_at(bytes, offset), checksum).unwrap();
+            Model::from_static_bytes(leak_at(bytes, offset), FileTrust::DecodedBefore(checksum))
+                .unwrap();
         assert_eq!(installed, built);
         installed
-            .install_prechecked_explanation_tables(leak_at(&tables, offset))
+            .install_explanation_tables(leak_at(&tables, offset), TablesTrust::CheckedForThisModel)
             .unwrap();
         installed
             .verify_explanation_tables(leak_at(&tables, 0))
@@ -126,19 +129,23 @@ fn prechecked_model_and_tables_explain_bit_identically() {
         assert_same_explanations(&built, &installed, &rows_for(&rows, 6));
     }
     // The header and sizes are still checked: tables of another size are refused.
-    let mut installed = Model::from_prechecked_static_bytes(leak_at(bytes, 0), checksum).unwrap();
+    let mut installed =
+        Model::from_static_bytes(leak_at(bytes, 0), FileTrust::DecodedBefore(checksum)).unwrap();
     let short = &tables[..tables.len() - 8];
     assert!(matches!(
-        installed.install_prechecked_explanation_tables(leak_at(short, 0)),
+        installed.install_explanation_tables(leak_at(short, 0), TablesTrust::CheckedForThisModel),
         Err(TablesError::Length { .. })
     ));
     // A checksum other than the file's is refused before anything is trusted.
-    assert!(Model::from_prechecked_static_bytes(leak_at(bytes, 0), checksum ^ 1).is_err());
+    assert!(
+        Model::from_static_bytes(leak_at(bytes, 0), FileTrust::DecodedBefore(checksum ^ 1))
+            .is_err()
+    );
 }
 
 fn expect_rejected(model: &Model, bytes: &[u8]) -> TablesError {
     let mut target = fresh(model);
-    match target.install_explanation_tables(leak_at(bytes, 0)) {
+    match target.install_explanation_tables(leak_at(bytes, 0), TablesTrust::Untrusted) {
         Ok(()) => panic!("tampered tables were installed"),
         Err(e) => e,
     }
@@ -185,7 +192,11 @@ fn corrupt_tables_are_rejected() {
     let mut target = fresh(&model);
     let mut bad = tables.clone();
     bad[100] ^= 1;
-    assert!(target.install_explanation_tables(leak_at(&bad, 0)).is_err());
+    assert!(
+        target
+            .install_explanation_tables(leak_at(&bad, 0), TablesTrust::Untrusted)
+            .is_err()
+    );
     assert_same_explanations(&model, &target, &rows_for(&rows, 1));
 }
 
@@ -199,7 +210,7 @@ fn trusted_install_checks_structure_and_verify_checks_the_rest() {
     let check = rows_for(&rows, 2);
     let mut trusted = fresh(&model);
     trusted
-        .install_trusted_explanation_tables(leak_at(&tables, 0))
+        .install_explanation_tables(leak_at(&tables, 0), TablesTrust::IntegrityKnown)
         .unwrap();
     assert_same_explanations(&model, &trusted, &check);
     assert_eq!(
@@ -213,7 +224,9 @@ fn trusted_install_checks_structure_and_verify_checks_the_rest() {
     bad[last] ^= 0x40;
     let bad: &'static [u8] = leak_at(&bad, 0);
     let mut target = fresh(&model);
-    target.install_trusted_explanation_tables(bad).unwrap();
+    target
+        .install_explanation_tables(bad, TablesTrust::IntegrityKnown)
+        .unwrap();
     assert!(
         check
             .iter()
@@ -230,18 +243,21 @@ fn trusted_install_checks_structure_and_verify_checks_the_rest() {
     bad[steps_at + 4..steps_at + 8].copy_from_slice(&1_000_000u32.to_le_bytes());
     let mut target = fresh(&model);
     assert_eq!(
-        target.install_trusted_explanation_tables(leak_at(&bad, 0)),
+        target.install_explanation_tables(leak_at(&bad, 0), TablesTrust::IntegrityKnown),
         Err(TablesError::Step { tree: 0, step: 0 })
     );
     let mut bad = tables.clone();
     bad[24] ^= 1;
     assert_eq!(
-        target.install_trusted_explanation_tables(leak_at(&bad, 0)),
+        target.install_explanation_tables(leak_at(&bad, 0), TablesTrust::IntegrityKnown),
         Err(TablesError::Mismatch("leaf covers"))
     );
     for len in [47, tables.len() - 8] {
         assert!(matches!(
-            target.install_trusted_explanation_tables(&leak_at(&tables, 0)[..len]),
+            target.install_explanation_tables(
+                &leak_at(&tables, 0)[..len],
+                TablesTrust::IntegrityKnown
+            ),
             Err(TablesError::Length { .. })
         ));
     }
@@ -326,7 +342,7 @@ fn tables_of_another_model_are_rejected() {
     );
     let mut installed = fresh(&a);
     installed
-        .install_explanation_tables(leak_at(&tables, 0))
+        .install_explanation_tables(leak_at(&tables, 0), TablesTrust::Untrusted)
         .unwrap();
     assert_same_explanations(&a, &installed, &[vec![0.0, 1.0], vec![1.0, 0.0]]);
 }
@@ -337,7 +353,10 @@ fn edge_cases_install() {
     let stump = model(1, vec![vec![leaf(7)], vec![leaf(3)]]);
     let mut installed = fresh(&stump);
     installed
-        .install_explanation_tables(leak_at(&stump.explanation_tables(), 0))
+        .install_explanation_tables(
+            leak_at(&stump.explanation_tables(), 0),
+            TablesTrust::Untrusted,
+        )
         .unwrap();
     assert_same_explanations(&stump, &installed, &[vec![0.25]]);
 
@@ -354,7 +373,10 @@ fn edge_cases_install() {
     assert!(!deep.prepare_explanations());
     let mut installed = fresh(&deep);
     installed
-        .install_explanation_tables(leak_at(&deep.explanation_tables(), 0))
+        .install_explanation_tables(
+            leak_at(&deep.explanation_tables(), 0),
+            TablesTrust::Untrusted,
+        )
         .unwrap();
     let mut phi = vec![0.0; m];
     assert!(matches!(

@@ -13,7 +13,7 @@
 
 use std::cell::OnceCell;
 
-use model_format::{Model, ModelId};
+use model_format::{FileTrust, Model, ModelId, TablesTrust};
 use serde_json::Value;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::key_value::Store;
@@ -42,18 +42,19 @@ fn load() -> Result<Loaded, String> {
     let checksum: u32 = MODEL_CRC
         .parse()
         .map_err(|e| format!("SFE_MODEL_CRC is not a number: {e}"))?;
-    let mut model = Model::from_prechecked_static_bytes(&MODEL_BYTES.0, checksum)
+    let mut model = Model::from_static_bytes(&MODEL_BYTES.0, FileTrust::DecodedBefore(checksum))
         .map_err(|e| format!("embedded model is invalid: {e}"))?;
-    let tables_installed = match model.install_prechecked_explanation_tables(&TABLES.0) {
-        Ok(()) => true,
-        Err(e) => {
-            // Still correct, only slower: the tables are built on first use instead.
-            eprintln!(
-                "worker: embedded explanation tables not installed ({e}); building them lazily"
-            );
-            false
-        }
-    };
+    let tables_installed =
+        match model.install_explanation_tables(&TABLES.0, TablesTrust::CheckedForThisModel) {
+            Ok(()) => true,
+            Err(e) => {
+                // Still correct, only slower: the tables are built on first use instead.
+                eprintln!(
+                    "worker: embedded explanation tables not installed ({e}); building them lazily"
+                );
+                false
+            }
+        };
     Ok(Loaded::new(
         model,
         ModelId { checksum },
