@@ -344,23 +344,8 @@ fn decode_with<'a>(
 
     let (mut meta, mut schema, mut norm, mut scaler, mut forest) = (None, None, None, None, None);
     for _ in 0..n_sections {
-        let tag: [u8; 4] = r.take(4, "section tag")?.try_into().expect("4 bytes");
-        let flags = r.u32("section flags")?;
-        if flags & !FLAG_REQUIRED != 0 {
-            return Err(DecodeError::Reserved { offset: r.pos - 4 });
-        }
-        let len = r.u64("section length")?;
-        let len = usize::try_from(len).map_err(|_| DecodeError::Count {
-            what: "section length",
-            count: len,
-        })?;
-        let payload = r.take(len, "section payload")?;
-        let padded = len.next_multiple_of(8) - len;
-        if r.take(padded, "section padding")?.iter().any(|&b| b != 0) {
-            return Err(DecodeError::Reserved {
-                offset: r.pos - padded,
-            });
-        }
+        let (section, payload) = next_section(&mut r)?;
+        let tag = section.tag;
         let mut p = Reader {
             bytes: payload,
             pos: 0,
@@ -373,7 +358,7 @@ fn decode_with<'a>(
             FOREST => forest
                 .replace(read_forest(&mut p, in_place, prechecked)?)
                 .is_some(),
-            _ if flags & FLAG_REQUIRED != 0 => {
+            _ if section.required => {
                 return Err(DecodeError::UnknownRequiredSection { tag });
             }
             _ => {
@@ -406,6 +391,65 @@ fn decode_with<'a>(
         Some(norm) => model.with_normalization(norm)?,
         None => model,
     })
+}
+
+/// One entry of a model file's section table (SPEC.md, "Sections").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectionInfo {
+    /// The four-byte tag, e.g. `FRST`.
+    pub tag: [u8; 4],
+    /// Whether a reader that does not know the tag must refuse the file.
+    pub required: bool,
+    /// Payload bytes.
+    pub payload_bytes: u64,
+    /// Header, payload and padding.
+    pub total_bytes: u64,
+}
+
+/// Reads the section header, payload and padding at `r`'s position.
+fn next_section<'a>(r: &mut Reader<'a>) -> Result<(SectionInfo, &'a [u8]), DecodeError> {
+    let start = r.pos;
+    let tag: [u8; 4] = r.take(4, "section tag")?.try_into().expect("4 bytes");
+    let flags = r.u32("section flags")?;
+    if flags & !FLAG_REQUIRED != 0 {
+        return Err(DecodeError::Reserved { offset: r.pos - 4 });
+    }
+    let len = r.u64("section length")?;
+    let len = usize::try_from(len).map_err(|_| DecodeError::Count {
+        what: "section length",
+        count: len,
+    })?;
+    let payload = r.take(len, "section payload")?;
+    let padded = len.next_multiple_of(8) - len;
+    if r.take(padded, "section padding")?.iter().any(|&b| b != 0) {
+        return Err(DecodeError::Reserved {
+            offset: r.pos - padded,
+        });
+    }
+    let info = SectionInfo {
+        tag,
+        required: flags & FLAG_REQUIRED != 0,
+        payload_bytes: len as u64,
+        total_bytes: (r.pos - start) as u64,
+    };
+    Ok((info, payload))
+}
+
+/// The section table of a model file, in file order. The header (magic, version, length,
+/// checksum) and the table's framing are checked, not the payloads: decode the file with
+/// [`Model::from_bytes`] to know it is usable.
+pub fn section_table(bytes: &[u8]) -> Result<Vec<SectionInfo>, DecodeError> {
+    checked_header(bytes, None)?;
+    let body = &bytes[..bytes.len() - TRAILER_LEN];
+    let mut r = Reader {
+        bytes: body,
+        pos: 12,
+    };
+    let n_sections = r.u32("section count")?;
+    r.pos = HEADER_LEN;
+    (0..n_sections)
+        .map(|_| next_section(&mut r).map(|(info, _)| info))
+        .collect()
 }
 
 fn read_meta(p: &mut Reader) -> Result<Vec<(String, String)>, DecodeError> {

@@ -34,7 +34,7 @@ pub mod normalize;
 mod risk;
 mod scaler;
 
-pub use codec::{FORMAT_VERSION, MAGIC};
+pub use codec::{FORMAT_VERSION, MAGIC, SectionInfo, section_table};
 pub use error::{DecodeError, EncodeError, ExplainError, InvalidModel, ScoreError};
 pub use explain::{MAX_PATH_FEATURES, TablesError, TablesTrust};
 pub use forest::{Forest, Node, Tree, average_path_length, leaf_path_length};

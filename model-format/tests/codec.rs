@@ -385,3 +385,25 @@ fn static_bytes_are_validated_like_any_other() {
         assert!(Model::from_static_bytes(leak_at(&bytes[..len], 0), FileTrust::Untrusted).is_err());
     }
 }
+
+/// The section table as `trainer inspect` shows it: every section, sizes that add up to the
+/// file, and a typed error (not a wrong table) for a corrupt file.
+#[test]
+fn section_table_lists_every_section() {
+    let bytes = sample_model(6).to_bytes().unwrap();
+    let table = model_format::section_table(&bytes).unwrap();
+    let tags: Vec<&[u8; 4]> = table.iter().map(|s| &s.tag).collect();
+    for required in [b"SCHM", b"SCAL", b"FRST"] {
+        assert!(tags.contains(&required), "{tags:?}");
+        assert!(table.iter().any(|s| &s.tag == required && s.required));
+    }
+    let sum: u64 = table.iter().map(|s| s.total_bytes).sum();
+    assert_eq!(sum as usize, bytes.len() - 24 - 4);
+    for s in &table {
+        assert!(s.total_bytes >= s.payload_bytes + 16 && s.total_bytes % 8 == 0);
+    }
+    assert!(model_format::section_table(&bytes[..bytes.len() - 1]).is_err());
+    let mut flipped = bytes.clone();
+    flipped[40] ^= 1;
+    assert!(model_format::section_table(&flipped).is_err());
+}

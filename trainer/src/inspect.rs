@@ -1,7 +1,7 @@
 //! `trainer inspect`: what a model file holds, for operators and audits.
 //!
-//! The model is fully decoded (so a corrupt file is reported, not described), then the section
-//! table is walked again to report each section's size as laid out in `model-format/SPEC.md`.
+//! The model is fully decoded (so a corrupt file is reported, not described), then model-format
+//! lists the section table to report each section's size as laid out in `model-format/SPEC.md`.
 
 use anyhow::{Context, Result};
 use model_format::{Model, ModelId};
@@ -43,29 +43,17 @@ pub struct Report {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Walks the section table of an already validated file.
-fn sections(bytes: &[u8]) -> Vec<Section> {
-    let mut out = Vec::new();
-    let end = bytes.len().saturating_sub(4);
-    let mut at = 24usize;
-    while at + 16 <= end {
-        let tag = String::from_utf8_lossy(&bytes[at..at + 4]).into_owned();
-        let flags = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        let len = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
-        let payload_end = (at as u64 + 16).saturating_add(len);
-        let next = payload_end.div_ceil(8) * 8;
-        out.push(Section {
-            tag,
-            required: flags & 1 == 1,
-            payload_bytes: len,
-            total_bytes: next - at as u64,
-        });
-        let Ok(next) = usize::try_from(next) else {
-            break;
-        };
-        at = next;
-    }
-    out
+/// The section table, as model-format reads it.
+fn sections(bytes: &[u8]) -> Result<Vec<Section>> {
+    Ok(model_format::section_table(bytes)?
+        .into_iter()
+        .map(|s| Section {
+            tag: String::from_utf8_lossy(&s.tag).into_owned(),
+            required: s.required,
+            payload_bytes: s.payload_bytes,
+            total_bytes: s.total_bytes,
+        })
+        .collect())
 }
 
 /// Decodes `bytes` and describes the model.
@@ -77,9 +65,10 @@ pub fn inspect(bytes: &[u8]) -> Result<Report> {
     Ok(Report {
         version: id.version(),
         checksum: format!("crc32:{:08x}", id.checksum),
-        format_version: u16::from_le_bytes([bytes[8], bytes[9]]),
+        // The decoder accepts exactly this version.
+        format_version: model_format::FORMAT_VERSION,
         file_bytes: bytes.len(),
-        sections: sections(bytes),
+        sections: sections(bytes)?,
         features: model.features().to_vec(),
         payload_rules: if legacy { "legacy" } else { "generic" },
         trees: model.forest().trees().len(),
