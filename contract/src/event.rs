@@ -485,9 +485,7 @@ mod tests {
     }
 
     fn wide_event(features: usize, name_len: usize) -> Event {
-        let names: Vec<String> = (0..features)
-            .map(|i| format!("{i:0>width$}", width = name_len))
-            .collect();
+        let names: Vec<String> = (0..features).map(|i| format!("{i:0>name_len$}")).collect();
         let values: Vec<f64> = (0..features).map(|i| -1.0 / (i as f64 + 3.0)).collect();
         Event::ScoredTransaction(ScoredTransaction {
             event_id: Uuid::from_u128(1),
@@ -567,7 +565,7 @@ mod tests {
             unreachable!()
         };
         for (i, (n, _)) in s.features.0.iter_mut().enumerate() {
-            *n = format!("{:\u{1}>width$}", i, width = MAX_NAME_LEN);
+            *n = format!("{i:\u{1}>MAX_NAME_LEN$}");
         }
         s.explanation = Some(s.features.clone());
         let text = serde_json::to_string(&Event::ScoredTransaction(s)).unwrap();

@@ -65,7 +65,7 @@ fn bench(label: &str, model: &Model, rows: &[Vec<f64>]) {
             for _ in 0..n {
                 f();
             }
-            best = best.min(start.elapsed().as_secs_f64() * 1e6 / n as f64);
+            best = best.min(start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
         }
         best
     };
@@ -76,13 +76,13 @@ fn bench(label: &str, model: &Model, rows: &[Vec<f64>]) {
     let in_place = best_of(&|| {
         drop(black_box(
             Model::from_static_bytes(black_box(embedded), FileTrust::Untrusted).unwrap(),
-        ))
+        ));
     });
     let prechecked = best_of(&|| {
         drop(black_box(
             Model::from_static_bytes(black_box(embedded), FileTrust::DecodedBefore(checksum))
                 .unwrap(),
-        ))
+        ));
     });
     println!("  score    {score:8.2} µs/row");
     println!(

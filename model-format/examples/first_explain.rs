@@ -50,7 +50,7 @@ fn main() {
         m.explain(&row, &mut phi).unwrap();
         trusted_first += t.elapsed().as_secs_f64();
     }
-    let us = |s: f64| s * 1e6 / n as f64;
+    let us = |s: f64| s * 1e6 / f64::from(n);
     // The checksum share of installing, on warm caches.
     let t = Instant::now();
     let mut h = 0;

@@ -31,7 +31,10 @@ fn main() -> std::io::Result<()> {
 
     // The same shape on the legacy schema, carrying the legacy normalization rules (NORM).
     let legacy = Model::new(
-        LEGACY_FEATURES.iter().map(|s| s.to_string()).collect(),
+        LEGACY_FEATURES
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         three.scaler().clone(),
         grow::grow_model(&rows, 4, 32, 12).forest().clone(),
         vec![

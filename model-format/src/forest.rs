@@ -276,16 +276,15 @@ impl Tree {
             w.copy_from_slice(r);
             u64::from_le_bytes(w)
         }));
-        match check_words(&arena[start..], stack) {
-            Some(max_feature) => Some(Decoded::Span {
+        if let Some(max_feature) = check_words(&arena[start..], stack) {
+            Some(Decoded::Span {
                 start,
                 len: n,
                 max_feature,
-            }),
-            None => {
-                arena.truncate(start);
-                None
-            }
+            })
+        } else {
+            arena.truncate(start);
+            None
         }
     }
 

@@ -406,7 +406,7 @@ pub fn parse_timestamp(s: &str) -> Option<Stamp> {
             _ => return None,
         }
     }
-    let weekday = (days_from_civil(year as i64, month, day) + 3).rem_euclid(7) as u8;
+    let weekday = (days_from_civil(i64::from(year), month, day) + 3).rem_euclid(7) as u8;
     Some(Stamp {
         hour: hour as u8,
         weekday,

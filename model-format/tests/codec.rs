@@ -47,7 +47,13 @@ fn sample_model(trees: usize) -> Model {
 
 fn rows() -> Vec<[f64; 3]> {
     (0..200)
-        .map(|i| [i as f64 * 1.7 - 40.0, (i % 24) as f64, (i % 7) as f64])
+        .map(|i| {
+            [
+                f64::from(i) * 1.7 - 40.0,
+                f64::from(i % 24),
+                f64::from(i % 7),
+            ]
+        })
         .collect()
 }
 
@@ -239,7 +245,7 @@ fn unknown_sections_follow_the_compatibility_policy() {
     let dup = with_extra_section(&bytes, b"SCHM", 1);
     assert!(matches!(
         Model::from_bytes(&dup),
-        Err(DecodeError::DuplicateSection { .. }) | Err(DecodeError::Truncated { .. })
+        Err(DecodeError::DuplicateSection { .. } | DecodeError::Truncated { .. })
     ));
 }
 

@@ -161,7 +161,7 @@ impl OpenStore {
 
     /// All keys, sorted.
     pub async fn keys(&self) -> Result<Vec<String>, Error> {
-        self.blocking(|s| s.keys()).await
+        self.blocking(FileStore::keys).await
     }
 
     async fn blocking<R: Send + 'static>(
@@ -415,16 +415,16 @@ mod tests {
             assert_eq!(s.get("a".into()).await.unwrap(), None);
             assert!(!s.exists("a".into()).await.unwrap());
             s.set("a".into(), b"1".to_vec()).await.unwrap();
-            s.set("".into(), Vec::new()).await.unwrap();
+            s.set(String::new(), Vec::new()).await.unwrap();
             s.set("outbox/ü 7".into(), vec![0, 255, 10]).await.unwrap();
             s.set("a".into(), b"22".to_vec()).await.unwrap();
             assert_eq!(s.get("a".into()).await.unwrap(), Some(b"22".to_vec()));
-            assert_eq!(s.get("".into()).await.unwrap(), Some(Vec::new()));
+            assert_eq!(s.get(String::new()).await.unwrap(), Some(Vec::new()));
             assert_eq!(
                 s.get("outbox/ü 7".into()).await.unwrap(),
                 Some(vec![0, 255, 10])
             );
-            assert!(s.exists("".into()).await.unwrap());
+            assert!(s.exists(String::new()).await.unwrap());
             assert_eq!(s.keys().await.unwrap(), labels(&["", "a", "outbox/ü 7"]));
             s.delete("a".into()).await.unwrap();
             s.delete("a".into()).await.unwrap(); // absent: still fine

@@ -338,14 +338,14 @@ async fn handle(
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let req = match with_absolute_uri(req, local) {
         Ok(req) => req,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("{e:#}")),
     };
     let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
     match handler.handle((), req).await {
         Ok(resp) => resp,
         Err(e) => {
             eprintln!("harness: {method} {path} failed: {e:#}");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}"))
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}"))
         }
     }
 }
@@ -370,7 +370,7 @@ fn with_absolute_uri(
     Ok(req)
 }
 
-fn error_response(status: StatusCode, message: String) -> Response<WasiBody> {
+fn error_response(status: StatusCode, message: &str) -> Response<WasiBody> {
     let body = Full::new(Bytes::from(format!("{status}: {message}\n")))
         .map_err(|never| match never {})
         .boxed_unsync();

@@ -149,12 +149,12 @@ fn edge_scores_equal_native_scores_bit_for_bit() {
         assert!(resp["timestamp"].as_str().is_some());
     }
     // Straight to stdout, past the test harness capture, so CI logs show the figures.
-    report(format!(
+    common::report(format!(
         "e2e parity: {} transactions, {mismatches} mismatches, {anomalies} flagged anomalous",
         rows.len()
     ));
     assert_eq!(mismatches, 0);
-    report(format!(
+    common::report(format!(
         "e2e explanations: max |Σφ + E - E[h(x)]| = {worst_additivity:.3e}"
     ));
     assert!(worst_additivity < 1e-9);
@@ -307,12 +307,6 @@ fn legacy_alternative_shape_is_normalized_by_the_model_rules() {
     );
     assert_eq!(status, 400);
     assert_eq!(v["error"], "Invalid field 'hour': must be between 0 and 23");
-}
-
-/// Writes a figure line to the real stdout (libtest captures `println!`, not this).
-fn report(line: String) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 #[test]
@@ -560,7 +554,7 @@ fn responses_keep_every_field_of_the_legacy_contract() {
         );
         checked += 1;
     }
-    report(format!(
+    common::report(format!(
         "legacy contract: {checked} documented response fields present"
     ));
 }

@@ -227,7 +227,7 @@ fn redelivery_and_bad_tokens_write_nothing_twice_or_at_all() {
     let agent = common::agent();
     let events: Vec<Value> = (0..20)
         .map(|i| {
-            let id = format!("0190a000-0000-7000-8000-{:012x}", i);
+            let id = format!("0190a000-0000-7000-8000-{i:012x}");
             json!({"event_id": id, "kind": "scored_transaction", "transaction_id": id,
                    "scored_at": "2026-11-23T18:00:00Z", "model_version": "if1-test",
                    "edge_instance": "t", "region": "r", "features": transaction(i),

@@ -232,14 +232,14 @@ fn check_inner(
                 match extra {
                     Some(Value::Bool(true)) => {}
                     Some(sub @ Value::Object(_)) => {
-                        check_inner(doc, sub, value, &format!("{at}.{name}"), errs, false)
+                        check_inner(doc, sub, value, &format!("{at}.{name}"), errs, false);
                     }
                     Some(Value::Bool(false)) => {
-                        errs.push(format!("{at}: field {name:?} is not documented"))
+                        errs.push(format!("{at}: field {name:?} is not documented"));
                     }
                     // Closed for this test when the schema lists its properties (see above).
                     None if any_props => {
-                        errs.push(format!("{at}: field {name:?} is not documented"))
+                        errs.push(format!("{at}: field {name:?} is not documented"));
                     }
                     _ => {}
                 }

@@ -23,7 +23,7 @@ impl Format {
             .map(str::to_ascii_lowercase)
             .as_deref()
         {
-            Some("parquet") | Some("pq") => Ok(Format::Parquet),
+            Some("parquet" | "pq") => Ok(Format::Parquet),
             Some("csv") => Ok(Format::Csv),
             _ => bail!(
                 "cannot tell the format of {}: use a .parquet or .csv file",
@@ -66,7 +66,10 @@ pub fn read_features(path: &Path, features: &[String]) -> Result<Table> {
         .with_context(|| format!("reading the schema of {}", path.display()))?;
     for name in features {
         if schema.get(name.as_str()).is_none() {
-            let have: Vec<&str> = schema.iter_names().map(|s| s.as_str()).collect();
+            let have: Vec<&str> = schema
+                .iter_names()
+                .map(polars::prelude::PlSmallStr::as_str)
+                .collect();
             bail!(
                 "{} has no column {name:?} (columns: {})",
                 path.display(),

@@ -654,8 +654,8 @@ mod tests {
         }
     }
 
-    fn fit(table: &Table, params: IsolationForestParams) -> Model {
-        crate::fit(table, &params).unwrap()
+    fn fit(table: &Table, params: &IsolationForestParams) -> Model {
+        crate::fit(table, params).unwrap()
     }
 
     #[test]
@@ -680,7 +680,7 @@ mod tests {
                     ..Default::default()
                 },
             ] {
-                let model = fit(&train, params);
+                let model = fit(&train, &params);
                 let fast = score_table(&model, &rows, false).unwrap();
                 let slow = score_rows_one_by_one(&model, &rows).unwrap();
                 assert_eq!(fast.rows.len(), n);
@@ -716,7 +716,7 @@ mod tests {
                 seed: 7,
                 ..Default::default()
             };
-            let model = fit(&train, params);
+            let model = fit(&train, &params);
             let batch = BatchForest::new(model.forest()).unwrap();
             let width = batch.width.max(3);
             let mut block = vec![0f32; width * BLOCK];
@@ -739,7 +739,7 @@ mod tests {
     #[test]
     fn bad_rows_report_model_score_errors() {
         let train = table(500, 1);
-        let model = fit(&train, IsolationForestParams::default());
+        let model = fit(&train, &IsolationForestParams::default());
         let mut rows = table(600, 2);
         rows.columns[1][321] = f64::NAN;
         rows.columns[0][400] = f64::INFINITY;
@@ -824,7 +824,7 @@ mod tests {
                     .num_threads(threads)
                     .build()
                     .unwrap()
-                    .install(|| fit(&train, params.clone()).to_bytes().unwrap())
+                    .install(|| fit(&train, &params).to_bytes().unwrap())
             };
             let one = bytes(1);
             assert_eq!(one, bytes(2));

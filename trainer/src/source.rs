@@ -339,56 +339,51 @@ pub fn scan(inputs: &Inputs) -> Result<LazyFrame> {
 
 /// Uploads (or writes) `bytes` to `dest`, a local path or an object-store URL.
 pub fn put(dest: &str, bytes: Vec<u8>, opts: &StoreOptions) -> Result<()> {
-    match dest
+    if let Some(path) = dest
         .strip_prefix("file://")
         .map(str::to_string)
         .or_else(|| (!is_url(dest)).then(|| dest.to_string()))
     {
-        Some(path) => {
-            let path = Path::new(&path);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            // Write then rename, so readers never see half a file.
-            let tmp = path.with_extension("partial");
-            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+        let path = Path::new(&path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        None => {
-            let url = Url::parse(dest).with_context(|| format!("bad URL {dest}"))?;
-            let (store, path, _) = open_store(&url, opts)?;
-            runtime()?
-                .block_on(store.put(&path, bytes.into()))
-                .with_context(|| format!("uploading to {dest}"))?;
-            Ok(())
-        }
+        // Write then rename, so readers never see half a file.
+        let tmp = path.with_extension("partial");
+        std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    } else {
+        let url = Url::parse(dest).with_context(|| format!("bad URL {dest}"))?;
+        let (store, path, _) = open_store(&url, opts)?;
+        runtime()?
+            .block_on(store.put(&path, bytes.into()))
+            .with_context(|| format!("uploading to {dest}"))?;
+        Ok(())
     }
 }
 
 /// Reads `src` (local path or object-store URL); `Ok(None)` if it does not exist.
 pub fn get_opt(src: &str, opts: &StoreOptions) -> Result<Option<Vec<u8>>> {
-    match src
+    if let Some(path) = src
         .strip_prefix("file://")
         .map(str::to_string)
         .or_else(|| (!is_url(src)).then(|| src.to_string()))
     {
-        Some(path) => match std::fs::read(&path) {
+        match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {path}")),
-        },
-        None => {
-            let url = Url::parse(src).with_context(|| format!("bad URL {src}"))?;
-            let (store, path, _) = open_store(&url, opts)?;
-            runtime()?.block_on(async {
-                match store.get(&path).await {
-                    Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(anyhow::Error::from(e).context(format!("reading {src}"))),
-                }
-            })
         }
+    } else {
+        let url = Url::parse(src).with_context(|| format!("bad URL {src}"))?;
+        let (store, path, _) = open_store(&url, opts)?;
+        runtime()?.block_on(async {
+            match store.get(&path).await {
+                Ok(r) => Ok(Some(r.bytes().await?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(anyhow::Error::from(e).context(format!("reading {src}"))),
+            }
+        })
     }
 }
 

@@ -109,7 +109,10 @@ impl Plan {
     /// `require_label`: fail if no label column can be found.
     pub fn resolve(spec: &FeatureSpec, schema: &Schema, require_label: bool) -> Result<Plan> {
         let has = |c: &str| schema.get(c).is_some();
-        let columns: Vec<&str> = schema.iter_names().map(|s| s.as_str()).collect();
+        let columns: Vec<&str> = schema
+            .iter_names()
+            .map(polars::prelude::PlSmallStr::as_str)
+            .collect();
         let label = match &spec.label {
             Some(l) if l.is_empty() => None,
             Some(l) => {

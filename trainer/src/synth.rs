@@ -61,8 +61,8 @@ pub fn transactions(rows: usize, anomaly_rate: f64, seed: u64) -> anyhow::Result
         amount.push((a * 100.0).round() / 100.0);
         hour.push(h);
         dow.push(rng.random_range(0..7i64));
-        cat.push(c as i64);
-        kind.push(t as i64);
+        cat.push(i64::from(c));
+        kind.push(i64::from(t));
         label.push(i64::from(anomalous));
     }
     Ok(df!(

@@ -47,7 +47,7 @@ fn fit(inputs: &[String], out: &Path, extra: &[&str], env: &[(&str, &str)]) -> V
         "--seed".into(),
         "7".into(),
     ]);
-    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(std::string::ToString::to_string));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&args, env);
     std::fs::read(out).unwrap()

@@ -104,9 +104,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse_json(v: Value) -> Result<(TransactionRef, Event), ApiError> {
+    fn parse_json(v: &Value) -> Result<(TransactionRef, Event), ApiError> {
         parse(
-            &v,
+            v,
             uuid::Uuid::from_u128(1),
             chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap(),
         )
@@ -115,19 +115,19 @@ mod tests {
     #[test]
     fn uuid_and_legacy_ids() {
         let uuid = "0190f5c2-0000-7000-8000-0000000000aa";
-        let (r, _) = parse_json(json!({"transaction_id": uuid, "feedback": true})).unwrap();
+        let (r, _) = parse_json(&json!({"transaction_id": uuid, "feedback": true})).unwrap();
         assert_eq!(r.to_json(), json!(uuid));
-        let (r, e) = parse_json(json!({"transaction_id": 123456789, "feedback": false})).unwrap();
+        let (r, e) = parse_json(&json!({"transaction_id": 123456789, "feedback": false})).unwrap();
         assert_eq!(r, TransactionRef::Legacy(123_456_789));
         let Event::Feedback(f) = e else { panic!() };
         assert_eq!(
             (f.transaction_id, f.legacy_id, f.label),
             (None, Some(123_456_789), false)
         );
-        let (r, _) = parse_json(json!({"transaction_id": " 42 ", "feedback": true})).unwrap();
+        let (r, _) = parse_json(&json!({"transaction_id": " 42 ", "feedback": true})).unwrap();
         assert_eq!(r, TransactionRef::Legacy(42));
         let max = contract::legacy_id::MAX;
-        assert!(parse_json(json!({"transaction_id": max, "feedback": true})).is_ok());
+        assert!(parse_json(&json!({"transaction_id": max, "feedback": true})).is_ok());
         for bad in [
             json!(0),
             json!(max + 1),
@@ -137,7 +137,7 @@ mod tests {
             json!(""),
             json!([1]),
         ] {
-            let err = parse_json(json!({"transaction_id": bad, "feedback": true})).unwrap_err();
+            let err = parse_json(&json!({"transaction_id": bad, "feedback": true})).unwrap_err();
             assert!(
                 err.message.contains("'transaction_id'"),
                 "{bad}: {}",
@@ -148,27 +148,28 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let err = parse_json(json!({"feedback": true})).unwrap_err();
+        let err = parse_json(&json!({"feedback": true})).unwrap_err();
         assert_eq!(err.message, "Missing required field(s): transaction_id");
-        let err = parse_json(json!({"transaction_id": null, "feedback": null})).unwrap_err();
+        let err = parse_json(&json!({"transaction_id": null, "feedback": null})).unwrap_err();
         assert_eq!(
             err.message,
             "Missing required field(s): transaction_id, feedback"
         );
-        let err = parse_json(json!({"transaction_id": 1, "feedback": "yes"})).unwrap_err();
+        let err = parse_json(&json!({"transaction_id": 1, "feedback": "yes"})).unwrap_err();
         assert!(err.message.contains("'feedback'"));
         let err =
-            parse_json(json!({"transaction_id": 1, "feedback": true, "comments": 5})).unwrap_err();
+            parse_json(&json!({"transaction_id": 1, "feedback": true, "comments": 5})).unwrap_err();
         assert!(err.message.contains("'comments'"));
         // What the database cannot store is refused at the edge, naming the field.
-        let err = parse_json(json!({"transaction_id": 1, "feedback": true, "comments": "a\u{0}b"}))
-            .unwrap_err();
+        let err =
+            parse_json(&json!({"transaction_id": 1, "feedback": true, "comments": "a\u{0}b"}))
+                .unwrap_err();
         assert_eq!(err.status, http::StatusCode::BAD_REQUEST);
         assert!(err.message.starts_with("Invalid field 'comments'") && err.message.contains("NUL"));
         let long = "x".repeat(contract::limits::MAX_COMMENT_LEN + 1);
-        let err = parse_json(json!({"transaction_id": 1, "feedback": true, "comments": long}))
+        let err = parse_json(&json!({"transaction_id": 1, "feedback": true, "comments": long}))
             .unwrap_err();
         assert!(err.message.starts_with("Invalid field 'comments'"));
-        assert!(parse_json(json!([1])).is_err());
+        assert!(parse_json(&json!([1])).is_err());
     }
 }

@@ -100,6 +100,7 @@ impl Serialize for FeatureValues<'_> {
 }
 
 /// The ids and time of one prediction, made by the caller (they need the host).
+#[derive(Clone, Copy)]
 pub(crate) struct Stamp {
     pub(crate) uuid: uuid::Uuid,
     pub(crate) legacy_id: u64,

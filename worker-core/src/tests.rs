@@ -308,7 +308,7 @@ fn predictions_carry_both_ids_and_forward_one_event_each() {
 
     // With transaction_id_format=legacy, transaction_id is the integer.
     let app = app_with(FakeHost::new(accept_all()), |v| {
-        v.transaction_id_format = "legacy".into()
+        v.transaction_id_format = "legacy".into();
     });
     let p = predict(app, 1);
     assert_eq!(p["transaction_id"], p["legacy_id"]);

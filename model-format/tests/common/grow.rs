@@ -84,11 +84,15 @@ pub fn grow_model(rows: &[Vec<f64>], n_trees: usize, psi: usize, seed: u64) -> M
             }
             let sample: Vec<&[f32]> = idx[..psi].iter().map(|&i| &scaled[i][..]).collect();
             let mut nodes = Vec::new();
-            grow(&mut nodes, sample, 0, max_depth, m, &mut rng);
+            grow(&mut nodes, &sample, 0, max_depth, m, &mut rng);
             Tree::new(nodes).unwrap()
         })
         .collect();
-    let names = FEATURES.iter().map(|s| s.to_string()).take(m).collect();
+    let names = FEATURES
+        .iter()
+        .map(std::string::ToString::to_string)
+        .take(m)
+        .collect();
     Model::new(
         names,
         scaler,
@@ -100,7 +104,7 @@ pub fn grow_model(rows: &[Vec<f64>], n_trees: usize, psi: usize, seed: u64) -> M
 
 fn grow(
     nodes: &mut Vec<Node>,
-    rows: Vec<&[f32]>,
+    rows: &[&[f32]],
     depth: u32,
     max_depth: u32,
     m: usize,
@@ -130,9 +134,9 @@ fn grow(
         }
         let at = nodes.len();
         nodes.push(leaf); // placeholder
-        grow(nodes, left, depth + 1, max_depth, m, rng);
+        grow(nodes, &left, depth + 1, max_depth, m, rng);
         let r = nodes.len() as u32;
-        grow(nodes, right, depth + 1, max_depth, m, rng);
+        grow(nodes, &right, depth + 1, max_depth, m, rng);
         nodes[at] = Node::Split {
             feature: f as u16,
             threshold,

@@ -180,6 +180,6 @@ pub fn count(pg: &harness::postgres::TempPostgres, sql: &str) -> u64 {
 }
 
 /// A line on the real stdout, so CI logs show figures even when the test passes.
-pub fn report(line: String) {
+pub fn report(line: impl std::fmt::Display) {
     let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{line}\n"));
 }
