@@ -1,10 +1,7 @@
 //! Reading and writing tables with polars.
 
 use anyhow::{Context, Result, bail};
-use polars::prelude::{
-    CsvWriter, DataFrame, DataType, Expr, LazyCsvReader, LazyFileListReader, LazyFrame,
-    ParquetWriter, PlRefPath, ScanArgsParquet, SerWriter, col,
-};
+use polars::prelude::{CsvWriter, DataFrame, DataType, Expr, ParquetWriter, SerWriter, col};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -52,14 +49,17 @@ impl Table {
 
 /// Reads `features` from a Parquet or CSV file as `f64`, refusing nulls and non-finite values.
 pub fn read_features(path: &Path, features: &[String]) -> Result<Table> {
-    let format = Format::from_path(path)?;
-    let location = PlRefPath::new(path.to_str().context("input path is not valid UTF-8")?);
-    let frame = match format {
-        Format::Parquet => LazyFrame::scan_parquet(location, ScanArgsParquet::default())?,
-        Format::Csv => LazyCsvReader::new(location)
-            .with_has_header(true)
-            .finish()?,
+    // The one reader per format that every input goes through (`source::scan_file`: the same
+    // type inference for `score` as for `fit`).
+    let format = match Format::from_path(path)? {
+        Format::Parquet => crate::source::InputFormat::Parquet,
+        Format::Csv => crate::source::InputFormat::Csv,
     };
+    let frame = crate::source::scan_file(&crate::source::InputFile {
+        local: path.to_path_buf(),
+        origin: path.display().to_string(),
+        format,
+    })?;
     let schema = frame
         .clone()
         .collect_schema()
@@ -130,4 +130,26 @@ pub fn write_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
         Format::Csv => CsvWriter::new(file).include_header(true).finish(df)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `score` reads CSV as `fit` does: a column of whole numbers that turns fractional after
+    /// the first hundred rows (as Postgres prints 14 and 12.5) is read, not refused.
+    #[test]
+    fn csv_type_inference_covers_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late-fraction.csv");
+        let mut text = String::from("amount,hour\n");
+        for i in 0..500 {
+            text.push_str(&format!("{},{}\n", 10 + i, i % 24));
+        }
+        text.push_str("12.5,3\n");
+        std::fs::write(&path, text).unwrap();
+        let table = read_features(&path, &["amount".to_owned(), "hour".to_owned()]).unwrap();
+        assert_eq!(table.rows(), 501);
+        assert_eq!(table.columns[0][500], 12.5);
+    }
 }

@@ -765,7 +765,7 @@ mod tests {
         let train = table(4000, 9);
         let model = fit(
             &train,
-            IsolationForestParams {
+            &IsolationForestParams {
                 contamination: Contamination::Fraction(0.1),
                 ..Default::default()
             },
@@ -787,7 +787,7 @@ mod tests {
         let train = table(70_000, 8);
         let model = fit(
             &train,
-            IsolationForestParams {
+            &IsolationForestParams {
                 n_estimators: 3,
                 max_samples: MaxSamples::Fraction(1.0),
                 contamination: Contamination::Fraction(0.1),
