@@ -26,14 +26,33 @@ use rayon::prelude::*;
 /// Version of this trainer, recorded in every model it writes.
 pub const TRAINER_VERSION: &str = concat!("trainer ", env!("CARGO_PKG_VERSION"));
 
+/// Why [`fit`] failed: the caller's parameters, the data, or this trainer (a bug), so that the
+/// binary's exit code follows from the error's type.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    /// The parameters do not suit the data (no rows, more samples than rows, ...).
+    #[error(transparent)]
+    Params(#[from] forest::ParamError),
+    /// The data cannot be fitted (e.g. a scaler that cannot be computed).
+    #[error("fitting the scaler: {0:#}")]
+    Data(anyhow::Error),
+    /// The model built from valid parameters and data failed its own checks: a bug here.
+    #[error("the fitted model is invalid (a trainer bug): {0}")]
+    Internal(String),
+}
+
+fn internal(e: impl std::fmt::Display) -> FitError {
+    FitError::Internal(e.to_string())
+}
+
 /// Fits scaler and forest on `table` and returns the validated model.
 ///
 /// Deterministic: the same table and parameters give the same model, hence the same bytes.
-pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model> {
+pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model, FitError> {
     let mut timer = Timings::from_env();
     let n_rows = table.rows();
     let valid = params.check(n_rows, table.columns.len())?;
-    let scaler = fit_scaler(table)?;
+    let scaler = fit_scaler(table).map_err(FitError::Data)?;
     timer.lap("scaler");
 
     // Scale through model-format's own expression and cast to f32 like the scorer does, so
@@ -72,7 +91,7 @@ pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model>
         metadata.push(("bootstrap".to_string(), "true".to_string()));
     }
     timer.lap("fingerprint");
-    let mut forest = Forest::new(trees, valid.psi as u32, -0.5)?;
+    let mut forest = Forest::new(trees, valid.psi as u32, -0.5).map_err(internal)?;
     if let Contamination::Fraction(c) = valid.contamination {
         // Offset = the contamination quantile of the training scores, as scikit-learn does.
         // The rows are already scaled to f32 exactly as Model::score scales them, so the batch
@@ -90,24 +109,30 @@ pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model>
                 .for_each(|s| *s = forest.score_path_sum(*s).score_samples);
         } else {
             // Trees too deep to lay out flat (ψ above 65,536): one row at a time.
-            scores.par_iter_mut().enumerate().try_for_each_init(
-                || Vec::with_capacity(scaled.len()),
-                |row, (i, s)| {
-                    row.clear();
-                    row.extend(scaled.iter().map(|c| c[i]));
-                    *s = forest.score_scaled(row)?.score_samples;
-                    Ok::<_, model_format::ScoreError>(())
-                },
-            )?;
+            scores
+                .par_iter_mut()
+                .enumerate()
+                .try_for_each_init(
+                    || Vec::with_capacity(scaled.len()),
+                    |row, (i, s)| {
+                        row.clear();
+                        row.extend(scaled.iter().map(|c| c[i]));
+                        *s = forest.score_scaled(row)?.score_samples;
+                        Ok::<_, model_format::ScoreError>(())
+                    },
+                )
+                .map_err(internal)?;
         }
         timer.lap("training scores");
         let offset = forest::percentile(&mut scores, 100.0 * c);
-        forest = forest.with_offset(offset)?;
+        forest = forest.with_offset(offset).map_err(internal)?;
         timer.lap("quantile");
     }
     drop(scaled);
-    let model = Model::new(table.names.clone(), scaler, forest, metadata)?;
-    Ok(model.with_normalization(payload_rules(&table.names))?)
+    let model = Model::new(table.names.clone(), scaler, forest, metadata).map_err(internal)?;
+    model
+        .with_normalization(payload_rules(&table.names))
+        .map_err(internal)
 }
 
 /// Phase timings on stderr when `SFE_TIMINGS` is set, for profiling `fit`.

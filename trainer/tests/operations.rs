@@ -289,3 +289,86 @@ fn publish_is_idempotent_and_the_gate_refuses_worse_models() {
     // A usage error is exit code 2.
     assert_eq!(trainer(&["fit", "--bogus"]).status.code(), Some(2));
 }
+
+/// Exit codes follow the failure's kind, and `--log-format json` holds for every subcommand.
+#[test]
+fn exit_codes_by_kind_and_json_logs_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data_path = d.join("tx.csv");
+    let data = p(&data_path);
+    let out = trainer(&[
+        "--log-format",
+        "json",
+        "synth",
+        "--output",
+        data,
+        "--rows",
+        "300",
+        "--seed",
+        "5",
+    ]);
+    assert!(out.status.success());
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(line["event"], "synthesized");
+    assert_eq!(line["rows"], 300);
+    // Parameters that cannot work: a usage error (2), not a data error.
+    let model_path = d.join("m.sfm");
+    let model = p(&model_path);
+    let bad = trainer(&[
+        "--log-format",
+        "json",
+        "fit",
+        "--input",
+        data,
+        "--output",
+        model,
+        "--n-estimators",
+        "0",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&bad.stderr).trim()).unwrap();
+    assert_eq!(err["exit_code"], 2);
+    assert!(
+        err["message"].as_str().unwrap().contains("n_estimators"),
+        "{err}"
+    );
+    // A good fit, then score with JSON logs.
+    assert!(
+        trainer(&["fit", "--input", data, "--output", model])
+            .status
+            .success()
+    );
+    let scores_path = d.join("s.parquet");
+    let scores = p(&scores_path);
+    let out = trainer(&[
+        "--log-format",
+        "json",
+        "score",
+        "--model",
+        model,
+        "--input",
+        data,
+        "--output",
+        scores,
+    ]);
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (line["event"].as_str(), line["rows"].as_u64()),
+        (Some("scored"), Some(300))
+    );
+    // A missing input is a data error (3).
+    let missing = trainer(&[
+        "score",
+        "--model",
+        model,
+        "--input",
+        "/nonexistent.csv",
+        "--output",
+        scores,
+    ]);
+    assert_eq!(missing.status.code(), Some(3));
+}

@@ -1,0 +1,179 @@
+//! `trainer fit`: Fit a StandardScaler + isolation forest on Parquet/CSV/NDJSON data and write a model file.
+
+use clap::Args as ClapArgs;
+use std::path::PathBuf;
+use std::time::Instant;
+use trainer::forest::{Contamination, IsolationForestParams, MaxFeatures, MaxSamples};
+use trainer::publish;
+
+use crate::args::{InputArgs, PgArgs, SpecArgs, load, write_file};
+use crate::failure::{Classify, Failure};
+use crate::output::{Log, Step};
+
+/// Fit a StandardScaler + isolation forest on Parquet/CSV/NDJSON data and write a model file.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Where to write the model file. Optional with --publish.
+    #[arg(long, required_unless_present = "publish")]
+    pub output: Option<PathBuf>,
+    /// Number of trees.
+    #[arg(long, default_value_t = 100)]
+    pub n_estimators: usize,
+    /// Rows per tree: 'auto' (min(256, rows)), a count, or a fraction of the rows.
+    #[arg(long, default_value = "auto")]
+    pub max_samples: MaxSamples,
+    /// Expected share of anomalies: 'auto' (offset -0.5) or a fraction in (0, 0.5].
+    #[arg(long, default_value = "auto")]
+    pub contamination: Contamination,
+    /// Features each tree may split on: a count, or a fraction of the features (1.0 = all).
+    #[arg(long, default_value = "1.0")]
+    pub max_features: MaxFeatures,
+    /// Draw each tree's rows with replacement (scikit-learn's bootstrap=True).
+    #[arg(long)]
+    pub bootstrap: bool,
+    /// Random seed; the same data and seed give the same model bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+}
+
+pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
+    let Args {
+        input,
+        spec,
+        output,
+        n_estimators,
+        max_samples,
+        contamination,
+        max_features,
+        bootstrap,
+        seed,
+        publish,
+    } = args;
+    let started = Instant::now();
+    let spec = spec.spec().usage()?;
+    let step = Step::start(log, "reading inputs");
+    let (dataset, origins) = load(&input, &spec, false, None).data()?;
+    drop(step);
+    let table = &dataset.table;
+    log.event(
+        "loaded",
+        &format!(
+            "read {} rows, features {}",
+            table.rows(),
+            table.names.join(",")
+        ),
+        serde_json::json!({"rows": table.rows(), "features": table.names, "inputs": origins}),
+    );
+    let params = IsolationForestParams {
+        n_estimators,
+        max_samples,
+        contamination,
+        max_features,
+        bootstrap,
+        seed,
+    };
+    let step = Step::start(log, "fitting");
+    // The exit code follows the error's type (parameters, data, or a bug).
+    let model = trainer::fit(table, &params)?;
+    drop(step);
+    let bytes = model.to_bytes().internal()?;
+    let id = model_format::ModelId::of(&bytes).internal()?;
+    if let Some(output) = &output
+        && !publish.dry_run
+    {
+        write_file(output, &bytes).internal()?;
+    }
+    log.event(
+        "fitted",
+        &format!(
+            "{} {} ({} bytes, version {}): {} rows, {} features, {} trees, {} nodes, offset {:.6}, in {:.2?}",
+            if publish.dry_run { "would write" } else { "wrote" },
+            output.as_ref().map_or("model".to_string(), |o| o.display().to_string()),
+            bytes.len(),
+            id.version(),
+            table.rows(),
+            table.names.len(),
+            model.forest().trees().len(),
+            model.forest().node_count(),
+            model.forest().offset(),
+            started.elapsed()
+        ),
+        serde_json::json!({"version": id.version(), "bytes": bytes.len(), "rows": table.rows(),
+            "seconds": started.elapsed().as_secs_f64()}),
+    );
+    if let Some(dest) = &publish.publish {
+        let store = input.store.options();
+        let gate = match &publish.gate_input {
+            None => None,
+            Some(g) => {
+                let gate_args = InputArgs {
+                    input: vec![g.clone()],
+                    format: input.format,
+                    store: input.store.clone(),
+                    postgres: PgArgs::default(),
+                };
+                let needs_label = publish.gate_metric != publish::GateMetric::MeanScore;
+                let (holdout, _) =
+                    load(&gate_args, &spec, needs_label, Some(&table.names)).data()?;
+                Some(holdout)
+            }
+        };
+        let step = Step::start(log, "publishing");
+        let outcome = publish::publish(
+            dest,
+            &model,
+            &bytes,
+            gate.as_ref(),
+            &publish::GateConfig {
+                metric: publish.gate_metric,
+                tolerance: publish.gate_tolerance,
+            },
+            publish.dry_run,
+            &store,
+        );
+        drop(step);
+        match outcome {
+            Ok(o) => log.event(
+                "published",
+                &o.message,
+                serde_json::to_value(&o).unwrap_or_default(),
+            ),
+            Err(publish::PublishError::GateRefused(msg)) => {
+                return Err(Failure::GateRefused(anyhow::anyhow!(msg)));
+            }
+            Err(publish::PublishError::Other(e)) => {
+                return Err(Failure::Internal(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Publishing a fitted model for scheduled runs.
+#[derive(ClapArgs, Clone)]
+pub struct PublishArgs {
+    /// Publish to a directory or object-store URL: writes models/<version>.sfm and a `latest`
+    /// pointer (JSON). Re-running on the same data and seed changes nothing.
+    #[arg(long)]
+    pub publish: Option<String>,
+    /// Labelled holdout data for the quality gate (path/glob/URL; same spec as training).
+    /// The new model must not be worse than `latest` on it beyond --gate-tolerance.
+    #[arg(long)]
+    pub gate_input: Option<String>,
+    /// Gate metric: average precision, ROC-AUC (need labels), or mean anomaly_score on the
+    /// holdout (higher = the holdout looks more normal; for unlabelled, known-good data).
+    #[arg(long, value_enum, default_value = "average-precision")]
+    pub gate_metric: publish::GateMetric,
+    /// How much worse than `latest` the new model may be (absolute, in the metric's units).
+    #[arg(long, default_value_t = 0.01)]
+    pub gate_tolerance: f64,
+    /// Do everything except writing: report what would be published.
+    #[arg(long)]
+    pub dry_run: bool,
+}
