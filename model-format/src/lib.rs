@@ -26,6 +26,7 @@
 //! five features), allocation-free. Everything it needs (covers, cover ratios) is derived from
 //! the nodes when a tree is built; the file format is unchanged.
 
+pub mod batch;
 mod codec;
 mod error;
 pub mod explain;

@@ -97,10 +97,11 @@ pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model,
         // The rows are already scaled to f32 exactly as Model::score scales them, so the batch
         // scorer gives the same scores without scaling again.
         let mut scores = vec![0.0; n_rows];
-        if let Some(batch) = score::BatchForest::new(&forest) {
-            batch.path_length_sums(scaled.len(), &mut scores, |start, block, len| {
+        if let Some(batch) = model_format::batch::BatchForest::new(&forest) {
+            let block_rows = model_format::batch::BLOCK;
+            score::path_length_sums(&batch, scaled.len(), &mut scores, |start, block, len| {
                 for (f, col) in scaled.iter().enumerate() {
-                    block[f * score::BLOCK..f * score::BLOCK + len]
+                    block[f * block_rows..f * block_rows + len]
                         .copy_from_slice(&col[start..start + len]);
                 }
             });
