@@ -237,3 +237,32 @@ async fn feedback_by_legacy_id_joins_the_right_transaction() {
     let (_, dashboard) = t.get_json("/v1/dashboard").await;
     assert_eq!(dashboard["feedback"]["total_feedback"], 3, "{dashboard}");
 }
+
+/// An event from a model as wide as the format allows (1,024 features, with an explanation)
+/// is stored, not refused as malformed; one feature more is a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_the_widest_model_are_stored() {
+    let t = TestStore::start().await;
+    let now = Utc::now();
+    let wide: serde_json::Map<String, Value> = (0..contract::limits::MAX_FEATURES)
+        .map(|i| (format!("feature_{i:04}"), json!(i as f64 * 0.5)))
+        .collect();
+    let mut event = scored(0, now);
+    event["features"] = Value::Object(wide.clone());
+    event["explanation"] = Value::Object(wide.clone());
+    let (status, body) = t.post_events(&[event.clone()]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        t.pg.psql("SELECT count(*) FROM transactions t, jsonb_object_keys(t.features) k")
+            .unwrap(),
+        "1024"
+    );
+    let mut over = scored(1, now);
+    let mut more = wide;
+    more.insert("one_more".into(), json!(1.0));
+    over["features"] = Value::Object(more);
+    let (status, body) = t.post_events(&[over]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "features");
+    assert_eq!(t.count("transactions"), 1);
+}
