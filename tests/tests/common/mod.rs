@@ -179,7 +179,17 @@ pub fn count(pg: &harness::postgres::TempPostgres, sql: &str) -> u64 {
     pg.psql(sql).unwrap().trim().parse().unwrap()
 }
 
-/// A line on the real stdout, so CI logs show figures even when the test passes.
+/// A line on the real stdout, so CI logs show figures even when the test passes, with the
+/// machine's load average beside it (the figures of a shared machine mean little without it).
 pub fn report(line: impl std::fmt::Display) {
-    let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{line}\n"));
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stdout(),
+        format_args!("{line} [load {load}]\n"),
+    );
 }
