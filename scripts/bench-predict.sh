@@ -1,40 +1,110 @@
 #!/usr/bin/env bash
-# Latency/throughput of POST /api/predict through the wasmtime harness on loopback, with wrk.
-# Prints p50/p99 at 1 connection (keep-alive) and req/s at 16 connections, with the default
-# exact TreeSHAP explanation and with ?explain=false.
-# Usage: scripts/bench-predict.sh [seconds per run, default 10]
+# Latency and throughput of POST /api/predict measured the way a user measures them: for every
+# figure a freshly started server (no warm-up of ours), wrk on the same machine, the load average
+# printed beside it. Each host (the wasmtime harness, and `spin up` when a Spin CLI is found) runs
+# with Spin's default instance reuse and with the settings docs/operations.md recommends, at 1
+# connection (explained and ?explain=false), 16 connections (both) and 150 connections
+# (explained): p50/p90/p99/p99.9, req/s, errors, and the server's RSS before, at the end of the
+# run and 3 s after it. Anchors in the same run: the native model-format timings of one
+# explanation and one score (bench_explain), and /api/health at 1 connection (the host's floor).
+# Usage: scripts/bench-predict.sh [seconds per run, default 10] [harness|spin|both, default both]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"
-target="${CARGO_TARGET_DIR:-target}"
+which_hosts="${2:-both}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secureflow-edge/target}"
+target=$CARGO_TARGET_DIR
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 
-cargo test --release --no-run   # the build the tests and the demo use (no other feature set)
-cargo build --release --target wasm32-wasip2 -p worker
-echo "component: $(stat -c %s "$target/wasm32-wasip2/release/worker.wasm") bytes; model: $(stat -c %s data/model.sfm) bytes"
+# The build the tests and the demo use (one feature set, nothing compiled twice), then the component.
+cargo test --release --no-run 2>&1 | grep -v '^ *Executable' >&2
+cargo build --release --target wasm32-wasip2 -p worker 2>&1 | tail -n1 >&2
+component="$target/wasm32-wasip2/release/worker.wasm"
+spin="${SFE_SPIN:-$HOME/.cache/secureflow-edge/bin/spin}"
+[[ -x $spin ]] || spin=$(command -v spin || true)
 
-log=$(mktemp); lua=$(mktemp --suffix=.lua)
-"$target/release/harness" --component "$target/wasm32-wasip2/release/worker.wasm" --listen 127.0.0.1:0 >"$log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; rm -f "$log" "$lua"' EXIT
-for _ in $(seq 1 300); do grep -q '^listening on ' "$log" && break; sleep 0.1; done
-base=$(sed -n 's/^listening on //p' "$log" | head -n1)
-[ -n "$base" ] || { cat "$log" >&2; exit 1; }
+work=$(mktemp -d)
+pid=
+stop() { [[ -n $pid ]] && { kill -TERM -- "-$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }; pid=; }
+trap 'stop; rm -rf "$work"' EXIT
 
-cat >"$lua" <<'LUA'
+cat >"$work/predict.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 wrk.body = '{"amount": 42.5, "hour": 14, "day_of_week": 2, "merchant_category": 1, "transaction_type": 0}'
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT p50_us=%d p99_us=%d req_per_s=%.0f errors=%d\n",
-    latency:percentile(50), latency:percentile(99), summary.requests / (summary.duration / 1e6),
-    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+  local e = summary.errors
+  io.write(string.format("p50 %6d us  p90 %6d us  p99 %6d us  p99.9 %6d us  %6.0f req/s  errors %d\n",
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
+    summary.requests / (summary.duration / 1e6), e.status + e.connect + e.read + e.write + e.timeout))
 end
 LUA
-# Warm up: fill the instance pool and the explanation tables.
-wrk -t2 -c16 -d2s -s "$lua" "$base/api/predict" >/dev/null
-for mode in "explain (default)|/api/predict" "explain=false|/api/predict?explain=false"; do
-  name=${mode%%|*}; path=${mode#*|}
-  echo "$name, 1 connection, keep-alive, ${secs}s:"; wrk -t1 -c1  -d"${secs}s" -s "$lua" "$base$path" | grep RESULT
-  echo "$name, 16 connections, ${secs}s:";         wrk -t2 -c16 -d"${secs}s" -s "$lua" "$base$path" | grep RESULT
+sed '/^wrk.method/,/^wrk.body/d' "$work/predict.lua" >"$work/get.lua"
+
+# Spin's manifest, unchanged but for the component's path (spin up does not build).
+sed "s#^source = .*#source = \"$component\"#" spin.toml >"$work/spin.toml"
+
+rss_mb() { # RSS of a process group's members, MB
+  ps -o rss= -g "$1" 2>/dev/null | awk '{s+=$1} END {printf "%d", s/1024}'
+}
+
+# start HOST FLAGS...: a fresh server in its own process group; sets $pid and $base.
+start() {
+  local host=$1; shift
+  local log="$work/server.log"
+  if [[ $host == harness ]]; then
+    setsid "$target/release/harness" --component "$component" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 600); do grep -q '^listening on ' "$log" && break; sleep 0.1; done
+    base=$(sed -n 's/^listening on //p' "$log" | head -n1)
+  else
+    rm -rf "$work/state"
+    setsid "$spin" up --from "$work/spin.toml" --listen 127.0.0.1:0 --state-dir "$work/state" "$@" >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 1800); do grep -q '^Serving http://' "$log" && break; sleep 0.1; done
+    base=$(sed -n 's#^Serving \(http://[^ ]*\).*#\1#p' "$log" | head -n1)
+  fi
+  [[ -n $base ]] || { cat "$log" >&2; exit 1; }
+}
+
+# measure HOST "FLAGS" CONNECTIONS PATH SCRIPT LABEL
+measure() {
+  local host=$1 flags=$2 c=$3 path=$4 script=$5 label=$6
+  # shellcheck disable=SC2086
+  start "$host" $flags
+  local before; before=$(rss_mb "$pid")
+  local threads=1; ((c > 1)) && threads=2
+  local load; load=$(cut -d' ' -f1-3 /proc/loadavg)
+  local result; result=$(wrk -t"$threads" -c"$c" -d"${secs}s" -s "$work/$script" "$base$path" | tail -n1)
+  local during; during=$(rss_mb "$pid")
+  sleep 3
+  printf '  %-26s c=%-3d %s  rss %s/%s/%s MB  [load %s]\n' "$label" "$c" "$result" \
+    "$before" "$during" "$(rss_mb "$pid")" "$load"
+  stop
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "component: $(stat -c %s "$component") bytes; model: $(stat -c %s data/model.sfm) bytes; ${secs} s per run, wrk -t1 at 1 connection, -t2 above"
+anchor=$(cargo run --release --quiet --example bench_explain data/model.sfm 2>/dev/null | sed -n "/^data\/model.sfm/,\$p" | grep -E "^ +(score|explain) " | xargs || true)
+echo "anchor (native model-format on data/model.sfm, same run): $anchor"
+
+# docs/operations.md: one request at a time per instance (the work is CPU-bound and an instance
+# runs on one thread), so concurrent requests spread over the cores.
+recommended="--max-instance-concurrent-reuse-count 1"
+hosts=()
+[[ $which_hosts == spin ]] || hosts+=(harness)
+if [[ $which_hosts != harness ]]; then
+  if [[ -n $spin ]]; then hosts+=(spin); else echo "spin: no Spin CLI found (scripts/setup.sh --tests installs it); skipped"; fi
+fi
+for host in "${hosts[@]}"; do
+  for cfg in "defaults|" "recommended|$recommended"; do
+    name=${cfg%%|*}; flags=${cfg#*|}
+    echo "$host, $name${flags:+ ($flags)}:"
+    measure "$host" "$flags" 1 /api/health get.lua "health (anchor)"
+    measure "$host" "$flags" 1 /api/predict predict.lua "explained"
+    measure "$host" "$flags" 1 "/api/predict?explain=false" predict.lua "explain=false"
+    measure "$host" "$flags" 16 /api/predict predict.lua "explained"
+    measure "$host" "$flags" 16 "/api/predict?explain=false" predict.lua "explain=false"
+    measure "$host" "$flags" 150 /api/predict predict.lua "explained"
+  done
 done

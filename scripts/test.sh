@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (scripts/setup.sh --tests: PostgreSQL, s3s-fs,
 # the Python venv for the parity tests), then runs every test of the workspace in release mode.
-# Arguments go to `cargo test` (e.g. scripts/test.sh -p store).
+# Then the HTTP suites once more against the real Spin CLI (`spin up`, SFE_EDGE=spin): the same
+# requests, Spin's own key-value store and variables. Arguments go to the first `cargo test`
+# (e.g. scripts/test.sh --test e2e); with arguments the Spin pass is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
-exec cargo test --release "$@"
+cargo test --release "$@"
+(($#)) && exit 0
+echo "test: the HTTP suites again under spin up ($("$HOME/.cache/secureflow-edge/bin/spin" --version | cut -d' ' -f1-2))"
+SFE_EDGE=spin cargo test --release --test e2e --test auth_cors --test openapi --test forwarding --test legacy_clients

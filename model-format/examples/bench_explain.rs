@@ -1,11 +1,12 @@
 //! Prints µs/row for `score` and `explain`, and `from_bytes` time, on a realistic forest
-//! (100 trees, ψ = 256, 5 features) and on `data/model.sfm` when it decodes. Decode time
+//! (100 trees, ψ = 256, 5 features) and on a model file (the first argument, default
+//! `data/model.sfm` from the working directory) when it decodes. Decode time
 //! is `Model::from_bytes` (checksum, parsing, full validation) plus dropping the model; the
 //! checksum alone is shown beside it, then the two ways an embedded file decodes:
 //! `Model::from_static_bytes` (full validation, node records used in place) and
 //! `FileTrust::DecodedBefore` (what the worker does at an instance's start).
 //!
-//! cargo run --release -p model-format --example bench_explain
+//! cargo run --release --example bench_explain [MODEL]
 
 #[path = "../tests/common/grow.rs"]
 mod grow;
@@ -117,8 +118,11 @@ fn main() {
     let sample: Vec<Vec<f64>> = rows.iter().step_by(4).cloned().collect();
     bench("synthetic forest", &model, &sample);
 
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/model.sfm");
-    match std::fs::read(path).map(|b| Model::from_bytes(&b)) {
+    // A run-time path: a compile-time one would name whichever checkout built the binary.
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "data/model.sfm".into());
+    match std::fs::read(&path).map(|b| Model::from_bytes(&b)) {
         Ok(Ok(model)) => {
             // Rows around the training distribution: mean ± 2 scale per feature.
             let mut rng = grow::SplitMix(5);
@@ -130,9 +134,9 @@ fn main() {
                         .collect()
                 })
                 .collect();
-            bench("data/model.sfm", &model, &rows);
+            bench(&path, &model, &rows);
         }
-        Ok(Err(e)) => println!("data/model.sfm: does not decode: {e}"),
-        Err(e) => println!("data/model.sfm: {e}"),
+        Ok(Err(e)) => println!("{path}: does not decode: {e}"),
+        Err(e) => println!("{path}: {e}"),
     }
 }

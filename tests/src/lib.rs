@@ -15,8 +15,13 @@
 //! * **Instance reuse.** Requests are dispatched through
 //!   [`wasmtime_wasi_http::handler::ProxyHandler`], the dispatcher Spin and
 //!   `wasmtime serve` use: one instance serves up to `max_reuse` (default 128)
-//!   requests, up to 16 at a time, and is dropped after 1 s idle. Global state
-//!   in the guest therefore survives across requests, exactly as in Spin.
+//!   requests, up to 16 at a time, and is dropped after 1 s idle (Spin's
+//!   defaults, and its three `spin up` flags). Global state in the guest
+//!   therefore survives across requests, exactly as in Spin.
+//! * **TCP as Spin leaves it.** Accepted connections keep Nagle's algorithm
+//!   (Spin sets no `TCP_NODELAY`), so a response whose head leaves before its
+//!   body stalls here as it does under `spin up`; see
+//!   [`HarnessConfig::tcp_nodelay`].
 //! * **The store outlives the response.** The store keeps running after the
 //!   response head goes to hyper, so the guest can stream the body and tasks
 //!   it spawns (`spin_sdk::wasip3::spawn`, e.g. an outbound POST) complete.
@@ -63,18 +68,21 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+pub mod edge;
 pub mod key_value;
 pub mod postgres;
+pub mod spin_up;
 pub mod variables;
+pub use edge::{Edge, EdgeHost, start_edge};
 use key_value::{KeyValue, KeyValueView};
 use variables::Variables;
 
 /// Spin's / `wasmtime serve`'s default for P3 components.
 pub const DEFAULT_MAX_REUSE: usize = 128;
 /// Max requests in flight in one instance (Spin's P3 default).
-const MAX_CONCURRENT_REUSE: usize = 16;
+pub const DEFAULT_MAX_CONCURRENT_REUSE: usize = 16;
 /// An idle instance is dropped after this long (Spin's default).
-const IDLE_INSTANCE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_IDLE_INSTANCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default pool size for tests. Far below Spin's 1000: tests never need more,
 /// and every harness in a test process reserves its own pool of virtual
 /// address space. The binary uses Spin's 1000 (see `HarnessConfig::pool_instances`).
@@ -89,8 +97,20 @@ pub struct HarnessConfig {
     pub component: PathBuf,
     /// Address to listen on; port 0 picks a free port (see [`RunningHarness::addr`]).
     pub listen: SocketAddr,
-    /// Requests served by one instance before it is retired (must be >= 1).
+    /// Requests served by one instance before it is retired (must be >= 1);
+    /// `spin up --max-instance-reuse-count`.
     pub max_reuse: usize,
+    /// Requests one instance serves at once (must be >= 1);
+    /// `spin up --max-instance-concurrent-reuse-count`.
+    pub max_concurrent_reuse: usize,
+    /// An instance idle this long is dropped; `spin up --idle-instance-timeout`.
+    pub idle_instance_timeout: Duration,
+    /// Set `TCP_NODELAY` on accepted connections. Spin 4.1 does not (its
+    /// accept loop leaves Nagle's algorithm on), so the default is off: when
+    /// hyper flushes a response head before the guest's body has crossed
+    /// over, the body waits for the client's (delayed, up to 40 ms) ACK of
+    /// the head, exactly as under `spin up`. On only to measure that effect.
+    pub tcp_nodelay: bool,
     /// Most component instances alive at once (the pooling allocator's size).
     /// An instance that has served its last request stays alive while its
     /// background tasks run, so a slow outbound call keeps instances around.
@@ -129,6 +149,9 @@ impl HarnessConfig {
             component: component.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_reuse: DEFAULT_MAX_REUSE,
+            max_concurrent_reuse: DEFAULT_MAX_CONCURRENT_REUSE,
+            idle_instance_timeout: DEFAULT_IDLE_INSTANCE_TIMEOUT,
+            tcp_nodelay: false,
             pool_instances: TEST_POOL_INSTANCES,
             env: Vec::new(),
             variables: Vec::new(),
@@ -239,14 +262,15 @@ pub struct Harness {
     listener: TcpListener,
     handler: ProxyHandler<App>,
     header_read_timeout: Option<Duration>,
+    tcp_nodelay: bool,
 }
 
 impl Harness {
     /// Builds the engine (pooling allocator, component-model async), compiles
     /// and pre-instantiates the component, and binds `config.listen`.
     pub async fn bind(config: &HarnessConfig) -> anyhow::Result<Self> {
-        if config.max_reuse == 0 {
-            bail!("max_reuse must be at least 1");
+        if config.max_reuse == 0 || config.max_concurrent_reuse == 0 {
+            bail!("max_reuse and max_concurrent_reuse must be at least 1");
         }
         // Compilation is CPU-bound; keep it off the async workers.
         let app = {
@@ -262,6 +286,7 @@ impl Harness {
             listener,
             handler: ProxyHandler::new(app),
             header_read_timeout: config.header_read_timeout,
+            tcp_nodelay: config.tcp_nodelay,
         })
     }
 
@@ -294,9 +319,10 @@ impl Harness {
                     }
                 },
             };
-            // Without this, Nagle + delayed ACK stall small keep-alive
-            // responses by ~40 ms (same fix as `wasmtime serve`).
-            if let Err(e) = stream.set_nodelay(true) {
+            // Off by default, as in Spin (see `HarnessConfig::tcp_nodelay`).
+            if self.tcp_nodelay
+                && let Err(e) = stream.set_nodelay(true)
+            {
                 eprintln!("harness: set_nodelay failed: {e}");
             }
             let handler = self.handler.clone();
@@ -446,6 +472,8 @@ struct App {
     variables: Variables,
     key_value: KeyValue,
     max_reuse: usize,
+    max_concurrent_reuse: usize,
+    idle_instance_timeout: Duration,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -506,8 +534,21 @@ impl App {
             variables,
             key_value,
             max_reuse: config.max_reuse,
+            max_concurrent_reuse: config.max_concurrent_reuse,
+            idle_instance_timeout: config.idle_instance_timeout,
             shutting_down: Arc::default(),
         })
+    }
+}
+
+/// A byte count from one of Spin's `SPIN_WASMTIME_*` environment variables, else `default`.
+fn spin_env(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v.parse().unwrap_or_else(|e| {
+            eprintln!("harness: ignoring {name}={v:?} ({e}); using {default}");
+            default
+        }),
+        Err(_) => default,
     }
 }
 
@@ -530,8 +571,13 @@ fn engine_config(instances: u32) -> Config {
         .max_tables_per_module(2)
         .max_memories_per_module(2)
         .max_memory_size(4 << 30)
-        .linear_memory_keep_resident(2 * MB)
-        .table_keep_resident(MB / 2);
+        // Spin's defaults and its environment variables: what a retired instance's pool slot
+        // keeps resident (zeroed) for the next one, which is why RSS stays up after a burst.
+        .linear_memory_keep_resident(spin_env(
+            "SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT",
+            2 * MB,
+        ))
+        .table_keep_resident(spin_env("SPIN_WASMTIME_TABLE_KEEP_RESIDENT", MB / 2));
 
     let mut config = Config::new();
     config
@@ -560,9 +606,13 @@ impl HandlerState for App {
             store,
             proxy,
             view: Host::http_view,
-            expiration: IdleTimeout(Box::pin(tokio::time::sleep(IDLE_INSTANCE_TIMEOUT))),
+            expiration: IdleTimeout {
+                after: self.idle_instance_timeout,
+                sleep: Box::pin(tokio::time::sleep(self.idle_instance_timeout)),
+            },
             state: Reuse {
                 max_reuse: self.max_reuse,
+                max_concurrent: self.max_concurrent_reuse,
                 shutting_down: self.shutting_down.clone(),
             },
         })
@@ -572,6 +622,7 @@ impl HandlerState for App {
 /// Per-instance reuse policy.
 struct Reuse {
     max_reuse: usize,
+    max_concurrent: usize,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -582,7 +633,7 @@ impl WorkerState for Reuse {
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.max_reuse {
             ShouldAccept::Never
-        } else if concurrent >= MAX_CONCURRENT_REUSE {
+        } else if concurrent >= self.max_concurrent {
             ShouldAccept::No
         } else {
             ShouldAccept::Yes
@@ -611,8 +662,11 @@ impl WorkerState for Reuse {
 }
 
 /// Retires an instance once it has been idle (no requests, no background
-/// guest tasks) for [`IDLE_INSTANCE_TIMEOUT`]; busy instances never expire.
-struct IdleTimeout(Pin<Box<tokio::time::Sleep>>);
+/// guest tasks) for `after`; busy instances never expire.
+struct IdleTimeout {
+    after: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
 
 impl WorkerExpiration for IdleTimeout {
     fn poll(
@@ -624,8 +678,9 @@ impl WorkerExpiration for IdleTimeout {
         if status != WorkerStatus::Idle {
             return Poll::Pending;
         }
-        let deadline = tokio::time::Instant::from_std(since + IDLE_INSTANCE_TIMEOUT);
-        let sleep = &mut self.get_mut().0;
+        let me = self.get_mut();
+        let deadline = tokio::time::Instant::from_std(since + me.after);
+        let sleep = &mut me.sleep;
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
         }

@@ -38,9 +38,21 @@ struct Args {
     /// temporary directory removed on exit.
     #[arg(long = "kv-store", value_name = "LABEL")]
     kv_stores: Vec<String>,
-    /// Requests served by one instance before it is replaced.
-    #[arg(long, default_value_t = DEFAULT_MAX_REUSE)]
+    /// Requests served by one instance before it is replaced (Spin's
+    /// `--max-instance-reuse-count`).
+    #[arg(long, alias = "max-instance-reuse-count", default_value_t = DEFAULT_MAX_REUSE)]
     max_reuse: usize,
+    /// Requests one instance serves at once (Spin's
+    /// `--max-instance-concurrent-reuse-count`).
+    #[arg(long = "max-instance-concurrent-reuse-count", default_value_t = harness::DEFAULT_MAX_CONCURRENT_REUSE)]
+    max_concurrent_reuse: usize,
+    /// An instance idle this long is dropped (Spin's `--idle-instance-timeout`).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    idle_instance_timeout: std::time::Duration,
+    /// Set TCP_NODELAY on accepted connections. Spin does not; off by default
+    /// so that latency here is what `spin up` shows.
+    #[arg(long)]
+    tcp_nodelay: bool,
     /// Most component instances alive at once (Spin's default).
     #[arg(long, default_value_t = harness::SPIN_POOL_INSTANCES)]
     pool_instances: u32,
@@ -69,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
         component: args.component,
         listen: args.listen,
         max_reuse: args.max_reuse,
+        max_concurrent_reuse: args.max_concurrent_reuse,
+        idle_instance_timeout: args.idle_instance_timeout,
+        tcp_nodelay: args.tcp_nodelay,
         pool_instances: args.pool_instances,
         env: args.env,
         variables: args.vars,

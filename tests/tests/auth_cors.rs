@@ -12,21 +12,21 @@ const TRANSACTION: &str = r#"{"amount": 42.5, "hour": 13, "day_of_week": 2, "mer
 
 struct Fixture {
     /// No variables set.
-    open: harness::RunningHarness,
+    open: harness::Edge,
     /// `api_keys = "k1,k2"`, `cors_origins = "https://app.example"`.
-    secured: harness::RunningHarness,
+    secured: harness::Edge,
     _dir: tempfile::TempDir,
 }
 
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let built = common::fit_and_build(2_000, 11, 50);
-    let open = harness::start(harness::HarnessConfig::new(&built.component)).unwrap();
+    let open = harness::start_edge(harness::HarnessConfig::new(&built.component)).unwrap();
     let mut config = harness::HarnessConfig::new(&built.component);
     config.variables = vec![
         ("api_keys".into(), "k1,k2".into()),
         ("cors_origins".into(), ORIGIN.into()),
     ];
-    let secured = harness::start(config).unwrap();
+    let secured = harness::start_edge(config).unwrap();
     Fixture {
         open,
         secured,
@@ -52,7 +52,7 @@ impl Answer {
 }
 
 /// Sends `method path` to `h` with `headers` (and the test transaction as body for POST).
-fn send(h: &harness::RunningHarness, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+fn send(h: &harness::Edge, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
     let mut req = ureq::http::Request::builder()
         .method(method)
         .uri(format!("{}{path}", h.url()));

@@ -32,7 +32,7 @@ impl Setup {
         }
     }
 
-    fn harness(&self) -> harness::RunningHarness {
+    fn harness(&self) -> harness::Edge {
         harness_for(&self.store.url(), self.kv_dir.path())
     }
 
@@ -68,7 +68,7 @@ impl Setup {
     }
 }
 
-fn harness_for(store_url: &str, kv_dir: &Path) -> harness::RunningHarness {
+fn harness_for(store_url: &str, kv_dir: &Path) -> harness::Edge {
     let mut config = harness::HarnessConfig::new(&BUILT.component);
     config.variables = vec![
         ("store_url".into(), store_url.into()),
@@ -77,7 +77,7 @@ fn harness_for(store_url: &str, kv_dir: &Path) -> harness::RunningHarness {
     ];
     config.key_value_stores = vec!["default".into()];
     config.key_value_dir = Some(kv_dir.to_path_buf());
-    harness::start(config).unwrap()
+    harness::start_edge(config).unwrap()
 }
 
 fn transaction(i: usize) -> Value {
@@ -91,7 +91,7 @@ fn transaction(i: usize) -> Value {
 }
 
 /// POSTs `n` predictions; returns their transaction ids. Every answer must be a 200.
-fn predict(h: &harness::RunningHarness, n: usize, start: usize) -> Vec<String> {
+fn predict(h: &harness::Edge, n: usize, start: usize) -> Vec<String> {
     let agent = common::agent();
     (start..start + n)
         .map(|i| {
@@ -108,8 +108,8 @@ fn predict(h: &harness::RunningHarness, n: usize, start: usize) -> Vec<String> {
         .collect()
 }
 
-fn outbox_entries(kv_dir: &Path) -> usize {
-    common::files_under(kv_dir)
+fn outbox_entries(h: &harness::Edge) -> usize {
+    h.stored_keys().unwrap()
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn postgres_outage_loses_and_duplicates_nothing() {
     let during = t.elapsed();
     // Give failed deliveries time to reach the outbox, then bring the database back.
     std::thread::sleep(Duration::from_millis(1500));
-    let parked = outbox_entries(s.kv_dir.path());
+    let parked = outbox_entries(&h);
     s.pg.restart().unwrap();
     ids.extend(predict(&h, 20, 140));
     let (rows, distinct) = s.wait_for_rows(160, Duration::from_secs(60));
@@ -179,11 +179,11 @@ fn postgres_outage_loses_and_duplicates_nothing() {
     assert!(ids.iter().all(|id| stored.contains(id)));
     // Drained: the outbox is empty again.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while outbox_entries(s.kv_dir.path()) > 0 && Instant::now() < deadline {
+    while outbox_entries(&h) > 0 && Instant::now() < deadline {
         predict(&h, 1, 1000);
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(outbox_entries(s.kv_dir.path()), 0, "outbox not drained");
+    assert_eq!(outbox_entries(&h), 0, "outbox not drained");
 }
 
 #[test]
@@ -201,19 +201,19 @@ fn store_outage_and_harness_restart_lose_nothing() {
     // (A new store now runs on another port; the worker still points at the old, dead one.)
     ids.extend(predict(&h, 40, 30));
     std::thread::sleep(Duration::from_millis(1500));
-    let parked = outbox_entries(s.kv_dir.path());
+    let parked = outbox_entries(&h);
     assert!(
         parked > 0,
         "batches for a dead store must be parked in the outbox"
     );
-    // The harness restarts with the outbox on disk, now pointed at the live store.
+    // The edge restarts with the outbox on disk, now pointed at the live store.
     h.shutdown().unwrap();
     let _ = store_url;
     let h = s.harness();
     ids.extend(predict(&h, 10, 70));
     let (rows, distinct) = s.wait_for_rows(80, Duration::from_secs(60));
     common::report(format!(
-        "forwarding (f): 80 predictions, store killed and harness restarted with {parked} outbox \
+        "forwarding (f): 80 predictions, store killed and edge restarted with {parked} outbox \
          entries -> {rows} rows, {distinct} distinct ids"
     ));
     assert_eq!((rows, distinct), (80, 80));

@@ -13,7 +13,7 @@ use common::{STORE_TOKEN as TOKEN, StoreService};
 /// The same model as forwarding.rs, so the component build is shared.
 static BUILT: LazyLock<common::Built> = LazyLock::new(|| common::fit_and_build(2_000, 11, 50));
 
-fn harness(vars: &[(&str, &str)], kv: Option<&std::path::Path>) -> harness::RunningHarness {
+fn harness(vars: &[(&str, &str)], kv: Option<&std::path::Path>) -> harness::Edge {
     let mut config = harness::HarnessConfig::new(&BUILT.component);
     config.variables = vars
         .iter()
@@ -23,10 +23,10 @@ fn harness(vars: &[(&str, &str)], kv: Option<&std::path::Path>) -> harness::Runn
         config.key_value_stores = vec!["default".into()];
         config.key_value_dir = Some(dir.to_path_buf());
     }
-    harness::start(config).unwrap()
+    harness::start_edge(config).unwrap()
 }
 
-fn post(h: &harness::RunningHarness, path: &str, body: &str) -> (u16, Value) {
+fn post(h: &harness::Edge, path: &str, body: &str) -> (u16, Value) {
     let mut resp = common::agent()
         .post(format!("{}{path}", h.url()))
         .header("content-type", "application/json")

@@ -25,9 +25,9 @@ fn load_doc() -> Value {
 }
 
 struct Fixture {
-    harness: harness::RunningHarness,
+    harness: harness::Edge,
     /// The same component with API keys and CORS configured.
-    keyed: harness::RunningHarness,
+    keyed: harness::Edge,
     /// Both forward to this store (feedback, dashboard and listing need it).
     _store: common::StoreService,
     _pg: harness::postgres::TempPostgres,
@@ -53,8 +53,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         c.key_value_stores = vec!["default".into()];
         c
     };
-    let harness = harness::start(config(vec![])).unwrap();
-    let keyed = harness::start(config(vec![
+    let harness = harness::start_edge(config(vec![])).unwrap();
+    let keyed = harness::start_edge(config(vec![
         ("api_keys".into(), format!("other-key, {KEY}")),
         ("cors_origins".into(), ORIGIN.into()),
     ]))

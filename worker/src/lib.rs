@@ -18,6 +18,8 @@ use serde_json::Value;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::clocks::monotonic_clock;
+use spin_sdk::wasip3::http::types;
+use spin_sdk::wasip3::http_compat::BodyWriter;
 use worker_core::{App, Host, Loaded, PostAnswer, Task, Variables};
 
 /// 8-byte alignment for embedded bytes, so arrays of `f64` in them can be used in place.
@@ -224,6 +226,67 @@ async fn app() -> &'static App<Spin> {
 }
 
 #[spin_sdk::http_service]
-async fn handle(req: Request) -> Response<String> {
-    app().await.handle(req).await
+async fn handle(req: Request) -> Result<types::Response, types::ErrorCode> {
+    body_first(app().await.handle(req).await).await
+}
+
+/// Converts the answer for the host so that its body is already on offer when the handler
+/// returns.
+///
+/// spin-sdk's own conversion starts writing the body in a task that first runs after the
+/// handler has returned, while the host (Spin, and the harness: both use `wasmtime-wasi-http`'s
+/// dispatcher) hands the response head to hyper as soon as the handler returns. hyper then
+/// often finds no body yet, sends the head alone and the body in a second segment. Spin leaves
+/// Nagle's algorithm on, so that second small segment waits for the client's ACK of the first,
+/// which a keep-alive client delays by up to 40 ms: the 10–43 ms stalls under `spin up`,
+/// mostly on the first request of a fresh instance (one per 128 requests by default) and on
+/// instances serving several requests at once. Here the writer task is polled first (its write
+/// is then pending on the body stream) and the handler yields to the host once more before it
+/// returns, so the host already holds the pending write when it takes the response and copies
+/// the body without running the guest again; head and body leave in one write.
+async fn body_first(resp: Response<String>) -> Result<types::Response, types::ErrorCode> {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::task::{Poll, Waker};
+
+    let (parts, body) = resp.into_parts();
+    let headers = types::Fields::try_from(parts.headers)
+        .map_err(|e| types::ErrorCode::InternalError(Some(format!("response headers: {e:?}"))))?;
+    let (writer, contents, trailers) = BodyWriter::new();
+    let (response, _sent) = types::Response::new(headers, Some(contents), trailers);
+    response
+        .set_status_code(parts.status.as_u16())
+        .map_err(|()| types::ErrorCode::InternalError(Some("response status".into())))?;
+    // Wakes the handler once the writer has been polled (and so has issued its write).
+    struct Started {
+        yes: Cell<bool>,
+        waker: Cell<Option<Waker>>,
+    }
+    let started = Rc::new(Started {
+        yes: Cell::new(false),
+        waker: Cell::new(None),
+    });
+    let signal = Rc::clone(&started);
+    spin_sdk::wasip3::spawn(async move {
+        signal.yes.set(true);
+        if let Some(w) = signal.waker.take() {
+            w.wake();
+        }
+        let mut body = body;
+        // A failed write means the client went away; the host reports that.
+        let _ = writer.send_http_body(&mut body).await;
+    });
+    std::future::poll_fn(|cx| {
+        if started.yes.get() {
+            Poll::Ready(())
+        } else {
+            started.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    })
+    .await;
+    // Without this yield a handler that answers without awaiting anything (health, 404, 405)
+    // still split its answer: the host had not yet taken in the pending write.
+    spin_sdk::wasip3::wit_bindgen::yield_async().await;
+    Ok(response)
 }

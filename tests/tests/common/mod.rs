@@ -149,19 +149,6 @@ impl Drop for StoreService {
     }
 }
 
-/// Files below `dir` (the key-value stores keep one file per key).
-pub fn files_under(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() { files_under(&p) } else { 1 }
-        })
-        .sum()
-}
-
 /// `count()` once it reaches `n`, or its last value when `timeout` passes first.
 pub fn wait_for_count(n: u64, timeout: Duration, count: impl Fn() -> u64) -> u64 {
     let deadline = std::time::Instant::now() + timeout;
@@ -188,8 +175,13 @@ pub fn report(line: impl std::fmt::Display) {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ");
+    // The same suites run under the harness and under `spin up` (SFE_EDGE=spin).
+    let host = match harness::EdgeHost::from_env() {
+        harness::EdgeHost::Spin => "spin up: ",
+        harness::EdgeHost::Harness => "",
+    };
     let _ = std::io::Write::write_fmt(
         &mut std::io::stdout(),
-        format_args!("{line} [load {load}]\n"),
+        format_args!("{host}{line} [load {load}]\n"),
     );
 }

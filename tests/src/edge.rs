@@ -1,0 +1,107 @@
+//! One edge under test, served either by [`crate::Harness`] or by the real `spin up`
+//! ([`crate::spin_up`]), so the same end-to-end tests run against both.
+//!
+//! The host comes from the environment: `SFE_EDGE=spin` runs `spin up`, anything else (or
+//! unset) the harness. `scripts/test.sh` runs the HTTP suites both ways.
+
+use std::net::SocketAddr;
+
+use crate::spin_up::SpinUp;
+use crate::{HarnessConfig, RunningHarness};
+
+/// What serves the component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdgeHost {
+    /// [`crate::Harness`] in this process.
+    Harness,
+    /// The Spin CLI, `spin up`, as a child process.
+    Spin,
+}
+
+impl EdgeHost {
+    /// `SFE_EDGE=spin` → [`EdgeHost::Spin`]; otherwise [`EdgeHost::Harness`].
+    pub fn from_env() -> Self {
+        match std::env::var("SFE_EDGE").as_deref() {
+            Ok("spin") => Self::Spin,
+            _ => Self::Harness,
+        }
+    }
+}
+
+/// A running edge; stopped on drop.
+pub struct Edge {
+    /// The address it serves.
+    pub addr: SocketAddr,
+    /// Who serves it.
+    pub host: EdgeHost,
+    running: Running,
+    key_value_dir: Option<std::path::PathBuf>,
+}
+
+enum Running {
+    Harness(RunningHarness),
+    Spin(SpinUp),
+}
+
+/// Starts the component with `config` on the host chosen by [`EdgeHost::from_env`].
+pub fn start_edge(config: HarnessConfig) -> anyhow::Result<Edge> {
+    start_edge_on(EdgeHost::from_env(), config)
+}
+
+/// Starts the component with `config` on `host`.
+pub fn start_edge_on(host: EdgeHost, config: HarnessConfig) -> anyhow::Result<Edge> {
+    let key_value_dir = config.key_value_dir.clone();
+    let (addr, running) = match host {
+        EdgeHost::Harness => {
+            let h = crate::start(config)?;
+            (h.addr, Running::Harness(h))
+        }
+        EdgeHost::Spin => {
+            let s = SpinUp::start(&config)?;
+            (s.addr, Running::Spin(s))
+        }
+    };
+    Ok(Edge {
+        addr,
+        host,
+        running,
+        key_value_dir,
+    })
+}
+
+impl Edge {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Keys held in the `default` key-value store (the outbox and dead letters): files under the
+    /// harness's key-value directory, rows in Spin's SQLite file.
+    pub fn stored_keys(&self) -> anyhow::Result<usize> {
+        match &self.running {
+            Running::Harness(_) => Ok(self.key_value_dir.as_deref().map_or(0, files_under)),
+            Running::Spin(s) => s.stored_keys(),
+        }
+    }
+
+    /// Stops the edge.
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        match self.running {
+            Running::Harness(h) => h.shutdown(),
+            Running::Spin(s) => s.shutdown(),
+        }
+    }
+}
+
+/// Files below `dir` (the harness keeps one file per key).
+pub fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { files_under(&p) } else { 1 }
+        })
+        .sum()
+}
