@@ -34,6 +34,9 @@
 //!   `index` names the first bad event so a sender can drop it and resend the rest; `413` for
 //!   a body over the limit; `401`; `503` with `Retry-After` while the database is down.
 //!
+//! The read side — the dashboard and the transaction listing the store serves and the edge
+//! passes on — is typed in [`reads`].
+//!
 //! Validation is the same function on both sides ([`Event::validate`]): the edge refuses a
 //! bad feedback with a 400 before queueing it, and checks its own scored events before they
 //! leave, so a batch the store refuses can only come from a version skew.
@@ -44,6 +47,7 @@ mod event;
 pub mod legacy;
 pub mod legacy_id;
 pub mod limits;
+pub mod reads;
 
 pub use event::{
     BatchError, Event, FeatureMap, Feedback, FieldError, IngestAnswer, IngestRejection,

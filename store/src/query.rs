@@ -3,7 +3,6 @@
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use deadpool_postgres::Pool;
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -16,6 +15,10 @@ pub const DASHBOARD_DAYS: i32 = 7;
 const EXPORT_FETCH_ROWS: i32 = 1000;
 // The legacy feature columns are also the first export columns (in this order) when present.
 use contract::legacy::{LEGACY_FEATURES, label};
+use contract::reads::{
+    Dashboard, DashboardStats, FeedbackStats, HourBucket, LegacyNumber, Pagination,
+    TransactionPage, TransactionRow,
+};
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
@@ -43,7 +46,7 @@ async fn snapshot(
 }
 
 /// `GET /v1/dashboard`, see the crate docs for the definitions.
-pub async fn dashboard(pool: &Pool) -> Result<Value, DbError> {
+pub async fn dashboard(pool: &Pool) -> Result<Dashboard, DbError> {
     let mut client = pool.get().await?;
     // One snapshot for the three queries, so the numbers agree with each other.
     let tx = snapshot(&mut client).await?;
@@ -89,45 +92,47 @@ pub async fn dashboard(pool: &Pool) -> Result<Value, DbError> {
         .await?;
     let (fb_total, fb_positive): (i64, i64) = (fb.get(0), fb.get(1));
     tx.commit().await?;
-    Ok(json!({
-        "stats": {
-            "total_transactions": total,
-            "anomalies_detected": anomalies,
-            "avg_anomaly_score": avg,
-            "anomaly_rate": percent(anomalies, total),
+    Ok(Dashboard {
+        stats: DashboardStats {
+            total_transactions: total,
+            anomalies_detected: anomalies,
+            avg_anomaly_score: avg,
+            anomaly_rate: percent(anomalies, total),
         },
-        "hourly_distribution": by_hour.iter().enumerate().map(|(hour, (total, anomalies))| json!({
-            "hour": hour, "total_transactions": total, "anomalies": anomalies,
-        })).collect::<Vec<_>>(),
-        "feedback": {
-            "total_feedback": fb_total,
-            "positive_feedback": fb_positive,
-            "accuracy": percent(fb_positive, fb_total),
+        hourly_distribution: (0u8..)
+            .zip(by_hour)
+            .map(|(hour, (total, anomalies))| HourBucket {
+                hour,
+                total_transactions: total,
+                anomalies,
+            })
+            .collect(),
+        feedback: FeedbackStats {
+            total_feedback: fb_total,
+            positive_feedback: fb_positive,
+            accuracy: percent(fb_positive, fb_total),
         },
-        "window_days": DASHBOARD_DAYS,
-        "generated_at": rfc3339(Utc::now()),
-    }))
+        window_days: DASHBOARD_DAYS,
+        generated_at: rfc3339(Utc::now()),
+        cached: None,
+        stale: None,
+    })
 }
 
-/// Legacy integer-valued columns are stored as double precision; show whole values as integers.
-fn legacy_number(x: Option<f64>) -> Value {
-    match x {
-        Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => json!(v as i64),
-        Some(v) => json!(v),
-        None => Value::Null,
+/// A JSON column that should hold an object; anything else reads as an empty one.
+fn object(v: Option<Value>) -> Map<String, Value> {
+    match v {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
     }
 }
 
-#[derive(Debug, Serialize)]
-pub struct Pagination {
-    pub page: i64,
-    pub per_page: i64,
-    pub total: i64,
-    pub pages: i64,
-}
-
 /// `GET /v1/transactions`: newest first (scored_at, then id, descending).
-pub async fn transactions(pool: &Pool, page: i64, per_page: i64) -> Result<Value, DbError> {
+pub async fn transactions(
+    pool: &Pool,
+    page: i64,
+    per_page: i64,
+) -> Result<TransactionPage, DbError> {
     let client = pool.get().await?;
     let total: i64 = client
         .query_one("SELECT count(*) FROM transactions", &[])
@@ -144,33 +149,31 @@ pub async fn transactions(pool: &Pool, page: i64, per_page: i64) -> Result<Value
         .await?;
     let offset = (page - 1).saturating_mul(per_page);
     let rows = client.query(&stmt, &[&per_page, &offset]).await?;
-    let items: Vec<Value> = rows
+    let transactions = rows
         .iter()
         .map(|r| {
             let id: Uuid = r.get(0);
-            let explanation: Option<Value> = r.get(8);
             let scored_at: DateTime<Utc> = r.get(9);
-            let amount: Option<f64> = r.get(1);
-            json!({
-                "id": id.to_string(),
-                "amount": amount,
-                "hour": legacy_number(r.get(2)),
-                "day_of_week": legacy_number(r.get(3)),
-                "merchant_category": legacy_number(r.get(4)),
-                "transaction_type": legacy_number(r.get(5)),
-                "anomaly_score": r.get::<_, f64>(6),
-                "is_anomaly": r.get::<_, bool>(7),
-                "shap_explanation": explanation.unwrap_or_else(|| json!({})),
-                "timestamp": rfc3339(scored_at),
-                "risk_score": r.get::<_, f64>(10),
-                "confidence": r.get::<_, f64>(11),
-                "model_version": r.get::<_, String>(12),
-                "edge_instance": r.get::<_, Option<String>>(13),
-                "region": r.get::<_, Option<String>>(14),
-                "features": r.get::<_, Value>(15),
-                "feedback": r.get::<_, Option<bool>>(16),
-                "legacy_id": r.get::<_, Option<i64>>(17),
-            })
+            TransactionRow {
+                id: id.to_string(),
+                amount: r.get(1),
+                hour: LegacyNumber(r.get(2)),
+                day_of_week: LegacyNumber(r.get(3)),
+                merchant_category: LegacyNumber(r.get(4)),
+                transaction_type: LegacyNumber(r.get(5)),
+                anomaly_score: r.get(6),
+                is_anomaly: r.get(7),
+                shap_explanation: object(r.get(8)),
+                timestamp: rfc3339(scored_at),
+                risk_score: r.get(10),
+                confidence: r.get(11),
+                model_version: r.get(12),
+                edge_instance: r.get(13),
+                region: r.get(14),
+                features: object(r.get(15)),
+                feedback: r.get(16),
+                legacy_id: r.get(17),
+            }
         })
         .collect();
     let pages = if total == 0 {
@@ -178,10 +181,15 @@ pub async fn transactions(pool: &Pool, page: i64, per_page: i64) -> Result<Value
     } else {
         (total + per_page - 1) / per_page
     };
-    Ok(json!({
-        "transactions": items,
-        "pagination": Pagination { page, per_page, total, pages },
-    }))
+    Ok(TransactionPage {
+        transactions,
+        pagination: Pagination {
+            page,
+            per_page,
+            total,
+            pages,
+        },
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,10 +413,15 @@ mod tests {
     }
 
     #[test]
-    fn legacy_numbers_and_percent() {
-        assert_eq!(legacy_number(Some(13.0)), json!(13));
-        assert_eq!(legacy_number(Some(1.5)), json!(1.5));
-        assert_eq!(legacy_number(None), Value::Null);
+    fn legacy_numbers_objects_and_percent() {
+        let n = |x| serde_json::to_value(LegacyNumber(x)).unwrap();
+        assert_eq!(n(Some(13.0)), json!(13));
+        assert_eq!(n(Some(1.5)), json!(1.5));
+        assert_eq!(n(None), Value::Null);
+        // A JSON null or a non-object explanation lists as `{}` (the contract's shape).
+        assert!(object(Some(Value::Null)).is_empty());
+        assert!(object(None).is_empty());
+        assert_eq!(object(Some(json!({"a": 1})))["a"], json!(1));
         assert_eq!(percent(1, 4), 25.0);
         assert_eq!(percent(0, 0), 0.0);
     }

@@ -1,5 +1,8 @@
-//! `GET /api/dashboard` and `GET /api/transactions`: read from the central store.
+//! `GET /api/dashboard` and `GET /api/transactions`: read from the central store. Its answers
+//! are read as the contract's types, so one of another shape is a 502 here rather than a page
+//! the front end cannot draw.
 
+use contract::reads::{Dashboard, TransactionPage};
 use http::{Response, StatusCode};
 use serde_json::Value;
 
@@ -11,7 +14,7 @@ use crate::settings::StoreConfig;
 pub(crate) const DASHBOARD_TTL_NS: u64 = 30_000_000_000;
 
 /// The instance's last good dashboard and when it was fetched.
-pub(crate) type DashboardCache = std::cell::RefCell<Option<(u64, Value)>>;
+pub(crate) type DashboardCache = std::cell::RefCell<Option<(u64, Dashboard)>>;
 
 /// The store's 7-day dashboard, cached for 30 s; when the store fails, the last good one is
 /// served with `stale: true`.
@@ -27,29 +30,40 @@ pub(crate) async fn dashboard<H: Host>(
     {
         return json(StatusCode::OK, &with_flags(body.clone(), true, false));
     }
-    match host
+    let fetched = host
         .get_json(&format!("{}/v1/dashboard", store.url), &store.token)
-        .await
-    {
-        Ok((200, body)) => {
+        .await;
+    match read_as::<Dashboard>(fetched, "dashboard") {
+        Ok(body) => {
             *cache.borrow_mut() = Some((now, body.clone()));
             json(StatusCode::OK, &with_flags(body, false, false))
         }
-        failed => match cached {
+        Err(failed) => match cached {
             Some((_, body)) => json(StatusCode::OK, &with_flags(body, true, true)),
-            None => store_failed(failed).response(),
+            None => failed.response(),
         },
     }
 }
 
-fn with_flags(mut body: Value, cached: bool, stale: bool) -> Value {
-    if let Value::Object(map) = &mut body {
-        map.insert("cached".into(), Value::Bool(cached));
-        if stale {
-            map.insert("stale".into(), Value::Bool(true));
-        }
-    }
+fn with_flags(mut body: Dashboard, cached: bool, stale: bool) -> Dashboard {
+    body.cached = Some(cached);
+    body.stale = stale.then_some(true);
     body
+}
+
+/// A 200 answer of the store read as `T`, or the 502 to send instead.
+fn read_as<T: serde::de::DeserializeOwned>(
+    outcome: Result<(u16, Value), String>,
+    what: &str,
+) -> Result<T, ApiError> {
+    match outcome {
+        Ok((200, body)) => serde_json::from_value(body).map_err(|e| {
+            store_failed(Err(format!(
+                "the central store answered 200 with a {what} of another shape ({e})"
+            )))
+        }),
+        failed => Err(store_failed(failed)),
+    }
 }
 
 /// The store's listing, newest first; the store validates `page`/`per_page`.
@@ -65,11 +79,11 @@ pub(crate) async fn transactions<H: Host>(
     }
     match host.get_json(&url, &store.token).await {
         // The store's own validation errors (bad page/per_page) are the client's to see.
-        Ok((status @ (200 | 400), body)) => json(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-            &body,
-        ),
-        failed => store_failed(failed).response(),
+        Ok((400, body)) => json(StatusCode::BAD_REQUEST, &body),
+        outcome => match read_as::<TransactionPage>(outcome, "listing") {
+            Ok(page) => json(StatusCode::OK, &page),
+            Err(failed) => failed.response(),
+        },
     }
 }
 

@@ -23,6 +23,19 @@ struct FakeHost {
     /// Every body POSTed to the store, parsed.
     posts: RefCell<Vec<Vec<Value>>>,
     gets: RefCell<Vec<String>>,
+    /// What the store answers to `GET /v1/dashboard`.
+    dashboard: RefCell<Box<dyn Fn() -> Value>>,
+}
+
+/// A dashboard as the store serves it.
+fn store_dashboard() -> Value {
+    json!({
+        "stats": {"total_transactions": 1, "anomalies_detected": 0, "avg_anomaly_score": 0.1, "anomaly_rate": 0.0},
+        "hourly_distribution": (0..24).map(|h| json!({"hour": h, "total_transactions": 0, "anomalies": 0})).collect::<Vec<_>>(),
+        "feedback": {"total_feedback": 0, "positive_feedback": 0, "accuracy": 0.0},
+        "window_days": 7,
+        "generated_at": "2026-12-01T00:00:00Z",
+    })
 }
 
 impl FakeHost {
@@ -36,6 +49,7 @@ impl FakeHost {
             store: RefCell::new(store),
             posts: RefCell::new(Vec::new()),
             gets: RefCell::new(Vec::new()),
+            dashboard: RefCell::new(Box::new(store_dashboard)),
         }))
     }
 
@@ -106,7 +120,12 @@ impl Host for FakeHost {
     async fn get_json(&self, url: &str, _: &str) -> Result<(u16, Value), String> {
         self.gets.borrow_mut().push(url.to_owned());
         if url.contains("/v1/dashboard") {
-            Ok((200, json!({"stats": {"total_transactions": 1}})))
+            Ok((200, (self.dashboard.borrow())()))
+        } else if url.contains("/v1/transactions?page=1") {
+            Ok((
+                200,
+                json!({"transactions": [], "pagination": {"page": 1, "per_page": 20, "total": 0, "pages": 0}}),
+            ))
         } else {
             Ok((
                 400,
@@ -526,12 +545,29 @@ fn dashboard_is_cached_and_listing_errors_pass_through() {
     let (_, d) = call(app, request("GET", "/api/dashboard", ""));
     assert_eq!(d["cached"], true);
     assert_eq!(host.gets.borrow().len(), 1);
+    assert!(d.get("stale").is_none());
+    assert_eq!(d["stats"]["total_transactions"], 1);
     let (status, l) = call(app, request("GET", "/api/transactions?page=0", ""));
     assert_eq!(status, 400);
     assert!(l["error"].as_str().unwrap().contains("page"));
     assert_eq!(
         host.gets.borrow()[1],
         "http://store.test/v1/transactions?page=0"
+    );
+    let (status, l) = call(app, request("GET", "/api/transactions?page=1", ""));
+    assert_eq!((status, l["pagination"]["pages"].as_i64()), (200, Some(0)));
+}
+
+#[test]
+fn a_store_answer_of_another_shape_is_a_bad_gateway() {
+    let host = FakeHost::new(accept_all());
+    *host.dashboard.borrow_mut() = Box::new(|| json!({"stats": {"total_transactions": 1}}));
+    let app = app_with(host, |_| {});
+    let (status, d) = call(app, request("GET", "/api/dashboard", ""));
+    assert_eq!(status, 502);
+    assert!(
+        d["error"].as_str().unwrap().contains("another shape"),
+        "{d}"
     );
 }
 

@@ -1,0 +1,245 @@
+//! What the store serves for reading and the edge passes on: the dashboard (`GET /v1/dashboard`,
+//! the edge's `GET /api/dashboard`) and the transaction listing (`GET /v1/transactions`, the
+//! edge's `GET /api/transactions`). The store serialises these types; the edge deserialises
+//! them (so a store answer of another shape is a 502, not a page the front end cannot read) and
+//! serialises them again with its cache flags.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// `GET /v1/dashboard`: the last [`Dashboard::window_days`] days of scored transactions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dashboard {
+    /// Counts and averages over the window.
+    pub stats: DashboardStats,
+    /// 24 buckets, hour 0 to 23 (the transaction's `hour` feature, else its UTC scoring hour).
+    pub hourly_distribution: Vec<HourBucket>,
+    /// Analyst feedback on transactions of the window.
+    pub feedback: FeedbackStats,
+    /// Length of the window in days.
+    pub window_days: i32,
+    /// When the store computed it (RFC 3339).
+    pub generated_at: String,
+    /// Set by the edge: served from its cache rather than fetched for this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<bool>,
+    /// Set by the edge: the store failed and this is the last good dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<bool>,
+}
+
+/// [`Dashboard::stats`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardStats {
+    /// Transactions scored in the window.
+    pub total_transactions: i64,
+    /// Of those, flagged anomalous.
+    pub anomalies_detected: i64,
+    /// Mean anomaly score (0 when there are none).
+    pub avg_anomaly_score: f64,
+    /// `anomalies_detected` as a percentage of `total_transactions` (0 when there are none).
+    pub anomaly_rate: f64,
+}
+
+/// One hour of [`Dashboard::hourly_distribution`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourBucket {
+    /// 0..=23.
+    pub hour: u8,
+    /// Transactions in this hour.
+    pub total_transactions: i64,
+    /// Of those, flagged anomalous.
+    pub anomalies: i64,
+}
+
+/// [`Dashboard::feedback`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackStats {
+    /// Feedback given.
+    pub total_feedback: i64,
+    /// Feedback saying the model was right.
+    pub positive_feedback: i64,
+    /// `positive_feedback` as a percentage of `total_feedback` (0 when there is none).
+    pub accuracy: f64,
+}
+
+/// `GET /v1/transactions`: one page, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransactionPage {
+    /// The page's transactions.
+    pub transactions: Vec<TransactionRow>,
+    /// Where the page is.
+    pub pagination: Pagination,
+}
+
+/// [`TransactionPage::pagination`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pagination {
+    /// 1-based page number.
+    pub page: i64,
+    /// Rows per page.
+    pub per_page: i64,
+    /// Transactions in all.
+    pub total: i64,
+    /// Pages in all (0 when there are no transactions).
+    pub pages: i64,
+}
+
+/// One transaction of a [`TransactionPage`], with the legacy listing's fields first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransactionRow {
+    /// The transaction's UUID.
+    pub id: String,
+    /// The legacy `amount` feature, when the model had it.
+    pub amount: Option<f64>,
+    /// The legacy `hour` feature.
+    pub hour: LegacyNumber,
+    /// The legacy `day_of_week` feature.
+    pub day_of_week: LegacyNumber,
+    /// The legacy `merchant_category` feature.
+    pub merchant_category: LegacyNumber,
+    /// The legacy `transaction_type` feature.
+    pub transaction_type: LegacyNumber,
+    /// The model's anomaly score.
+    pub anomaly_score: f64,
+    /// The model's decision.
+    pub is_anomaly: bool,
+    /// Feature name → TreeSHAP value (`{}` when the prediction was not explained).
+    pub shap_explanation: Map<String, Value>,
+    /// When it was scored (RFC 3339).
+    pub timestamp: String,
+    /// The legacy risk score.
+    pub risk_score: f64,
+    /// The legacy confidence.
+    pub confidence: f64,
+    /// Version of the model that scored it.
+    pub model_version: String,
+    /// The edge instance that scored it.
+    pub edge_instance: Option<String>,
+    /// The edge's region.
+    pub region: Option<String>,
+    /// Every feature the model read (name → value).
+    pub features: Map<String, Value>,
+    /// Analyst feedback (was the model right), if any.
+    pub feedback: Option<bool>,
+    /// The integer id legacy clients display, if the edge assigned one.
+    pub legacy_id: Option<i64>,
+}
+
+/// A legacy feature that is integer-valued in practice but stored as a float: whole values are
+/// written as JSON integers (`14`, not `14.0`), as the old service did; absent is `null`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LegacyNumber(pub Option<f64>);
+
+impl Serialize for LegacyNumber {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            // Below 2^53 every whole f64 is an exact i64.
+            #[allow(clippy::cast_possible_truncation)]
+            Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => s.serialize_i64(v as i64),
+            Some(v) => s.serialize_f64(v),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LegacyNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<f64>::deserialize(d).map(LegacyNumber)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row() -> TransactionRow {
+        TransactionRow {
+            id: "01a23216-76f9-7000-8000-000000000001".into(),
+            amount: Some(42.5),
+            hour: LegacyNumber(Some(14.0)),
+            day_of_week: LegacyNumber(Some(2.5)),
+            merchant_category: LegacyNumber(None),
+            transaction_type: LegacyNumber(Some(0.0)),
+            anomaly_score: 0.116_782_355_963_556_9,
+            is_anomaly: false,
+            shap_explanation: json!({"amount": 0.2}).as_object().unwrap().clone(),
+            timestamp: "2026-12-01T14:18:57.215Z".into(),
+            risk_score: 0.42,
+            confidence: 0.11,
+            model_version: "if1-a1423274".into(),
+            edge_instance: None,
+            region: Some("eu".into()),
+            features: json!({"amount": 42.5, "hour": 14})
+                .as_object()
+                .unwrap()
+                .clone(),
+            feedback: Some(true),
+            legacy_id: Some(9_007_199_254_740_991),
+        }
+    }
+
+    #[test]
+    fn listing_round_trips_and_writes_whole_legacy_numbers_as_integers() {
+        let page = TransactionPage {
+            transactions: vec![row()],
+            pagination: Pagination {
+                page: 1,
+                per_page: 20,
+                total: 1,
+                pages: 1,
+            },
+        };
+        let text = serde_json::to_string(&page).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let r = &v["transactions"][0];
+        assert_eq!(r["hour"], json!(14));
+        assert!(r["hour"].is_i64());
+        assert_eq!(r["day_of_week"], json!(2.5));
+        assert_eq!(r["merchant_category"], Value::Null);
+        assert_eq!(r["legacy_id"], json!(9_007_199_254_740_991_i64));
+        let back: TransactionPage = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, page);
+    }
+
+    #[test]
+    fn dashboard_flags_are_written_only_when_set() {
+        let mut d = Dashboard {
+            stats: DashboardStats {
+                total_transactions: 5,
+                anomalies_detected: 1,
+                avg_anomaly_score: 0.1,
+                anomaly_rate: 20.0,
+            },
+            hourly_distribution: (0..24)
+                .map(|hour| HourBucket {
+                    hour,
+                    total_transactions: 0,
+                    anomalies: 0,
+                })
+                .collect(),
+            feedback: FeedbackStats {
+                total_feedback: 0,
+                positive_feedback: 0,
+                accuracy: 0.0,
+            },
+            window_days: 7,
+            generated_at: "2026-12-01T00:00:00Z".into(),
+            cached: None,
+            stale: None,
+        };
+        let v = serde_json::to_value(&d).unwrap();
+        assert!(v.get("cached").is_none() && v.get("stale").is_none());
+        d.cached = Some(true);
+        d.stale = Some(true);
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(
+            (v["cached"].clone(), v["stale"].clone()),
+            (json!(true), json!(true))
+        );
+        assert_eq!(serde_json::from_value::<Dashboard>(v).unwrap(), d);
+        // A store answer of another shape does not pass for a dashboard.
+        assert!(serde_json::from_value::<Dashboard>(json!({"stats": {}})).is_err());
+    }
+}
