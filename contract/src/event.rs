@@ -105,6 +105,20 @@ pub struct ScoredTransaction {
     /// TreeSHAP values, when the caller asked for an explanation.
     #[serde(default)]
     pub explanation: Option<FeatureMap>,
+    /// The shadow model's score of the same transaction, when the edge had one set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowScore>,
+}
+
+/// A shadow model's verdict on a transaction (never shown to the caller).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowScore {
+    /// The shadow model.
+    pub model_version: String,
+    /// Its `decision_function`.
+    pub anomaly_score: f64,
+    /// Its decision.
+    pub is_anomaly: bool,
 }
 
 /// An analyst's verdict on a transaction (`kind: "feedback"`).
@@ -217,6 +231,10 @@ impl Event {
                 numbers("features", &s.features)?;
                 if let Some(e) = &s.explanation {
                     numbers("explanation", e)?;
+                }
+                if let Some(shadow) = &s.shadow {
+                    name("shadow.model_version", &shadow.model_version)?;
+                    finite("shadow.anomaly_score", shadow.anomaly_score)?;
                 }
                 for (field, x) in [
                     ("anomaly_score", s.anomaly_score),
@@ -501,6 +519,11 @@ mod tests {
             is_anomaly: true,
             confidence: 0.123_456_789_012_345_67,
             explanation: Some(FeatureMap::from_parts(&names, &values)),
+            shadow: Some(ShadowScore {
+                model_version: "s".repeat(MAX_NAME_LEN),
+                anomaly_score: -0.123_456_789_012_345_67,
+                is_anomaly: true,
+            }),
         })
     }
 

@@ -21,7 +21,8 @@
 //!     `legacy_id` (optional integer, see [`legacy_id`]), `scored_at` (RFC 3339 with a zone),
 //!     `model_version`, `edge_instance`?, `region`?, `features` (object name → finite number,
 //!     1..=[`limits::MAX_FEATURES`] entries), `anomaly_score`, `risk_score`, `confidence`
-//!     (finite numbers), `is_anomaly` (bool), `explanation`? (object name → number, or null).
+//!     (finite numbers), `is_anomaly` (bool), `explanation`? (object name → number, or null),
+//!     `shadow`? ([`ShadowScore`]: the shadow model's `model_version`, `anomaly_score`, `is_anomaly`).
 //!   - `feedback` ([`Feedback`]): `event_id`, exactly one of `transaction_id` (UUID) and
 //!     `legacy_id` (integer), `feedback` (bool: was the model right), `comments`? (string),
 //!     `created_at` (RFC 3339).
@@ -47,9 +48,29 @@ mod event;
 pub mod legacy;
 pub mod legacy_id;
 pub mod limits;
+pub mod models;
 pub mod reads;
 
 pub use event::{
     BatchError, Event, FeatureMap, Feedback, FieldError, IngestAnswer, IngestRejection,
-    ScoredTransaction, parse_json_array, parse_ndjson,
+    ScoredTransaction, ShadowScore, parse_json_array, parse_ndjson,
 };
+
+use model_format::normalize::Value as PayloadValue;
+
+/// A JSON object as model-format's normalizer reads a payload; JSON null counts as absent.
+/// The edge normalizes requests through it, the registry's [`models::verify`] a sample.
+pub struct JsonPayload<'a>(pub &'a serde_json::Map<String, serde_json::Value>);
+
+impl model_format::Payload for JsonPayload<'_> {
+    fn get(&self, field: &str) -> Option<PayloadValue<'_>> {
+        use serde_json::Value;
+        Some(match self.0.get(field)? {
+            Value::Null => return None,
+            Value::Number(n) => PayloadValue::Number(n.as_f64()?),
+            Value::String(s) => PayloadValue::Text(s),
+            Value::Bool(b) => PayloadValue::Bool(*b),
+            Value::Array(_) | Value::Object(_) => PayloadValue::Other,
+        })
+    }
+}

@@ -33,3 +33,7 @@ pub const INGEST_MAX_EVENTS: usize = 10_000;
 
 const _: () = assert!(FORWARD_MAX_BYTES <= INGEST_MAX_BODY_BYTES);
 const _: () = assert!(FORWARD_MAX_EVENTS <= INGEST_MAX_EVENTS);
+
+/// Largest model file the registry accepts (and the edge downloads). The edge splits it into
+/// key-value values of at most 1 MiB, Spin's guaranteed value size.
+pub const MODEL_MAX_BYTES: usize = 16 << 20;

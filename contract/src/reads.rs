@@ -20,6 +20,9 @@ pub struct Dashboard {
     pub window_days: i32,
     /// When the store computed it (RFC 3339).
     pub generated_at: String,
+    /// The current live and shadow models compared over the window, while a shadow is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_comparison: Option<crate::models::Comparison>,
     /// Set by the edge: served from its cache rather than fetched for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached: Option<bool>,
@@ -226,6 +229,7 @@ mod tests {
             },
             window_days: 7,
             generated_at: "2026-12-01T00:00:00Z".into(),
+            shadow_comparison: None,
             cached: None,
             stale: None,
         };

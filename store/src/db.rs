@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "legacy_ids",
         include_str!("../migrations/0002_legacy_ids.sql"),
     ),
+    (
+        3,
+        "model_registry",
+        include_str!("../migrations/0003_model_registry.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.

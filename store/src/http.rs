@@ -29,7 +29,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             kind,
@@ -37,7 +37,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "validation", message)
     }
 }
@@ -151,6 +151,7 @@ pub fn router(store: Store) -> Router {
         .route("/v1/dashboard", get(get_dashboard))
         .route("/v1/transactions", get(get_transactions))
         .route("/v1/feedback/export", get(get_export))
+        .merge(crate::registry::routes())
         .route_layer(middleware::from_fn_with_state(store.clone(), require_token));
     Router::new()
         .route(
@@ -385,7 +386,7 @@ async fn get_transactions(
     Ok(axum::Json(query::transactions(&store.inner.pool, page, per_page).await?).into_response())
 }
 
-fn time_param(
+pub(crate) fn time_param(
     params: &HashMap<String, String>,
     name: &str,
 ) -> Result<Option<DateTime<Utc>>, ApiError> {

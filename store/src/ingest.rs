@@ -136,7 +136,13 @@ async fn insert_transactions(
     let mut region = Vec::with_capacity(n);
     let mut scored_at = Vec::with_capacity(n);
     let mut legacy_id = Vec::with_capacity(n);
+    let mut shadow_model = Vec::with_capacity(n);
+    let mut shadow_score = Vec::with_capacity(n);
+    let mut shadow_anomaly = Vec::with_capacity(n);
     for s in scored.iter() {
+        shadow_model.push(s.shadow.as_ref().map(|v| v.model_version.as_str()));
+        shadow_score.push(s.shadow.as_ref().map(|v| v.anomaly_score));
+        shadow_anomaly.push(s.shadow.as_ref().map(|v| v.is_anomaly));
         id.push(s.transaction_id);
         features.push(json_object(&s.features));
         for (column, name) in legacy.iter_mut().zip(LEGACY) {
@@ -157,10 +163,12 @@ async fn insert_transactions(
         .prepare_cached(
             "INSERT INTO transactions (id, features, amount, hour, day_of_week, merchant_category, \
                transaction_type, anomaly_score, risk_score, is_anomaly, confidence, explanation, \
-               model_version, edge_instance, region, scored_at, legacy_id) \
+               model_version, edge_instance, region, scored_at, legacy_id, \
+               shadow_model_version, shadow_anomaly_score, shadow_is_anomaly) \
              SELECT * FROM UNNEST($1::uuid[], $2::jsonb[], $3::float8[], $4::float8[], $5::float8[], \
                $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::bool[], $11::float8[], \
-               $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::int8[]) \
+               $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::int8[], \
+               $18::text[], $19::float8[], $20::bool[]) \
              ON CONFLICT (id) DO NOTHING",
         )
         .await?;
@@ -185,6 +193,9 @@ async fn insert_transactions(
             &region,
             &scored_at,
             &legacy_id,
+            &shadow_model,
+            &shadow_score,
+            &shadow_anomaly,
         ],
     )
     .await?;
@@ -380,7 +391,7 @@ async fn upsert_model_versions(
              FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[]) \
                AS v(model_version, first_seen, last_seen) \
              WHERE m.model_version = v.model_version \
-               AND (v.first_seen < m.first_seen OR v.last_seen > m.last_seen)",
+               AND (m.first_seen IS NULL OR v.first_seen < m.first_seen OR v.last_seen > m.last_seen)",
         )
         .await?;
     tx.execute(&widen, &[&names, &first, &last]).await?;

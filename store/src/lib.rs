@@ -24,6 +24,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod query;
+pub mod registry;
 
 use std::future::Future;
 use std::sync::Arc;

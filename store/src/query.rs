@@ -114,6 +114,7 @@ pub async fn dashboard(pool: &Pool) -> Result<Dashboard, DbError> {
         },
         window_days: DASHBOARD_DAYS,
         generated_at: rfc3339(Utc::now()),
+        shadow_comparison: crate::registry::current_comparison(pool, since).await?,
         cached: None,
         stale: None,
     })

@@ -84,6 +84,40 @@ impl Edge {
         }
     }
 
+    /// The `default` key-value store's value for `key`, read behind the edge's back.
+    pub fn read_key(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match &self.running {
+            Running::Harness(_) => match std::fs::read(self.key_file(key)?) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            Running::Spin(s) => s.read_key(key),
+        }
+    }
+
+    /// Sets `key` in the `default` store behind the edge's back (to corrupt a value).
+    pub fn write_key(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        match &self.running {
+            Running::Harness(_) => {
+                // Atomically, as the harness itself writes (readers never see half a value).
+                let file = self.key_file(key)?;
+                let tmp = file.with_extension("corrupting");
+                std::fs::write(&tmp, value)?;
+                Ok(std::fs::rename(tmp, file)?)
+            }
+            Running::Spin(s) => s.write_key(key, value),
+        }
+    }
+
+    /// The harness's file for `key` (see `key_value`: `k` + the key's hex).
+    fn key_file(&self, key: &str) -> anyhow::Result<std::path::PathBuf> {
+        let dir = self.key_value_dir.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("this edge keeps its key-value store in a temporary directory")
+        })?;
+        Ok(dir.join("default").join(format!("k{}", hex::encode(key))))
+    }
+
     /// Stops the edge.
     pub fn shutdown(self) -> anyhow::Result<()> {
         match self.running {

@@ -240,6 +240,63 @@ impl SpinUp {
         Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
     }
 
+    /// The `default` store's value for `key` in Spin's SQLite file (None when absent).
+    pub fn read_key(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let out = self.sqlite(
+            "r = c.execute(\"select hex(value) from spin_key_value where store = 'default' and key = ?\", (sys.argv[2],)).fetchone()\n\
+             print('' if r is None else 'v' + r[0])",
+            key,
+            "",
+        )?;
+        let out = out.trim();
+        match out.strip_prefix('v') {
+            None => Ok(None),
+            Some(h) => Ok(Some(hex::decode(h)?)),
+        }
+    }
+
+    /// Sets `key` in the `default` store straight in Spin's SQLite file (as a corrupting disk
+    /// or operator would).
+    pub fn write_key(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        self.sqlite(
+            "c.execute(\"insert into spin_key_value (store, key, value) values ('default', ?, ?) \
+             on conflict (store, key) do update set value = excluded.value\", (sys.argv[2], bytes.fromhex(sys.stdin.read())))\n\
+             c.commit()",
+            key,
+            &hex::encode(value),
+        )
+        .map(|_| ())
+    }
+
+    /// Runs `script` on Spin's database: `sys.argv[2]` is `key`, stdin is `value` (values can
+    /// exceed the kernel's limit on one argument).
+    fn sqlite(&self, script: &str, key: &str, value: &str) -> anyhow::Result<String> {
+        use std::io::Write as _;
+        let db = self.state_dir.join("sqlite_key_value.db");
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=10)\n{script}"
+            ))
+            .arg(&db)
+            .arg(key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running python3 on Spin's key-value database")?;
+        child
+            .stdin
+            .take()
+            .context("python3's stdin")?
+            .write_all(value.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("{}: {}", db.display(), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Stops Spin (SIGTERM to its group, SIGKILL after 10 s).
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         stop_group(&mut self.child)

@@ -7,6 +7,7 @@ pub mod forest;
 pub mod inspect;
 pub mod pg;
 pub mod publish;
+pub mod registry;
 pub mod score;
 pub mod sklearn;
 pub mod source;

@@ -12,10 +12,17 @@
 //! and when `latest` already points at it nothing is written at all. An optional quality gate
 //! scores the new model and the current `latest` on the same holdout and refuses to move the
 //! pointer to a model that is worse beyond a tolerance.
+//!
+//! A destination `store+http://host:port` (or `store+https://…`) publishes to a store's model
+//! registry instead ([`publish_to_registry`]): the gate compares against the registry's `live`
+//! model, then the file is uploaded (content-addressed and idempotent there too). Uploading
+//! changes no channel; `promote` then points `live` at the new version.
 
 use crate::evaluate;
+use crate::registry::{self, Channel, RegistryError};
 use crate::source::{self, StoreOptions};
 use crate::spec::Dataset;
+use contract::models::{Channels, Uploaded};
 use model_format::{Model, ModelId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -72,12 +79,30 @@ pub struct Outcome {
     pub metrics: BTreeMap<String, f64>,
     pub previous_metrics: BTreeMap<String, f64>,
     pub message: String,
+    /// Registry destinations only: what the store answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryOutcome>,
+}
+
+/// What a registry publish did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryOutcome {
+    /// The store's answer to the upload (None: nothing uploaded, the model was live already or
+    /// this was a dry run).
+    pub uploaded: Option<Uploaded>,
+    /// Whether `live` was pointed at the new version.
+    pub promoted: bool,
+    /// The channels afterwards.
+    pub channels: Channels,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("{0}")]
     GateRefused(String),
+    /// A registry call failed (unreachable, refused, unreadable answer).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -148,29 +173,14 @@ pub fn publish(
             .with_context(|| format!("latest points at {} which is missing", prev.path))?;
         let prev_model = Model::from_bytes(&prev_bytes)
             .with_context(|| format!("decoding the current latest model {}", prev.path))?;
-        if prev_model.features() != model.features() {
-            return Err(anyhow::anyhow!(
-                "the current latest model has features {:?}, the new one {:?}: the gate cannot compare them",
-                prev_model.features(),
-                model.features()
-            )
-            .into());
-        }
-        previous_metrics = holdout_metrics(&prev_model, h)?;
-        let key = gate.metric.name();
-        let new = metrics.get(key).copied().with_context(|| {
-            format!("the gate metric {key} cannot be computed on the holdout (labels of both classes needed)")
-        })?;
-        let old = previous_metrics
-            .get(key)
-            .copied()
-            .unwrap_or(f64::NEG_INFINITY);
-        if new < old - gate.tolerance {
-            return Err(PublishError::GateRefused(format!(
-                "quality gate refused {version}: {key} {new:.6} is worse than latest {} ({old:.6}) by more than the tolerance {}",
-                prev.version, gate.tolerance
-            )));
-        }
+        previous_metrics = gate_check(
+            &version,
+            model,
+            &metrics,
+            ("latest", &prev.version, &prev_model),
+            h,
+            gate,
+        )?;
     }
 
     let unchanged = previous.as_ref().is_some_and(|p| p.version == version);
@@ -205,5 +215,156 @@ pub fn publish(
         metrics,
         previous_metrics,
         message,
+        registry: None,
+    })
+}
+
+/// The gate: scores the current model (`current`: what it is called, its version, the model)
+/// on the holdout and refuses `version` when it is worse by more than the tolerance. Returns
+/// the current model's figures.
+fn gate_check(
+    version: &str,
+    model: &Model,
+    metrics: &BTreeMap<String, f64>,
+    current: (&str, &str, &Model),
+    holdout: &Dataset,
+    gate: &GateConfig,
+) -> Result<BTreeMap<String, f64>, PublishError> {
+    use anyhow::Context;
+    let (name, current_version, current_model) = current;
+    if current_model.features() != model.features() {
+        return Err(anyhow::anyhow!(
+            "the current {name} model has features {:?}, the new one {:?}: the gate cannot compare them",
+            current_model.features(),
+            model.features()
+        )
+        .into());
+    }
+    let previous_metrics = holdout_metrics(current_model, holdout)?;
+    let key = gate.metric.name();
+    let new = metrics.get(key).copied().with_context(|| {
+        format!("the gate metric {key} cannot be computed on the holdout (labels of both classes needed)")
+    })?;
+    let old = previous_metrics
+        .get(key)
+        .copied()
+        .unwrap_or(f64::NEG_INFINITY);
+    if new < old - gate.tolerance {
+        return Err(PublishError::GateRefused(format!(
+            "quality gate refused {version}: {key} {new:.6} is worse than {name} {current_version} ({old:.6}) by more than the tolerance {}",
+            gate.tolerance
+        )));
+    }
+    Ok(previous_metrics)
+}
+
+fn shown(version: Option<&str>) -> &str {
+    version.unwrap_or("none")
+}
+
+/// Publishes `bytes` (the encoding of `model`) to the registry `client` talks to: the gate
+/// (with a holdout) compares against the registry's `live` model when there is one, then the
+/// file is uploaded. No channel changes unless `promote`, which then points `live` at it.
+pub fn publish_to_registry(
+    client: &registry::Client,
+    model: &Model,
+    bytes: &[u8],
+    holdout: Option<&Dataset>,
+    gate: &GateConfig,
+    dry_run: bool,
+    promote: bool,
+) -> Result<Outcome, PublishError> {
+    use anyhow::Context;
+    let id = ModelId::of(bytes).map_err(anyhow::Error::from)?;
+    let version = id.version();
+    let model_location = client.model_url(&version);
+    let base = client.base().to_string();
+    let channels = client.channels()?;
+    let live = Channel::Live.of(&channels).map(str::to_string);
+
+    let metrics = match holdout {
+        Some(h) => holdout_metrics(model, h)?,
+        None => BTreeMap::new(),
+    };
+    let mut previous_metrics = BTreeMap::new();
+    if let (Some(current), Some(h)) = (&live, holdout)
+        && *current != version
+    {
+        let current_bytes = client.file(current)?;
+        let current_model = Model::from_bytes(&current_bytes)
+            .with_context(|| format!("decoding the live model {current} from the registry"))?;
+        previous_metrics = gate_check(
+            &version,
+            model,
+            &metrics,
+            ("live", current, &current_model),
+            h,
+            gate,
+        )?;
+    }
+
+    let already_live = live.as_deref() == Some(version.as_str());
+    let mut uploaded = None;
+    let mut after = channels.clone();
+    let mut promoted = false;
+    let message = if already_live {
+        format!("{version} is already live in the registry at {base}: nothing uploaded")
+    } else if dry_run {
+        format!(
+            "dry run: would upload {version} to the registry at {base}{}",
+            if promote {
+                format!(
+                    " and point live at it (live: {} → {version})",
+                    shown(live.as_deref())
+                )
+            } else {
+                "; channels unchanged".to_string()
+            }
+        )
+    } else {
+        let answer = client.upload(bytes.to_vec())?;
+        if answer.version != version {
+            return Err(RegistryError::BadAnswer {
+                request: "POST /v1/models".into(),
+                detail: format!("the store registered {version} as {}", answer.version),
+            }
+            .into());
+        }
+        let how = if answer.created {
+            "new"
+        } else {
+            "already registered"
+        };
+        uploaded = Some(answer);
+        if promote {
+            after = client.set_channel(Channel::Live, Some(&version))?;
+            promoted = true;
+            format!(
+                "published {version} to the registry at {base} ({how}); live: {} → {}",
+                shown(live.as_deref()),
+                shown(Channel::Live.of(&after))
+            )
+        } else {
+            format!(
+                "published {version} to the registry at {base} ({how}); channels unchanged (live: {})",
+                shown(live.as_deref())
+            )
+        }
+    };
+    let changed = uploaded.as_ref().is_some_and(|u| u.created) || promoted;
+    Ok(Outcome {
+        version,
+        model_location,
+        changed,
+        dry_run,
+        previous: live,
+        metrics,
+        previous_metrics,
+        message,
+        registry: Some(RegistryOutcome {
+            uploaded,
+            promoted,
+            channels: after,
+        }),
     })
 }

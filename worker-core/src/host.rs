@@ -22,6 +22,17 @@ pub enum PostAnswer {
     Failed(String),
 }
 
+/// The answer to a GET of bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Status code.
+    pub status: u16,
+    /// The `ETag` header, as sent.
+    pub etag: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
 /// The host's services. Methods are `async` where the host's are; none may panic.
 #[allow(async_fn_in_trait)] // single-threaded hosts (wasm): no `Send` bound wanted
 pub trait Host {
@@ -39,6 +50,15 @@ pub trait Host {
     async fn post_json(&self, url: &str, token: &str, body: String, timeout_ns: u64) -> PostAnswer;
     /// GETs `url` with a bearer token: status and JSON body.
     async fn get_json(&self, url: &str, token: &str) -> Result<(u16, Value), String>;
+    /// GETs `url` with a bearer token (and `If-None-Match` when given), giving up after
+    /// `timeout_ns`; Err when no answer came.
+    async fn get_bytes(
+        &self,
+        url: &str,
+        token: &str,
+        if_none_match: Option<&str>,
+        timeout_ns: u64,
+    ) -> Result<Fetched, String>;
     /// The key-value store's value for `key`.
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
     /// Sets `key` in the key-value store.

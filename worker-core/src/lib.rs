@@ -20,6 +20,7 @@ mod model;
 mod predict;
 mod proxy;
 mod response;
+mod rollout;
 mod settings;
 
 use std::cell::RefCell;
@@ -31,10 +32,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use forward::{DEAD_LETTER, Forwarder, OUTBOX};
-pub use host::{Host, PostAnswer, Task};
+pub use host::{Fetched, Host, PostAnswer, Task};
 pub use model::Loaded;
 pub use response::{ApiError, json};
-pub use settings::{BadVariable, IdFormat, Settings, StoreConfig, Variables};
+pub use rollout::{CHANNELS_KEY, EdgeChannels, PART_BYTES, REFRESH_KEY, RefreshState, StoredModel};
+pub use settings::{
+    BadVariable, DEFAULT_MODEL_REFRESH_SECS, IdFormat, Settings, StoreConfig, Variables,
+};
 
 use contract::limits::PREDICT_MAX_BODY_BYTES;
 use predict::Stamp;
@@ -43,7 +47,10 @@ use predict::Stamp;
 pub struct App<H: Host + 'static> {
     host: &'static H,
     settings: Settings,
-    loaded: Result<Loaded, String>,
+    models: rollout::Models,
+    /// Names this instance in the edge-wide refresh claim (unique even when `edge_instance`
+    /// is set for the whole edge).
+    instance_id: String,
     forwarder: Forwarder,
     dashboard: proxy::DashboardCache,
     legacy_ids: RefCell<Option<contract::legacy_id::Sequence>>,
@@ -61,22 +68,36 @@ enum Route {
 }
 
 impl<H: Host + 'static> App<H> {
-    /// An instance's app. `loaded` is the decoded model, or why there is none (the instance
-    /// then answers 500 where a model is needed, and `/api/health` says unhealthy).
-    pub fn new(host: &'static H, variables: &Variables, loaded: Result<Loaded, String>) -> Self {
-        let fallback = format!("worker-{}", &ids::new_uuid(host).simple().to_string()[20..]);
-        let (settings, bad) = Settings::parse(variables, fallback);
+    /// An instance's app serving `embedded`, the decoded embedded model, or why there is none
+    /// (the instance then answers 500 where a model is needed, and `/api/health` says
+    /// unhealthy). It does not look at the key-value store: see [`App::start`].
+    pub fn new(host: &'static H, variables: &Variables, embedded: Result<Loaded, String>) -> Self {
+        let instance_id = format!("worker-{}", &ids::new_uuid(host).simple().to_string()[20..]);
+        let (settings, bad) = Settings::parse(variables, instance_id.clone());
         for b in bad {
             eprintln!("worker: variable {} ignored: {}", b.name, b.problem);
         }
         App {
             host,
             settings,
-            loaded,
+            models: rollout::Models::embedded(embedded),
+            instance_id,
             forwarder: Forwarder::default(),
             dashboard: RefCell::new(None),
             legacy_ids: RefCell::new(None),
         }
+    }
+
+    /// [`App::new`], then the model the key-value store holds (`model/channels`, see the
+    /// rollout docs), when there is one that passes every check: what an instance starts with.
+    pub async fn start(
+        host: &'static H,
+        variables: &Variables,
+        embedded: Result<Loaded, String>,
+    ) -> Self {
+        let app = Self::new(host, variables, embedded);
+        app.models.start(host).await;
+        app
     }
 
     /// The forwarding queue (for tests and diagnostics).
@@ -102,6 +123,12 @@ impl<H: Host + 'static> App<H> {
         if matches!(self.settings.cors, settings::Cors::List(_)) {
             headers.append("vary", HeaderValue::from_static("Origin"));
         }
+        self.models.after_request(
+            self.host,
+            &self.settings.rollout,
+            self.settings.store.as_ref(),
+            &self.instance_id,
+        );
         resp
     }
 
@@ -185,8 +212,8 @@ impl<H: Host + 'static> App<H> {
         }
     }
 
-    fn loaded(&self) -> Result<&Loaded, ApiError> {
-        self.loaded.as_ref().map_err(ApiError::internal)
+    fn loaded(&self) -> Result<&'static Loaded, ApiError> {
+        self.models.live().map_err(ApiError::internal)
     }
 
     /// Ids and time for one prediction.
@@ -240,7 +267,11 @@ impl<H: Host + 'static> App<H> {
         let p = predict::score_transaction(l, &self.settings, payload, explain, self.stamp())?;
         let resp = json(StatusCode::OK, &p);
         if self.settings.store.is_some() {
-            self.forward(vec![p.event(l, &self.settings)]);
+            let shadow = self
+                .models
+                .shadow()
+                .and_then(|s| predict::shadow_score(s, payload));
+            self.forward(vec![p.event(l, &self.settings, shadow)]);
         }
         Ok(resp)
     }
@@ -255,6 +286,7 @@ impl<H: Host + 'static> App<H> {
     ) -> Result<Response<String>, ApiError> {
         let items = predict::batch_items(payload)?;
         let forwarding = self.settings.store.is_some();
+        let shadow = self.models.shadow();
         let mut failed = 0;
         let mut events = Vec::new();
         let results: Vec<Value> = items
@@ -264,7 +296,10 @@ impl<H: Host + 'static> App<H> {
                 let outcome =
                     predict::score_transaction(l, &self.settings, item, explain, self.stamp());
                 match &outcome {
-                    Ok(p) if forwarding => events.push(p.event(l, &self.settings)),
+                    Ok(p) if forwarding => {
+                        let shadow = shadow.and_then(|s| predict::shadow_score(s, item));
+                        events.push(p.event(l, &self.settings, shadow));
+                    }
                     Ok(_) => {}
                     Err(_) => failed += 1,
                 }
@@ -330,10 +365,12 @@ impl<H: Host + 'static> App<H> {
             database: &'a str,
             model_version: &'a str,
             model_checksum: &'a str,
+            #[serde(flatten)]
+            rollout: Rollout<'a>,
             features: &'a [String],
             timestamp: String,
         }
-        match &self.loaded {
+        match self.models.live() {
             Ok(l) => json(
                 StatusCode::OK,
                 &Health {
@@ -346,6 +383,7 @@ impl<H: Host + 'static> App<H> {
                     },
                     model_version: &l.version,
                     model_checksum: &l.checksum,
+                    rollout: self.rollout(),
                     features: l.model.features(),
                     timestamp: predict::iso_millis(self.host.now()),
                 },
@@ -354,6 +392,16 @@ impl<H: Host + 'static> App<H> {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &serde_json::json!({"status": "unhealthy", "model_initialized": false, "error": e}),
             ),
+        }
+    }
+
+    fn rollout(&self) -> Rollout<'_> {
+        Rollout {
+            model_source: self.models.source(),
+            shadow_model_version: self.models.shadow().map(|s| s.version.clone()),
+            model_pull: self.settings.rollout.pull,
+            model_pin: self.settings.rollout.pin.as_deref(),
+            status: self.models.status(),
         }
     }
 
@@ -370,6 +418,8 @@ impl<H: Host + 'static> App<H> {
             offset: f64,
             expected_value: f64,
             size_bytes: usize,
+            #[serde(flatten)]
+            rollout: Rollout<'a>,
             metadata: Map<String, Value>,
         }
         let l = self.loaded()?;
@@ -387,6 +437,7 @@ impl<H: Host + 'static> App<H> {
                 offset: forest.offset(),
                 expected_value: l.model.expected_value(),
                 size_bytes: l.file.len(),
+                rollout: self.rollout(),
                 metadata: l
                     .model
                     .metadata()
@@ -418,6 +469,18 @@ impl<H: Host + 'static> App<H> {
             &serde_json::json!({"status": "warm", "model_version": l.version, "explanations_ready": ready}),
         ))
     }
+}
+
+/// Where the served model comes from, in `/api/health` and `/api/model`.
+#[derive(Serialize)]
+struct Rollout<'a> {
+    /// `embedded` (compiled in) or `registry` (pulled, from the key-value store).
+    model_source: &'static str,
+    shadow_model_version: Option<String>,
+    model_pull: bool,
+    model_pin: Option<&'a str>,
+    #[serde(flatten)]
+    status: rollout::Status,
 }
 
 /// `OPTIONS` on a known route: 204, with the CORS preflight headers when the origin is

@@ -6,10 +6,9 @@ use contract::limits::PREDICT_MAX_BATCH_ITEMS;
 use contract::{Event, FeatureMap, ScoredTransaction};
 use http::StatusCode;
 use model_format::MAX_FEATURES;
-use model_format::normalize::Value as PayloadValue;
-use model_format::{NormalizeError, Payload};
+use model_format::NormalizeError;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::model::Loaded;
 use crate::response::ApiError;
@@ -166,7 +165,7 @@ pub(crate) fn score_transaction<'a>(
     let n = l.model.features().len();
     let mut row = [0f64; MAX_FEATURES];
     l.model
-        .normalize(&JsonPayload(fields), &mut row)
+        .normalize(&contract::JsonPayload(fields), &mut row)
         .map_err(|e: NormalizeError| ItemError::Input(e.to_string()))?;
     let row = &row[..n];
     let mut phi = [0f64; MAX_FEATURES];
@@ -231,7 +230,12 @@ pub(crate) fn score_transaction<'a>(
 impl Prediction<'_> {
     /// The store's event for this prediction. The transaction id doubles as the event id, so a
     /// redelivered event is recognised as the same transaction.
-    pub(crate) fn event(&self, l: &Loaded, settings: &Settings) -> Event {
+    pub(crate) fn event(
+        &self,
+        l: &Loaded,
+        settings: &Settings,
+        shadow: Option<contract::ShadowScore>,
+    ) -> Event {
         let names = l.model.features();
         Event::ScoredTransaction(ScoredTransaction {
             event_id: self.uuid,
@@ -250,8 +254,29 @@ impl Prediction<'_> {
                 .shap_explanation
                 .as_ref()
                 .map(|v| FeatureMap::from_parts(names, &v.values)),
+            shadow,
         })
     }
+}
+
+/// The shadow model's score of `payload` (normalized by its own rules: its features may differ
+/// from the live model's). None when it cannot score it; the caller's answer never depends on it.
+pub(crate) fn shadow_score(shadow: &Loaded, payload: &Value) -> Option<contract::ShadowScore> {
+    let Value::Object(fields) = payload else {
+        return None;
+    };
+    let n = shadow.model.features().len();
+    let mut row = [0f64; MAX_FEATURES];
+    shadow
+        .model
+        .normalize(&contract::JsonPayload(fields), &mut row)
+        .ok()?;
+    let score = shadow.model.score(&row[..n]).ok()?;
+    Some(contract::ShadowScore {
+        model_version: shadow.version.clone(),
+        anomaly_score: score.decision,
+        is_anomaly: score.is_anomaly(),
+    })
 }
 
 /// The items of a batch request, or why there are none.
@@ -296,21 +321,6 @@ pub(crate) fn batch_result(index: usize, outcome: Result<Prediction<'_>, ItemErr
 /// RFC 3339 in UTC with milliseconds, as every answer's `timestamp`.
 pub(crate) fn iso_millis(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// The request JSON as model-format's normalizer reads it; JSON null counts as absent.
-struct JsonPayload<'a>(&'a Map<String, Value>);
-
-impl Payload for JsonPayload<'_> {
-    fn get(&self, field: &str) -> Option<PayloadValue<'_>> {
-        Some(match self.0.get(field)? {
-            Value::Null => return None,
-            Value::Number(n) => PayloadValue::Number(n.as_f64()?),
-            Value::String(s) => PayloadValue::Text(s),
-            Value::Bool(b) => PayloadValue::Bool(*b),
-            Value::Array(_) | Value::Object(_) => PayloadValue::Other,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,12 @@ pub struct Variables {
     pub edge_region: String,
     /// `transaction_id_format`: `uuid` (default) or `legacy`.
     pub transaction_id_format: String,
+    /// `model_pull`: `on` (default) follows the registry's channels, `off` never asks it.
+    pub model_pull: String,
+    /// `model_pin`: a registry version served instead of the `live` channel's.
+    pub model_pin: String,
+    /// `model_refresh_secs`: how often one instance of the edge asks the registry (default 15).
+    pub model_refresh_secs: String,
 }
 
 /// What `transaction_id` holds in prediction answers.
@@ -50,7 +56,23 @@ pub struct Settings {
     pub(crate) edge_instance: String,
     pub(crate) region: Option<String>,
     pub(crate) id_format: IdFormat,
+    pub(crate) rollout: Rollout,
 }
+
+/// How the edge follows the model registry (see `rollout`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rollout {
+    /// Ask the registry at all (`model_pull`, and a store configured).
+    pub(crate) pull: bool,
+    /// Serve this version instead of the `live` channel's.
+    pub(crate) pin: Option<String>,
+    /// Seconds between two registry checks of the edge (across its instances).
+    pub(crate) refresh_secs: u64,
+}
+
+/// Default of `model_refresh_secs`: a promotion reaches every instance within about this plus
+/// the instances' 1 s key-value check.
+pub const DEFAULT_MODEL_REFRESH_SECS: u64 = 15;
 
 #[derive(Debug)]
 pub(crate) enum Cors {
@@ -120,6 +142,7 @@ impl Settings {
         };
         let edge_instance = name("edge_instance", &v.edge_instance).unwrap_or(fallback_instance);
         let region = name("edge_region", &v.edge_region);
+        let pin = name("model_pin", &v.model_pin);
         let id_format = match v.transaction_id_format.trim() {
             "" | "uuid" => IdFormat::Uuid,
             "legacy" => IdFormat::Legacy,
@@ -131,6 +154,37 @@ impl Settings {
                 IdFormat::Uuid
             }
         };
+        let pull = match v.model_pull.trim() {
+            "" | "on" => true,
+            "off" => false,
+            other => {
+                bad.push(BadVariable {
+                    name: "model_pull",
+                    problem: format!("{other:?} is neither \"on\" nor \"off\""),
+                });
+                true
+            }
+        };
+        let refresh_secs = match v.model_refresh_secs.trim() {
+            "" => DEFAULT_MODEL_REFRESH_SECS,
+            raw => match raw.parse::<u64>() {
+                Ok(n) if (1..=86_400).contains(&n) => n,
+                _ => {
+                    bad.push(BadVariable {
+                        name: "model_refresh_secs",
+                        problem: format!(
+                            "{raw:?} is not a whole number of seconds from 1 to 86400"
+                        ),
+                    });
+                    DEFAULT_MODEL_REFRESH_SECS
+                }
+            },
+        };
+        let rollout = Rollout {
+            pull: pull && store.is_some(),
+            pin,
+            refresh_secs,
+        };
         let settings = Settings {
             api_keys: list(&v.api_keys),
             cors,
@@ -138,6 +192,7 @@ impl Settings {
             edge_instance,
             region,
             id_format,
+            rollout,
         };
         (settings, bad)
     }

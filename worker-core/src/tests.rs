@@ -25,7 +25,11 @@ struct FakeHost {
     gets: RefCell<Vec<String>>,
     /// What the store answers to `GET /v1/dashboard`.
     dashboard: RefCell<Box<dyn Fn() -> Value>>,
+    /// What the registry answers to a GET of bytes (url, If-None-Match).
+    registry: RefCell<RegistryScript>,
 }
+
+type RegistryScript = Box<dyn FnMut(&str, Option<&str>) -> Result<Fetched, String>>;
 
 /// A dashboard as the store serves it.
 fn store_dashboard() -> Value {
@@ -50,6 +54,7 @@ impl FakeHost {
             posts: RefCell::new(Vec::new()),
             gets: RefCell::new(Vec::new()),
             dashboard: RefCell::new(Box::new(store_dashboard)),
+            registry: RefCell::new(Box::new(|_, _| Err("no registry".into()))),
         }))
     }
 
@@ -132,6 +137,16 @@ impl Host for FakeHost {
                 json!({"error": "`page` must be an integer from 1 to 1000000"}),
             ))
         }
+    }
+    async fn get_bytes(
+        &self,
+        url: &str,
+        _: &str,
+        if_none_match: Option<&str>,
+        _: u64,
+    ) -> Result<Fetched, String> {
+        self.gets.borrow_mut().push(url.to_owned());
+        (self.registry.borrow_mut())(url, if_none_match)
     }
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         if self.kv_down.get() {
@@ -586,4 +601,209 @@ fn a_missing_model_is_a_server_error() {
         call(app, request("POST", "/api/predict", &tx(1).to_string())).0,
         500
     );
+}
+
+/// The repository's model under other metadata: another version with the same forest.
+fn model_b() -> Vec<u8> {
+    static FILE: &[u8] = include_bytes!("../../data/model.sfm");
+    let m = Model::from_bytes(FILE).unwrap();
+    Model::new(
+        m.features().to_vec(),
+        m.scaler().clone(),
+        m.forest().clone(),
+        vec![("variant".into(), "b".into())],
+    )
+    .unwrap()
+    .with_normalization(m.normalization().clone())
+    .unwrap()
+    .to_bytes()
+    .unwrap()
+}
+
+/// A registry whose `live` channel names `bytes` (revision 1).
+fn registry_serving(host: &FakeHost, bytes: Vec<u8>) -> String {
+    let id = model_format::ModelId::of(&bytes).unwrap();
+    let version = id.version();
+    let checksum = format!("crc32:{:08x}", id.checksum);
+    let v = version.clone();
+    *host.registry.borrow_mut() = Box::new(move |url, if_none_match| {
+        if url.ends_with("/v1/models/channels") {
+            if if_none_match == Some("\"rev-1\"") {
+                return Ok(Fetched {
+                    status: 304,
+                    etag: Some("\"rev-1\"".into()),
+                    body: vec![],
+                });
+            }
+            let body = json!({"live": {"version": v, "checksum": checksum}, "shadow": null,
+                              "revision": 1, "changed_at": null});
+            return Ok(Fetched {
+                status: 200,
+                etag: Some("\"rev-1\"".into()),
+                body: body.to_string().into_bytes(),
+            });
+        }
+        if url.ends_with(&format!("/v1/models/{v}/file")) {
+            return Ok(Fetched {
+                status: 200,
+                etag: Some(format!("\"{checksum}\"")),
+                body: bytes.clone(),
+            });
+        }
+        Ok(Fetched {
+            status: 404,
+            etag: None,
+            body: b"{\"error\":\"no such model\"}".to_vec(),
+        })
+    });
+    version
+}
+
+fn started(host: &'static FakeHost, f: impl FnOnce(&mut Variables)) -> &'static App<FakeHost> {
+    let mut v = Variables {
+        store_url: "http://store.test".into(),
+        store_token: "tok".into(),
+        ..Variables::default()
+    };
+    f(&mut v);
+    Box::leak(Box::new(futures::executor::block_on(App::start(
+        host,
+        &v,
+        loaded(),
+    ))))
+}
+
+/// One prediction, then the background work it triggers; the answer's model version.
+fn predict_and_settle(host: &FakeHost, app: &'static App<FakeHost>, i: usize) -> String {
+    let version = predict(app, i)["model_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    host.run_tasks();
+    version
+}
+
+#[test]
+fn a_promoted_model_is_pulled_verified_stored_and_served() {
+    let host = FakeHost::new(accept_all());
+    let embedded = loaded().unwrap().version().to_string();
+    let vb = registry_serving(host, model_b());
+    let app = started(host, |_| {});
+    assert_eq!(predict_and_settle(host, app, 0), embedded);
+    // The refresh ran in the background after that request: B is stored and served.
+    assert_eq!(predict_and_settle(host, app, 1), vb);
+    let (_, health) = call(app, request("GET", "/api/health", ""));
+    assert_eq!(health["model_source"], "registry");
+    assert!(health["last_refresh"].is_string(), "{health}");
+    let parts = host.keys("model/tables/");
+    assert!(
+        parts.len() >= 2,
+        "tables over 512 KiB come in parts: {parts:?}"
+    );
+    assert!(host.kv.borrow().values().all(|v| v.len() <= PART_BYTES));
+
+    // A new instance starts on B from the key-value store, without asking the registry.
+    let gets = host.gets.borrow().len();
+    let second = started(host, |_| {});
+    assert_eq!(predict(second, 2)["model_version"], vb.as_str());
+    assert_eq!(host.gets.borrow().len(), gets);
+
+    // Within the interval nobody asks again; after it, one conditional GET answered 304.
+    host.clock.set(host.clock.get() + 2_000_000_000);
+    predict_and_settle(host, second, 3);
+    assert_eq!(host.gets.borrow().len(), gets);
+    host.clock.set(host.clock.get() + 16_000_000_000);
+    predict_and_settle(host, second, 4);
+    predict_and_settle(host, app, 5);
+    assert_eq!(
+        host.gets.borrow().len(),
+        gets + 1,
+        "{:?}",
+        host.gets.borrow()
+    );
+}
+
+#[test]
+fn corrupt_stored_parts_are_refused_reported_and_replaced() {
+    let host = FakeHost::new(accept_all());
+    let embedded = loaded().unwrap().version().to_string();
+    let vb = registry_serving(host, model_b());
+    let app = started(host, |_| {});
+    predict_and_settle(host, app, 0);
+    assert_eq!(predict_and_settle(host, app, 1), vb);
+
+    let key = format!("model/tables/{vb}/1");
+    host.kv.borrow_mut().get_mut(&key).unwrap()[100] ^= 0x08;
+    // A new instance refuses B's tables and serves the embedded model; health says why.
+    let fresh = started(host, |_| {});
+    assert_eq!(predict(fresh, 2)["model_version"], embedded.as_str());
+    let (_, health) = call(fresh, request("GET", "/api/health", ""));
+    assert_eq!(health["model_source"], "embedded");
+    assert_eq!(health["verification_failures"], 1);
+    let why = health["last_verification_error"].as_str().unwrap();
+    assert!(why.contains("tables"), "{why}");
+    // The instance that had B keeps it.
+    assert_eq!(predict(app, 3)["model_version"], vb.as_str());
+
+    // The next refresh downloads B again; the refusing instance then loads it.
+    host.clock.set(host.clock.get() + 16_000_000_000);
+    predict_and_settle(host, fresh, 4);
+    host.clock.set(host.clock.get() + 2_000_000_000);
+    predict_and_settle(host, fresh, 5);
+    assert_eq!(predict(fresh, 6)["model_version"], vb.as_str());
+}
+
+#[test]
+fn a_model_the_registry_serves_corrupt_is_never_served() {
+    let host = FakeHost::new(accept_all());
+    let embedded = loaded().unwrap().version().to_string();
+    let mut bad = model_b();
+    let n = bad.len();
+    bad[n / 2] ^= 0x01;
+    // The registry's ETag and version claim B, the bytes are not B.
+    let good = model_b();
+    let id = model_format::ModelId::of(&good).unwrap();
+    let (v, sum) = (id.version(), format!("crc32:{:08x}", id.checksum));
+    let vv = v.clone();
+    *host.registry.borrow_mut() = Box::new(move |url, _| {
+        if url.ends_with("/v1/models/channels") {
+            let body = json!({"live": {"version": vv, "checksum": sum}, "shadow": null, "revision": 3, "changed_at": null});
+            return Ok(Fetched {
+                status: 200,
+                etag: Some("\"rev-3\"".into()),
+                body: body.to_string().into_bytes(),
+            });
+        }
+        Ok(Fetched {
+            status: 200,
+            etag: None,
+            body: bad.clone(),
+        })
+    });
+    let app = started(host, |_| {});
+    predict_and_settle(host, app, 0);
+    assert_eq!(predict_and_settle(host, app, 1), embedded);
+    let (_, health) = call(app, request("GET", "/api/health", ""));
+    let error = health["last_refresh_error"].as_str().unwrap();
+    assert!(
+        error.contains("refused") && error.contains("checksum"),
+        "{error}"
+    );
+    assert_eq!(health["refresh_failures"], 1);
+    assert!(
+        host.keys("model/")
+            .iter()
+            .all(|k| !k.starts_with("model/file/"))
+    );
+
+    // Pulling off: the registry is never asked.
+    let quiet = FakeHost::new(accept_all());
+    registry_serving(quiet, model_b());
+    let app = started(quiet, |v| v.model_pull = "off".into());
+    predict_and_settle(quiet, app, 0);
+    assert_eq!(predict_and_settle(quiet, app, 1), embedded);
+    assert!(quiet.gets.borrow().is_empty());
+    let (_, health) = call(app, request("GET", "/api/health", ""));
+    assert_eq!(health["model_pull"], false);
+    let _ = v;
 }

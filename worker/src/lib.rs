@@ -4,6 +4,10 @@
 //! key-value store, outbound HTTP, clocks, randomness and `spawn`. Everything that decides an
 //! answer is in `worker-core`, where `cargo test` exercises it on the host.
 //!
+//! A model promoted in the registry replaces the embedded one without a rebuild (worker-core's
+//! rollout: pulled in the background, kept in the key-value store, verified by every instance
+//! that loads it); the embedded model is what an edge serves until then.
+//!
 //! The model bytes are compiled in (`build.rs` picks the file) and decoded once per instance:
 //! P3 hosts reuse an instance for many requests, so the decode cost is paid once, not per call.
 //! The TreeSHAP tables explanations need are built by `build.rs` too and embedded next to the
@@ -20,7 +24,7 @@ use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::clocks::monotonic_clock;
 use spin_sdk::wasip3::http::types;
 use spin_sdk::wasip3::http_compat::BodyWriter;
-use worker_core::{App, Host, Loaded, PostAnswer, Task, Variables};
+use worker_core::{App, Fetched, Host, Loaded, PostAnswer, Task, Variables};
 
 /// 8-byte alignment for embedded bytes, so arrays of `f64` in them can be used in place.
 #[repr(C, align(8))]
@@ -140,6 +144,49 @@ impl Host for Spin {
         Ok((status, value))
     }
 
+    async fn get_bytes(
+        &self,
+        url: &str,
+        token: &str,
+        if_none_match: Option<&str>,
+        timeout_ns: u64,
+    ) -> Result<Fetched, String> {
+        use http_body_util::BodyExt;
+        let mut request =
+            http::Request::get(url).header("authorization", format!("Bearer {token}"));
+        if let Some(tag) = if_none_match {
+            request = request.header("if-none-match", tag);
+        }
+        let request = request
+            .body(String::new())
+            .map_err(|e| format!("bad store URL {url:?}: {e}"))?;
+        let fetch = async {
+            let resp = spin_sdk::http::send(request)
+                .await
+                .map_err(|e| format!("store unreachable: {e:?}"))?;
+            let status = resp.status().as_u16();
+            let etag = resp
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("reading the store's answer: {e}"))?
+                .to_bytes()
+                .to_vec();
+            Ok(Fetched { status, etag, body })
+        };
+        with_timeout(fetch, timeout_ns).await.unwrap_or_else(|| {
+            Err(format!(
+                "no answer from {url} in {} s",
+                timeout_ns / 1_000_000_000
+            ))
+        })
+    }
+
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         let store = Store::open_default().await.map_err(|e| format!("{e:?}"))?;
         store.get(key).await.map_err(|e| format!("{e:?}"))
@@ -208,6 +255,9 @@ async fn variables() -> Variables {
         edge_instance: var("edge_instance").await,
         edge_region: var("edge_region").await,
         transaction_id_format: var("transaction_id_format").await,
+        model_pull: var("model_pull").await,
+        model_pin: var("model_pin").await,
+        model_refresh_secs: var("model_refresh_secs").await,
     }
 }
 
@@ -216,13 +266,17 @@ thread_local! {
     static APP: OnceCell<&'static App<Spin>> = const { OnceCell::new() };
 }
 
-/// The instance's app, built on its first request: variables read, model decoded.
+/// The instance's app, built on its first request: variables read, the embedded model decoded
+/// and the key-value store's registry model loaded over it when there is one that passes every
+/// check (`worker_core::App::start`).
 async fn app() -> &'static App<Spin> {
     if let Some(app) = APP.with(|a| a.get().copied()) {
         return app;
     }
     let variables = variables().await;
-    APP.with(|a| *a.get_or_init(|| Box::leak(Box::new(App::new(&SPIN, &variables, load())))))
+    let app = App::start(&SPIN, &variables, load()).await;
+    // Concurrent first requests may each build one; the first stored wins.
+    APP.with(|a| *a.get_or_init(|| Box::leak(Box::new(app))))
 }
 
 #[spin_sdk::http_service]

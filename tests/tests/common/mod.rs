@@ -30,19 +30,7 @@ pub struct Built {
 /// test binaries that agree on them share one cached component build.
 pub fn fit_and_build(rows: usize, seed: u64, n_estimators: usize) -> Built {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("transactions.parquet");
-    let mut df = trainer::synth::transactions(rows, 0.05, seed).unwrap();
-    trainer::data::write_frame(&data, &mut df).unwrap();
-    let features: Vec<String> = trainer::synth::LEGACY_FEATURES.map(String::from).to_vec();
-    let table = trainer::data::read_features(&data, &features).unwrap();
-    let params = IsolationForestParams {
-        n_estimators,
-        max_samples: MaxSamples::Auto,
-        contamination: Contamination::Fraction(0.1),
-        seed,
-        ..IsolationForestParams::default()
-    };
-    let model = trainer::fit(&table, &params).unwrap();
+    let model = fit_model(dir.path(), rows, seed, n_estimators);
     let model_path = dir.path().join("model.sfm");
     std::fs::write(&model_path, model.to_bytes().unwrap()).unwrap();
 
@@ -55,6 +43,23 @@ pub fn fit_and_build(rows: usize, seed: u64, n_estimators: usize) -> Built {
         component,
         dir,
     }
+}
+
+/// The model [`fit_and_build`] embeds, fitted in `dir` (for a registry upload).
+pub fn fit_model(dir: &Path, rows: usize, seed: u64, n_estimators: usize) -> Model {
+    let data = dir.join(format!("transactions-{seed}.parquet"));
+    let mut df = trainer::synth::transactions(rows, 0.05, seed).unwrap();
+    trainer::data::write_frame(&data, &mut df).unwrap();
+    let features: Vec<String> = trainer::synth::LEGACY_FEATURES.map(String::from).to_vec();
+    let table = trainer::data::read_features(&data, &features).unwrap();
+    let params = IsolationForestParams {
+        n_estimators,
+        max_samples: MaxSamples::Auto,
+        contamination: Contamination::Fraction(0.1),
+        seed,
+        ..IsolationForestParams::default()
+    };
+    trainer::fit(&table, &params).unwrap()
 }
 
 /// Builds the worker for wasm32-wasip2 with `model` embedded, in a target directory of its own
@@ -102,6 +107,11 @@ pub struct StoreService {
 
 impl StoreService {
     pub fn start(database_url: &str) -> Self {
+        Self::start_at(database_url, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// On `addr` (e.g. the address of a store stopped before, to bring it back).
+    pub fn start_at(database_url: &str, addr: SocketAddr) -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let url = database_url.to_owned();
@@ -114,7 +124,7 @@ impl StoreService {
             rt.block_on(async move {
                 let store = store::Store::new(store::Config::new(url, STORE_TOKEN)).unwrap();
                 store.migrate().await.unwrap();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 store::serve(listener, store, async move {
                     let _ = stopped.await;

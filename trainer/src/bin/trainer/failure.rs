@@ -3,13 +3,14 @@
 
 /// A failed command. The kind decides the exit code; the error says what happened.
 pub enum Failure {
-    /// Bad flags or feature spec: exit 2.
+    /// Bad flags or feature spec; a request the model registry refused (4xx): exit 2.
     Usage(anyhow::Error),
     /// Inputs missing, unreadable or invalid; model file corrupt: exit 3.
     Data(anyhow::Error),
     /// The quality gate refused to publish: exit 4 (a handled outcome, not a crash).
     GateRefused(anyhow::Error),
-    /// Anything else: writing outputs failed, or a bug: exit 1.
+    /// Anything else: writing outputs failed, the model registry unreachable or failing (5xx),
+    /// or a bug: exit 1.
     Internal(anyhow::Error),
 }
 
@@ -48,6 +49,20 @@ impl From<trainer::FitError> for Failure {
             trainer::FitError::Params(_) => Failure::Usage(e.into()),
             trainer::FitError::Data(_) => Failure::Data(e.into()),
             trainer::FitError::Internal(_) => Failure::Internal(e.into()),
+        }
+    }
+}
+
+/// A registry error classified by who can fix it: a request the store refused (4xx: unknown
+/// version, nothing to roll back, bad token, a model file it will not take) or settings that
+/// cannot work is the caller's, a usage error (exit 2); a store that cannot be reached, fails
+/// (5xx) or answers nonsense is an I/O failure (exit 1), worth retrying later.
+impl From<trainer::registry::RegistryError> for Failure {
+    fn from(e: trainer::registry::RegistryError) -> Self {
+        if e.is_refused_request() {
+            Failure::Usage(e.into())
+        } else {
+            Failure::Internal(e.into())
         }
     }
 }

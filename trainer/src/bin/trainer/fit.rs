@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use trainer::forest::{Contamination, IsolationForestParams, MaxFeatures, MaxSamples};
 use trainer::publish;
+use trainer::registry;
 
 use crate::args::{InputArgs, PgArgs, SpecArgs, load, write_file};
 use crate::failure::{Classify, Failure};
@@ -56,6 +57,28 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
         publish,
     } = args;
     let started = Instant::now();
+    // Registry settings are checked before any work, so a typo fails in milliseconds.
+    let registry = match publish
+        .publish
+        .as_deref()
+        .and_then(registry::publish_target)
+    {
+        Some(base) => {
+            let token = publish.store_token.as_deref().ok_or_else(|| {
+                Failure::Usage(anyhow::anyhow!(
+                    "publishing to a registry needs the store's token: --store-token or SFE_STORE_TOKEN"
+                ))
+            })?;
+            let actor = crate::models::default_actor(publish.actor.clone());
+            Some(registry::Client::new(base, token, &actor)?)
+        }
+        None if publish.promote => {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "--promote needs a registry destination: --publish store+http(s)://host:port"
+            )));
+        }
+        None => None,
+    };
     let spec = spec.spec().usage()?;
     let step = Step::start(log, "reading inputs");
     let (dataset, origins) = load(&input, &spec, false, None).data()?;
@@ -125,18 +148,30 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
             }
         };
         let step = Step::start(log, "publishing");
-        let outcome = publish::publish(
-            dest,
-            &model,
-            &bytes,
-            gate.as_ref(),
-            &publish::GateConfig {
-                metric: publish.gate_metric,
-                tolerance: publish.gate_tolerance,
-            },
-            publish.dry_run,
-            &store,
-        );
+        let gate_config = publish::GateConfig {
+            metric: publish.gate_metric,
+            tolerance: publish.gate_tolerance,
+        };
+        let outcome = match &registry {
+            Some(client) => publish::publish_to_registry(
+                client,
+                &model,
+                &bytes,
+                gate.as_ref(),
+                &gate_config,
+                publish.dry_run,
+                publish.promote,
+            ),
+            None => publish::publish(
+                dest,
+                &model,
+                &bytes,
+                gate.as_ref(),
+                &gate_config,
+                publish.dry_run,
+                &store,
+            ),
+        };
         drop(step);
         match outcome {
             Ok(o) => log.event(
@@ -147,6 +182,8 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
             Err(publish::PublishError::GateRefused(msg)) => {
                 return Err(Failure::GateRefused(anyhow::anyhow!(msg)));
             }
+            // Unreachable/5xx → 1, refused (4xx) → 2: see failure.rs.
+            Err(publish::PublishError::Registry(e)) => return Err(e.into()),
             Err(publish::PublishError::Other(e)) => {
                 return Err(Failure::Internal(e));
             }
@@ -159,11 +196,16 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
 #[derive(ClapArgs, Clone)]
 pub struct PublishArgs {
     /// Publish to a directory or object-store URL: writes models/<version>.sfm and a `latest`
-    /// pointer (JSON). Re-running on the same data and seed changes nothing.
+    /// pointer (JSON). Or to a store's model registry: `store+http://host:port` or
+    /// `store+https://host[:port][/prefix]` uploads the file to the store's /v1/models (token:
+    /// --store-token / SFE_STORE_TOKEN); the gate compares against the registry's `live`
+    /// model; no channel changes unless --promote. Re-running on the same data and seed
+    /// changes nothing.
     #[arg(long)]
     pub publish: Option<String>,
     /// Labelled holdout data for the quality gate (path/glob/URL; same spec as training).
-    /// The new model must not be worse than `latest` on it beyond --gate-tolerance.
+    /// The new model must not be worse than `latest` (registry: `live`) on it beyond
+    /// --gate-tolerance.
     #[arg(long)]
     pub gate_input: Option<String>,
     /// Gate metric: average precision, ROC-AUC (need labels), or mean anomaly_score on the
@@ -176,4 +218,15 @@ pub struct PublishArgs {
     /// Do everything except writing: report what would be published.
     #[arg(long)]
     pub dry_run: bool,
+    /// Registry destinations only: after the upload, point the `live` channel at the new
+    /// version (every edge then serves it). Without it, publishing changes no channel.
+    #[arg(long, requires = "publish")]
+    pub promote: bool,
+    /// Registry destinations: the store's bearer token.
+    #[arg(long, env = "SFE_STORE_TOKEN", hide_env_values = true)]
+    pub store_token: Option<String>,
+    /// Registry destinations: who the upload and promotion are recorded as (default: $USER,
+    /// else "trainer").
+    #[arg(long)]
+    pub actor: Option<String>,
 }

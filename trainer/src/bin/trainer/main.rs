@@ -5,6 +5,33 @@
 //! schedulers and scripts): 0 success · 1 unexpected failure · 2 usage error (bad flags) ·
 //! 3 data error (inputs missing, unreadable or invalid; model file corrupt) · 4 quality gate
 //! refused to publish.
+//!
+//! # The model registry (`trainer models …`, `fit --publish store+http(s)://…`)
+//!
+//! The store keeps uploaded model files and two channels every edge follows: `live` (the
+//! model answers come from; none = the edge's embedded model) and `shadow` (also scored,
+//! never answered with). Every command takes `--store URL` (env `SFE_STORE_URL`), `--token`
+//! (env `SFE_STORE_TOKEN`), `--actor` (recorded with changes; default `$USER`, else `trainer`)
+//! and `--json` (print the store's answer, the `contract::models` types):
+//!
+//! ```text
+//! trainer models list                  versions, newest first: uploaded at/by, channels, rows, trees, seed
+//! trainer models show if1-1a2b3c4d     checksum, size, features, metadata, when edges scored with it
+//! trainer models promote if1-1a2b3c4d  live: if1-00aa11bb → if1-1a2b3c4d
+//! trainer models shadow if1-1a2b3c4d   (or `shadow none`: stop shadow scoring)
+//! trainer models rollback [--channel live|shadow]   undo the channel's last change
+//! trainer models history               every recorded channel change, newest first
+//! trainer models upload model.sfm      register a file (the store verifies it); no channel changes
+//! ```
+//!
+//! `trainer fit … --publish store+https://store.internal:8080 --store-token …` uploads the
+//! fitted model instead of writing a directory: with `--gate-input` it must first not be worse
+//! than the registry's current `live` model (exit 4 otherwise; no live model = nothing to
+//! compare), and no channel changes unless `--promote` (then live points at it).
+//!
+//! Exit codes of registry calls: 1 when the store is unreachable, fails (5xx) or answers
+//! something unreadable (an I/O failure, worth retrying); 2 when it refuses the request (4xx:
+//! unknown version, nothing to roll back, wrong token, a model file it does not accept).
 
 mod args;
 mod evaluate;
@@ -13,6 +40,7 @@ mod failure;
 mod fit;
 mod import_sklearn;
 mod inspect;
+mod models;
 mod output;
 mod score;
 mod synth;
@@ -24,7 +52,8 @@ use std::process::ExitCode;
 use output::Log;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok, 1 unexpected failure, 2 usage error, 3 data error, 4 quality gate refused.
+Exit codes: 0 ok, 1 unexpected failure (I/O; model registry unreachable or 5xx), 2 usage error
+(or the registry refused the request: 4xx), 3 data error, 4 quality gate refused.
 Inputs: local paths or globs, file:// URLs, or object-store URLs (s3://bucket/prefix/*.parquet,
 gs://, az://, https://). S3 settings come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_REGION, AWS_ENDPOINT... unless given with --s3-* flags. See docs/operations.md.";
@@ -60,6 +89,7 @@ enum Command {
     ImportSklearn(import_sklearn::Args),
     Score(score::Args),
     Synth(synth::Args),
+    Models(models::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +108,7 @@ fn main() -> ExitCode {
         Command::ImportSklearn(a) => import_sklearn::run(a, &log),
         Command::Score(a) => score::run(a, &log),
         Command::Synth(a) => synth::run(a, &log),
+        Command::Models(a) => models::run(a, &log),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,533 @@
+//! The model registry: uploads checked with [`contract::models::verify`], the `live` and
+//! `shadow` channels every edge follows, and the record of every channel change. Wire types and
+//! endpoints: [`contract::models`].
+//!
+//! A channel change is one transaction: the channel row is locked, changed and the change
+//! recorded together, so concurrent changes serialise and the history never disagrees with the
+//! channels. The channels' revision (their ETag) is the id of the last change, so an edge's
+//! conditional GET is a single index lookup.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use chrono::{DateTime, Utc};
+use contract::limits::{MAX_NAME_LEN, MODEL_MAX_BYTES};
+use contract::models::{
+    CHANNELS, ChannelChange, ChannelHistory, Channels, Comparison, Disagreement, ModelList,
+    ModelVersion, SetChannel, Target, Uploaded,
+};
+use deadpool_postgres::Pool;
+use serde_json::Value;
+
+use crate::Store;
+use crate::db::DbError;
+use crate::http::ApiError;
+
+/// The registry's routes (mounted behind the bearer-token check).
+pub fn routes() -> Router<Store> {
+    Router::new()
+        .route("/v1/models", post(upload).get(list))
+        .route("/v1/models/channels", get(channels))
+        .route("/v1/models/channels/history", get(history))
+        .route("/v1/models/compare", get(compare))
+        .route("/v1/models/channels/{channel}", put(set_channel))
+        .route("/v1/models/channels/{channel}/rollback", post(rollback))
+        .route("/v1/models/{version}", get(one))
+        .route("/v1/models/{version}/file", get(file))
+}
+
+fn actor(headers: &HeaderMap, body: Option<&str>) -> Result<String, ApiError> {
+    let from_header = headers.get("x-actor").and_then(|v| v.to_str().ok());
+    let actor = body.or(from_header).unwrap_or("api").trim();
+    if actor.is_empty() || actor.len() > MAX_NAME_LEN || actor.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "actor must be 1 to {MAX_NAME_LEN} bytes of text"
+        )));
+    }
+    Ok(actor.to_string())
+}
+
+fn channel_name(raw: &str) -> Result<&'static str, ApiError> {
+    CHANNELS.iter().copied().find(|c| *c == raw).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no channel {raw:?}; channels are live and shadow"),
+        )
+    })
+}
+
+fn etag(value: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{value}\"")).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+/// Whether `If-None-Match` lists `value` (or `*`).
+fn not_modified(headers: &HeaderMap, value: &str) -> bool {
+    let Some(raw) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    raw.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == value)
+}
+
+fn revision_tag(revision: i64) -> String {
+    format!("rev-{revision}")
+}
+
+async fn upload(
+    State(store): State<Store>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = axum::body::to_bytes(body, MODEL_MAX_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("a model file may be at most {MODEL_MAX_BYTES} bytes"),
+            )
+        })?;
+    let actor = actor(&headers, None)?;
+    // Decoding and the sample explanation take milliseconds: off the async workers.
+    let check = bytes.clone();
+    let verified = tokio::task::spawn_blocking(move || contract::models::verify(&check, None))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_model", e.to_string()))?;
+    let version = verified.id.version();
+    let checksum = verified.checksum();
+    let features = serde_json::to_value(verified.model.features()).unwrap_or(Value::Null);
+    let metadata: BTreeMap<&str, &str> = verified
+        .model
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);
+    let mut client = store.pool().get().await.map_err(DbError::from)?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    tx.execute(
+        "INSERT INTO model_versions (model_version) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&version],
+    )
+    .await
+    .map_err(DbError::from)?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO model_files (model_version, checksum, bytes, features, metadata, uploaded_by) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[&version, &checksum, &bytes.as_ref(), &features, &metadata, &actor],
+        )
+        .await
+        .map_err(DbError::from)?;
+    if inserted == 0 {
+        let row = tx
+            .query_one(
+                "SELECT bytes FROM model_files WHERE model_version = $1",
+                &[&version],
+            )
+            .await
+            .map_err(DbError::from)?;
+        let existing: &[u8] = row.get(0);
+        if existing != bytes.as_ref() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{version} is registered with other bytes (a checksum collision)"),
+            ));
+        }
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    let created = inserted == 1;
+    if created {
+        tracing::info!(%version, %actor, size = bytes.len(), "model registered");
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        axum::Json(Uploaded {
+            version,
+            checksum,
+            created,
+        }),
+    )
+        .into_response())
+}
+
+/// The channels as they are now.
+pub async fn current_channels(pool: &Pool) -> Result<Channels, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT c.channel, c.model_version, f.checksum, c.changed_at, \
+               (SELECT COALESCE(max(id), 0) FROM model_channel_changes) \
+             FROM model_channels c LEFT JOIN model_files f USING (model_version)",
+            &[],
+        )
+        .await?;
+    let mut channels = Channels {
+        live: None,
+        shadow: None,
+        revision: 0,
+        changed_at: None,
+    };
+    for row in rows {
+        let channel: String = row.get(0);
+        let target = row.get::<_, Option<String>>(1).map(|version| Target {
+            version,
+            checksum: row.get::<_, Option<String>>(2).unwrap_or_default(),
+        });
+        let changed_at: Option<DateTime<Utc>> = row.get(3);
+        channels.revision = row.get(4);
+        channels.changed_at = channels.changed_at.max(changed_at);
+        match channel.as_str() {
+            "live" => channels.live = target,
+            _ => channels.shadow = target,
+        }
+    }
+    Ok(channels)
+}
+
+async fn channels(State(store): State<Store>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let channels = current_channels(store.pool()).await?;
+    let tag = revision_tag(channels.revision);
+    if not_modified(&headers, &tag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(&tag))]).into_response());
+    }
+    Ok(([(header::ETAG, etag(&tag))], axum::Json(channels)).into_response())
+}
+
+fn model_version(row: &tokio_postgres::Row, channels: &Channels) -> ModelVersion {
+    let version: String = row.get("model_version");
+    let mut on = Vec::new();
+    if channels.live.as_ref().is_some_and(|t| t.version == version) {
+        on.push("live".to_string());
+    }
+    if channels
+        .shadow
+        .as_ref()
+        .is_some_and(|t| t.version == version)
+    {
+        on.push("shadow".to_string());
+    }
+    let features: Value = row.get("features");
+    let metadata: Value = row.get("metadata");
+    ModelVersion {
+        checksum: row.get("checksum"),
+        size_bytes: row.get("size_bytes"),
+        features: serde_json::from_value(features).unwrap_or_default(),
+        metadata: serde_json::from_value(metadata).unwrap_or_default(),
+        uploaded_at: row.get("uploaded_at"),
+        uploaded_by: row.get("uploaded_by"),
+        first_seen: row.get("first_seen"),
+        last_seen: row.get("last_seen"),
+        channels: on,
+        version,
+    }
+}
+
+const VERSION_COLUMNS: &str = "f.model_version, f.checksum, octet_length(f.bytes)::int8 AS size_bytes, \
+     f.features, f.metadata, f.uploaded_at, f.uploaded_by, v.first_seen, v.last_seen \
+     FROM model_files f JOIN model_versions v USING (model_version)";
+
+async fn list(State(store): State<Store>) -> Result<Response, ApiError> {
+    let channels = current_channels(store.pool()).await?;
+    let client = store.pool().get().await.map_err(DbError::from)?;
+    let rows = client
+        .query(
+            &format!("SELECT {VERSION_COLUMNS} ORDER BY f.uploaded_at DESC, f.model_version"),
+            &[],
+        )
+        .await
+        .map_err(DbError::from)?;
+    let models = rows.iter().map(|r| model_version(r, &channels)).collect();
+    Ok(axum::Json(ModelList { models, channels }).into_response())
+}
+
+fn no_such_version(version: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no model {version:?} in the registry"),
+    )
+}
+
+async fn one(
+    State(store): State<Store>,
+    Path(version): Path<String>,
+) -> Result<Response, ApiError> {
+    let channels = current_channels(store.pool()).await?;
+    let client = store.pool().get().await.map_err(DbError::from)?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {VERSION_COLUMNS} WHERE f.model_version = $1"),
+            &[&version],
+        )
+        .await
+        .map_err(DbError::from)?
+        .ok_or_else(|| no_such_version(&version))?;
+    Ok(axum::Json(model_version(&row, &channels)).into_response())
+}
+
+async fn file(
+    State(store): State<Store>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let client = store.pool().get().await.map_err(DbError::from)?;
+    let row = client
+        .query_opt(
+            "SELECT checksum, bytes FROM model_files WHERE model_version = $1",
+            &[&version],
+        )
+        .await
+        .map_err(DbError::from)?
+        .ok_or_else(|| no_such_version(&version))?;
+    let checksum: String = row.get(0);
+    if not_modified(&headers, &checksum) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(&checksum))]).into_response());
+    }
+    let bytes: Vec<u8> = row.get(1);
+    Ok((
+        [
+            (header::ETAG, etag(&checksum)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+        ],
+        Bytes::from(bytes),
+    )
+        .into_response())
+}
+
+/// Points `channel` at `to` (None clears it) as one recorded change; returns the channels.
+async fn change(
+    pool: &Pool,
+    channel: &str,
+    to: Option<&str>,
+    actor: &str,
+    action: &str,
+) -> Result<Result<Channels, ApiError>, DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let from: Option<String> = tx
+        .query_one(
+            "SELECT model_version FROM model_channels WHERE channel = $1 FOR UPDATE",
+            &[&channel],
+        )
+        .await?
+        .get(0);
+    if let Some(to) = to {
+        let known = tx
+            .query_opt("SELECT 1 FROM model_files WHERE model_version = $1", &[&to])
+            .await?;
+        if known.is_none() {
+            return Ok(Err(no_such_version(to)));
+        }
+    }
+    if from.as_deref() != to {
+        tx.execute(
+            "UPDATE model_channels SET model_version = $2, changed_at = now() WHERE channel = $1",
+            &[&channel, &to],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO model_channel_changes (channel, from_version, to_version, changed_by, action) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&channel, &from, &to, &actor, &action],
+        )
+        .await?;
+        tracing::info!(channel, from = ?from, to = ?to, actor, action, "model channel changed");
+    }
+    tx.commit().await?;
+    Ok(Ok(current_channels(pool).await?))
+}
+
+async fn set_channel(
+    State(store): State<Store>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let channel = channel_name(&channel)?;
+    let request: SetChannel = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "body must be {{\"version\": \"if1-…\" or null, \"actor\"?: \"…\"}}: {e}"
+        ))
+    })?;
+    let actor = actor(&headers, request.actor.as_deref())?;
+    let channels = change(
+        store.pool(),
+        channel,
+        request.version.as_deref(),
+        &actor,
+        "set",
+    )
+    .await??;
+    Ok(axum::Json(channels).into_response())
+}
+
+async fn rollback(
+    State(store): State<Store>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let channel = channel_name(&channel)?;
+    let actor = actor(&headers, None)?;
+    let client = store.pool().get().await.map_err(DbError::from)?;
+    let last = client
+        .query_opt(
+            "SELECT from_version, to_version FROM model_channel_changes \
+             WHERE channel = $1 ORDER BY id DESC LIMIT 1",
+            &[&channel],
+        )
+        .await
+        .map_err(DbError::from)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("channel {channel} was never changed: nothing to roll back"),
+            )
+        })?;
+    drop(client);
+    let back: Option<String> = last.get(0);
+    let channels = change(store.pool(), channel, back.as_deref(), &actor, "rollback").await??;
+    Ok(axum::Json(channels).into_response())
+}
+
+async fn history(State(store): State<Store>) -> Result<Response, ApiError> {
+    let client = store.pool().get().await.map_err(DbError::from)?;
+    let rows = client
+        .query(
+            "SELECT id, channel, from_version, to_version, changed_at, changed_by, action \
+             FROM model_channel_changes ORDER BY id DESC LIMIT 1000",
+            &[],
+        )
+        .await
+        .map_err(DbError::from)?;
+    let changes = rows
+        .iter()
+        .map(|r| ChannelChange {
+            id: r.get(0),
+            channel: r.get(1),
+            from: r.get(2),
+            to: r.get(3),
+            changed_at: r.get(4),
+            changed_by: r.get(5),
+            action: r.get(6),
+        })
+        .collect();
+    Ok(axum::Json(ChannelHistory { changes }).into_response())
+}
+
+/// Most disagreements a comparison lists.
+const MAX_DISAGREEMENTS: i64 = 20;
+
+/// `live` and `shadow` on the transactions both scored since `since`.
+pub async fn comparison(
+    pool: &Pool,
+    live: &str,
+    shadow: &str,
+    since: Option<DateTime<Utc>>,
+) -> Result<Comparison, DbError> {
+    let client = pool.get().await?;
+    // Ranks with ties at their mean rank (Spearman), as percentiles for the gaps.
+    let ranked = "WITH pairs AS ( \
+           SELECT id, scored_at, anomaly_score AS a, shadow_anomaly_score AS b, \
+                  is_anomaly AS x, shadow_is_anomaly AS y \
+           FROM transactions \
+           WHERE model_version = $1 AND shadow_model_version = $2 \
+             AND shadow_anomaly_score IS NOT NULL \
+             AND ($3::timestamptz IS NULL OR scored_at >= $3)), \
+         ranked AS ( \
+           SELECT *, \
+             rank() OVER (ORDER BY a) + (count(*) OVER (PARTITION BY a) - 1) / 2.0 AS ra, \
+             rank() OVER (ORDER BY b) + (count(*) OVER (PARTITION BY b) - 1) / 2.0 AS rb, \
+             count(*) OVER () AS n \
+           FROM pairs)";
+    let summary = client
+        .query_one(
+            &format!(
+                "{ranked} SELECT count(*), COALESCE(avg(x::int), 0)::float8, \
+                   COALESCE(avg(y::int), 0)::float8, COALESCE(avg((x = y)::int), 0)::float8, \
+                   corr(ra::float8, rb::float8) FROM ranked"
+            ),
+            &[&live, &shadow, &since],
+        )
+        .await?;
+    let rows = client
+        .query(
+            &format!(
+                "{ranked} SELECT id, scored_at, a, x, b, y, \
+                   (abs(ra - rb) / GREATEST(n - 1, 1))::float8 AS gap \
+                 FROM ranked ORDER BY gap DESC, id LIMIT $4"
+            ),
+            &[&live, &shadow, &since, &MAX_DISAGREEMENTS],
+        )
+        .await?;
+    let correlation: Option<f64> = summary.get(4);
+    Ok(Comparison {
+        live: live.to_string(),
+        shadow: shadow.to_string(),
+        transactions: summary.get(0),
+        live_alert_rate: summary.get(1),
+        shadow_alert_rate: summary.get(2),
+        agreement: summary.get(3),
+        rank_correlation: correlation.filter(|c| c.is_finite()),
+        disagreements: rows
+            .iter()
+            .map(|r| Disagreement {
+                transaction_id: r.get(0),
+                scored_at: r.get(1),
+                live_score: r.get(2),
+                live_is_anomaly: r.get(3),
+                shadow_score: r.get(4),
+                shadow_is_anomaly: r.get(5),
+                rank_gap: r.get(6),
+            })
+            .collect(),
+    })
+}
+
+/// The dashboard's comparison: the current channels' pair since `since`, while a shadow is set.
+pub async fn current_comparison(
+    pool: &Pool,
+    since: DateTime<Utc>,
+) -> Result<Option<Comparison>, DbError> {
+    let channels = current_channels(pool).await?;
+    let (Some(live), Some(shadow)) = (channels.live, channels.shadow) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        comparison(pool, &live.version, &shadow.version, Some(since)).await?,
+    ))
+}
+
+async fn compare(
+    State(store): State<Store>,
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (Some(live), Some(shadow)) = (params.get("live"), params.get("shadow")) else {
+        return Err(ApiError::bad_request(
+            "give both models: /v1/models/compare?live=VERSION&shadow=VERSION",
+        ));
+    };
+    let since = crate::http::time_param(&params, "since")?;
+    Ok(axum::Json(comparison(store.pool(), live, shadow, since).await?).into_response())
+}

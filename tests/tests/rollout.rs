@@ -1,0 +1,500 @@
+//! Model rollout through real parts: a throwaway PostgreSQL, the store's registry, the worker
+//! component in the harness (its key-value store on disk), a load generator sending predictions
+//! the whole time. Promote, roll back, shadow, refuse corrupt models, survive the store going
+//! down and a restart without it.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{STORE_TOKEN as TOKEN, StoreService};
+use serde_json::{Value, json};
+
+/// Model A, embedded (the same build as forwarding.rs).
+static BUILT: LazyLock<common::Built> = LazyLock::new(|| common::fit_and_build(2_000, 11, 50));
+
+/// The edge's default `model_refresh_secs` (spin.toml's default too).
+const INTERVAL: Duration = Duration::from_secs(worker_core::DEFAULT_MODEL_REFRESH_SECS);
+
+const PAYLOAD: &str = r#"{"amount": 912.5, "hour": 3, "day_of_week": 6, "merchant_category": 4, "transaction_type": 1}"#;
+
+/// The `i`-th transaction of the load: amounts and hours vary, so the two models of a shadow
+/// comparison rank them differently.
+fn payload(i: u64) -> String {
+    json!({"amount": 5.0 + (i % 400) as f64 * 2.5, "hour": i % 24, "day_of_week": i % 7,
+           "merchant_category": i % 10, "transaction_type": i % 3})
+    .to_string()
+}
+
+/// One answer the load generator got.
+struct Answer {
+    at: Instant,
+    status: u16,
+    version: String,
+    micros: u64,
+}
+
+/// Predictions on one keep-alive connection until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let (s, a) = (stop.clone(), answers.clone());
+        let thread = std::thread::spawn(move || {
+            let agent = common::agent();
+            let mut i = 0;
+            while !s.load(Ordering::Relaxed) {
+                i += 1;
+                let start = Instant::now();
+                let r = agent
+                    .post(&format!("{url}/api/predict"))
+                    .header("content-type", "application/json")
+                    .send(payload(i));
+                let micros = start.elapsed().as_micros() as u64;
+                let (status, version) = match r {
+                    Ok(mut r) => {
+                        let status = r.status().as_u16();
+                        let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+                        (
+                            status,
+                            body["model_version"].as_str().unwrap_or("").to_string(),
+                        )
+                    }
+                    Err(e) => (0, format!("{e}")),
+                };
+                a.lock().unwrap().push(Answer {
+                    at: Instant::now(),
+                    status,
+                    version,
+                    micros,
+                });
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        Load {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.answers.lock().unwrap())
+    }
+
+    /// Waits until answers have carried `version` for `steady` without exception.
+    fn wait_for(&self, version: &str, steady: Duration, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            let answers = self.answers.lock().unwrap();
+            let Some(last_other) = answers.iter().rposition(|a| a.version != version) else {
+                continue;
+            };
+            let since = answers[last_other].at;
+            if answers.len() > last_other + 10 && since.elapsed() >= steady {
+                return true;
+            }
+        }
+        let answers = self.answers.lock().unwrap();
+        let tail: Vec<(u16, &str)> = answers
+            .iter()
+            .rev()
+            .take(20)
+            .map(|a| (a.status, a.version.as_str()))
+            .collect();
+        eprintln!("not settled on {version}; last answers, newest first: {tail:?}");
+        false
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn latency(answers: &[&Answer]) -> String {
+    let mut us: Vec<u64> = answers.iter().map(|a| a.micros).collect();
+    us.sort_unstable();
+    format!(
+        "p50 {} µs, p99 {} µs over {}",
+        pct(&us, 0.5),
+        pct(&us, 0.99),
+        us.len()
+    )
+}
+
+fn upload(store: &str, bytes: &[u8]) -> (u16, Value) {
+    let mut r = common::agent()
+        .post(&format!("{store}/v1/models"))
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .header("x-actor", "rollout-test")
+        .send(bytes)
+        .unwrap();
+    (r.status().as_u16(), r.body_mut().read_json().unwrap())
+}
+
+fn store_call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let agent = common::agent();
+    let auth = format!("Bearer {TOKEN}");
+    let r = match (method, body) {
+        ("PUT", Some(b)) => agent.put(url).header("authorization", &auth).send_json(b),
+        ("POST", _) => agent.post(url).header("authorization", &auth).send_empty(),
+        _ => agent.get(url).header("authorization", &auth).call(),
+    };
+    let mut r = r.unwrap();
+    (
+        r.status().as_u16(),
+        r.body_mut().read_json().unwrap_or(Value::Null),
+    )
+}
+
+fn health(edge: &str) -> Value {
+    common::agent()
+        .get(&format!("{edge}/api/health"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
+fn edge_for(store_url: &str, kv_dir: &Path) -> harness::Edge {
+    let mut config = harness::HarnessConfig::new(&BUILT.component);
+    config.variables = vec![
+        ("store_url".into(), store_url.into()),
+        ("store_token".into(), TOKEN.into()),
+    ];
+    config.key_value_stores = vec!["default".into()];
+    config.key_value_dir = Some(kv_dir.to_path_buf());
+    harness::start_edge(config).unwrap()
+}
+
+fn version_of(bytes: &[u8]) -> String {
+    model_format::ModelId::of(bytes).unwrap().version()
+}
+
+/// The switch from one version to another as the load generator saw it: seconds from `from`
+/// to the last answer of another version.
+fn switch_secs(answers: &[&Answer], from: Instant, to_version: &str) -> f64 {
+    let last_other = answers
+        .iter()
+        .filter(|a| a.version != to_version)
+        .map(|a| a.at)
+        .max()
+        .unwrap();
+    last_other.saturating_duration_since(from).as_secs_f64()
+}
+
+#[test]
+fn promote_roll_back_shadow_and_refuse_while_serving() {
+    let pg = harness::postgres::TempPostgres::start().unwrap();
+    let mut store = Some(StoreService::start(&pg.url()));
+    let store_addr = store.as_ref().unwrap().addr;
+    let store_url = store.as_ref().unwrap().url();
+    let kv_dir = tempfile::tempdir().unwrap();
+    let edge = edge_for(&store_url, kv_dir.path());
+    let edge_url = edge.url();
+
+    let a = BUILT.model.to_bytes().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::fit_model(dir.path(), 2_000, 12, 50)
+        .to_bytes()
+        .unwrap();
+    let c = common::fit_model(dir.path(), 2_000, 13, 50)
+        .to_bytes()
+        .unwrap();
+    let (va, vb, vc) = (version_of(&a), version_of(&b), version_of(&c));
+    let h = health(&edge_url);
+    assert_eq!(
+        (h["model_version"].as_str(), h["model_source"].as_str()),
+        (Some(va.as_str()), Some("embedded")),
+        "{h}"
+    );
+
+    let load = Load::start(edge_url.clone());
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Upload B and promote it.
+    let (status, up) = upload(&store_url, &b);
+    assert_eq!(status, 201, "{up}");
+    let promoted = Instant::now();
+    let (status, ch) = store_call(
+        "PUT",
+        &format!("{store_url}/v1/models/channels/live"),
+        Some(json!({"version": vb, "actor": "rollout-test"})),
+    );
+    assert_eq!(
+        (status, ch["live"]["version"].as_str()),
+        (200, Some(vb.as_str()))
+    );
+    assert!(
+        load.wait_for(
+            &vb,
+            Duration::from_secs(3),
+            2 * INTERVAL + Duration::from_secs(5)
+        ),
+        "answers did not settle on {vb}"
+    );
+
+    // Roll back: live goes back to none, the edges to their embedded A.
+    let rolled = Instant::now();
+    let (status, ch) = store_call(
+        "POST",
+        &format!("{store_url}/v1/models/channels/live/rollback"),
+        None,
+    );
+    assert_eq!((status, &ch["live"]), (200, &Value::Null), "{ch}");
+    assert!(
+        load.wait_for(
+            &va,
+            Duration::from_secs(3),
+            2 * INTERVAL + Duration::from_secs(5)
+        ),
+        "answers did not settle back on {va}"
+    );
+
+    // C as shadow: its scores reach the store beside A's.
+    assert_eq!(upload(&store_url, &c).0, 201);
+    let (status, _) = store_call(
+        "PUT",
+        &format!("{store_url}/v1/models/channels/shadow"),
+        Some(json!({"version": vc})),
+    );
+    assert_eq!(status, 200);
+    let shadowed = common::wait_for_count(200, 2 * INTERVAL + Duration::from_secs(10), || {
+        common::count(
+            &pg,
+            &format!("select count(*) from transactions where shadow_model_version = '{vc}'"),
+        )
+    });
+    assert!(
+        shadowed >= 200,
+        "only {shadowed} transactions carry the shadow's score"
+    );
+    let answers = load.finish();
+
+    // Every answer 200; the switches within 2 × the interval.
+    let failed: Vec<&Answer> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} answers failed, first: {} {}",
+        failed.len(),
+        failed[0].status,
+        failed[0].version
+    );
+    let in_b: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.at > promoted && a.at < rolled)
+        .collect();
+    let first_b = in_b.iter().position(|a| a.version == vb).unwrap();
+    assert!(
+        in_b[first_b..].iter().all(|a| a.version == vb),
+        "an A answer after the first B answer"
+    );
+    let to_b = switch_secs(&in_b, promoted, &vb);
+    let back: Vec<&Answer> = answers.iter().filter(|a| a.at > rolled).collect();
+    let to_a = switch_secs(&back, rolled, &va);
+    let limit = 2.0 * INTERVAL.as_secs_f64();
+    assert!(
+        to_b <= limit && to_a <= limit,
+        "switches took {to_b:.1} s and {to_a:.1} s"
+    );
+    let before: Vec<&Answer> = answers.iter().filter(|a| a.at < promoted).collect();
+    let during: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| {
+            a.at >= promoted && a.at.saturating_duration_since(promoted).as_secs_f64() <= to_b + 1.0
+        })
+        .collect();
+    common::report(format!(
+        "rollout: promote → last A answer {to_b:.1} s, rollback → last B answer {to_a:.1} s (interval {} s); \
+         before: {}; during the switch: {}; {} answers, all 200",
+        INTERVAL.as_secs(),
+        latency(&before),
+        latency(&during),
+        answers.len()
+    ));
+
+    // The comparison: C against A on the same transactions.
+    let (status, cmp) = store_call(
+        "GET",
+        &format!("{store_url}/v1/models/compare?live={va}&shadow={vc}"),
+        None,
+    );
+    assert_eq!(status, 200, "{cmp}");
+    let n = cmp["transactions"].as_i64().unwrap();
+    assert!(n >= 200, "{cmp}");
+    for rate in ["live_alert_rate", "shadow_alert_rate", "agreement"] {
+        let r = cmp[rate].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&r), "{rate} {r}");
+    }
+    // Two forests fitted on data of one distribution rank the same transactions alike.
+    let rho = cmp["rank_correlation"].as_f64().unwrap();
+    assert!(rho > 0.5, "{cmp}");
+    assert!(!cmp["disagreements"].as_array().unwrap().is_empty());
+    common::report(format!(
+        "rollout: shadow {vc} vs live {va} on {n} transactions: alert rates {} / {}, agreement {}, rank correlation {rho:.3}",
+        cmp["live_alert_rate"], cmp["shadow_alert_rate"], cmp["agreement"]
+    ));
+
+    // A corrupt upload: 400 with the reason, the channels unchanged.
+    let (_, before_ch) = store_call("GET", &format!("{store_url}/v1/models/channels"), None);
+    let mut corrupt = b.clone();
+    corrupt[b.len() / 3] ^= 0x01;
+    let (status, refused) = upload(&store_url, &corrupt);
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("checksum"),
+        "{refused}"
+    );
+    let (_, after_ch) = store_call("GET", &format!("{store_url}/v1/models/channels"), None);
+    assert_eq!(before_ch, after_ch);
+
+    // B live again; then corrupt its stored tables on disk: instances that load them refuse
+    // them and keep serving; health shows why; the next refresh stores B again.
+    store_call(
+        "PUT",
+        &format!("{store_url}/v1/models/channels/live"),
+        Some(json!({"version": vb})),
+    );
+    let load = Load::start(edge_url.clone());
+    assert!(load.wait_for(
+        &vb,
+        Duration::from_secs(2),
+        2 * INTERVAL + Duration::from_secs(5)
+    ));
+    let key = format!("model/tables/{vb}/0");
+    let original = edge.read_key(&key).unwrap().expect("B's tables are stored");
+    let mut bytes = original.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    edge.write_key(&key, &bytes).unwrap();
+    // New instances start as old ones retire (128 requests each) and check what they load.
+    let refused_seen = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let h = health(&edge_url);
+        h["verification_failures"].as_u64().unwrap_or(0) > 0
+            && h["last_verification_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("tables"))
+    });
+    assert!(
+        refused_seen,
+        "no instance reported the corrupt tables: {}",
+        health(&edge_url)
+    );
+    // Repaired by the next refresh: B again everywhere, from intact parts.
+    assert!(load.wait_for(
+        &vb,
+        Duration::from_secs(3),
+        2 * INTERVAL + Duration::from_secs(10)
+    ));
+    assert_eq!(
+        edge.read_key(&key).unwrap().as_deref(),
+        Some(&original[..]),
+        "the refresh did not store B again"
+    );
+    let answers = load.finish();
+    assert!(answers.iter().all(|a| a.status == 200));
+
+    // The store goes down: B is still served, health says the refresh failed.
+    drop(store.take());
+    let load = Load::start(edge_url.clone());
+    std::thread::sleep(INTERVAL + Duration::from_secs(3));
+    let h = health(&edge_url);
+    assert_eq!(h["model_version"], vb.as_str(), "{h}");
+    assert!(
+        h["last_refresh_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{h}"
+    );
+    let answers = load.finish();
+    assert!(answers.iter().all(|a| a.status == 200 && a.version == vb));
+
+    // A restart with the store still down starts on the model the key-value store holds.
+    edge.shutdown().unwrap();
+    let edge = edge_for(&store_url, kv_dir.path());
+    let h = health(&edge.url());
+    assert_eq!(
+        (h["model_version"].as_str(), h["model_source"].as_str()),
+        (Some(vb.as_str()), Some("registry")),
+        "{h}"
+    );
+    let r: Value = common::agent()
+        .post(&format!("{}/api/predict", edge.url()))
+        .send(PAYLOAD)
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(r["model_version"], vb.as_str());
+    common::report(format!(
+        "rollout: store down → still {vb}; restarted without the store → {} from the {}",
+        h["model_version"], h["model_source"]
+    ));
+    edge.shutdown().unwrap();
+
+    // What a fresh instance pays to start on the registry model (its parts read from the
+    // key-value store and checked in full) against the embedded one: every request on a new
+    // instance (reuse 1), nothing forwarded (no store configured, so no background work keeps
+    // retired instances alive).
+    let fresh = |kv: &Path| {
+        let mut config = harness::HarnessConfig::new(&BUILT.component);
+        config.key_value_stores = vec!["default".into()];
+        config.key_value_dir = Some(kv.to_path_buf());
+        config.max_reuse = 1;
+        harness::start_edge(config).unwrap()
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let mut figures = Vec::new();
+    for (name, kv, want) in [
+        ("embedded", empty.path(), &va),
+        ("registry", kv_dir.path(), &vb),
+    ] {
+        let edge = fresh(kv);
+        let agent = common::agent();
+        let mut us = Vec::new();
+        for i in 0..300 {
+            let start = Instant::now();
+            let mut r = agent
+                .post(&format!("{}/api/predict", edge.url()))
+                .send(payload(i))
+                .unwrap();
+            us.push(start.elapsed().as_micros() as u64);
+            let status = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap();
+            assert_eq!(status, 200, "{text}");
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body["model_version"], want.as_str());
+        }
+        us.sort_unstable();
+        figures.push((name, pct(&us, 0.5), pct(&us, 0.99)));
+        edge.shutdown().unwrap();
+    }
+    common::report(format!(
+        "rollout: a fresh instance per request (reuse 1): embedded model p50 {} µs p99 {} µs; \
+         registry model from the key-value store p50 {} µs p99 {} µs (+{} µs at p50)",
+        figures[0].1,
+        figures[0].2,
+        figures[1].1,
+        figures[1].2,
+        figures[1].1 as i64 - figures[0].1 as i64
+    ));
+    // The store back on its address: the outbox drains.
+    let _store = StoreService::start_at(&pg.url(), store_addr);
+}

@@ -1,0 +1,383 @@
+//! `trainer models`: the store's model registry: list and describe the registered versions,
+//! point the `live` and `shadow` channels every edge follows, roll a channel back, read the
+//! change history, upload a model file.
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use trainer::registry::{Channel, Client};
+
+use contract::models::{ChannelHistory, Channels, ModelList, ModelVersion};
+
+use crate::failure::{Classify, Failure};
+use crate::output::Log;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok · 1 the store is unreachable, failing (5xx) or answering something unreadable:
+an I/O failure, worth retrying · 2 the store refused the request (4xx: unknown version, nothing
+to roll back, wrong token, a model file it does not accept), or bad flags.
+--json prints the store's answer (the contract::models types) as JSON.";
+
+/// The store's model registry: list versions, promote, shadow, roll back, history, upload.
+#[derive(clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which store, as whom, and how to print.
+#[derive(clap::Args)]
+struct Conn {
+    /// The store's base URL: http:// or https://host[:port][/prefix].
+    #[arg(long = "store", env = "SFE_STORE_URL", value_name = "URL")]
+    store: String,
+    /// The store's bearer token.
+    #[arg(long, env = "SFE_STORE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Who channel changes and uploads are recorded as (default: $USER, else "trainer").
+    #[arg(long)]
+    actor: Option<String>,
+    /// Print the store's answer as JSON (the contract::models types) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Conn {
+    fn client(&self) -> Result<Client, Failure> {
+        Ok(Client::new(
+            &self.store,
+            &self.token,
+            &default_actor(self.actor.clone()),
+        )?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The registered versions, newest upload first, and what the channels point at.
+    #[command(after_help = AFTER_HELP)]
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// One registered version: checksum, size, features, metadata, channels, when edges used it.
+    #[command(after_help = AFTER_HELP)]
+    Show {
+        /// The version (`if1-…`).
+        version: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Point the live channel (the model the edges answer with) at VERSION.
+    #[command(after_help = AFTER_HELP)]
+    Promote {
+        /// The version (`if1-…`), registered already.
+        version: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Point the shadow channel (scored beside live, never answered with) at VERSION, or
+    /// `none` to stop shadow scoring.
+    #[command(after_help = AFTER_HELP)]
+    Shadow {
+        /// The version (`if1-…`), or `none`.
+        target: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Undo the last change of a channel (recorded as a change itself; exit 2 when the
+    /// channel was never changed).
+    #[command(after_help = AFTER_HELP)]
+    Rollback {
+        /// The channel to roll back.
+        #[arg(long, value_enum, default_value = "live")]
+        channel: Channel,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Recorded channel changes, newest first.
+    #[command(after_help = AFTER_HELP)]
+    History {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Register a model file (the store verifies it and names the reason when it refuses it).
+    /// Changes no channel.
+    #[command(after_help = AFTER_HELP)]
+    Upload {
+        /// The model file.
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `actor`, else `$USER`, else `trainer`.
+pub fn default_actor(actor: Option<String>) -> String {
+    actor
+        .filter(|a| !a.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.trim().is_empty()))
+        .unwrap_or_else(|| "trainer".to_string())
+}
+
+pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
+    match args.command {
+        Command::List { conn } => {
+            let list = conn.client()?.list()?;
+            let summary = format!(
+                "{} models; {}",
+                list.models.len(),
+                channels_line(&list.channels)
+            );
+            emit(&conn, log, "models", &summary, &list_text(&list), &list)
+        }
+        Command::Show { version, conn } => {
+            let model = conn.client()?.show(&version)?;
+            let summary = format!("{} {}", model.version, model.checksum);
+            emit(&conn, log, "model", &summary, &show_text(&model), &model)
+        }
+        Command::Promote { version, conn } => set(&conn, log, Channel::Live, Some(&version)),
+        Command::Shadow { target, conn } => {
+            let version = (target != "none").then_some(target.as_str());
+            set(&conn, log, Channel::Shadow, version)
+        }
+        Command::Rollback { channel, conn } => {
+            let client = conn.client()?;
+            let before = client.channels()?;
+            let after = client.rollback(channel)?;
+            let line = change_line(channel, &before, &after);
+            emit(&conn, log, "channel", &line, &format!("{line}\n"), &after)
+        }
+        Command::History { conn } => {
+            let history = conn.client()?.history()?;
+            let summary = format!("{} channel changes", history.changes.len());
+            emit(
+                &conn,
+                log,
+                "history",
+                &summary,
+                &history_text(&history),
+                &history,
+            )
+        }
+        Command::Upload { file, conn } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))
+                .data()?;
+            let client = conn.client()?;
+            let uploaded = client.upload(bytes)?;
+            let line = format!(
+                "uploaded {} as {} ({}): {}",
+                file.display(),
+                uploaded.version,
+                uploaded.checksum,
+                if uploaded.created {
+                    "new"
+                } else {
+                    "already registered"
+                }
+            );
+            emit(
+                &conn,
+                log,
+                "uploaded",
+                &line,
+                &format!("{line}\n"),
+                &uploaded,
+            )
+        }
+    }
+}
+
+fn set(conn: &Conn, log: &Log, channel: Channel, version: Option<&str>) -> Result<(), Failure> {
+    let client = conn.client()?;
+    let before = client.channels()?;
+    let after = client.set_channel(channel, version)?;
+    let line = change_line(channel, &before, &after);
+    emit(conn, log, "channel", &line, &format!("{line}\n"), &after)
+}
+
+/// `--json`: the answer, pretty; `--log-format json`: one event line; else the text.
+fn emit<T: Serialize>(
+    conn: &Conn,
+    log: &Log,
+    event: &str,
+    summary: &str,
+    text: &str,
+    value: &T,
+) -> Result<(), Failure> {
+    let json = serde_json::to_value(value).internal()?;
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&json).internal()?);
+    } else if log.json {
+        log.event(event, summary, json);
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+fn shown(version: Option<&str>) -> &str {
+    version.unwrap_or("none")
+}
+
+/// `live: if1-aaaa → if1-bbbb`, or `live: if1-aaaa (unchanged)`.
+fn change_line(channel: Channel, before: &Channels, after: &Channels) -> String {
+    let (from, to) = (channel.of(before), channel.of(after));
+    if from == to {
+        format!("{channel}: {} (unchanged)", shown(to))
+    } else {
+        format!("{channel}: {} → {}", shown(from), shown(to))
+    }
+}
+
+fn channels_line(channels: &Channels) -> String {
+    format!(
+        "live: {}, shadow: {} (revision {})",
+        shown(Channel::Live.of(channels)),
+        shown(Channel::Shadow.of(channels)),
+        channels.revision
+    )
+}
+
+fn time(t: Option<&DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || "-".to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}
+
+/// Rows as aligned columns (two spaces apart), the header first.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn list_text(list: &ModelList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .models
+        .iter()
+        .map(|m| {
+            let meta = |k: &str| m.metadata.get(k).cloned().unwrap_or_else(|| "-".into());
+            vec![
+                m.version.clone(),
+                time(m.uploaded_at.as_ref()),
+                m.uploaded_by.clone().unwrap_or_else(|| "-".into()),
+                if m.channels.is_empty() {
+                    "-".into()
+                } else {
+                    m.channels.join(",")
+                },
+                meta("training_rows"),
+                meta("n_estimators"),
+                meta("seed"),
+            ]
+        })
+        .collect();
+    let mut out = format!("{}\n", channels_line(&list.channels));
+    if rows.is_empty() {
+        out.push_str("no models registered\n");
+    } else {
+        out.push_str(&table(
+            &[
+                "VERSION",
+                "UPLOADED_AT",
+                "UPLOADED_BY",
+                "CHANNELS",
+                "ROWS",
+                "TREES",
+                "SEED",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+fn show_text(m: &ModelVersion) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "version      {}", m.version);
+    let _ = writeln!(out, "checksum     {}", m.checksum);
+    let _ = writeln!(out, "size         {} bytes", m.size_bytes);
+    let _ = writeln!(
+        out,
+        "uploaded     {} by {}",
+        time(m.uploaded_at.as_ref()),
+        m.uploaded_by.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        out,
+        "scored with  {}",
+        match (&m.first_seen, &m.last_seen) {
+            (None, None) => "never (no forwarded events)".to_string(),
+            (first, last) => format!(
+                "first {}, last {}",
+                time(first.as_ref()),
+                time(last.as_ref())
+            ),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "channels     {}",
+        if m.channels.is_empty() {
+            "-".to_string()
+        } else {
+            m.channels.join(", ")
+        }
+    );
+    let _ = writeln!(out, "features     {}", m.features.join(", "));
+    if !m.metadata.is_empty() {
+        let _ = writeln!(out, "metadata");
+        for (k, v) in &m.metadata {
+            let _ = writeln!(out, "  {k} = {v}");
+        }
+    }
+    out
+}
+
+fn history_text(h: &ChannelHistory) -> String {
+    if h.changes.is_empty() {
+        return "no channel changes recorded\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = h
+        .changes
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                time(Some(&c.changed_at)),
+                c.channel.clone(),
+                c.action.clone(),
+                format!("{} → {}", shown(c.from.as_deref()), shown(c.to.as_deref())),
+                c.changed_by.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "CHANGED_AT", "CHANNEL", "ACTION", "CHANGE", "BY"],
+        &rows,
+    )
+}

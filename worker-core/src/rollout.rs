@@ -1,0 +1,567 @@
+//! Model rollout at the edge: which model an instance serves, and how a model promoted in the
+//! registry (the store's `/v1/models`, [`contract::models`]) reaches every instance without a
+//! rebuild.
+//!
+//! # The key-value store is the edge's copy of the registry
+//! - `model/channels` ([`EdgeChannels`]): the versions the edge serves (`live`, `shadow`) and
+//!   where their bytes are. No `live` = the model embedded in the component.
+//! - `model/file/<version>/<i>` and `model/tables/<version>/<i>`: the model file and its
+//!   TreeSHAP tables (built once by the refreshing instance, not by every instance), in parts
+//!   of at most [`PART_BYTES`], well within Spin's guaranteed 1 MiB per value.
+//! - `model/refresh` ([`RefreshState`]): who last asked the registry, when, and how it went.
+//!
+//! # Who does what, never on a request's path
+//! - **Instance start** ([`Models::start`]): reads `model/channels` and loads what it names,
+//!   checking everything (file checksum and structure, version, tables checksum and cover);
+//!   anything that fails is refused, logged and counted, and the instance serves the embedded
+//!   model (or its previous one).
+//! - **After a request**, at most once a second per instance, a background task re-reads
+//!   `model/channels` and switches when it names other versions, so a change reaches every
+//!   running instance within about a second of being stored.
+//! - **At most one refresh per `model_refresh_secs` across the edge's instances**: the same task
+//!   reads `model/refresh`; when the interval has passed it writes its claim, reads it back and
+//!   only then asks the registry (`GET /v1/models/channels` with `If-None-Match`, so an unchanged
+//!   registry costs one 304). New versions are downloaded, verified with
+//!   [`contract::models::verify`] (the store's rule), their tables built, stored in parts, and
+//!   `model/channels` is written last, so a reader never sees a half-stored model. The claim is
+//!   read-after-write, not compare-and-swap (Spin's `wasi:keyvalue/atomics` is not used): two
+//!   instances that claim within the same few milliseconds may both refresh; both then store
+//!   the same content-addressed parts, so that costs a download, never a wrong model.
+//!
+//! The parts of the previous live version are kept (an instance that read the old
+//! `model/channels` just before the switch still finds them); older ones are deleted.
+//! A switched instance keeps the bytes of the model it served before until it retires (they may
+//! still be in use by requests in flight); Spin retires an instance after a bounded number of
+//! requests, so this is bounded by model changes per instance life.
+
+use std::cell::{Cell, RefCell};
+
+use model_format::{FileTrust, Model, ModelId, TablesTrust};
+use serde::{Deserialize, Serialize};
+
+use crate::host::{Fetched, Host};
+use crate::model::Loaded;
+use crate::settings::{Rollout, StoreConfig};
+
+/// Key of [`EdgeChannels`].
+pub const CHANNELS_KEY: &str = "model/channels";
+/// Key of [`RefreshState`].
+pub const REFRESH_KEY: &str = "model/refresh";
+/// Largest key-value value this module writes (Spin guarantees 1 MiB).
+pub const PART_BYTES: usize = 512 * 1024;
+/// How often an instance re-reads `model/channels`.
+const CHECK_NS: u64 = 1_000_000_000;
+/// Longest wait for one registry answer (a model download included).
+const FETCH_TIMEOUT_NS: u64 = 20_000_000_000;
+
+/// A model stored in the key-value store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredModel {
+    /// Its version.
+    pub version: String,
+    /// `crc32:…` of the file.
+    pub checksum: String,
+    /// File length and parts.
+    pub file_len: usize,
+    /// See `file_len`.
+    pub file_parts: usize,
+    /// Tables length and parts (0 for a shadow model: it is never explained).
+    pub tables_len: usize,
+    /// See `tables_len`.
+    pub tables_parts: usize,
+    /// When it was stored (ms since the epoch): a re-download after a refusal is a change.
+    #[serde(default)]
+    pub stored_at_ms: i64,
+}
+
+/// `model/channels`: what the edge serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeChannels {
+    /// The model answers come from; None = the embedded one.
+    pub live: Option<StoredModel>,
+    /// The model also scored.
+    pub shadow: Option<StoredModel>,
+    /// The registry's ETag for the channels these follow.
+    pub etag: Option<String>,
+    /// The `model_pin` in force when they were written.
+    #[serde(default)]
+    pub pin: Option<String>,
+}
+
+/// `model/refresh`: the edge-wide refresh claim and its outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshState {
+    /// The instance that claimed the last refresh.
+    pub claimed_by: String,
+    /// When (milliseconds since the epoch).
+    pub claimed_at_ms: i64,
+    /// When a refresh last completed (RFC 3339).
+    pub last_refresh: Option<String>,
+    /// Why the last refresh failed, if it did.
+    pub last_error: Option<String>,
+    /// Failed refreshes so far.
+    pub failures: u64,
+    /// A stored version an instance refused (corrupt parts): the next refresh downloads it
+    /// again instead of keeping what is stored.
+    #[serde(default)]
+    pub refused: Option<String>,
+}
+
+/// What the instance serves and what it knows about the rollout.
+pub(crate) struct Models {
+    embedded: Result<&'static Loaded, String>,
+    /// The registry model in use, if any (else `embedded`).
+    live: Cell<Option<&'static Loaded>>,
+    shadow: Cell<Option<&'static Loaded>>,
+    /// The `model/channels` the instance follows.
+    following: RefCell<EdgeChannels>,
+    /// The last `model/channels` that failed to load (not retried until it changes).
+    refused: RefCell<Option<EdgeChannels>>,
+    status: RefCell<Status>,
+    next_check_ns: Cell<u64>,
+    checking: Cell<bool>,
+    started: Cell<bool>,
+}
+
+/// For `/api/health` and `/api/model`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Status {
+    /// Edge-wide: the last completed registry refresh.
+    pub(crate) last_refresh: Option<String>,
+    /// Edge-wide: why the last refresh failed.
+    pub(crate) last_refresh_error: Option<String>,
+    /// Edge-wide: failed refreshes.
+    pub(crate) refresh_failures: u64,
+    /// This instance: models refused from the key-value store.
+    pub(crate) verification_failures: u64,
+    /// This instance: why the last one was refused.
+    pub(crate) last_verification_error: Option<String>,
+}
+
+impl Models {
+    /// Serving the embedded model only.
+    pub(crate) fn embedded(embedded: Result<Loaded, String>) -> Self {
+        Models {
+            embedded: embedded.map(|l| &*Box::leak(Box::new(l))),
+            live: Cell::new(None),
+            shadow: Cell::new(None),
+            following: RefCell::new(EdgeChannels::default()),
+            refused: RefCell::new(None),
+            status: RefCell::new(Status::default()),
+            next_check_ns: Cell::new(0),
+            checking: Cell::new(false),
+            started: Cell::new(false),
+        }
+    }
+
+    /// The model answers come from.
+    pub(crate) fn live(&self) -> Result<&'static Loaded, &str> {
+        match self.live.get() {
+            Some(l) => Ok(l),
+            None => self.embedded.as_ref().copied().map_err(String::as_str),
+        }
+    }
+
+    /// The shadow model, if one is set.
+    pub(crate) fn shadow(&self) -> Option<&'static Loaded> {
+        self.shadow.get()
+    }
+
+    /// `embedded` or `registry`.
+    pub(crate) fn source(&self) -> &'static str {
+        if self.live.get().is_some() {
+            "registry"
+        } else {
+            "embedded"
+        }
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Loads what `model/channels` names (at instance start). The first request's background
+    /// check follows at once: instances may live well under [`CHECK_NS`] (Spin retires one
+    /// after 128 requests), and each must still get its turn at the edge-wide refresh claim.
+    pub(crate) async fn start<H: Host>(&self, host: &H) {
+        self.sync(host).await;
+        self.started.set(true);
+    }
+
+    /// Spawns the background check when it is due (called after every request).
+    pub(crate) fn after_request<H: Host + 'static>(
+        &'static self,
+        host: &'static H,
+        rollout: &'static Rollout,
+        store: Option<&'static StoreConfig>,
+        instance: &'static str,
+    ) {
+        let now = host.monotonic_ns();
+        if self.checking.get() || now < self.next_check_ns.get() {
+            return;
+        }
+        self.checking.set(true);
+        host.spawn(Box::pin(async move {
+            if let (true, Some(store)) = (rollout.pull, store) {
+                self.maybe_refresh(host, rollout, store, instance).await;
+            }
+            self.sync(host).await;
+            self.next_check_ns.set(host.monotonic_ns() + CHECK_NS);
+            self.checking.set(false);
+        }));
+    }
+
+    /// Follows `model/channels`: loads and switches to what it names when that changed.
+    async fn sync<H: Host>(&self, host: &H) {
+        if let Ok(Some(raw)) = host.kv_get(REFRESH_KEY).await
+            && let Ok(state) = serde_json::from_slice::<RefreshState>(&raw)
+        {
+            let mut status = self.status.borrow_mut();
+            status.last_refresh = state.last_refresh;
+            status.last_refresh_error = state.last_error;
+            status.refresh_failures = state.failures;
+        }
+        let wanted = match host.kv_get(CHANNELS_KEY).await {
+            Ok(Some(raw)) => match serde_json::from_slice::<EdgeChannels>(&raw) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.refuse(&format!("{CHANNELS_KEY} is not readable: {e}"), None);
+                    return;
+                }
+            },
+            Ok(None) => EdgeChannels::default(),
+            // The key-value store is down: keep serving what we have.
+            Err(_) => return,
+        };
+        let following = self.following.borrow().clone();
+        if wanted.live == following.live && wanted.shadow == following.shadow {
+            return;
+        }
+        if self.refused.borrow().as_ref() == Some(&wanted) {
+            return;
+        }
+        // What is loaded already is kept; anything new is loaded with every check.
+        let pick =
+            async |want: &Option<StoredModel>, had: &Option<StoredModel>, cur, tables| match want {
+                None => Ok(None),
+                Some(s) if had.as_ref() == Some(s) => Ok(cur),
+                Some(s) => load(host, s, tables)
+                    .await
+                    .map(Some)
+                    .map_err(|e| (e, s.version.clone())),
+            };
+        let picked = match pick(&wanted.live, &following.live, self.live.get(), true).await {
+            Ok(live) => pick(&wanted.shadow, &following.shadow, self.shadow.get(), false)
+                .await
+                .map(|shadow| (live, shadow)),
+            Err(e) => Err(e),
+        };
+        let (live, shadow) = match picked {
+            Ok(both) => both,
+            Err((why, version)) => {
+                self.refuse(&why, Some(wanted));
+                report_refused(host, version).await;
+                return;
+            }
+        };
+        let from = self.live().map(|l| l.version.clone()).unwrap_or_default();
+        self.live.set(live);
+        self.shadow.set(shadow);
+        let to = self.live().map(|l| l.version.clone()).unwrap_or_default();
+        // Logged for running instances only (not for every instance start).
+        if from != to && self.started.get() {
+            eprintln!(
+                "worker: now serving {to} (was {from}, source {})",
+                self.source()
+            );
+        }
+        *self.following.borrow_mut() = wanted;
+    }
+
+    fn refuse(&self, why: &str, wanted: Option<EdgeChannels>) {
+        eprintln!("worker: model in the key-value store refused, serving the previous one: {why}");
+        let mut status = self.status.borrow_mut();
+        status.verification_failures += 1;
+        status.last_verification_error = Some(why.to_string());
+        *self.refused.borrow_mut() = wanted;
+    }
+
+    /// Claims and runs the edge's registry refresh when the interval has passed.
+    async fn maybe_refresh<H: Host>(
+        &self,
+        host: &H,
+        rollout: &Rollout,
+        store: &StoreConfig,
+        instance: &str,
+    ) {
+        let now_ms = host.now().timestamp_millis();
+        let read = || async {
+            match host.kv_get(REFRESH_KEY).await {
+                Ok(Some(raw)) => {
+                    Ok(serde_json::from_slice::<RefreshState>(&raw).unwrap_or_default())
+                }
+                Ok(None) => Ok(RefreshState::default()),
+                Err(e) => Err(e),
+            }
+        };
+        let Ok(mut state) = read().await else { return };
+        let interval_ms = rollout.refresh_secs as i64 * 1000;
+        // A claim from the future (clock skew between hosts) counts as expired.
+        if now_ms >= state.claimed_at_ms && now_ms - state.claimed_at_ms < interval_ms {
+            return;
+        }
+        state.claimed_by = instance.to_string();
+        state.claimed_at_ms = now_ms;
+        let claim = serde_json::to_vec(&state).unwrap_or_default();
+        if host.kv_set(REFRESH_KEY, &claim).await.is_err() {
+            return;
+        }
+        match read().await {
+            Ok(s) if s.claimed_by == instance && s.claimed_at_ms == now_ms => {}
+            _ => return, // another instance claimed it
+        }
+        match refresh(host, rollout, store, state.refused.as_deref()).await {
+            Ok(()) => {
+                state.last_refresh = Some(host.now().to_rfc3339());
+                state.last_error = None;
+                state.refused = None;
+            }
+            Err(e) => {
+                eprintln!("worker: model refresh failed, serving the current model: {e}");
+                state.last_error = Some(e);
+                state.failures += 1;
+            }
+        }
+        let _ = host
+            .kv_set(REFRESH_KEY, &serde_json::to_vec(&state).unwrap_or_default())
+            .await;
+    }
+}
+
+/// Tells the edge's next refresh that `version`'s stored parts were refused.
+async fn report_refused<H: Host>(host: &H, version: String) {
+    let mut state = match host.kv_get(REFRESH_KEY).await {
+        Ok(Some(raw)) => serde_json::from_slice::<RefreshState>(&raw).unwrap_or_default(),
+        Ok(None) => RefreshState::default(),
+        Err(_) => return,
+    };
+    if state.refused.as_deref() != Some(&version) {
+        state.refused = Some(version);
+        let _ = host
+            .kv_set(REFRESH_KEY, &serde_json::to_vec(&state).unwrap_or_default())
+            .await;
+    }
+}
+
+/// Asks the registry and stores what changed; `model/channels` is written last. `refused`:
+/// a stored version some instance refused, downloaded again rather than kept.
+async fn refresh<H: Host>(
+    host: &H,
+    rollout: &Rollout,
+    store: &StoreConfig,
+    refused: Option<&str>,
+) -> Result<(), String> {
+    let mut current: EdgeChannels = match host.kv_get(CHANNELS_KEY).await? {
+        Some(raw) => serde_json::from_slice(&raw).unwrap_or_default(),
+        None => EdgeChannels::default(),
+    };
+    for slot in [&mut current.live, &mut current.shadow] {
+        if slot
+            .as_ref()
+            .is_some_and(|s| Some(s.version.as_str()) == refused)
+        {
+            *slot = None;
+            current.etag = None;
+        }
+    }
+    // A changed pin invalidates the ETag (the channels did not change, what we serve did).
+    let etag = current
+        .etag
+        .as_deref()
+        .filter(|_| current.pin == rollout.pin);
+    let url = format!("{}/v1/models/channels", store.url);
+    let answer = host
+        .get_bytes(&url, &store.token, etag, FETCH_TIMEOUT_NS)
+        .await?;
+    let channels: contract::models::Channels = match answer.status {
+        304 => return Ok(()),
+        200 => serde_json::from_slice(&answer.body)
+            .map_err(|e| format!("the registry's channels are of another shape: {e}"))?,
+        status => return Err(registry_error(&url, &answer, status)),
+    };
+    let live = match (&rollout.pin, &channels.live) {
+        (Some(pin), _) => Some(pin.clone()),
+        (None, target) => target.as_ref().map(|t| t.version.clone()),
+    };
+    let shadow = channels.shadow.as_ref().map(|t| t.version.clone());
+    let keep = |v: &Option<String>, have: &[&Option<StoredModel>]| {
+        have.iter()
+            .filter_map(|s| s.as_ref())
+            .find(|s| Some(&s.version) == v.as_ref())
+            .cloned()
+    };
+    let have = [&current.live, &current.shadow];
+    let stored_live = match (&live, keep(&live, &have)) {
+        (None, _) => None,
+        (Some(_), Some(s)) if s.tables_parts > 0 => Some(s),
+        (Some(v), _) => Some(download(host, store, v, true).await?),
+    };
+    let stored_shadow = match (&shadow, keep(&shadow, &have)) {
+        (None, _) => None,
+        (Some(_), Some(s)) => Some(s),
+        (Some(v), _) => Some(download(host, store, v, false).await?),
+    };
+    let next = EdgeChannels {
+        live: stored_live,
+        shadow: stored_shadow,
+        etag: answer.etag,
+        pin: rollout.pin.clone(),
+    };
+    host.kv_set(CHANNELS_KEY, &serde_json::to_vec(&next).unwrap_or_default())
+        .await?;
+    // Parts of versions neither served now nor just before are no longer needed.
+    let needed: Vec<&str> = [&next.live, &next.shadow, &current.live, &current.shadow]
+        .into_iter()
+        .flatten()
+        .map(|s| s.version.as_str())
+        .collect();
+    if let Ok(keys) = host.kv_keys().await {
+        for key in keys {
+            let version = key
+                .strip_prefix("model/file/")
+                .or_else(|| key.strip_prefix("model/tables/"))
+                .and_then(|rest| rest.split('/').next());
+            if version.is_some_and(|v| !needed.contains(&v)) {
+                let _ = host.kv_delete(&key).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn registry_error(url: &str, answer: &Fetched, status: u16) -> String {
+    let text = String::from_utf8_lossy(&answer.body);
+    let text: String = text.chars().take(200).collect();
+    format!("the registry answered {status} to GET {url}: {text}")
+}
+
+/// Downloads `version`, verifies it with the store's rule, builds its tables and stores it.
+async fn download<H: Host>(
+    host: &H,
+    store: &StoreConfig,
+    version: &str,
+    with_tables: bool,
+) -> Result<StoredModel, String> {
+    let url = format!("{}/v1/models/{version}/file", store.url);
+    let answer = host
+        .get_bytes(&url, &store.token, None, FETCH_TIMEOUT_NS)
+        .await?;
+    if answer.status != 200 {
+        return Err(registry_error(&url, &answer, answer.status));
+    }
+    let verified = contract::models::verify(&answer.body, Some(version))
+        .map_err(|e| format!("{version} from the registry refused: {e}"))?;
+    let checksum = verified.checksum();
+    if let Some(tag) = &answer.etag
+        && tag.trim_matches('"') != checksum
+    {
+        return Err(format!(
+            "{version} from the registry refused: ETag {tag} but the file is {checksum}"
+        ));
+    }
+    let tables = if with_tables {
+        verified.model.explanation_tables()
+    } else {
+        Vec::new()
+    };
+    let file_parts = put_parts(host, &format!("model/file/{version}"), &answer.body).await?;
+    let tables_parts = put_parts(host, &format!("model/tables/{version}"), &tables).await?;
+    eprintln!(
+        "worker: stored {version} from the registry ({} + {} bytes)",
+        answer.body.len(),
+        tables.len()
+    );
+    Ok(StoredModel {
+        version: version.to_string(),
+        checksum,
+        file_len: answer.body.len(),
+        file_parts,
+        tables_len: tables.len(),
+        tables_parts,
+        stored_at_ms: host.now().timestamp_millis(),
+    })
+}
+
+async fn put_parts<H: Host>(host: &H, prefix: &str, bytes: &[u8]) -> Result<usize, String> {
+    let mut n = 0;
+    for (i, part) in bytes.chunks(PART_BYTES).enumerate() {
+        host.kv_set(&format!("{prefix}/{i}"), part).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+async fn get_parts<H: Host>(
+    host: &H,
+    prefix: &str,
+    parts: usize,
+    len: usize,
+) -> Result<&'static [u8], String> {
+    if len > contract::limits::MODEL_MAX_BYTES * 16 || parts != len.div_ceil(PART_BYTES) {
+        return Err(format!("{prefix}: {parts} parts cannot hold {len} bytes"));
+    }
+    let mut bytes = Vec::with_capacity(len);
+    for i in 0..parts {
+        let key = format!("{prefix}/{i}");
+        match host.kv_get(&key).await? {
+            Some(part) => bytes.extend_from_slice(&part),
+            None => return Err(format!("{key} is missing")),
+        }
+    }
+    if bytes.len() != len {
+        return Err(format!("{prefix}: {} bytes, expected {len}", bytes.len()));
+    }
+    Ok(Vec::leak(bytes))
+}
+
+/// Loads a stored model with every check: the bytes are the key-value store's, not ours.
+async fn load<H: Host>(
+    host: &H,
+    stored: &StoredModel,
+    with_tables: bool,
+) -> Result<&'static Loaded, String> {
+    let v = &stored.version;
+    let file = get_parts(
+        host,
+        &format!("model/file/{v}"),
+        stored.file_parts,
+        stored.file_len,
+    )
+    .await?;
+    let mut model = Model::from_static_bytes(file, FileTrust::Untrusted)
+        .map_err(|e| format!("{v} in the key-value store: {e}"))?;
+    let id = ModelId::of(file).map_err(|e| format!("{v}: {e}"))?;
+    if id.version() != *v {
+        return Err(format!("{v} in the key-value store is {}", id.version()));
+    }
+    let mut tables: &'static [u8] = &[];
+    if with_tables {
+        tables = get_parts(
+            host,
+            &format!("model/tables/{v}"),
+            stored.tables_parts,
+            stored.tables_len,
+        )
+        .await?;
+        model
+            .install_explanation_tables(tables, TablesTrust::Untrusted)
+            .map_err(|e| format!("{v}'s explanation tables in the key-value store: {e}"))?;
+    }
+    Ok(Box::leak(Box::new(Loaded::new(
+        model,
+        id,
+        file,
+        tables,
+        with_tables,
+    ))))
+}
