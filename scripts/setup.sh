@@ -2,6 +2,7 @@
 # Installs what building needs: the toolchain of rust-toolchain.toml and the wasm32-wasip2 target
 # (all the demo needs). With --tests also what the tests need: PostgreSQL server binaries
 # (throwaway clusters in the store, forwarding and trainer tests; Debian package `postgresql`),
+# Redis (`redis-server`: the shared key-value store of the multi-edge `spin up` tests),
 # a font for the trainer's plots; s3s-fs, the S3-compatible server the object-store tests start;
 # and .venv at the repo root with the pinned Python packages of tools/requirements.txt
 # (scikit-learn parity test, tools/export_sklearn.py, shap for TreeSHAP parity); and the Spin CLI
@@ -19,6 +20,8 @@ rustup component add clippy rustfmt 2>&1 | grep -v "is up to date" || true
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v pg_ctl >/dev/null || missing+=(postgresql)
 [[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
+# Redis: the key-value store several `spin up` edges share (tests/tests/spin_redis.rs).
+command -v redis-server >/dev/null || missing+=(redis-server)
 if ((${#missing[@]})); then
   sudo=; [[ $(id -u) == 0 ]] || sudo=sudo
   $sudo apt-get update -qq

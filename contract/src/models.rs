@@ -277,3 +277,57 @@ pub struct Disagreement {
     /// |live percentile − shadow percentile| of the scores, 0..=1.
     pub rank_gap: f64,
 }
+
+/// `GET /v1/models/{version}/drift?hours=N`: live scores of `version` against its training
+/// score distribution, per hour (newest first) and over the whole window.
+///
+/// The training distribution's quantiles split scores into equally likely bins; the population
+/// stability index is `Σ (a − e)·ln(a / e)` over the bins, `e` the training share (1/bins), `a`
+/// the live share (floored at 1e-4 so an empty bin stays finite). Common reading: below 0.1
+/// stable, 0.1–0.25 a moderate shift, above 0.25 a significant one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// The model.
+    pub version: String,
+    /// Its training quantiles (None: the file carries no distribution, so no PSI).
+    pub training_quantiles: Option<Vec<f64>>,
+    /// The whole window.
+    pub overall: DriftWindow,
+    /// Hours with transactions, newest first.
+    pub hours: Vec<DriftWindow>,
+}
+
+/// One window of [`Drift`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftWindow {
+    /// Start of the hour (None for the whole window).
+    pub hour: Option<DateTime<Utc>>,
+    /// Transactions scored by the model in it.
+    pub transactions: i64,
+    /// Share flagged anomalous.
+    pub alert_rate: f64,
+    /// Population stability index against the training distribution.
+    pub psi: Option<f64>,
+}
+
+/// Floor of a live bin share in [`population_stability_index`].
+pub const PSI_FLOOR: f64 = 1e-4;
+
+/// PSI of live bin `counts` against equally likely training bins (see [`Drift`]); None
+/// without transactions.
+pub fn population_stability_index(counts: &[i64]) -> Option<f64> {
+    let total: i64 = counts.iter().sum();
+    if total <= 0 || counts.is_empty() {
+        return None;
+    }
+    let expected = 1.0 / counts.len() as f64;
+    Some(
+        counts
+            .iter()
+            .map(|&c| {
+                let actual = (c as f64 / total as f64).max(PSI_FLOOR);
+                (actual - expected) * (actual / expected).ln()
+            })
+            .sum(),
+    )
+}

@@ -37,6 +37,7 @@ const SCHEMA: [u8; 4] = *b"SCHM";
 const NORMALIZATION: [u8; 4] = *b"NORM";
 const SCALER: [u8; 4] = *b"SCAL";
 const FOREST: [u8; 4] = *b"FRST";
+const SCORE_DISTRIBUTION: [u8; 4] = *b"SDST";
 
 pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
     let mut sections: Vec<([u8; 4], u32, Vec<u8>)> = Vec::with_capacity(4);
@@ -105,6 +106,17 @@ pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
         }
     }
     sections.push((FOREST, FLAG_REQUIRED, frst));
+
+    // Optional: only drift monitoring reads it; scoring never does.
+    if let Some(quantiles) = model.score_distribution() {
+        let mut sdst = Vec::with_capacity(8 + 8 * quantiles.len());
+        put_u32(&mut sdst, quantiles.len() as u32);
+        put_u32(&mut sdst, 0);
+        quantiles
+            .iter()
+            .for_each(|q| sdst.extend_from_slice(&q.to_le_bytes()));
+        sections.push((SCORE_DISTRIBUTION, 0, sdst));
+    }
 
     let mut out = Vec::new();
     out.extend_from_slice(&MAGIC);
@@ -343,6 +355,7 @@ fn decode_with<'a>(
     r.pos = HEADER_LEN;
 
     let (mut meta, mut schema, mut norm, mut scaler, mut forest) = (None, None, None, None, None);
+    let mut distribution = None;
     for _ in 0..n_sections {
         let (section, payload) = next_section(&mut r)?;
         let tag = section.tag;
@@ -357,6 +370,9 @@ fn decode_with<'a>(
             SCALER => scaler.replace(read_scaler(&mut p)?).is_some(),
             FOREST => forest
                 .replace(read_forest(&mut p, in_place, prechecked)?)
+                .is_some(),
+            SCORE_DISTRIBUTION => distribution
+                .replace(read_score_distribution(&mut p)?)
                 .is_some(),
             _ if section.required => {
                 return Err(DecodeError::UnknownRequiredSection { tag });
@@ -387,10 +403,22 @@ fn decode_with<'a>(
     let scaler = scaler.ok_or(DecodeError::MissingSection { tag: SCALER })?;
     let forest = forest.ok_or(DecodeError::MissingSection { tag: FOREST })?;
     let model = Model::new(schema, scaler, forest, meta.unwrap_or_default())?;
-    Ok(match norm {
+    let model = match norm {
         Some(norm) => model.with_normalization(norm)?,
         None => model,
+    };
+    Ok(match distribution {
+        Some(q) => model.with_score_distribution(q)?,
+        None => model,
     })
+}
+
+fn read_score_distribution(p: &mut Reader) -> Result<Vec<f64>, DecodeError> {
+    let n = p.count("score quantiles", 8)?;
+    if p.u32("score distribution reserved")? != 0 {
+        return Err(DecodeError::Reserved { offset: p.pos - 4 });
+    }
+    (0..n).map(|_| p.f64("score quantile")).collect()
 }
 
 /// One entry of a model file's section table (SPEC.md, "Sections").

@@ -33,6 +33,8 @@ pub enum InvalidModel {
     Tree { tree: usize, problem: TreeProblem },
     #[error("normalization rules: {0}")]
     Normalization(String),
+    #[error("training score distribution: {0}")]
+    ScoreDistribution(String),
 }
 
 /// What is wrong with one tree's node array.

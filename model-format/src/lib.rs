@@ -54,7 +54,11 @@ pub struct Model {
     forest: Forest,
     metadata: Vec<(String, String)>,
     normalization: Normalization,
+    score_distribution: Option<Vec<f64>>,
 }
+
+/// Most points a training score distribution may have ([`Model::with_score_distribution`]).
+pub const MAX_SCORE_QUANTILES: usize = 1025;
 
 /// The result of scoring one row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -141,6 +145,7 @@ impl Model {
             forest,
             metadata,
             normalization,
+            score_distribution: None,
         })
     }
 
@@ -154,6 +159,37 @@ impl Model {
             .map_err(InvalidModel::Normalization)?;
         self.normalization = normalization;
         Ok(self)
+    }
+
+    /// The same model carrying its training score distribution: `decision` values at evenly
+    /// spaced quantiles of the training rows, from the minimum (quantile 0) to the maximum
+    /// (quantile 1): 2 to [`MAX_SCORE_QUANTILES`] finite, nondecreasing values. Drift monitoring
+    /// compares live scores against it (SPEC.md §4.5); scoring never reads it.
+    pub fn with_score_distribution(mut self, quantiles: Vec<f64>) -> Result<Self, InvalidModel> {
+        if !(2..=MAX_SCORE_QUANTILES).contains(&quantiles.len()) {
+            return Err(InvalidModel::ScoreDistribution(format!(
+                "{} quantiles; 2 to {MAX_SCORE_QUANTILES} are allowed",
+                quantiles.len()
+            )));
+        }
+        if let Some(i) = quantiles.iter().position(|q| !q.is_finite()) {
+            return Err(InvalidModel::ScoreDistribution(format!(
+                "quantile {i} is not finite"
+            )));
+        }
+        if let Some(i) = quantiles.windows(2).position(|w| w[1] < w[0]) {
+            return Err(InvalidModel::ScoreDistribution(format!(
+                "quantile {} is below quantile {i}",
+                i + 1
+            )));
+        }
+        self.score_distribution = Some(quantiles);
+        Ok(self)
+    }
+
+    /// The training score distribution, when the file carries one.
+    pub fn score_distribution(&self) -> Option<&[f64]> {
+        self.score_distribution.as_deref()
     }
 
     /// How payloads become rows (see [`normalize`]).

@@ -413,3 +413,42 @@ fn section_table_lists_every_section() {
     flipped[40] ^= 1;
     assert!(model_format::section_table(&flipped).is_err());
 }
+
+/// The optional training score distribution (SDST): round trip, checks, and files without it.
+#[test]
+fn score_distribution_round_trips_and_is_checked() {
+    let plain = sample_model(3);
+    assert_eq!(plain.score_distribution(), None);
+    let q = vec![-0.2, -0.05, 0.0, 0.0, 0.07, 0.19];
+    let with = plain.clone().with_score_distribution(q.clone()).unwrap();
+    let bytes = with.to_bytes().unwrap();
+    let back = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(back.score_distribution(), Some(&q[..]));
+    assert_eq!(back, with);
+    // The section is optional and scoring ignores it: same scores as without it.
+    let row = [10.0, 3.0, 2.0];
+    assert_eq!(back.score(&row).unwrap(), plain.score(&row).unwrap());
+    let tags: Vec<[u8; 4]> = model_format::section_table(&bytes)
+        .unwrap()
+        .iter()
+        .map(|s| s.tag)
+        .collect();
+    assert_eq!(tags.last(), Some(b"SDST"));
+    assert!(
+        !model_format::section_table(&bytes)
+            .unwrap()
+            .last()
+            .unwrap()
+            .required
+    );
+
+    for bad in [
+        vec![0.1],
+        vec![0.0, f64::NAN],
+        vec![0.2, 0.1],
+        vec![0.0; model_format::MAX_SCORE_QUANTILES + 1],
+    ] {
+        let e = plain.clone().with_score_distribution(bad).unwrap_err();
+        assert!(matches!(e, InvalidModel::ScoreDistribution(_)), "{e}");
+    }
+}

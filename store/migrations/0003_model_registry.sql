@@ -11,6 +11,8 @@ CREATE TABLE model_files (
     bytes         bytea NOT NULL,
     features      jsonb NOT NULL,
     metadata      jsonb NOT NULL,
+    -- The file's training score distribution (model-format SDST), for drift; NULL without one.
+    score_quantiles float8[],
     uploaded_at   timestamptz NOT NULL DEFAULT now(),
     uploaded_by   text NOT NULL
 );

@@ -246,6 +246,12 @@ async fn readyz(State(store): State<Store>) -> Response {
 }
 
 async fn metrics(State(store): State<Store>) -> Response {
+    // Drift gauges come from the database; without it the other metrics are still served.
+    if store.is_migrated()
+        && let Err(e) = crate::registry::refresh_drift_gauges(&store).await
+    {
+        tracing::warn!(error = %e, "drift gauges not refreshed");
+    }
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     (
         [(header::CONTENT_TYPE, content_type)],

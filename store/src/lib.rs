@@ -133,6 +133,10 @@ impl Store {
         &self.inner.config
     }
 
+    pub(crate) fn inner_metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
     /// Whether this instance has applied (or verified) the schema migrations.
     pub fn is_migrated(&self) -> bool {
         self.inner.migrated.load(Ordering::Acquire)

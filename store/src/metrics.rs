@@ -2,7 +2,7 @@
 //! several stores in one test process do not share counters.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -12,6 +12,10 @@ pub struct Metrics {
     pub batch_size: prometheus::Histogram,
     pub errors: IntCounterVec,
     pub request_duration: HistogramVec,
+    /// PSI of the last hour's scores against the training distribution, per channel's model.
+    pub model_psi: GaugeVec,
+    /// Alert rate of the last hour, per channel's model.
+    pub model_alert_rate: GaugeVec,
 }
 
 impl Metrics {
@@ -58,6 +62,22 @@ impl Metrics {
             ]),
             &["method", "route", "status"],
         )?;
+        let model_psi = GaugeVec::new(
+            Opts::new(
+                "store_model_score_psi",
+                "Population stability index of the last hour's scores against the model's training score distribution (live and shadow channel models).",
+            ),
+            &["model_version", "channel"],
+        )?;
+        let model_alert_rate = GaugeVec::new(
+            Opts::new(
+                "store_model_alert_rate",
+                "Share of the last hour's transactions flagged anomalous (live and shadow channel models).",
+            ),
+            &["model_version", "channel"],
+        )?;
+        registry.register(Box::new(model_psi.clone()))?;
+        registry.register(Box::new(model_alert_rate.clone()))?;
         registry.register(Box::new(events_ingested.clone()))?;
         registry.register(Box::new(events_duplicate.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
@@ -75,6 +95,8 @@ impl Metrics {
             batch_size,
             errors,
             request_duration,
+            model_psi,
+            model_alert_rate,
         })
     }
 

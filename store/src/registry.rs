@@ -18,8 +18,8 @@ use axum::routing::{get, post, put};
 use chrono::{DateTime, Utc};
 use contract::limits::{MAX_NAME_LEN, MODEL_MAX_BYTES};
 use contract::models::{
-    CHANNELS, ChannelChange, ChannelHistory, Channels, Comparison, Disagreement, ModelList,
-    ModelVersion, SetChannel, Target, Uploaded,
+    CHANNELS, ChannelChange, ChannelHistory, Channels, Comparison, Disagreement, Drift,
+    DriftWindow, ModelList, ModelVersion, SetChannel, Target, Uploaded, population_stability_index,
 };
 use deadpool_postgres::Pool;
 use serde_json::Value;
@@ -39,6 +39,7 @@ pub fn routes() -> Router<Store> {
         .route("/v1/models/channels/{channel}/rollback", post(rollback))
         .route("/v1/models/{version}", get(one))
         .route("/v1/models/{version}/file", get(file))
+        .route("/v1/models/{version}/drift", get(drift_endpoint))
 }
 
 fn actor(headers: &HeaderMap, body: Option<&str>) -> Result<String, ApiError> {
@@ -114,6 +115,7 @@ async fn upload(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);
+    let quantiles: Option<Vec<f64>> = verified.model.score_distribution().map(<[f64]>::to_vec);
     let mut client = store.pool().get().await.map_err(DbError::from)?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     tx.execute(
@@ -124,9 +126,18 @@ async fn upload(
     .map_err(DbError::from)?;
     let inserted = tx
         .execute(
-            "INSERT INTO model_files (model_version, checksum, bytes, features, metadata, uploaded_by) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            &[&version, &checksum, &bytes.as_ref(), &features, &metadata, &actor],
+            "INSERT INTO model_files (model_version, checksum, bytes, features, metadata, \
+               score_quantiles, uploaded_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            &[
+                &version,
+                &checksum,
+                &bytes.as_ref(),
+                &features,
+                &metadata,
+                &quantiles,
+                &actor,
+            ],
         )
         .await
         .map_err(DbError::from)?;
@@ -530,4 +541,126 @@ async fn compare(
     };
     let since = crate::http::time_param(&params, "since")?;
     Ok(axum::Json(comparison(store.pool(), live, shadow, since).await?).into_response())
+}
+
+/// Longest drift window, in hours (30 days).
+pub const MAX_DRIFT_HOURS: i64 = 720;
+
+/// `version`'s live scores in the last `hours` hours against its training distribution; None
+/// when the registry does not hold `version`.
+pub async fn drift(pool: &Pool, version: &str, hours: i64) -> Result<Option<Drift>, DbError> {
+    let client = pool.get().await?;
+    let Some(row) = client
+        .query_opt(
+            "SELECT score_quantiles FROM model_files WHERE model_version = $1",
+            &[&version],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let quantiles: Option<Vec<f64>> = row.get(0);
+    // Inner edges: bin i holds scores in [q_i, q_i+1); below q_1 is bin 0, from q_(k-1) on the
+    // last bin (width_bucket counts the edges at or below the score).
+    let edges: Vec<f64> = quantiles
+        .as_deref()
+        .filter(|q| q.len() >= 2)
+        .map(|q| q[1..q.len() - 1].to_vec())
+        .unwrap_or_default();
+    let bins = edges.len() + 1;
+    let rows = client
+        .query(
+            "SELECT date_trunc('hour', scored_at) AS h, \
+               CASE WHEN cardinality($3::float8[]) = 0 THEN 0 \
+                    ELSE width_bucket(anomaly_score, $3::float8[]) END AS b, \
+               count(*), count(*) FILTER (WHERE is_anomaly) \
+             FROM transactions \
+             WHERE model_version = $1 AND scored_at >= now() - make_interval(hours => $2::int) \
+             GROUP BY 1, 2 ORDER BY 1 DESC",
+            &[&version, &(hours as i32), &edges],
+        )
+        .await?;
+    let mut by_hour: Vec<(DateTime<Utc>, Vec<i64>, i64)> = Vec::new();
+    let mut all = (vec![0i64; bins], 0i64);
+    for r in &rows {
+        let hour: DateTime<Utc> = r.get(0);
+        let bin = (r.get::<_, i32>(1).max(0) as usize).min(bins - 1);
+        let (n, alerts): (i64, i64) = (r.get(2), r.get(3));
+        if by_hour.last().is_none_or(|(h, _, _)| *h != hour) {
+            by_hour.push((hour, vec![0; bins], 0));
+        }
+        let (_, counts, a) = by_hour.last_mut().expect("pushed above");
+        counts[bin] += n;
+        *a += alerts;
+        all.0[bin] += n;
+        all.1 += alerts;
+    }
+    let window = |hour, counts: &[i64], alerts: i64| {
+        let n: i64 = counts.iter().sum();
+        DriftWindow {
+            hour,
+            transactions: n,
+            alert_rate: if n == 0 {
+                0.0
+            } else {
+                alerts as f64 / n as f64
+            },
+            psi: quantiles
+                .as_ref()
+                .and_then(|_| population_stability_index(counts)),
+        }
+    };
+    Ok(Some(Drift {
+        version: version.to_string(),
+        overall: window(None, &all.0, all.1),
+        hours: by_hour
+            .iter()
+            .map(|(h, counts, alerts)| window(Some(*h), counts, *alerts))
+            .collect(),
+        training_quantiles: quantiles,
+    }))
+}
+
+async fn drift_endpoint(
+    State(store): State<Store>,
+    Path(version): Path<String>,
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let hours = match params.get("hours") {
+        None => 24,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(h) if (1..=MAX_DRIFT_HOURS).contains(&h) => h,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "`hours` must be an integer from 1 to {MAX_DRIFT_HOURS}"
+                )));
+            }
+        },
+    };
+    match drift(store.pool(), &version, hours).await? {
+        Some(d) => Ok(axum::Json(d).into_response()),
+        None => Err(no_such_version(&version)),
+    }
+}
+
+/// Sets the drift gauges (last hour) for the models the channels point at, before a scrape.
+pub async fn refresh_drift_gauges(store: &Store) -> Result<(), DbError> {
+    let channels = current_channels(store.pool()).await?;
+    let metrics = &store.inner_metrics();
+    metrics.model_psi.reset();
+    metrics.model_alert_rate.reset();
+    for (channel, target) in [("live", channels.live), ("shadow", channels.shadow)] {
+        let Some(target) = target else { continue };
+        if let Some(d) = drift(store.pool(), &target.version, 1).await? {
+            let labels = [target.version.as_str(), channel];
+            if let Some(psi) = d.overall.psi {
+                metrics.model_psi.with_label_values(&labels).set(psi);
+            }
+            metrics
+                .model_alert_rate
+                .with_label_values(&labels)
+                .set(d.overall.alert_rate);
+        }
+    }
+    Ok(())
 }

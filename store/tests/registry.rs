@@ -323,3 +323,99 @@ async fn live_and_shadow_are_compared_on_the_same_transactions() {
     let (_, dash) = t.get_json("/v1/dashboard").await;
     assert_eq!(dash["shadow_comparison"]["transactions"], 100, "{dash}");
 }
+
+/// Drift: live scores against the model's training distribution, per hour and as gauges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_separates_a_shifted_stream_from_a_steady_one() {
+    let t = TestStore::start().await;
+    let m = Model::from_bytes(&models().0).unwrap();
+    let quantiles: Vec<f64> = (0..11).map(|k| -0.10 + 0.02 * f64::from(k)).collect();
+    let variant = |tag: &str| {
+        Model::new(
+            m.features().to_vec(),
+            m.scaler().clone(),
+            m.forest().clone(),
+            vec![("variant".into(), tag.into())],
+        )
+        .unwrap()
+        .with_normalization(m.normalization().clone())
+        .unwrap()
+        .with_score_distribution(quantiles.clone())
+        .unwrap()
+        .to_bytes()
+        .unwrap()
+    };
+    let (steady, shifted) = (variant("steady"), variant("shifted"));
+    let (vs, vd) = (version_of(&steady), version_of(&shifted));
+    assert_eq!(t.upload(steady).await.0, 201);
+    assert_eq!(t.upload(shifted).await.0, 201);
+    let now = chrono::Utc::now();
+    // Steady: 100 scores in each training decile. Shifted: every score below the first decile.
+    let events: Vec<Value> = (0..2000u128)
+        .map(|n| {
+            let mut e = scored(n, now);
+            let i = (n % 1000) as usize;
+            if n < 1000 {
+                e["model_version"] = json!(vs);
+                e["anomaly_score"] = json!(quantiles[i % 10] + 0.01);
+                e["is_anomaly"] = json!(i.is_multiple_of(10));
+            } else {
+                e["model_version"] = json!(vd);
+                e["anomaly_score"] = json!(-0.2);
+                e["is_anomaly"] = json!(true);
+            }
+            e
+        })
+        .collect();
+    assert_eq!(t.post_events(&events).await.0, 200);
+
+    let (status, d) = t.get_json(&format!("/v1/models/{vs}/drift?hours=2")).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["overall"]["transactions"], 1000);
+    assert_eq!(d["overall"]["alert_rate"], 0.1);
+    let psi_steady = d["overall"]["psi"].as_f64().unwrap();
+    assert!(psi_steady.abs() < 1e-9, "{d}");
+    assert!(!d["hours"].as_array().unwrap().is_empty());
+    assert_eq!(d["training_quantiles"].as_array().unwrap().len(), 11);
+
+    let (_, d) = t.get_json(&format!("/v1/models/{vd}/drift")).await;
+    let psi_shifted = d["overall"]["psi"].as_f64().unwrap();
+    // All mass in one of ten bins: 0.9·ln 10 + 9·(1e-4 − 0.1)·ln 1e-3.
+    let want = 0.9 * 10f64.ln() + 9.0 * (1e-4 - 0.1) * (1e-3f64).ln();
+    assert!((psi_shifted - want).abs() < 1e-9, "{psi_shifted} vs {want}");
+    assert!(psi_shifted > 0.25);
+
+    // A model without a distribution: alert rates, no PSI. Unknown versions: 404; bad hours: 400.
+    let (_, plain) = models(); // rebuilt with Model::new: no distribution
+    let va = version_of(&plain);
+    t.upload(plain).await;
+    let (_, d) = t.get_json(&format!("/v1/models/{va}/drift")).await;
+    assert_eq!(
+        (d["training_quantiles"].clone(), d["overall"]["psi"].clone()),
+        (Value::Null, Value::Null),
+        "{d}"
+    );
+    assert_eq!(t.get_json("/v1/models/if1-00000000/drift").await.0, 404);
+    assert_eq!(
+        t.get_json(&format!("/v1/models/{vs}/drift?hours=0"))
+            .await
+            .0,
+        400
+    );
+
+    // Gauges for the channels' models.
+    t.set("live", Some(&vs)).await;
+    t.set("shadow", Some(&vd)).await;
+    let (_, metrics) = t.get_text("/metrics").await;
+    let gauge = |name: &str, version: &str, channel: &str| -> f64 {
+        let prefix = format!("{name}{{channel=\"{channel}\",model_version=\"{version}\"}} ");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {metrics}"));
+        line[prefix.len()..].parse().unwrap()
+    };
+    assert!(gauge("store_model_score_psi", &vs, "live").abs() < 1e-9);
+    assert!(gauge("store_model_score_psi", &vd, "shadow") > 0.25);
+    assert_eq!(gauge("store_model_alert_rate", &vd, "shadow"), 1.0);
+}

@@ -75,12 +75,15 @@ impl Edge {
         format!("http://{}", self.addr)
     }
 
-    /// Keys held in the `default` key-value store (the outbox and dead letters): files under the
-    /// harness's key-value directory, rows in Spin's SQLite file.
-    pub fn stored_keys(&self) -> anyhow::Result<usize> {
+    /// Keys of the `default` key-value store that start with `prefix` (e.g. `outbox/`): files
+    /// under the harness's key-value directory, rows in Spin's SQLite file.
+    pub fn stored_keys(&self, prefix: &str) -> anyhow::Result<usize> {
         match &self.running {
-            Running::Harness(_) => Ok(self.key_value_dir.as_deref().map_or(0, files_under)),
-            Running::Spin(s) => s.stored_keys(),
+            Running::Harness(_) => Ok(self
+                .key_value_dir
+                .as_deref()
+                .map_or(0, |d| keys_under(d, prefix))),
+            Running::Spin(s) => s.stored_keys(prefix),
         }
     }
 
@@ -127,15 +130,17 @@ impl Edge {
     }
 }
 
-/// Files below `dir` (the harness keeps one file per key).
-pub fn files_under(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
+/// Keys starting with `prefix` in the harness's `default` store under `dir` (one file per
+/// key, named `k` + the key's hex; see `key_value`).
+pub fn keys_under(dir: &std::path::Path, prefix: &str) -> usize {
+    std::fs::read_dir(dir.join("default"))
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() { files_under(&p) } else { 1 }
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let key = hex::decode(name.strip_prefix('k')?).ok()?;
+            key.starts_with(prefix.as_bytes()).then_some(())
         })
-        .sum()
+        .count()
 }

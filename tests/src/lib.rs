@@ -71,6 +71,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 pub mod edge;
 pub mod key_value;
 pub mod postgres;
+pub mod redis;
 pub mod spin_up;
 pub mod variables;
 pub use edge::{Edge, EdgeHost, start_edge};

@@ -98,7 +98,20 @@ fn manifest_for(component: &Path, key_value_stores: &[String]) -> anyhow::Result
 impl SpinUp {
     /// Starts `spin up` with `config` (see the module docs for what maps to what).
     pub fn start(config: &HarnessConfig) -> anyhow::Result<Self> {
-        if let Some(label) = config.key_value_stores.iter().find(|l| *l != "default") {
+        Self::start_with_runtime_config(config, None)
+    }
+
+    /// [`SpinUp::start`] with `spin up --runtime-config-file` (e.g. a Redis key-value store for
+    /// `default`: `[key_value_store.default] type = "redis" url = "redis://…"`). The harness
+    /// has no equivalent: it keeps every store on local disk.
+    pub fn start_with_runtime_config(
+        config: &HarnessConfig,
+        runtime_config: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        if let (None, Some(label)) = (
+            runtime_config,
+            config.key_value_stores.iter().find(|l| *l != "default"),
+        ) {
             bail!(
                 "spin up provides only the `default` key-value store without a runtime config, not {label:?}"
             );
@@ -116,16 +129,8 @@ impl SpinUp {
         std::fs::create_dir_all(&state_dir)?;
 
         let spin = spin_binary();
-        // Through `sh`: a watcher stops the whole group when our end of its stdin closes, i.e.
-        // when this process exits — test fixtures live in statics, which are never dropped.
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            // (An asynchronous list's stdin is /dev/null in sh, hence the copy on fd 3.)
-            .arg(
-                r#"exec 3<&0; (cat <&3 >/dev/null; kill -TERM 0) & exec "$0" "$@" </dev/null 3<&-"#,
-            )
-            .arg(&spin)
-            .arg("up")
+        let mut cmd = tied_to_this_process(&spin);
+        cmd.arg("up")
             .arg("--from")
             .arg(&manifest)
             .arg("--listen")
@@ -138,17 +143,16 @@ impl SpinUp {
             .arg(config.max_concurrent_reuse.to_string())
             .arg("--idle-instance-timeout")
             .arg(format!("{}ms", config.idle_instance_timeout.as_millis()));
+        if let Some(file) = runtime_config {
+            cmd.arg("--runtime-config-file").arg(file);
+        }
         for (name, value) in &config.variables {
             cmd.arg("--variable").arg(format!("{name}={value}"));
         }
         for (key, value) in &config.env {
             cmd.arg("--env").arg(format!("{key}={value}"));
         }
-        // Its own process group, so that stopping it also stops the trigger process it forks.
-        cmd.process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| {
             format!(
                 "running {} (install it with scripts/setup.sh --tests, or set SFE_SPIN)",
@@ -213,9 +217,9 @@ impl SpinUp {
         format!("http://{}", self.addr)
     }
 
-    /// Keys in the `default` key-value store (Spin's SQLite file, read with Python's sqlite3
-    /// while Spin runs; SQLite's locking makes that safe).
-    pub fn stored_keys(&self) -> anyhow::Result<usize> {
+    /// Keys of the `default` key-value store that start with `prefix` (Spin's SQLite file, read
+    /// with Python's sqlite3 while Spin runs; SQLite's locking makes that safe).
+    pub fn stored_keys(&self, prefix: &str) -> anyhow::Result<usize> {
         let db = self.state_dir.join("sqlite_key_value.db");
         if !db.exists() {
             return Ok(0);
@@ -225,9 +229,10 @@ impl SpinUp {
             .arg(
                 "import sqlite3, sys\n\
                  c = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True, timeout=10)\n\
-                 print(c.execute(\"select count(*) from spin_key_value where store = 'default'\").fetchone()[0])",
+                 print(c.execute(\"select count(*) from spin_key_value where store = 'default' and substr(key, 1, length(?)) = ?\", (sys.argv[2], sys.argv[2])).fetchone()[0])",
             )
             .arg(&db)
+            .arg(prefix)
             .output()
             .context("running python3 to read Spin's key-value database")?;
         if !out.status.success() {
@@ -303,7 +308,22 @@ impl SpinUp {
     }
 }
 
-fn stop_group(child: &mut Child) -> anyhow::Result<()> {
+/// `program` run through `sh` in a process group of its own (so stopping the group also stops
+/// what it forks), with a watcher that stops the group when our end of its stdin closes, i.e.
+/// when this process exits: test fixtures live in statics, which are never dropped. Keep the
+/// child's stdin open for as long as the program should run.
+pub(crate) fn tied_to_this_process(program: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        // (An asynchronous list's stdin is /dev/null in sh, hence the copy on fd 3.)
+        .arg(r#"exec 3<&0; (cat <&3 >/dev/null; kill -TERM 0) & exec "$0" "$@" </dev/null 3<&-"#)
+        .arg(program)
+        .process_group(0)
+        .stdin(Stdio::piped());
+    cmd
+}
+
+pub(crate) fn stop_group(child: &mut Child) -> anyhow::Result<()> {
     if child.try_wait()?.is_some() {
         return Ok(());
     }

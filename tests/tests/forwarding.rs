@@ -109,7 +109,7 @@ fn predict(h: &harness::Edge, n: usize, start: usize) -> Vec<String> {
 }
 
 fn outbox_entries(h: &harness::Edge) -> usize {
-    h.stored_keys().unwrap()
+    h.stored_keys(worker_core::OUTBOX).unwrap()
 }
 
 #[test]

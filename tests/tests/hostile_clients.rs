@@ -90,7 +90,8 @@ fn nul_input_is_refused_and_forwarding_flows_on() {
     assert_eq!(rows, 101);
     assert_eq!(pg.psql("select count(*) from feedback").unwrap(), "0");
     std::thread::sleep(Duration::from_millis(300));
-    let left = harness::edge::files_under(kv.path());
+    let left = harness::edge::keys_under(kv.path(), worker_core::OUTBOX)
+        + harness::edge::keys_under(kv.path(), worker_core::DEAD_LETTER);
     assert_eq!(left, 0, "outbox or dead letters left behind");
     common::report(format!(
         "hostile forwarding: NUL comment -> 400 at the edge; NUL feature name -> 400 from the store \

@@ -35,6 +35,9 @@ pub struct Report {
     pub max_samples: u32,
     pub offset: f64,
     pub expected_value: f64,
+    /// The training score distribution (SDST: `anomaly_score` at evenly spaced quantiles), when
+    /// the file carries one.
+    pub score_distribution: Option<Vec<f64>>,
     pub scaler_mean: Vec<f64>,
     pub scaler_scale: Vec<f64>,
     pub trainer: Option<String>,
@@ -76,6 +79,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Report> {
         max_samples: model.forest().max_samples(),
         offset: model.forest().offset(),
         expected_value: model.expected_value(),
+        score_distribution: model.score_distribution().map(<[f64]>::to_vec),
         scaler_mean: model.scaler().mean().to_vec(),
         scaler_scale: model.scaler().scale().to_vec(),
         trainer: meta("trainer"),
@@ -112,6 +116,10 @@ impl Report {
             self.trees, self.nodes, self.max_samples, self.offset, self.expected_value
         );
         let _ = writeln!(s, "payload      {} rules", self.payload_rules);
+        if let Some(q) = &self.score_distribution {
+            let q: Vec<String> = q.iter().map(|v| format!("{v:.4}")).collect();
+            let _ = writeln!(s, "training     anomaly_score quantiles {}", q.join(" "));
+        }
         let _ = writeln!(s, "features     {}", self.features.len());
         for (i, f) in self.features.iter().enumerate() {
             let _ = writeln!(

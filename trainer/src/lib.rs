@@ -93,49 +93,64 @@ pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model,
     }
     timer.lap("fingerprint");
     let mut forest = Forest::new(trees, valid.psi as u32, -0.5).map_err(internal)?;
+    // Every training row's score: the contamination offset (scikit-learn's) is one of their
+    // quantiles, and the model carries their distribution for drift monitoring. The rows are
+    // already scaled to f32 exactly as Model::score scales them, so the batch scorer gives the
+    // same scores without scaling again.
+    let mut scores = vec![0.0; n_rows];
+    if let Some(batch) = model_format::batch::BatchForest::new(&forest) {
+        let block_rows = model_format::batch::BLOCK;
+        score::path_length_sums(&batch, scaled.len(), &mut scores, |start, block, len| {
+            for (f, col) in scaled.iter().enumerate() {
+                block[f * block_rows..f * block_rows + len]
+                    .copy_from_slice(&col[start..start + len]);
+            }
+        });
+        scores
+            .par_iter_mut()
+            .for_each(|s| *s = forest.score_path_sum(*s).score_samples);
+    } else {
+        // Trees too deep to lay out flat (ψ above 65,536): one row at a time.
+        scores
+            .par_iter_mut()
+            .enumerate()
+            .try_for_each_init(
+                || Vec::with_capacity(scaled.len()),
+                |row, (i, s)| {
+                    row.clear();
+                    row.extend(scaled.iter().map(|c| c[i]));
+                    *s = forest.score_scaled(row)?.score_samples;
+                    Ok::<_, model_format::ScoreError>(())
+                },
+            )
+            .map_err(internal)?;
+    }
+    timer.lap("training scores");
     if let Contamination::Fraction(c) = valid.contamination {
         // Offset = the contamination quantile of the training scores, as scikit-learn does.
-        // The rows are already scaled to f32 exactly as Model::score scales them, so the batch
-        // scorer gives the same scores without scaling again.
-        let mut scores = vec![0.0; n_rows];
-        if let Some(batch) = model_format::batch::BatchForest::new(&forest) {
-            let block_rows = model_format::batch::BLOCK;
-            score::path_length_sums(&batch, scaled.len(), &mut scores, |start, block, len| {
-                for (f, col) in scaled.iter().enumerate() {
-                    block[f * block_rows..f * block_rows + len]
-                        .copy_from_slice(&col[start..start + len]);
-                }
-            });
-            scores
-                .par_iter_mut()
-                .for_each(|s| *s = forest.score_path_sum(*s).score_samples);
-        } else {
-            // Trees too deep to lay out flat (ψ above 65,536): one row at a time.
-            scores
-                .par_iter_mut()
-                .enumerate()
-                .try_for_each_init(
-                    || Vec::with_capacity(scaled.len()),
-                    |row, (i, s)| {
-                        row.clear();
-                        row.extend(scaled.iter().map(|c| c[i]));
-                        *s = forest.score_scaled(row)?.score_samples;
-                        Ok::<_, model_format::ScoreError>(())
-                    },
-                )
-                .map_err(internal)?;
-        }
-        timer.lap("training scores");
         let offset = forest::percentile(&mut scores, 100.0 * c);
         forest = forest.with_offset(offset).map_err(internal)?;
-        timer.lap("quantile");
     }
+    let offset = forest.offset();
+    let distribution: Vec<f64> = (0..SCORE_QUANTILES)
+        .map(|k| {
+            let q = 100.0 * k as f64 / (SCORE_QUANTILES - 1) as f64;
+            forest::percentile(&mut scores, q) - offset
+        })
+        .collect();
+    drop(scores);
+    timer.lap("quantiles");
     drop(scaled);
     let model = Model::new(table.names.clone(), scaler, forest, metadata).map_err(internal)?;
     model
         .with_normalization(payload_rules(&table.names))
+        .and_then(|m| m.with_score_distribution(distribution))
         .map_err(internal)
 }
+
+/// Points of the training score distribution a fitted model carries: the deciles, minimum and
+/// maximum included (ten equally likely bins for the store's population stability index).
+pub const SCORE_QUANTILES: usize = 11;
 
 /// Phase timings on stderr when `SFE_TIMINGS` is set, for profiling `fit`.
 struct Timings(Option<std::time::Instant>);

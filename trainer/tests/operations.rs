@@ -50,7 +50,17 @@ fn inspect_reports_metadata_sections_and_checksum() {
         .iter()
         .map(|s| s["tag"].as_str().unwrap())
         .collect();
-    assert_eq!(tags, ["META", "SCHM", "NORM", "SCAL", "FRST"]);
+    assert_eq!(tags, ["META", "SCHM", "NORM", "SCAL", "FRST", "SDST"]);
+    // The training score distribution: deciles of the training rows' anomaly_score.
+    let q: Vec<f64> = json["score_distribution"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(q.len(), trainer::SCORE_QUANTILES);
+    assert!(q.windows(2).all(|w| w[0] <= w[1]), "{q:?}");
+    assert_eq!(Some(&q[..]), model.score_distribution());
     // Header (24) + every section + checksum (4) = the file.
     let total: u64 = sections
         .iter()

@@ -12,9 +12,10 @@
 //!
 //! # Who does what, never on a request's path
 //! - **Instance start** ([`Models::start`]): reads `model/channels` and loads what it names,
-//!   checking everything (file checksum and structure, version, tables checksum and cover);
-//!   anything that fails is refused, logged and counted, and the instance serves the embedded
-//!   model (or its previous one).
+//!   checking that the bytes are those the storing instance verified (their XXH3, recorded
+//!   beside them; see [`load`]), the version and the structure; anything that fails is
+//!   refused, logged and counted, and the instance serves the embedded model (or its previous
+//!   one).
 //! - **After a request**, at most once a second per instance, a background task re-reads
 //!   `model/channels` and switches when it names other versions, so a change reaches every
 //!   running instance within about a second of being stored.
@@ -38,6 +39,7 @@ use std::cell::{Cell, RefCell};
 
 use model_format::{FileTrust, Model, ModelId, TablesTrust};
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::host::{Fetched, Host};
 use crate::model::Loaded;
@@ -72,6 +74,13 @@ pub struct StoredModel {
     /// When it was stored (ms since the epoch): a re-download after a refusal is a change.
     #[serde(default)]
     pub stored_at_ms: i64,
+    /// XXH3-64 of the file and of the tables as the storing instance verified them (0: not
+    /// recorded, so a loading instance checks everything itself).
+    #[serde(default)]
+    pub file_xxh3: u64,
+    /// See `file_xxh3`.
+    #[serde(default)]
+    pub tables_xxh3: u64,
 }
 
 /// `model/channels`: what the edge serves.
@@ -489,6 +498,8 @@ async fn download<H: Host>(
         tables_len: tables.len(),
         tables_parts,
         stored_at_ms: host.now().timestamp_millis(),
+        file_xxh3: xxh3_64(&answer.body),
+        tables_xxh3: xxh3_64(&tables),
     })
 }
 
@@ -524,7 +535,12 @@ async fn get_parts<H: Host>(
     Ok(Vec::leak(bytes))
 }
 
-/// Loads a stored model with every check: the bytes are the key-value store's, not ours.
+/// Loads a stored model. The bytes are the key-value store's, not ours: when the storing
+/// instance recorded their XXH3 (it had verified them in full: [`contract::models::verify`],
+/// tables built from that model), bytes with the same hash are those bytes, so the checks it
+/// made are not repeated — hashing is several times cheaper in WebAssembly than the CRC-32 and
+/// the tables' own checksum, which matters because every new instance pays it on some
+/// request's path. Without recorded hashes everything is checked here.
 async fn load<H: Host>(
     host: &H,
     stored: &StoredModel,
@@ -538,10 +554,21 @@ async fn load<H: Host>(
         stored.file_len,
     )
     .await?;
-    let mut model = Model::from_static_bytes(file, FileTrust::Untrusted)
+    let hashed = stored.file_xxh3 != 0 && (!with_tables || stored.tables_xxh3 != 0);
+    let id = ModelId::of(file).map_err(|e| format!("{v} in the key-value store: {e}"))?;
+    let trust = if hashed {
+        if xxh3_64(file) != stored.file_xxh3 {
+            return Err(format!(
+                "{v} in the key-value store: the file's content hash does not match (corrupt)"
+            ));
+        }
+        FileTrust::DecodedBefore(id.checksum)
+    } else {
+        FileTrust::Untrusted
+    };
+    let mut model = Model::from_static_bytes(file, trust)
         .map_err(|e| format!("{v} in the key-value store: {e}"))?;
-    let id = ModelId::of(file).map_err(|e| format!("{v}: {e}"))?;
-    if id.version() != *v {
+    if id.version() != *v || contract::models::checksum_text(id.checksum) != stored.checksum {
         return Err(format!("{v} in the key-value store is {}", id.version()));
     }
     let mut tables: &'static [u8] = &[];
@@ -553,8 +580,18 @@ async fn load<H: Host>(
             stored.tables_len,
         )
         .await?;
+        let trust = if hashed {
+            if xxh3_64(tables) != stored.tables_xxh3 {
+                return Err(format!(
+                    "{v}'s explanation tables in the key-value store: content hash does not match (corrupt)"
+                ));
+            }
+            TablesTrust::CheckedForThisModel
+        } else {
+            TablesTrust::Untrusted
+        };
         model
-            .install_explanation_tables(tables, TablesTrust::Untrusted)
+            .install_explanation_tables(tables, trust)
             .map_err(|e| format!("{v}'s explanation tables in the key-value store: {e}"))?;
     }
     Ok(Box::leak(Box::new(Loaded::new(

@@ -1,0 +1,208 @@
+//! Two `spin up` edges (the real Spin CLI) on one Redis key-value store, as a platform team
+//! runs them (`--runtime-config-file` with `[key_value_store.default] type = "redis"`), one
+//! store and a throwaway PostgreSQL: the registry model one edge pulled is what the other
+//! starts on, and with the store down both keep answering, their outboxes in Redis; once the
+//! store is back every answered prediction is one row.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use common::{STORE_TOKEN as TOKEN, StoreService};
+use harness::redis::TempRedis;
+use harness::spin_up::SpinUp;
+use serde_json::{Value, json};
+
+/// Model A, embedded (the same build as forwarding.rs and rollout.rs).
+static BUILT: LazyLock<common::Built> = LazyLock::new(|| common::fit_and_build(2_000, 11, 50));
+
+/// The edge's default `model_refresh_secs`.
+const INTERVAL: Duration = Duration::from_secs(worker_core::DEFAULT_MODEL_REFRESH_SECS);
+
+/// The shipped runtime config (deploy/runtime-config.redis.toml) pointed at `redis`: the test
+/// runs what operators are given, so the two cannot drift apart.
+fn runtime_config(dir: &Path, redis: &TempRedis) -> PathBuf {
+    let shipped = common::root().join("deploy/runtime-config.redis.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let mut doc: toml::Table = toml::from_str(&text).unwrap();
+    let store = doc["key_value_store"]["default"]
+        .as_table()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        store["type"].as_str(),
+        Some("redis"),
+        "{}",
+        shipped.display()
+    );
+    let mut store = store;
+    store.insert("url".into(), toml::Value::String(redis.url()));
+    doc["key_value_store"]
+        .as_table_mut()
+        .unwrap()
+        .insert("default".into(), toml::Value::Table(store));
+    let path = dir.join("runtime-config.toml");
+    std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
+    path
+}
+
+fn edge(store_url: &str, runtime_config: &Path) -> SpinUp {
+    let mut config = harness::HarnessConfig::new(&BUILT.component);
+    config.variables = vec![
+        ("store_url".into(), store_url.into()),
+        ("store_token".into(), TOKEN.into()),
+    ];
+    config.key_value_stores = vec!["default".into()];
+    SpinUp::start_with_runtime_config(&config, Some(runtime_config)).unwrap()
+}
+
+/// One prediction: (status, model_version).
+fn predict(agent: &ureq::Agent, url: &str, i: u64) -> (u16, String) {
+    let body = json!({"amount": 5.0 + (i % 400) as f64 * 2.5, "hour": i % 24,
+                      "day_of_week": i % 7, "merchant_category": i % 10, "transaction_type": i % 3});
+    match agent.post(&format!("{url}/api/predict")).send_json(body) {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let v: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+            (
+                status,
+                v["model_version"].as_str().unwrap_or("").to_string(),
+            )
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Outbox entries waiting in Redis.
+fn outbox(redis: &TempRedis) -> usize {
+    redis
+        .keys()
+        .unwrap()
+        .iter()
+        .filter(|k| k.starts_with(worker_core::OUTBOX))
+        .count()
+}
+
+fn health(url: &str) -> Value {
+    common::agent()
+        .get(&format!("{url}/api/health"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
+#[test]
+fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_is_down() {
+    let redis = TempRedis::start().unwrap();
+    let pg = harness::postgres::TempPostgres::start().unwrap();
+    let mut store = Some(StoreService::start(&pg.url()));
+    let store_addr = store.as_ref().unwrap().addr;
+    let store_url = store.as_ref().unwrap().url();
+    let dir = tempfile::tempdir().unwrap();
+    let rc = runtime_config(dir.path(), &redis);
+
+    // B in the registry, live.
+    let b = common::fit_model(dir.path(), 2_000, 12, 50)
+        .to_bytes()
+        .unwrap();
+    let vb = model_format::ModelId::of(&b).unwrap().version();
+    let agent = common::agent();
+    let auth = format!("Bearer {TOKEN}");
+    let r = agent
+        .post(&format!("{store_url}/v1/models"))
+        .header("authorization", &auth)
+        .send(&b[..])
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = agent
+        .put(&format!("{store_url}/v1/models/channels/live"))
+        .header("authorization", &auth)
+        .send_json(json!({"version": vb}))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Edge 1 pulls B into Redis.
+    let first = edge(&store_url, &rc);
+    let mut answered = 0u64;
+    let mut i = 0;
+    let deadline = Instant::now() + 2 * INTERVAL;
+    loop {
+        i += 1;
+        let (status, version) = predict(&agent, &first.url(), i);
+        assert_eq!(status, 200, "{version}");
+        answered += 1;
+        if version == vb {
+            break;
+        }
+        assert!(Instant::now() < deadline, "edge 1 never served {vb}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let keys = redis.keys().unwrap();
+    for key in [
+        "model/channels".to_string(),
+        format!("model/file/{vb}/0"),
+        format!("model/tables/{vb}/0"),
+    ] {
+        assert!(keys.contains(&key), "{key} not in Redis: {keys:?}");
+    }
+
+    // The store goes down; edge 2 starts on the same Redis and serves B at once.
+    drop(store.take());
+    let second = edge(&store_url, &rc);
+    let h = health(&second.url());
+    assert_eq!(
+        (h["model_version"].as_str(), h["model_source"].as_str()),
+        (Some(vb.as_str()), Some("registry")),
+        "{h}"
+    );
+    // Both edges keep answering; what they would forward waits in Redis.
+    for n in 0..300 {
+        let url = if n % 2 == 0 {
+            first.url()
+        } else {
+            second.url()
+        };
+        i += 1;
+        let (status, version) = predict(&agent, &url, i);
+        assert_eq!((status, version.as_str()), (200, vb.as_str()));
+        answered += 1;
+    }
+    let waiting = common::wait_for_count(1, Duration::from_secs(10), || outbox(&redis) as u64);
+    assert!(
+        waiting >= 1,
+        "no outbox entries in Redis while the store is down"
+    );
+
+    // The store back on its address: every answered prediction becomes exactly one row.
+    let _store = StoreService::start_at(&pg.url(), store_addr);
+    // Outbox entries are re-sent by later flushes; keep a trickle of traffic on both edges.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rows = loop {
+        for url in [first.url(), second.url()] {
+            i += 1;
+            let (status, _) = predict(&agent, &url, i);
+            assert_eq!(status, 200);
+            answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let rows = common::count(&pg, "select count(*) from transactions");
+        let left = outbox(&redis);
+        if (rows >= answered && left == 0) || Instant::now() > deadline {
+            break rows;
+        }
+    };
+    let distinct = common::count(&pg, "select count(distinct id) from transactions");
+    let left = outbox(&redis);
+    common::report(format!(
+        "spin redis: 2 edges on one Redis, store down for 300 of {answered} predictions: \
+         {rows} rows, {distinct} distinct ids, {left} outbox entries left; edge 2 started on {vb} \
+         from Redis"
+    ));
+    assert_eq!((rows, distinct, left), (answered, answered, 0));
+    first.shutdown().unwrap();
+    second.shutdown().unwrap();
+}
