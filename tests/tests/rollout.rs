@@ -320,12 +320,16 @@ fn promote_roll_back_shadow_and_refuse_while_serving() {
             a.at >= promoted && a.at.saturating_duration_since(promoted).as_secs_f64() <= to_b + 1.0
         })
         .collect();
+    // Steady state on the registry model: from 1 s after the switch to the rollback.
+    let settled = promoted + Duration::from_secs_f64(to_b + 1.0);
+    let steady: Vec<&Answer> = in_b.iter().copied().filter(|a| a.at > settled).collect();
     common::report(format!(
         "rollout: promote → last A answer {to_b:.1} s, rollback → last B answer {to_a:.1} s (interval {} s); \
-         before: {}; during the switch: {}; {} answers, all 200",
+         embedded A before: {}; during the switch: {}; registry B after it: {}; {} answers, all 200",
         INTERVAL.as_secs(),
         latency(&before),
         latency(&during),
+        latency(&steady),
         answers.len()
     ));
 
