@@ -129,7 +129,7 @@ fn half_sent_requests_are_timed_out() {
     let mut config = harness::HarnessConfig::new(&BUILT.component);
     // Long enough that opening 300 connections and probing stay well inside it even when the
     // other test of this binary loads the machine.
-    let timeout = Duration::from_secs(4);
+    let timeout = Duration::from_secs(8);
     config.header_read_timeout = Some(timeout);
     let h = harness::start(config).unwrap();
     let before = latencies(&h, 200, None);
