@@ -76,16 +76,64 @@ pub struct TransactionPage {
 }
 
 /// [`TransactionPage::pagination`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pagination {
-    /// 1-based page number.
-    pub page: i64,
+    /// 1-based page number; `null` when the page was asked for by `cursor`.
+    pub page: Option<i64>,
     /// Rows per page.
     pub per_page: i64,
-    /// Transactions in all.
+    /// Transactions in all: counted up to [`EXACT_TOTAL_MAX`], PostgreSQL's table statistics
+    /// beyond (see `total_exact`): counting millions of rows per listing request is what made
+    /// deep listings slow.
     pub total: i64,
-    /// Pages in all (0 when there are no transactions).
+    /// Pages in all (0 when there are no transactions), from `total`.
     pub pages: i64,
+    /// Whether `total` was counted (`false`: estimated from table statistics).
+    #[serde(default = "counted")]
+    pub total_exact: bool,
+    /// The [`ListingCursor`] of the page after this one (pass it as `cursor`); `null` on the
+    /// last page. Keyset pagination: costs the same at any depth and does not shift when new
+    /// transactions arrive, unlike `page`.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+fn counted() -> bool {
+    true
+}
+
+/// Listings count `total` exactly up to this many transactions.
+pub const EXACT_TOTAL_MAX: i64 = 10_000;
+
+/// Where a keyset page starts: strictly after (older than) this `(scored_at, id)`, in the
+/// listing's order (`scored_at` descending, then `id` descending). Written as
+/// `<scored_at in µs since the Unix epoch>_<id>`; clients treat it as opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListingCursor {
+    /// The last listed transaction's `scored_at`, microseconds since the Unix epoch (the
+    /// store's precision).
+    pub scored_at_micros: i64,
+    /// The last listed transaction's id.
+    pub id: uuid::Uuid,
+}
+
+impl std::fmt::Display for ListingCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.scored_at_micros, self.id.as_simple())
+    }
+}
+
+impl std::str::FromStr for ListingCursor {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const WHAT: &str = "not a listing cursor (take `next_cursor` from a previous page)";
+        let (micros, id) = s.split_once('_').ok_or(WHAT)?;
+        Ok(ListingCursor {
+            scored_at_micros: micros.parse().map_err(|_| WHAT)?,
+            id: id.parse().map_err(|_| WHAT)?,
+        })
+    }
 }
 
 /// One transaction of a [`TransactionPage`], with the legacy listing's fields first.
@@ -188,10 +236,12 @@ mod tests {
         let page = TransactionPage {
             transactions: vec![row()],
             pagination: Pagination {
-                page: 1,
+                page: Some(1),
                 per_page: 20,
                 total: 1,
                 pages: 1,
+                total_exact: true,
+                next_cursor: None,
             },
         };
         let text = serde_json::to_string(&page).unwrap();
@@ -204,6 +254,38 @@ mod tests {
         assert_eq!(r["legacy_id"], json!(9_007_199_254_740_991_i64));
         let back: TransactionPage = serde_json::from_str(&text).unwrap();
         assert_eq!(back, page);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_anything_else() {
+        let c = ListingCursor {
+            scored_at_micros: 1_764_600_000_123_456,
+            id: uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_002a),
+        };
+        let text = c.to_string();
+        assert_eq!(text, "1764600000123456_0190000000007000800000000000002a");
+        assert_eq!(text.parse::<ListingCursor>(), Ok(c));
+        let negative = ListingCursor {
+            scored_at_micros: -5,
+            ..c
+        };
+        assert_eq!(negative.to_string().parse::<ListingCursor>(), Ok(negative));
+        for bad in [
+            "",
+            "_",
+            "12",
+            "x_0190000000007000800000000000002a",
+            "12_nope",
+            "12_",
+        ] {
+            assert!(bad.parse::<ListingCursor>().is_err(), "{bad}");
+        }
+        // An older listing (no cursor fields) still reads.
+        let old: Pagination =
+            serde_json::from_value(json!({"page": 1, "per_page": 20, "total": 0, "pages": 0}))
+                .unwrap();
+        assert!(old.total_exact);
+        assert_eq!(old.next_cursor, None);
     }
 
     #[test]

@@ -1,8 +1,14 @@
-//! Ingest throughput: a throwaway PostgreSQL, the store served in-process on loopback, and a few
-//! concurrent HTTP clients posting batches of scored-transaction events. Prints events/s.
+//! Ingest throughput and listing latency of a store that has grown: a throwaway PostgreSQL, the
+//! store served in-process on loopback, optionally `BENCH_PREFILL_ROWS` transactions written
+//! straight into the (partitioned) table first, then a few concurrent HTTP clients posting
+//! batches of scored-transaction events (events/s), then the listing at page 1 and at a deep
+//! page, by page number and by keyset cursor, beside the two statements the listing ran before
+//! keyset pagination (`count(*)` + `OFFSET`), executed on the same table.
 //!
 //! `cargo bench -p store --bench ingest` (env: BENCH_CLIENTS=4, BENCH_BATCHES=150 per client,
-//! BENCH_BATCH_SIZE=100, BENCH_POOL=16). The events are generated deterministically.
+//! BENCH_BATCH_SIZE=100, BENCH_POOL=16, BENCH_PREFILL_ROWS=0, BENCH_DEEP_PAGE=10000,
+//! BENCH_LIST_SAMPLES=200). Everything is generated deterministically. The machine's load
+//! average is printed beside each figure.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +25,152 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Latency percentile (ms) of sorted samples.
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+}
+
+/// `rows` transactions straight into the table (two connections in parallel, 1M rows a
+/// statement), scored every 250 ms back from `newest`, then VACUUM ANALYZE as autovacuum would.
+async fn prefill(store: &store::Store, rows: u64, newest: chrono::DateTime<Utc>) -> Result<()> {
+    let t = Instant::now();
+    let client = store.pool().get().await?;
+    let oldest = newest - chrono::Duration::milliseconds((rows * 250) as i64);
+    client
+        .query(
+            "SELECT sfe_transaction_partition(d::date) \
+             FROM generate_series($1::timestamptz AT TIME ZONE 'UTC', $2::timestamptz AT TIME ZONE 'UTC', '1 day') d",
+            &[&oldest, &(newest + chrono::Duration::days(1))],
+        )
+        .await?;
+    const CHUNK: u64 = 1_000_000;
+    let chunks: Vec<(i64, i64)> = (0..rows.div_ceil(CHUNK))
+        .map(|c| ((c * CHUNK + 1) as i64, ((c + 1) * CHUNK).min(rows) as i64))
+        .collect();
+    let next = std::sync::Arc::new(std::sync::Mutex::new(chunks.into_iter()));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = store.pool().clone();
+            let next = next.clone();
+            tokio::spawn(async move {
+                let client = pool.get().await?;
+                loop {
+                    let Some((lo, hi)) = next.lock().unwrap().next() else { break };
+                    client
+                        .execute(
+                            "INSERT INTO transactions (id, features, amount, hour, day_of_week, \
+                               merchant_category, transaction_type, anomaly_score, risk_score, \
+                               is_anomaly, confidence, explanation, model_version, edge_instance, \
+                               region, scored_at) \
+                             SELECT md5('prefill' || g)::uuid, \
+                               jsonb_build_object('amount', a, 'hour', g % 24, 'day_of_week', g % 7, \
+                                 'merchant_category', g % 10, 'transaction_type', g % 3), \
+                               a, g % 24, g % 7, g % 10, g % 3, 0.1 - (g % 100) / 500.0, 0.4, \
+                               g % 10 = 0, 0.1, \
+                               '{\"amount\": 0.3, \"hour\": -0.1, \"day_of_week\": 0.02, \"merchant_category\": -0.01, \"transaction_type\": 0.0}'::jsonb, \
+                               'if1-a1423274', 'edge-' || (g % 7), 'eu-west', \
+                               $3::timestamptz - g * interval '250 milliseconds' \
+                             FROM (SELECT g, 10 + (g % 1000) * 1.25 AS a \
+                                   FROM generate_series($1::int8, $2::int8) g) s",
+                            &[&lo, &hi, &newest],
+                        )
+                        .await?;
+                    eprintln!("prefill: rows {lo}..={hi} written ({:.0} s)", t.elapsed().as_secs_f64());
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await??;
+    }
+    client
+        .batch_execute("VACUUM (ANALYZE) transactions")
+        .await?;
+    println!(
+        "prefill: {rows} rows over {} day partitions in {:.0} s (incl. VACUUM ANALYZE), load {}",
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'transactions'::regclass",
+                &[]
+            )
+            .await?
+            .get::<_, i64>(0),
+        t.elapsed().as_secs_f64(),
+        load()
+    );
+    Ok(())
+}
+
+/// Listing latency: `samples` sequential GETs of `path` (fresh figures, no warm-up beyond the
+/// first request being counted too).
+async fn time_listing(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    samples: usize,
+) -> Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        let r = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        ensure!(r.status().is_success(), "{path}: status {}", r.status());
+        let body: Value = r.json().await?;
+        ensure!(
+            body["transactions"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()),
+            "{path}: empty page"
+        );
+        out.push(t.elapsed());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The listing's two statements before keyset pagination, on the same table.
+async fn time_old_listing(
+    store: &store::Store,
+    offset: i64,
+    samples: usize,
+) -> Result<Vec<Duration>> {
+    let client = store.pool().get().await?;
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        client
+            .query_one("SELECT count(*) FROM transactions", &[])
+            .await?;
+        let rows = client
+            .query(
+                "SELECT t.id, t.amount, t.hour, t.day_of_week, t.merchant_category, t.transaction_type, \
+                   t.anomaly_score, t.is_anomaly, t.explanation, t.scored_at, t.risk_score, t.confidence, \
+                   t.model_version, t.edge_instance, t.region, t.features, f.label, t.legacy_id \
+                 FROM transactions t LEFT JOIN feedback f ON f.transaction_id = t.id \
+                 ORDER BY t.scored_at DESC, t.id DESC LIMIT 20 OFFSET $1",
+                &[&offset],
+            )
+            .await?;
+        ensure!(
+            !rows.is_empty(),
+            "old listing: empty page at offset {offset}"
+        );
+        out.push(t.elapsed());
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn event(n: u64, base: chrono::DateTime<Utc>) -> Value {
@@ -41,6 +193,9 @@ fn main() -> Result<()> {
     let batches = env("BENCH_BATCHES", 150);
     let batch_size = env("BENCH_BATCH_SIZE", 100);
     let pool_size = env("BENCH_POOL", 16);
+    let prefill_rows = env("BENCH_PREFILL_ROWS", 0) as u64;
+    let deep_page = env("BENCH_DEEP_PAGE", 10_000) as i64;
+    let samples = env("BENCH_LIST_SAMPLES", 200);
     let pg = TempPostgres::start().context("starting PostgreSQL")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -51,8 +206,12 @@ fn main() -> Result<()> {
         let store = store::Store::new(config)?;
         store.migrate().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/v1/events", listener.local_addr()?);
-        tokio::spawn(store::serve(listener, store, std::future::pending()));
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let url = format!("{base_url}/v1/events");
+        tokio::spawn(store::serve(listener, store.clone(), std::future::pending()));
+        if prefill_rows > 0 {
+            prefill(&store, prefill_rows, Utc::now() - chrono::Duration::hours(2)).await?;
+        }
 
         // Bodies are built before timing: the figure is the store's, not the generator's.
         let base = Utc::now() - chrono::Duration::hours(1);
@@ -105,9 +264,11 @@ fn main() -> Result<()> {
         let elapsed = start.elapsed();
         let events = clients * batches * batch_size;
         latencies.sort();
-        let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
         let stored: usize = pg.psql("SELECT count(*) FROM transactions")?.parse()?;
-        ensure!(stored == total_batches * batch_size, "stored {stored} rows");
+        ensure!(
+            stored == total_batches * batch_size + prefill_rows as usize,
+            "stored {stored} rows"
+        );
         println!(
             "ingest: {clients} clients x {batches} batches x {batch_size} events = {events} events in {:.2} s",
             elapsed.as_secs_f64()
@@ -116,10 +277,58 @@ fn main() -> Result<()> {
             "ingest: {:.0} events/s, {:.0} batches/s, batch latency p50 {:.1} ms p99 {:.1} ms, {:.1} MiB of JSON",
             events as f64 / elapsed.as_secs_f64(),
             (clients * batches) as f64 / elapsed.as_secs_f64(),
-            pct(0.5),
-            pct(0.99),
+            pct(&latencies, 0.5),
+            pct(&latencies, 0.99),
             bytes as f64 / (1024.0 * 1024.0)
         );
+        println!("ingest: {stored} rows in the table afterwards, load {}", load());
+
+        // Listing: page 1 and a deep page, by number and by cursor, after and before.
+        let http = reqwest::Client::new();
+        let deep_offset = (deep_page - 1) * 20;
+        let cursor = {
+            let client = store.pool().get().await?;
+            client
+                .query_opt(
+                    "SELECT scored_at, id FROM transactions ORDER BY scored_at DESC, id DESC \
+                     LIMIT 1 OFFSET $1",
+                    &[&(deep_offset - 1)],
+                )
+                .await?
+                .map(|r| {
+                    let at: chrono::DateTime<Utc> = r.get(0);
+                    contract::reads::ListingCursor { scored_at_micros: at.timestamp_micros(), id: r.get(1) }
+                })
+        };
+        let report = |what: &str, lat: &[Duration]| {
+            println!(
+                "listing: {what:<44} p50 {:>8.2} ms  p99 {:>8.2} ms  ({} samples, load {})",
+                pct(lat, 0.5),
+                pct(lat, 0.99),
+                lat.len(),
+                load()
+            );
+        };
+        report("page 1 (page number)", &time_listing(&http, &base_url, "/v1/transactions?page=1", samples).await?);
+        report(
+            &format!("page {deep_page} (page number, deferred OFFSET)"),
+            &time_listing(&http, &base_url, &format!("/v1/transactions?page={deep_page}"), samples).await?,
+        );
+        match cursor {
+            Some(c) => report(
+                &format!("page {deep_page} (keyset cursor)"),
+                &time_listing(&http, &base_url, &format!("/v1/transactions?cursor={c}"), samples).await?,
+            ),
+            None => println!("listing: fewer than {deep_page} pages; no deep cursor"),
+        }
+        let old_samples = (samples / 10).max(5);
+        report("before: page 1 (count(*) + OFFSET, SQL only)", &time_old_listing(&store, 0, old_samples).await?);
+        if cursor.is_some() {
+            report(
+                &format!("before: page {deep_page} (count(*) + OFFSET, SQL only)"),
+                &time_old_listing(&store, deep_offset, old_samples).await?,
+            );
+        }
         Ok(())
     })
 }

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "model_registry",
         include_str!("../migrations/0003_model_registry.sql"),
     ),
+    (
+        4,
+        "partitioned_transactions",
+        include_str!("../migrations/0004_partitioned_transactions.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.
@@ -42,6 +47,10 @@ pub enum DbError {
     /// ([`contract::Event::validate`]) should have caught it first; this keeps it a 400.
     #[error("value cannot be stored: {0}")]
     Invalid(String),
+    /// A row's `scored_at` has no partition of `transactions` (another store process dropped
+    /// one this process believed in): recreate the partitions and rerun.
+    #[error("no partition for a row: {0}")]
+    MissingPartition(String),
     /// Anything else (a bug, a schema problem).
     #[error("database error: {0}")]
     Other(String),
@@ -54,6 +63,7 @@ impl DbError {
             DbError::Unavailable(_) => "database_unavailable",
             DbError::Conflict(_) => "database_conflict",
             DbError::Invalid(_) => "database_invalid_input",
+            DbError::MissingPartition(_) => "database_missing_partition",
             DbError::Other(_) => "database",
         }
     }
@@ -80,6 +90,13 @@ impl From<tokio_postgres::Error> for DbError {
             // Class 08 (connection exception) and the shutdown / starting-up family of 57P0x.
             Some(c) if c.code().starts_with("08") || c.code().starts_with("57P0") => {
                 DbError::Unavailable(message)
+            }
+            Some(c)
+                if *c == SqlState::CHECK_VIOLATION
+                    && e.as_db_error()
+                        .is_some_and(|d| d.message().starts_with("no partition of relation")) =>
+            {
+                DbError::MissingPartition(message)
             }
             Some(c) if c.code().starts_with("22") || c.code().starts_with("54") => {
                 DbError::Invalid(message)

@@ -81,7 +81,7 @@ impl From<DbError> for ApiError {
                 tracing::warn!(error = %e, "database refused a value");
                 ApiError::new(StatusCode::BAD_REQUEST, e.kind(), e.to_string())
             }
-            DbError::Other(_) => {
+            DbError::Other(_) | DbError::MissingPartition(_) => {
                 tracing::error!(error = %e, "database error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -330,7 +330,7 @@ async fn post_events(
     } else {
         parse()?
     };
-    let outcome = ingest::write_batch(&store.inner.pool, &events).await?;
+    let outcome = ingest::write_batch(&store.inner.pool, &store.inner.partitions, &events).await?;
     let m = &store.inner.metrics;
     m.batch_size.observe(events.len() as f64);
     m.events_ingested
@@ -387,9 +387,20 @@ async fn get_transactions(
     State(store): State<Store>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let page = int_param(&params, "page", 1, MAX_PAGE)?;
     let per_page = int_param(&params, "per_page", 20, MAX_PER_PAGE)?;
-    Ok(axum::Json(query::transactions(&store.inner.pool, page, per_page).await?).into_response())
+    let at = match params.get("cursor") {
+        Some(_) if params.contains_key("page") => {
+            return Err(ApiError::bad_request(
+                "`page` and `cursor` are exclusive: a cursor already says where the page starts",
+            ));
+        }
+        Some(raw) => query::PageAt::After(
+            raw.parse()
+                .map_err(|e: &str| ApiError::bad_request(format!("`cursor` is {e}")))?,
+        ),
+        None => query::PageAt::Number(int_param(&params, "page", 1, MAX_PAGE)?),
+    };
+    Ok(axum::Json(query::transactions(&store.inner.pool, at, per_page).await?).into_response())
 }
 
 pub(crate) fn time_param(

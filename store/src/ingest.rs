@@ -2,8 +2,10 @@
 //!
 //! 1. The event ids go into `ingested_events` with `ON CONFLICT DO NOTHING RETURNING`: the ids
 //!    returned are the events never seen before; every other event is a duplicate and skipped.
-//! 2. New scored transactions: one multi-row `INSERT ... SELECT FROM UNNEST(arrays)`. A
-//!    transaction id already stored (re-scored under another event id) keeps its first row.
+//! 2. New scored transactions: one multi-row `INSERT ... SELECT FROM UNNEST(arrays)` into the
+//!    day partitions of `transactions` (created first when missing, see [`crate::partitions`]).
+//!    A transaction already stored with the same id and `scored_at` (sent again under another
+//!    event id) keeps its first row.
 //! 3. New feedback: one upsert keeping, per transaction, the feedback with the newest
 //!    `created_at` (ties go to the later event in arrival order). Feedback by legacy id is
 //!    resolved to the newest transaction carrying that id; if none has arrived yet it waits in
@@ -15,9 +17,9 @@
 //! same order; a deadlock or serialization failure is still possible in theory and the whole
 //! transaction is then rerun (see [`write_batch`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use contract::legacy::LEGACY_FEATURES as LEGACY;
 use contract::{Event, FeatureMap, Feedback, ScoredTransaction};
 use deadpool_postgres::Pool;
@@ -25,6 +27,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::db::DbError;
+use crate::partitions::{Partitions, day_of};
 
 /// What happened to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,12 +51,31 @@ const ATTEMPTS: usize = 3;
 
 /// Writes a batch atomically and idempotently (by event id). Reruns the transaction on a
 /// deadlock/serialization conflict; any other error leaves nothing written.
-pub async fn write_batch(pool: &Pool, events: &[Event]) -> Result<IngestOutcome, DbError> {
+pub async fn write_batch(
+    pool: &Pool,
+    partitions: &Partitions,
+    events: &[Event],
+) -> Result<IngestOutcome, DbError> {
+    // The day partitions the batch's transactions go to (created here when missing: late events
+    // from an outbox, a skewed clock), each in its own short transaction before the write.
+    let days: BTreeSet<NaiveDate> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ScoredTransaction(s) => Some(day_of(s.scored_at)),
+            Event::Feedback(_) => None,
+        })
+        .collect();
     let mut attempt = 1;
     loop {
+        partitions.ensure(pool, &days).await?;
         match try_write(pool, events).await {
             Err(DbError::Conflict(msg)) if attempt < ATTEMPTS => {
                 tracing::warn!(attempt, error = %msg, "ingest transaction conflicted; retrying");
+                attempt += 1;
+            }
+            Err(DbError::MissingPartition(msg)) if attempt < ATTEMPTS => {
+                tracing::warn!(attempt, error = %msg, "a partition was dropped elsewhere; recreating and retrying");
+                partitions.forget();
                 attempt += 1;
             }
             other => return other,
@@ -169,7 +191,7 @@ async fn insert_transactions(
                $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::bool[], $11::float8[], \
                $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::int8[], \
                $18::text[], $19::float8[], $20::bool[]) \
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (id, scored_at) DO NOTHING",
         )
         .await?;
     let [amount, hour, dow, category, kind] = &legacy;

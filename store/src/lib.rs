@@ -23,6 +23,7 @@ pub mod db;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod partitions;
 pub mod query;
 pub mod registry;
 
@@ -49,6 +50,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Most events in one batch.
     pub max_batch_events: usize,
+    /// Day partitions of `transactions` created ahead of today.
+    pub partitions_ahead_days: u32,
+    /// Keep transactions scored in this many days before today (whole UTC days, dropped a
+    /// partition at a time); `None` keeps everything.
+    pub retention_days: Option<u32>,
 }
 
 impl Config {
@@ -68,6 +74,8 @@ impl Config {
             db_timeout: Self::DEFAULT_DB_TIMEOUT,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             max_batch_events: Self::DEFAULT_MAX_BATCH_EVENTS,
+            partitions_ahead_days: partitions::DEFAULT_AHEAD_DAYS,
+            retention_days: None,
         }
     }
 }
@@ -82,6 +90,8 @@ pub enum StoreError {
     WeakToken,
     #[error("pool size must be at least 1")]
     PoolSize,
+    #[error("the retention must be at least 1 day")]
+    Retention,
     #[error("setting up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
@@ -102,6 +112,7 @@ struct Inner {
     pool: Pool,
     metrics: metrics::Metrics,
     migrated: AtomicBool,
+    partitions: partitions::Partitions,
 }
 
 impl Store {
@@ -113,6 +124,9 @@ impl Store {
         if config.pool_size == 0 {
             return Err(StoreError::PoolSize);
         }
+        if config.retention_days == Some(0) {
+            return Err(StoreError::Retention);
+        }
         let pool = db::pool(&config.database_url, config.pool_size, config.db_timeout)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -121,6 +135,7 @@ impl Store {
                 pool,
                 metrics: metrics::Metrics::new()?,
                 migrated: AtomicBool::new(false),
+                partitions: partitions::Partitions::default(),
             }),
         })
     }
@@ -147,6 +162,37 @@ impl Store {
         let applied = db::migrate(&self.inner.pool).await?;
         self.inner.migrated.store(true, Ordering::Release);
         Ok(applied)
+    }
+
+    /// One partition maintenance pass (days ahead, retention), see [`partitions`]. The store
+    /// runs it after the migrations and then hourly; tests and operators may run it any time.
+    pub async fn maintain_partitions(&self) -> Result<partitions::Maintenance, StoreError> {
+        let c = &self.inner.config;
+        let done = self
+            .inner
+            .partitions
+            .maintain(&self.inner.pool, c.partitions_ahead_days, c.retention_days)
+            .await?;
+        let m = &self.inner.metrics;
+        m.partitions_dropped.inc_by(done.dropped.len() as u64);
+        m.partitions_maintained.inc();
+        if !done.dropped.is_empty() {
+            tracing::info!(dropped = ?done.dropped, retention_days = ?c.retention_days,
+                "retention dropped transaction partitions");
+        }
+        Ok(done)
+    }
+
+    /// [`Store::maintain_partitions`] now and every [`partitions::MAINTENANCE_INTERVAL`]
+    /// (a failure is logged and counted; the next pass retries).
+    async fn maintain_partitions_forever(&self) {
+        loop {
+            if let Err(e) = self.maintain_partitions().await {
+                self.inner.metrics.error("partition_maintenance");
+                tracing::warn!(error = %e, "partition maintenance failed; retrying next interval");
+            }
+            tokio::time::sleep(partitions::MAINTENANCE_INTERVAL).await;
+        }
     }
 
     /// [`Store::migrate`] until it succeeds, backing off from 0.5 s to 30 s between attempts
@@ -179,21 +225,25 @@ pub fn app(store: Store) -> axum::Router {
 
 /// Serves `store` on `listener` until `shutdown` resolves, then stops accepting connections
 /// and waits for in-flight requests (so a batch being written is committed and answered).
-/// Starts the migration task first unless the store is already migrated.
+/// Starts the background task first: the migrations (unless already applied), then partition
+/// maintenance.
 pub async fn serve(
     listener: TcpListener,
     store: Store,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StoreError> {
-    let migration = (!store.is_migrated()).then(|| {
+    let background = {
         let store = store.clone();
-        tokio::spawn(async move { store.migrate_with_retry().await })
-    });
+        tokio::spawn(async move {
+            if !store.is_migrated() {
+                store.migrate_with_retry().await;
+            }
+            store.maintain_partitions_forever().await;
+        })
+    };
     let result = axum::serve(listener, app(store))
         .with_graceful_shutdown(shutdown)
         .await;
-    if let Some(task) = migration {
-        task.abort();
-    }
+    background.abort();
     Ok(result?)
 }

@@ -44,6 +44,15 @@ struct Cli {
     /// Most events accepted in one batch (more gets 400).
     #[arg(long, env = "STORE_MAX_BATCH_EVENTS", default_value_t = Config::DEFAULT_MAX_BATCH_EVENTS)]
     max_batch_events: usize,
+
+    /// Day partitions of the transactions table created ahead of today (UTC).
+    #[arg(long, env = "STORE_PARTITIONS_AHEAD_DAYS", default_value_t = store::partitions::DEFAULT_AHEAD_DAYS)]
+    partitions_ahead_days: u32,
+
+    /// Keep transactions of this many days before today (UTC); older day partitions are dropped
+    /// hourly. Unset keeps everything.
+    #[arg(long, env = "STORE_RETENTION_DAYS")]
+    retention_days: Option<u32>,
 }
 
 #[tokio::main]
@@ -65,6 +74,8 @@ async fn main() -> Result<()> {
         db_timeout: cli.db_timeout,
         max_body_bytes: cli.max_body_bytes,
         max_batch_events: cli.max_batch_events,
+        partitions_ahead_days: cli.partitions_ahead_days,
+        retention_days: cli.retention_days,
     };
     let store = Store::new(config).context("invalid configuration")?;
     let listener = tokio::net::TcpListener::bind(&cli.listen)

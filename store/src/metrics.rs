@@ -16,6 +16,10 @@ pub struct Metrics {
     pub model_psi: GaugeVec,
     /// Alert rate of the last hour, per channel's model.
     pub model_alert_rate: GaugeVec,
+    /// Transaction partitions dropped by retention.
+    pub partitions_dropped: prometheus::IntCounter,
+    /// Partition maintenance passes completed.
+    pub partitions_maintained: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -76,6 +80,16 @@ impl Metrics {
             ),
             &["model_version", "channel"],
         )?;
+        let partitions_dropped = prometheus::IntCounter::new(
+            "store_partitions_dropped_total",
+            "Day partitions of transactions dropped by the retention setting.",
+        )?;
+        let partitions_maintained = prometheus::IntCounter::new(
+            "store_partition_maintenance_total",
+            "Partition maintenance passes completed (days ahead created, retention applied).",
+        )?;
+        registry.register(Box::new(partitions_dropped.clone()))?;
+        registry.register(Box::new(partitions_maintained.clone()))?;
         registry.register(Box::new(model_psi.clone()))?;
         registry.register(Box::new(model_alert_rate.clone()))?;
         registry.register(Box::new(events_ingested.clone()))?;
@@ -97,6 +111,8 @@ impl Metrics {
             request_duration,
             model_psi,
             model_alert_rate,
+            partitions_dropped,
+            partitions_maintained,
         })
     }
 

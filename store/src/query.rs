@@ -16,8 +16,8 @@ const EXPORT_FETCH_ROWS: i32 = 1000;
 // The legacy feature columns are also the first export columns (in this order) when present.
 use contract::legacy::{LEGACY_FEATURES, label};
 use contract::reads::{
-    Dashboard, DashboardStats, FeedbackStats, HourBucket, LegacyNumber, Pagination,
-    TransactionPage, TransactionRow,
+    Dashboard, DashboardStats, EXACT_TOTAL_MAX, FeedbackStats, HourBucket, LegacyNumber,
+    ListingCursor, Pagination, TransactionPage, TransactionRow,
 };
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -128,69 +128,155 @@ fn object(v: Option<Value>) -> Map<String, Value> {
     }
 }
 
-/// `GET /v1/transactions`: newest first (scored_at, then id, descending).
+/// Which page of the listing: by number (OFFSET; the legacy front end's way) or after a
+/// keyset cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageAt {
+    /// 1-based page number.
+    Number(i64),
+    /// The page after this cursor.
+    After(ListingCursor),
+}
+
+/// The listing's columns, in the order [`listing_row`] reads them.
+const LISTING_COLUMNS: &str = "t.id, t.amount, t.hour, t.day_of_week, t.merchant_category, \
+    t.transaction_type, t.anomaly_score, t.is_anomaly, t.explanation, t.scored_at, t.risk_score, \
+    t.confidence, t.model_version, t.edge_instance, t.region, t.features, f.label, t.legacy_id";
+
+fn listing_row(r: &tokio_postgres::Row) -> (ListingCursor, TransactionRow) {
+    let id: Uuid = r.get(0);
+    let scored_at: DateTime<Utc> = r.get(9);
+    let cursor = ListingCursor {
+        scored_at_micros: scored_at.timestamp_micros(),
+        id,
+    };
+    let row = TransactionRow {
+        id: id.to_string(),
+        amount: r.get(1),
+        hour: LegacyNumber(r.get(2)),
+        day_of_week: LegacyNumber(r.get(3)),
+        merchant_category: LegacyNumber(r.get(4)),
+        transaction_type: LegacyNumber(r.get(5)),
+        anomaly_score: r.get(6),
+        is_anomaly: r.get(7),
+        shap_explanation: object(r.get(8)),
+        timestamp: rfc3339(scored_at),
+        risk_score: r.get(10),
+        confidence: r.get(11),
+        model_version: r.get(12),
+        edge_instance: r.get(13),
+        region: r.get(14),
+        features: object(r.get(15)),
+        feedback: r.get(16),
+        legacy_id: r.get(17),
+    };
+    (cursor, row)
+}
+
+/// `total` of the listing: counted when there are at most [`EXACT_TOTAL_MAX`] transactions
+/// (the count stops there, so it is cheap at any size), else the sum of the partitions'
+/// row estimates from the last ANALYZE (autovacuum keeps it current).
+async fn listing_total(client: &deadpool_postgres::Object) -> Result<(i64, bool), DbError> {
+    let count = client
+        .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM transactions LIMIT $1) s")
+        .await?;
+    let counted: i64 = client
+        .query_one(&count, &[&(EXACT_TOTAL_MAX + 1)])
+        .await?
+        .get(0);
+    if counted <= EXACT_TOTAL_MAX {
+        return Ok((counted, true));
+    }
+    let estimate = client
+        .prepare_cached(
+            "SELECT COALESCE(sum(c.reltuples) FILTER (WHERE c.reltuples > 0), 0)::int8 \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'transactions'::regclass",
+        )
+        .await?;
+    let estimated: i64 = client.query_one(&estimate, &[]).await?.get(0);
+    Ok((estimated.max(counted), false))
+}
+
+/// `GET /v1/transactions`: newest first (scored_at, then id, descending). One row more than
+/// asked is fetched to know whether there is a next page.
 pub async fn transactions(
     pool: &Pool,
-    page: i64,
+    at: PageAt,
     per_page: i64,
 ) -> Result<TransactionPage, DbError> {
     let client = pool.get().await?;
-    let total: i64 = client
-        .query_one("SELECT count(*) FROM transactions", &[])
-        .await?
-        .get(0);
-    let stmt = client
-        .prepare_cached(
-            "SELECT t.id, t.amount, t.hour, t.day_of_week, t.merchant_category, t.transaction_type, \
-               t.anomaly_score, t.is_anomaly, t.explanation, t.scored_at, t.risk_score, t.confidence, \
-               t.model_version, t.edge_instance, t.region, t.features, f.label, t.legacy_id \
-             FROM transactions t LEFT JOIN feedback f ON f.transaction_id = t.id \
-             ORDER BY t.scored_at DESC, t.id DESC LIMIT $1 OFFSET $2",
-        )
-        .await?;
-    let offset = (page - 1).saturating_mul(per_page);
-    let rows = client.query(&stmt, &[&per_page, &offset]).await?;
-    let transactions = rows
-        .iter()
-        .map(|r| {
-            let id: Uuid = r.get(0);
-            let scored_at: DateTime<Utc> = r.get(9);
-            TransactionRow {
-                id: id.to_string(),
-                amount: r.get(1),
-                hour: LegacyNumber(r.get(2)),
-                day_of_week: LegacyNumber(r.get(3)),
-                merchant_category: LegacyNumber(r.get(4)),
-                transaction_type: LegacyNumber(r.get(5)),
-                anomaly_score: r.get(6),
-                is_anomaly: r.get(7),
-                shap_explanation: object(r.get(8)),
-                timestamp: rfc3339(scored_at),
-                risk_score: r.get(10),
-                confidence: r.get(11),
-                model_version: r.get(12),
-                edge_instance: r.get(13),
-                region: r.get(14),
-                features: object(r.get(15)),
-                feedback: r.get(16),
-                legacy_id: r.get(17),
-            }
-        })
-        .collect();
-    let pages = if total == 0 {
-        0
-    } else {
-        (total + per_page - 1) / per_page
+    let (total, total_exact) = listing_total(&client).await?;
+    let limit = per_page + 1;
+    let rows = match at {
+        PageAt::Number(page) => {
+            // Deferred join: the OFFSET walks the (scored_at, id) index only (an index-only scan
+            // once vacuumed), then just the page's rows are fetched with their feedback.
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {LISTING_COLUMNS} FROM ( \
+                       SELECT scored_at, id FROM transactions \
+                       ORDER BY scored_at DESC, id DESC LIMIT $1 OFFSET $2) k \
+                     JOIN transactions t ON t.scored_at = k.scored_at AND t.id = k.id \
+                     LEFT JOIN feedback f ON f.transaction_id = t.id \
+                     ORDER BY t.scored_at DESC, t.id DESC"
+                ))
+                .await?;
+            let offset = (page - 1).saturating_mul(per_page);
+            client.query(&stmt, &[&limit, &offset]).await?
+        }
+        PageAt::After(cursor) => {
+            let Some(after) = DateTime::<Utc>::from_timestamp_micros(cursor.scored_at_micros)
+            else {
+                return Ok(empty_page(per_page, total, total_exact));
+            };
+            // `scored_at <= $2` is implied by the row comparison; spelled out so the planner
+            // prunes the newer partitions.
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {LISTING_COLUMNS} FROM transactions t \
+                     LEFT JOIN feedback f ON f.transaction_id = t.id \
+                     WHERE t.scored_at <= $2 AND (t.scored_at, t.id) < ($2, $3) \
+                     ORDER BY t.scored_at DESC, t.id DESC LIMIT $1"
+                ))
+                .await?;
+            client.query(&stmt, &[&limit, &after, &cursor.id]).await?
+        }
     };
-    Ok(TransactionPage {
-        transactions,
+    let more = rows.len() as i64 > per_page;
+    let mut next_cursor = None;
+    let mut transactions = Vec::with_capacity(rows.len());
+    for r in rows.iter().take(per_page as usize) {
+        let (cursor, row) = listing_row(r);
+        next_cursor = Some(cursor);
+        transactions.push(row);
+    }
+    let mut page = empty_page(per_page, total, total_exact);
+    page.transactions = transactions;
+    page.pagination.next_cursor = next_cursor.filter(|_| more).map(|c| c.to_string());
+    page.pagination.page = match at {
+        PageAt::Number(n) => Some(n),
+        PageAt::After(_) => None,
+    };
+    Ok(page)
+}
+
+fn empty_page(per_page: i64, total: i64, total_exact: bool) -> TransactionPage {
+    TransactionPage {
+        transactions: Vec::new(),
         pagination: Pagination {
-            page,
+            page: None,
             per_page,
             total,
-            pages,
+            pages: if total == 0 {
+                0
+            } else {
+                (total + per_page - 1) / per_page
+            },
+            total_exact,
+            next_cursor: None,
         },
-    })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -374,3 +374,73 @@ fn edge_store_url_is_the_store_service() {
     let expected = format!("http://secureflow-store:{port}");
     assert_eq!(url, expected, "{SPINAPP}: store_url vs the Service");
 }
+
+/// deploy/score-job.yaml: an Indexed Job whose every index is a valid `--shard` of exactly
+/// `completions` shards, writing into a directory (one scores file per input file), with the
+/// trainer's no-retry exit codes failing the index.
+#[test]
+fn score_job_shards_match_its_completions() {
+    const JOB: &str = "deploy/score-job.yaml";
+    assert_values_quoted(JOB);
+    let docs = yaml_docs(JOB);
+    let job = find(&docs, "Job", "secureflow-score-2026-11", JOB);
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed", "{JOB}");
+    let completions = spec["completions"].as_u64().expect("completions");
+    let parallelism = spec["parallelism"].as_u64().expect("parallelism");
+    assert!(
+        (1..=completions).contains(&parallelism),
+        "{JOB}: parallelism {parallelism}"
+    );
+    let containers = as_array(&spec["template"]["spec"]["containers"], "containers");
+    assert_eq!(containers.len(), 1, "{JOB}");
+    let args: Vec<&str> = as_array(&containers[0]["args"], "args")
+        .iter()
+        .map(|a| a.as_str().expect("string args"))
+        .collect();
+    assert!(args.contains(&"score"), "{JOB}: {args:?}");
+    let after = |flag: &str| -> &str {
+        match args.iter().position(|a| *a == flag) {
+            Some(i) if i + 1 < args.len() => args[i + 1],
+            _ => panic!("{JOB}: no {flag} VALUE in {args:?}"),
+        }
+    };
+    let shard = after("--shard");
+    let Some(count) = shard.strip_prefix("$(JOB_COMPLETION_INDEX)/") else {
+        panic!("{JOB}: --shard {shard} does not take the index from JOB_COMPLETION_INDEX");
+    };
+    assert_eq!(
+        count.parse::<u64>().ok(),
+        Some(completions),
+        "{JOB}: shard count vs completions"
+    );
+    // What each pod's --shard expands to parses as the trainer parses it.
+    for index in 0..completions {
+        let expanded = shard.replace("$(JOB_COMPLETION_INDEX)", &index.to_string());
+        assert!(
+            expanded.parse::<trainer::score::Shard>().is_ok(),
+            "{expanded}"
+        );
+    }
+    let output = after("--output").to_ascii_lowercase();
+    assert!(
+        !output.ends_with(".parquet") && !output.ends_with(".csv"),
+        "{JOB}: a sharded --output must be a directory"
+    );
+    let rules = as_array(&spec["podFailurePolicy"]["rules"], "podFailurePolicy.rules");
+    let codes: BTreeSet<i64> = rules
+        .iter()
+        .filter(|r| r["action"] == "FailIndex")
+        .flat_map(|r| as_array(&r["onExitCodes"]["values"], "onExitCodes.values").to_vec())
+        .filter_map(|v| v.as_i64())
+        .collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from([2, 3]),
+        "{JOB}: usage and data errors fail the index"
+    );
+    assert!(
+        spec["backoffLimitPerIndex"].as_u64().is_some(),
+        "{JOB}: retries per index"
+    );
+}

@@ -1,13 +1,15 @@
 //! Two `spin up` edges (the real Spin CLI) on one Redis key-value store, as a platform team
 //! runs them (`--runtime-config-file` with `[key_value_store.default] type = "redis"`), one
 //! store and a throwaway PostgreSQL: the registry model one edge pulled is what the other
-//! starts on, and with the store down both keep answering, their outboxes in Redis; once the
-//! store is back every answered prediction is one row.
+//! starts on, and with the store stopped under load (two clients per edge, as fast as the
+//! edges answer) both keep answering, their outboxes in Redis; once the store is back every
+//! answered prediction is one row.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{STORE_TOKEN as TOKEN, StoreService};
@@ -85,6 +87,49 @@ fn outbox(redis: &TempRedis) -> usize {
         .count()
 }
 
+/// Clients sending predictions as fast as the edges answer until stopped, counting per edge
+/// the answers that were 200 with the expected model and those that were not.
+#[derive(Default, Clone)]
+struct Load {
+    stop: std::sync::Arc<AtomicBool>,
+    ok: std::sync::Arc<[AtomicU64; 2]>,
+    failed: std::sync::Arc<[AtomicU64; 2]>,
+}
+
+impl Load {
+    fn client(&self, url: String, edge: usize, version: String) -> std::thread::JoinHandle<()> {
+        let load = self.clone();
+        std::thread::spawn(move || {
+            let agent = common::agent();
+            let mut i = 1_000_000 * (edge as u64 + 1);
+            while !load.stop.load(Ordering::Relaxed) {
+                i += 1;
+                let (status, v) = predict(&agent, &url, i);
+                let counter = if status == 200 && v == version {
+                    &load.ok
+                } else {
+                    &load.failed
+                };
+                counter[edge].fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Per edge: (answered 200 with the expected model, anything else).
+    fn counts(&self) -> [(u64, u64); 2] {
+        [0, 1].map(|e| {
+            (
+                self.ok[e].load(Ordering::Relaxed),
+                self.failed[e].load(Ordering::Relaxed),
+            )
+        })
+    }
+}
+
 fn health(url: &str) -> Value {
     common::agent()
         .get(&format!("{url}/api/health"))
@@ -150,8 +195,17 @@ fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_
         assert!(keys.contains(&key), "{key} not in Redis: {keys:?}");
     }
 
-    // The store goes down; edge 2 starts on the same Redis and serves B at once.
+    // Load on edge 1 (two clients, as fast as it answers) while the store is still up...
+    let load = Load::default();
+    let mut clients = vec![
+        load.client(first.url(), 0, vb.clone()),
+        load.client(first.url(), 0, vb.clone()),
+    ];
+    std::thread::sleep(Duration::from_secs(2));
+    // ...then the store goes down under that load; edge 2 starts on the same Redis, serves B at
+    // once and takes load too.
     drop(store.take());
+    let down = Instant::now();
     let second = edge(&store_url, &rc);
     let h = health(&second.url());
     assert_eq!(
@@ -159,26 +213,25 @@ fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_
         (Some(vb.as_str()), Some("registry")),
         "{h}"
     );
-    // Both edges keep answering; what they would forward waits in Redis.
-    for n in 0..300 {
-        let url = if n % 2 == 0 {
-            first.url()
-        } else {
-            second.url()
-        };
-        i += 1;
-        let (status, version) = predict(&agent, &url, i);
-        assert_eq!((status, version.as_str()), (200, vb.as_str()));
-        answered += 1;
-    }
-    let waiting = common::wait_for_count(1, Duration::from_secs(10), || outbox(&redis) as u64);
+    clients.push(load.client(second.url(), 1, vb.clone()));
+    clients.push(load.client(second.url(), 1, vb.clone()));
+    std::thread::sleep(Duration::from_secs(5));
+    let waiting = outbox(&redis);
     assert!(
         waiting >= 1,
         "no outbox entries in Redis while the store is down"
     );
-
-    // The store back on its address: every answered prediction becomes exactly one row.
+    // The store back on its address, the load still running, for a few more seconds.
     let _store = StoreService::start_at(&pg.url(), store_addr);
+    let outage = down.elapsed();
+    std::thread::sleep(Duration::from_secs(4));
+    load.stop();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let [(ok1, failed1), (ok2, failed2)] = load.counts();
+    answered += ok1 + ok2;
+
     // Outbox entries are re-sent by later flushes; keep a trickle of traffic on both edges.
     let deadline = Instant::now() + Duration::from_secs(60);
     let rows = loop {
@@ -198,10 +251,18 @@ fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_
     let distinct = common::count(&pg, "select count(distinct id) from transactions");
     let left = outbox(&redis);
     common::report(format!(
-        "spin redis: 2 edges on one Redis, store down for 300 of {answered} predictions: \
-         {rows} rows, {distinct} distinct ids, {left} outbox entries left; edge 2 started on {vb} \
-         from Redis"
+        "spin redis: 2 edges on one Redis under load (2 clients each), store down {:.1} s: \
+         edge 1 answered {ok1} (failed {failed1}), edge 2 {ok2} (failed {failed2}) under load, \
+         {answered} predictions in all, {waiting} outbox entries 5 s into the outage; {rows} rows, \
+         {distinct} distinct ids, {left} outbox entries left; edge 2 started on {vb} from Redis",
+        outage.as_secs_f64()
     ));
+    assert_eq!(
+        (failed1, failed2),
+        (0, 0),
+        "answers other than 200 with {vb}"
+    );
+    assert!(ok1 > 0 && ok2 > 0, "no load reached an edge");
     assert_eq!((rows, distinct, left), (answered, answered, 0));
     first.shutdown().unwrap();
     second.shutdown().unwrap();

@@ -49,17 +49,27 @@ impl Table {
 
 /// Reads `features` from a Parquet or CSV file as `f64`, refusing nulls and non-finite values.
 pub fn read_features(path: &Path, features: &[String]) -> Result<Table> {
-    // The one reader per format that every input goes through (`source::scan_file`: the same
-    // type inference for `score` as for `fit`).
     let format = match Format::from_path(path)? {
         Format::Parquet => crate::source::InputFormat::Parquet,
         Format::Csv => crate::source::InputFormat::Csv,
     };
-    let frame = crate::source::scan_file(&crate::source::InputFile {
-        local: path.to_path_buf(),
-        origin: path.display().to_string(),
-        format,
-    })?;
+    read_input_features(
+        &crate::source::InputFile {
+            local: path.to_path_buf(),
+            origin: path.display().to_string(),
+            format,
+        },
+        features,
+    )
+}
+
+/// [`read_features`] of a resolved input (any format, local or downloaded; errors name its
+/// origin).
+pub fn read_input_features(input: &crate::source::InputFile, features: &[String]) -> Result<Table> {
+    // The one reader per format that every input goes through (`source::scan_file`: the same
+    // type inference for `score` as for `fit`).
+    let path = Path::new(&input.origin);
+    let frame = crate::source::scan_file(input)?;
     let schema = frame
         .clone()
         .collect_schema()

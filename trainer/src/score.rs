@@ -248,6 +248,97 @@ pub fn score_file(
     output: &Path,
     explain: bool,
 ) -> Result<Scores> {
+    let format = match Format::from_path(input)? {
+        Format::Parquet => crate::source::InputFormat::Parquet,
+        Format::Csv => crate::source::InputFormat::Csv,
+    };
+    let input = crate::source::InputFile {
+        local: input.to_path_buf(),
+        origin: input.display().to_string(),
+        format,
+    };
+    score_input(model, &input, columns, output, explain)
+}
+
+/// One shard of a batch-scoring job over many files: shard `index` of `count` (0-based, as a
+/// Kubernetes Indexed Job's `JOB_COMPLETION_INDEX`) takes the files whose position in the
+/// sorted input list is `index` modulo `count`. Every shard resolves the same list, so the
+/// shards split the files without talking to each other, and a failed index can be rerun alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    index: usize,
+    count: usize,
+}
+
+/// A `--shard` that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    /// Not `INDEX/COUNT`.
+    #[error("a shard is INDEX/COUNT with a 0-based INDEX, e.g. 0/4 (got {0:?})")]
+    Syntax(String),
+    /// `COUNT` is 0 or `INDEX` is not below it.
+    #[error("shard index {index} is not below the shard count {count} (indexes are 0-based)")]
+    OutOfRange {
+        /// The index given.
+        index: usize,
+        /// The count given.
+        count: usize,
+    },
+}
+
+impl Shard {
+    /// The whole job as one shard.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Shard `index` of `count`.
+    pub fn new(index: usize, count: usize) -> Result<Self, ShardError> {
+        if index >= count {
+            return Err(ShardError::OutOfRange { index, count });
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether the file at `position` of the sorted input list is this shard's.
+    pub fn owns(&self, position: usize) -> bool {
+        position % self.count == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = ShardError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let syntax = || ShardError::Syntax(s.to_owned());
+        let (index, count) = s.split_once('/').ok_or_else(syntax)?;
+        let index = index.trim().parse().map_err(|_| syntax())?;
+        let count = count.trim().parse().map_err(|_| syntax())?;
+        Shard::new(index, count)
+    }
+}
+
+/// The name a file's scores get in a scoring directory: `<input file stem>.scores.<ext>`.
+/// Every shard names a file the same way, so the union of the shards' directories is the
+/// unsharded job's directory.
+pub fn output_name(input: &crate::source::InputFile, ext: &str) -> String {
+    let name = input.origin.rsplit('/').next().unwrap_or(&input.origin);
+    let stem = name.split_once('.').map_or(name, |(stem, _)| stem);
+    format!("{stem}.scores.{ext}")
+}
+
+/// [`score_file`] of a resolved input (any input format, local or downloaded).
+pub fn score_input(
+    model: &Model,
+    input: &crate::source::InputFile,
+    columns: &[String],
+    output: &Path,
+    explain: bool,
+) -> Result<Scores> {
     anyhow::ensure!(
         columns.len() == model.features().len(),
         "{} feature columns given but the model has {} features ({})",
@@ -263,10 +354,10 @@ pub fn score_file(
         std::time::Instant::now()
     };
     let t = std::time::Instant::now();
-    let table = data::read_features(input, columns)?;
+    let table = data::read_input_features(input, columns)?;
     let t = lap("read", t);
-    let scores = score_table(model, &table, explain)
-        .with_context(|| format!("scoring {}", input.display()))?;
+    let scores =
+        score_table(model, &table, explain).with_context(|| format!("scoring {}", input.origin))?;
     let t = lap("score", t);
     let mut frame = scores.to_frame()?;
     write_exact(output, &mut frame)?;
@@ -309,6 +400,39 @@ fn write_exact(path: &Path, frame: &mut DataFrame) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_split_positions_and_refuse_bad_specs() {
+        let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        for position in 0..10 {
+            let owners = shards.iter().filter(|s| s.owns(position)).count();
+            assert_eq!(owners, 1, "position {position}");
+        }
+        assert!(Shard::ALL.owns(7));
+        assert_eq!(" 2 / 5".parse::<Shard>().unwrap().to_string(), "2/5");
+        for bad in ["", "3", "a/b", "1/", "-1/3", "1.5/3"] {
+            assert!(
+                matches!(bad.parse::<Shard>(), Err(ShardError::Syntax(_))),
+                "{bad}"
+            );
+        }
+        for (bad, index, count) in [("3/3", 3, 3), ("0/0", 0, 0)] {
+            assert_eq!(
+                bad.parse::<Shard>(),
+                Err(ShardError::OutOfRange { index, count })
+            );
+        }
+        let file = |origin: &str| crate::source::InputFile {
+            local: origin.into(),
+            origin: origin.into(),
+            format: crate::source::InputFormat::Csv,
+        };
+        assert_eq!(
+            output_name(&file("s3://b/exports/2026-11-01.csv"), "parquet"),
+            "2026-11-01.scores.parquet"
+        );
+        assert_eq!(output_name(&file("day.ndjson.gz"), "csv"), "day.scores.csv");
+    }
     use crate::forest::{Contamination, IsolationForestParams, MaxFeatures, MaxSamples};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;

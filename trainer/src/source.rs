@@ -181,15 +181,32 @@ pub fn resolve(
     forced: Option<InputFormat>,
     opts: &StoreOptions,
 ) -> Result<Inputs> {
+    resolve_only(inputs, forced, opts, |_| true)
+}
+
+/// [`resolve`], but fetches (downloads, copies out of Postgres) only the files whose position
+/// in the list `fetch` accepts; the others are listed with an empty `local` path. One shard of
+/// a batch job lists everything, so that all shards agree on positions, and fetches its own.
+pub fn resolve_only(
+    inputs: &[String],
+    forced: Option<InputFormat>,
+    opts: &StoreOptions,
+    fetch: impl Fn(usize) -> bool,
+) -> Result<Inputs> {
     anyhow::ensure!(!inputs.is_empty(), "no --input given");
     let mut files = Vec::new();
     let mut downloads: Option<tempfile::TempDir> = None;
     let mut rt: Option<tokio::runtime::Runtime> = None;
     for input in inputs {
         if crate::pg::is_postgres(input) {
-            let dir = download_dir(&mut downloads)?;
-            let local = dir.join(format!("{:05}-postgres.csv", files.len()));
-            crate::pg::copy_to_csv(input, &opts.postgres, &local)?;
+            let local = if fetch(files.len()) {
+                let dir = download_dir(&mut downloads)?;
+                let local = dir.join(format!("{:05}-postgres.csv", files.len()));
+                crate::pg::copy_to_csv(input, &opts.postgres, &local)?;
+                local
+            } else {
+                PathBuf::new()
+            };
             files.push(InputFile {
                 local,
                 origin: crate::pg::redact(input),
@@ -265,16 +282,21 @@ pub fn resolve(
         for key in keys {
             let name = key.as_ref().to_string();
             let format = format_of(&name, forced)?;
-            let local = dir.join(format!(
-                "{:05}-{}",
-                files.len(),
-                key.filename().unwrap_or("object")
-            ));
-            let bytes = rt
-                .block_on(async { store.get(&key).await?.bytes().await })
-                .with_context(|| format!("downloading {name} from {input}"))?;
-            std::fs::write(&local, &bytes)
-                .with_context(|| format!("saving {name} to {}", local.display()))?;
+            let local = if fetch(files.len()) {
+                let local = dir.join(format!(
+                    "{:05}-{}",
+                    files.len(),
+                    key.filename().unwrap_or("object")
+                ));
+                let bytes = rt
+                    .block_on(async { store.get(&key).await?.bytes().await })
+                    .with_context(|| format!("downloading {name} from {input}"))?;
+                std::fs::write(&local, &bytes)
+                    .with_context(|| format!("saving {name} to {}", local.display()))?;
+                local
+            } else {
+                PathBuf::new()
+            };
             files.push(InputFile {
                 local,
                 origin: format!(

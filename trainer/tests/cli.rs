@@ -292,3 +292,141 @@ fn score_explain_writes_attributions_that_add_up() {
     let header = std::fs::read_to_string(&plain).unwrap();
     assert!(!header.lines().next().unwrap().contains("phi_"));
 }
+
+/// `score --shard i/n` over several files: every file is scored by exactly one shard, and the
+/// shards' outputs together are the unsharded output, byte for byte (so row for row).
+#[test]
+fn sharded_scoring_unions_to_the_unsharded_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let inputs = d.join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    // Five daily exports of different sizes, Parquet and CSV mixed.
+    for (day, rows) in [(1, 400), (2, 250), (3, 600), (4, 90), (5, 333)] {
+        let ext = if day % 2 == 0 { "csv" } else { "parquet" };
+        let file = inputs.join(format!("2026-11-0{day}.{ext}"));
+        ok(&[
+            "synth",
+            "--output",
+            p(&file),
+            "--rows",
+            &rows.to_string(),
+            "--seed",
+            &day.to_string(),
+        ]);
+    }
+    let model = "../data/model.sfm";
+    let glob = format!("{}/*", inputs.display());
+    let all = d.join("all");
+    let sharded = d.join("sharded");
+    // `score` over all inputs into `output`, with `--shard` when given.
+    let score = |output: &Path, shard: Option<&str>| {
+        let mut args = vec![
+            "score",
+            "--model",
+            model,
+            "--input",
+            &glob,
+            "--output",
+            p(output),
+        ];
+        args.extend(shard.iter().flat_map(|s| ["--shard", s]));
+        trainer(&args)
+    };
+    let out = score(&all, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        summary.contains("shard 0/1: 5 of 5 input files") && summary.contains("1673 rows"),
+        "{summary}"
+    );
+    let mut per_shard = Vec::new();
+    for i in 0..3 {
+        let out = score(&sharded, Some(&format!("{i}/3")));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        per_shard.push(String::from_utf8(out.stdout).unwrap());
+    }
+    assert!(
+        per_shard[0].contains("shard 0/3: 2 of 5"),
+        "{}",
+        per_shard[0]
+    );
+    assert!(
+        per_shard[2].contains("shard 2/3: 1 of 5"),
+        "{}",
+        per_shard[2]
+    );
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let names = listing(&all);
+    assert_eq!(
+        names,
+        (1..=5)
+            .map(|day| format!("2026-11-0{day}.scores.parquet"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(listing(&sharded), names);
+    let score_columns: Vec<String> = trainer::score::COLUMNS
+        .iter()
+        .filter(|c| **c != "is_anomaly")
+        .map(ToString::to_string)
+        .collect();
+    for name in &names {
+        let (a, b) = (all.join(name), sharded.join(name));
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "{name}"
+        );
+        // And the files hold the scores of their own input, row for row.
+        let scores = trainer::data::read_features(&a, &score_columns).unwrap();
+        let stem = name.trim_end_matches(".scores.parquet");
+        let input = std::fs::read_dir(&inputs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|path| path.file_stem().unwrap().to_str() == Some(stem))
+            .unwrap();
+        let m = model_format::Model::from_bytes(&std::fs::read(model).unwrap()).unwrap();
+        let table = trainer::data::read_features(&input, m.features()).unwrap();
+        assert_eq!(scores.rows(), table.rows(), "{name}");
+        for i in [0, table.rows() / 2, table.rows() - 1] {
+            let want = m.score(&table.row(i)).unwrap();
+            assert_eq!(
+                scores.row(i)[0].to_bits(),
+                want.score_samples.to_bits(),
+                "{name} row {i}"
+            );
+        }
+    }
+
+    // Shard specs that cannot work, and a file output with several inputs, are usage errors.
+    for bad in ["3/3", "0/0", "1", "a/b"] {
+        let out = score(&sharded, Some(bad));
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("shard"),
+            "{bad}"
+        );
+    }
+    let out = score(&d.join("one.parquet"), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("give --output a directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -121,6 +121,16 @@ impl TestStore {
     }
 }
 
+/// The ids of a listing page, in order.
+pub fn listed_ids(page: &Value) -> Vec<String> {
+    page["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 pub fn event_id(n: u128) -> Uuid {
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | n)
 }
