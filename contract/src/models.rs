@@ -150,6 +150,15 @@ pub fn checksum_text(crc: u32) -> String {
     format!("crc32:{crc:08x}")
 }
 
+/// The CRC-32 a [`checksum_text`] names; `None` for anything else.
+pub fn parse_checksum_text(text: &str) -> Option<u32> {
+    let hex = text.strip_prefix("crc32:")?;
+    if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(hex, 16).ok()
+}
+
 /// Why a model file may not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -330,4 +339,27 @@ pub fn population_stability_index(counts: &[i64]) -> Option<f64> {
             })
             .sum(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_text_round_trips_and_nothing_else_parses() {
+        for crc in [0, 1, 0x3a9f_00c2, u32::MAX] {
+            assert_eq!(parse_checksum_text(&checksum_text(crc)), Some(crc));
+        }
+        for bad in [
+            "",
+            "crc32:",
+            "crc32:3a9f00c",
+            "crc32:3a9f00c2a",
+            "crc32:3a9f00cg",
+            "3a9f00c2",
+            "crc32:+a9f00c2",
+        ] {
+            assert_eq!(parse_checksum_text(bad), None, "{bad}");
+        }
+    }
 }

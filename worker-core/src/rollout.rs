@@ -521,6 +521,17 @@ async fn get_parts<H: Host>(
     if len > contract::limits::MODEL_MAX_BYTES * 16 || parts != len.div_ceil(PART_BYTES) {
         return Err(format!("{prefix}: {parts} parts cannot hold {len} bytes"));
     }
+    // One part (any model file under PART_BYTES): the host's buffer is the value, no copy.
+    if parts == 1 {
+        let key = format!("{prefix}/0");
+        let Some(bytes) = host.kv_get(&key).await? else {
+            return Err(format!("{key} is missing"));
+        };
+        if bytes.len() != len {
+            return Err(format!("{prefix}: {} bytes, expected {len}", bytes.len()));
+        }
+        return Ok(Vec::leak(bytes));
+    }
     let mut bytes = Vec::with_capacity(len);
     for i in 0..parts {
         let key = format!("{prefix}/{i}");
@@ -555,16 +566,25 @@ async fn load<H: Host>(
     )
     .await?;
     let hashed = stored.file_xxh3 != 0 && (!with_tables || stored.tables_xxh3 != 0);
-    let id = ModelId::of(file).map_err(|e| format!("{v} in the key-value store: {e}"))?;
-    let trust = if hashed {
+    let (id, trust) = if hashed {
         if xxh3_64(file) != stored.file_xxh3 {
             return Err(format!(
                 "{v} in the key-value store: the file's content hash does not match (corrupt)"
             ));
         }
-        FileTrust::DecodedBefore(id.checksum)
+        // The storing instance computed the CRC-32 when it verified these very bytes: not
+        // hashed again (decoding still compares it with the file's header).
+        let checksum =
+            contract::models::parse_checksum_text(&stored.checksum).ok_or_else(|| {
+                format!(
+                    "{v} in the key-value store: {:?} is not a checksum",
+                    stored.checksum
+                )
+            })?;
+        (ModelId { checksum }, FileTrust::DecodedBefore(checksum))
     } else {
-        FileTrust::Untrusted
+        let id = ModelId::of(file).map_err(|e| format!("{v} in the key-value store: {e}"))?;
+        (id, FileTrust::Untrusted)
     };
     let mut model = Model::from_static_bytes(file, trust)
         .map_err(|e| format!("{v} in the key-value store: {e}"))?;
