@@ -172,6 +172,21 @@ fn secret_templates(docs: &[Value], rel: &str) -> BTreeMap<String, BTreeSet<Stri
 
 /// Kubernetes reads YAML 1.1, where a bare `on`, `off`, `yes` or `15` is no string (and this
 /// test's YAML 1.2 parser would read `on` as one): every `value:` in the manifests is quoted.
+/// Every Secret key the documents of `rel` reference has a Secret template defining it.
+fn assert_secret_refs_templated(docs: &[Value], rel: &str) {
+    let mut refs = BTreeSet::new();
+    for doc in docs {
+        secret_refs(doc, &mut refs);
+    }
+    let templates = secret_templates(docs, rel);
+    for (secret, key) in &refs {
+        let Some(keys) = templates.get(secret) else {
+            panic!("{rel}: no Secret template {secret}");
+        };
+        assert!(keys.contains(key), "{rel}: {secret} lacks {key}");
+    }
+}
+
 fn assert_values_quoted(rel: &str) {
     for (i, line) in read(rel).lines().enumerate() {
         let line = line.trim_start();
@@ -241,17 +256,7 @@ fn spinapp_binds_exactly_spin_toml_variables_with_secrets_from_secrets() {
     let api_keys = bound["api_keys"];
     assert!(api_keys.pointer("/valueFrom/secretKeyRef").is_some());
 
-    let mut refs = BTreeSet::new();
-    for doc in &docs {
-        secret_refs(doc, &mut refs);
-    }
-    let templates = secret_templates(&docs, SPINAPP);
-    for (secret, key) in &refs {
-        let Some(keys) = templates.get(secret) else {
-            panic!("{SPINAPP}: no Secret template {secret}");
-        };
-        assert!(keys.contains(key), "{SPINAPP}: {secret} lacks {key}");
-    }
+    assert_secret_refs_templated(&docs, SPINAPP);
     assert_values_quoted(SPINAPP);
 }
 
@@ -346,17 +351,7 @@ fn store_deployment_probes_ports_and_secrets() {
         assert!(from_secret, "{STORE}: {name} not from a Secret");
     }
 
-    let mut refs = BTreeSet::new();
-    for doc in &docs {
-        secret_refs(doc, &mut refs);
-    }
-    let templates = secret_templates(&docs, STORE);
-    for (secret, key) in &refs {
-        let Some(keys) = templates.get(secret) else {
-            panic!("{STORE}: no Secret template {secret}");
-        };
-        assert!(keys.contains(key), "{STORE}: {secret} lacks {key}");
-    }
+    assert_secret_refs_templated(&docs, STORE);
     assert_values_quoted(STORE);
 }
 

@@ -49,18 +49,20 @@ impl Table {
 
 /// Reads `features` from a Parquet or CSV file as `f64`, refusing nulls and non-finite values.
 pub fn read_features(path: &Path, features: &[String]) -> Result<Table> {
+    read_input_features(&local_input(path)?, features)
+}
+
+/// A local .parquet or .csv file as a resolved input (its format from the extension).
+pub fn local_input(path: &Path) -> Result<crate::source::InputFile> {
     let format = match Format::from_path(path)? {
         Format::Parquet => crate::source::InputFormat::Parquet,
         Format::Csv => crate::source::InputFormat::Csv,
     };
-    read_input_features(
-        &crate::source::InputFile {
-            local: path.to_path_buf(),
-            origin: path.display().to_string(),
-            format,
-        },
-        features,
-    )
+    Ok(crate::source::InputFile {
+        local: path.to_path_buf(),
+        origin: path.display().to_string(),
+        format,
+    })
 }
 
 /// [`read_features`] of a resolved input (any format, local or downloaded; errors name its

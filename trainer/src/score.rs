@@ -248,16 +248,7 @@ pub fn score_file(
     output: &Path,
     explain: bool,
 ) -> Result<Scores> {
-    let format = match Format::from_path(input)? {
-        Format::Parquet => crate::source::InputFormat::Parquet,
-        Format::Csv => crate::source::InputFormat::Csv,
-    };
-    let input = crate::source::InputFile {
-        local: input.to_path_buf(),
-        origin: input.display().to_string(),
-        format,
-    };
-    score_input(model, &input, columns, output, explain)
+    score_input(model, &data::local_input(input)?, columns, output, explain)
 }
 
 /// One shard of a batch-scoring job over many files: shard `index` of `count` (0-based, as a
