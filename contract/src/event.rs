@@ -108,7 +108,19 @@ pub struct ScoredTransaction {
     /// The shadow model's score of the same transaction, when the edge had one set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowScore>,
+    /// The edge's decision after its rules: `block`, `review` or `allow` (absent from edges
+    /// that predate rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// Every rule that matched, in the policy's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules_matched: Vec<String>,
 }
+
+/// Decisions an event may carry.
+pub const DECISIONS: [&str; 3] = ["block", "review", "allow"];
+/// Most rule names one event may carry (the rules crate allows 256 rules).
+pub const MAX_RULES_MATCHED: usize = 256;
 
 /// A shadow model's verdict on a transaction (never shown to the caller).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +155,8 @@ pub struct Feedback {
 }
 
 /// Everything the edge sends the store.
+// Scored transactions are nearly every event; boxing them would add an allocation to each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
@@ -235,6 +249,20 @@ impl Event {
                 if let Some(shadow) = &s.shadow {
                     name("shadow.model_version", &shadow.model_version)?;
                     finite("shadow.anomaly_score", shadow.anomaly_score)?;
+                }
+                if let Some(d) = &s.decision
+                    && !DECISIONS.contains(&d.as_str())
+                {
+                    return Err(FieldError::new(
+                        "decision",
+                        "must be block, review or allow",
+                    ));
+                }
+                if s.rules_matched.len() > MAX_RULES_MATCHED {
+                    return Err(FieldError::new("rules_matched", "too many rules"));
+                }
+                for r in &s.rules_matched {
+                    name("rules_matched", r)?;
                 }
                 for (field, x) in [
                     ("anomaly_score", s.anomaly_score),
@@ -524,6 +552,8 @@ mod tests {
                 anomaly_score: -0.123_456_789_012_345_67,
                 is_anomaly: true,
             }),
+            decision: Some("block".into()),
+            rules_matched: vec!["card_testing".into(), "blocked_card".into()],
         })
     }
 

@@ -58,6 +58,10 @@ pub use event::{
 
 use model_format::normalize::Value as PayloadValue;
 
+/// Payload fields that name an entity (a card, a customer...): optional, strings when present.
+/// Velocity features and rules may use them; a non-string value is refused naming the field.
+pub const ENTITY_FIELDS: [&str; 5] = ["card_id", "customer_id", "device_id", "ip", "merchant_id"];
+
 /// A JSON object as model-format's normalizer reads a payload; JSON null counts as absent.
 /// The edge normalizes requests through it, the registry's [`models::verify`] a sample.
 pub struct JsonPayload<'a>(pub &'a serde_json::Map<String, serde_json::Value>);

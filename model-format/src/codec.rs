@@ -38,6 +38,7 @@ const NORMALIZATION: [u8; 4] = *b"NORM";
 const SCALER: [u8; 4] = *b"SCAL";
 const FOREST: [u8; 4] = *b"FRST";
 const SCORE_DISTRIBUTION: [u8; 4] = *b"SDST";
+const VELOCITY: [u8; 4] = *b"VELO";
 
 pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
     let mut sections: Vec<([u8; 4], u32, Vec<u8>)> = Vec::with_capacity(4);
@@ -116,6 +117,18 @@ pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
             .iter()
             .for_each(|q| sdst.extend_from_slice(&q.to_le_bytes()));
         sections.push((SCORE_DISTRIBUTION, 0, sdst));
+    }
+
+    // Required: a reader that cannot compute these features would score without them.
+    if let Some(spec) = model.velocity() {
+        let mut velo = Vec::new();
+        put_str(&mut velo, spec.time_field(), "velocity time field")?;
+        put_u32(&mut velo, spec.features().len() as u32);
+        for (name, definition) in spec.definitions() {
+            put_str(&mut velo, name, "velocity feature name")?;
+            put_str(&mut velo, &definition, "velocity definition")?;
+        }
+        sections.push((VELOCITY, FLAG_REQUIRED, velo));
     }
 
     let mut out = Vec::new();
@@ -355,7 +368,7 @@ fn decode_with<'a>(
     r.pos = HEADER_LEN;
 
     let (mut meta, mut schema, mut norm, mut scaler, mut forest) = (None, None, None, None, None);
-    let mut distribution = None;
+    let (mut distribution, mut velocity) = (None, None);
     for _ in 0..n_sections {
         let (section, payload) = next_section(&mut r)?;
         let tag = section.tag;
@@ -374,6 +387,7 @@ fn decode_with<'a>(
             SCORE_DISTRIBUTION => distribution
                 .replace(read_score_distribution(&mut p)?)
                 .is_some(),
+            VELOCITY => velocity.replace(read_velocity(&mut p)?).is_some(),
             _ if section.required => {
                 return Err(DecodeError::UnknownRequiredSection { tag });
             }
@@ -407,10 +421,28 @@ fn decode_with<'a>(
         Some(norm) => model.with_normalization(norm)?,
         None => model,
     };
-    Ok(match distribution {
+    let model = match distribution {
         Some(q) => model.with_score_distribution(q)?,
         None => model,
+    };
+    Ok(match velocity {
+        Some(spec) => model.with_velocity(spec)?,
+        None => model,
     })
+}
+
+fn read_velocity(p: &mut Reader) -> Result<crate::velocity::VelocitySpec, DecodeError> {
+    let time_field = p.string("velocity time field")?;
+    let n = p.count("velocity features", 8)?;
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        pairs.push((
+            p.string("velocity feature name")?,
+            p.string("velocity definition")?,
+        ));
+    }
+    crate::velocity::VelocitySpec::new(&time_field, &pairs)
+        .map_err(|e| InvalidModel::Velocity(e.to_string()).into())
 }
 
 fn read_score_distribution(p: &mut Reader) -> Result<Vec<f64>, DecodeError> {

@@ -35,6 +35,8 @@ pub enum InvalidModel {
     Normalization(String),
     #[error("training score distribution: {0}")]
     ScoreDistribution(String),
+    #[error("velocity features: {0}")]
+    Velocity(String),
 }
 
 /// What is wrong with one tree's node array.

@@ -34,6 +34,7 @@ mod forest;
 pub mod normalize;
 mod risk;
 mod scaler;
+pub mod velocity;
 
 pub use codec::{FORMAT_VERSION, MAGIC, SectionInfo, section_table};
 pub use error::{DecodeError, EncodeError, ExplainError, InvalidModel, ScoreError};
@@ -55,6 +56,7 @@ pub struct Model {
     metadata: Vec<(String, String)>,
     normalization: Normalization,
     score_distribution: Option<Vec<f64>>,
+    velocity: Option<velocity::VelocitySpec>,
 }
 
 /// Most points a training score distribution may have ([`Model::with_score_distribution`]).
@@ -146,6 +148,7 @@ impl Model {
             metadata,
             normalization,
             score_distribution: None,
+            velocity: None,
         })
     }
 
@@ -185,6 +188,34 @@ impl Model {
         }
         self.score_distribution = Some(quantiles);
         Ok(self)
+    }
+
+    /// The same model computing some of its features from per-entity history (section `VELO`,
+    /// [`velocity`]). Each velocity feature must be a schema feature whose normalization rule
+    /// reads the field of its own name, which [`velocity::Overlay`] supplies.
+    pub fn with_velocity(mut self, spec: velocity::VelocitySpec) -> Result<Self, InvalidModel> {
+        for f in spec.features() {
+            let Some(i) = self.features.iter().position(|n| *n == f.name) else {
+                return Err(InvalidModel::Velocity(format!(
+                    "{:?} is not a feature of the model",
+                    f.name
+                )));
+            };
+            let rule = &self.normalization.rules[i];
+            if rule.sources != [normalize::Source::Field(f.name.clone())] {
+                return Err(InvalidModel::Velocity(format!(
+                    "feature {:?} must be read from the field of its own name",
+                    f.name
+                )));
+            }
+        }
+        self.velocity = Some(spec);
+        Ok(self)
+    }
+
+    /// The velocity features, when the model has any.
+    pub fn velocity(&self) -> Option<&velocity::VelocitySpec> {
+        self.velocity.as_ref()
     }
 
     /// The training score distribution, when the file carries one.

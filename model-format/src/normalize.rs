@@ -48,7 +48,8 @@ pub enum Source {
 }
 
 impl Source {
-    fn field(&self) -> Option<&str> {
+    /// The payload field this source reads (none for a default).
+    pub fn field(&self) -> Option<&str> {
         match self {
             Source::Field(f)
             | Source::TimestampHour(f)
@@ -346,6 +347,39 @@ fn timestamp(value: Value<'_>) -> Result<Stamp, Problem> {
 /// Parses `YYYY-MM-DD[(T| )HH:MM[:SS[.fff…]]][Z|±HH[:MM]]`, the forms Python's
 /// `datetime.fromisoformat` read for the legacy service. Date and hour are taken as written.
 pub fn parse_timestamp(s: &str) -> Option<Stamp> {
+    let p = parse_parts(s)?;
+    let weekday = (days_from_civil(i64::from(p.year), p.month, p.day) + 3).rem_euclid(7) as u8;
+    Some(Stamp {
+        hour: p.hour as u8,
+        weekday,
+    })
+}
+
+/// The instant a timestamp of [`parse_timestamp`]'s forms denotes, in milliseconds since the
+/// Unix epoch: its offset applied (none = UTC), fractions below a millisecond dropped (towards
+/// the earlier millisecond). Velocity windows ([`crate::velocity`]) are computed on it.
+pub fn timestamp_millis(s: &str) -> Option<i64> {
+    let p = parse_parts(s)?;
+    let days = days_from_civil(i64::from(p.year), p.month, p.day);
+    let local =
+        ((days * 24 + i64::from(p.hour)) * 60 + i64::from(p.minute)) * 60 + i64::from(p.second);
+    Some((local - i64::from(p.offset_minutes) * 60) * 1000 + i64::from(p.millis))
+}
+
+/// Every part of a timestamp, as written.
+struct Parts {
+    year: u32,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    millis: u32,
+    /// East of UTC.
+    offset_minutes: i32,
+}
+
+fn parse_parts(s: &str) -> Option<Parts> {
     let b = s.trim().as_bytes();
     let digits = |from: usize, n: usize| -> Option<u32> {
         let part = b.get(from..from + n)?;
@@ -360,20 +394,30 @@ pub fn parse_timestamp(s: &str) -> Option<Stamp> {
     if day == 0 || day > days_in_month(year, month) {
         return None;
     }
-    let mut hour = 0;
+    let mut p = Parts {
+        year,
+        month,
+        day,
+        hour: 0,
+        minute: 0,
+        second: 0,
+        millis: 0,
+        offset_minutes: 0,
+    };
     let mut pos = 10;
     if pos < b.len() {
         if !matches!(b[pos], b'T' | b't' | b' ') {
             return None;
         }
-        hour = digits(pos + 1, 2)?;
-        let minute = digits(pos + 4, 2)?;
-        if b.get(pos + 3) != Some(&b':') || hour > 23 || minute > 59 {
+        p.hour = digits(pos + 1, 2)?;
+        p.minute = digits(pos + 4, 2)?;
+        if b.get(pos + 3) != Some(&b':') || p.hour > 23 || p.minute > 59 {
             return None;
         }
         pos += 6;
         if b.get(pos) == Some(&b':') {
-            if digits(pos + 1, 2)? > 59 {
+            p.second = digits(pos + 1, 2)?;
+            if p.second > 59 {
                 return None;
             }
             pos += 3;
@@ -385,32 +429,36 @@ pub fn parse_timestamp(s: &str) -> Option<Stamp> {
                 if frac == 0 {
                     return None;
                 }
+                // Milliseconds: the first three digits, padded ("5" = 500 ms).
+                p.millis = b[pos + 1..pos + 1 + frac.min(3)]
+                    .iter()
+                    .chain(std::iter::repeat(&b'0'))
+                    .take(3)
+                    .fold(0, |acc, &c| acc * 10 + u32::from(c - b'0'));
                 pos += 1 + frac;
             }
         }
         match b.get(pos) {
             None => {}
             Some(b'Z' | b'z') if pos + 1 == b.len() => {}
-            Some(b'+' | b'-') => {
+            Some(&sign @ (b'+' | b'-')) => {
                 let rest = &b[pos + 1..];
-                let ok = match rest.len() {
-                    2 => digits(pos + 1, 2)? <= 23,
-                    4 => digits(pos + 1, 2)? <= 23 && digits(pos + 3, 2)? <= 59,
-                    5 => rest[2] == b':' && digits(pos + 1, 2)? <= 23 && digits(pos + 4, 2)? <= 59,
-                    _ => false,
+                let (h, m) = match rest.len() {
+                    2 => (digits(pos + 1, 2)?, 0),
+                    4 => (digits(pos + 1, 2)?, digits(pos + 3, 2)?),
+                    5 if rest[2] == b':' => (digits(pos + 1, 2)?, digits(pos + 4, 2)?),
+                    _ => return None,
                 };
-                if !ok {
+                if h > 23 || m > 59 {
                     return None;
                 }
+                let minutes = (h * 60 + m) as i32;
+                p.offset_minutes = if sign == b'-' { -minutes } else { minutes };
             }
             _ => return None,
         }
     }
-    let weekday = (days_from_civil(i64::from(year), month, day) + 3).rem_euclid(7) as u8;
-    Some(Stamp {
-        hour: hour as u8,
-        weekday,
-    })
+    Some(p)
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {

@@ -1,6 +1,7 @@
 //! The SecureFlow Edge trainer as a library: what the `trainer` binary runs, also callable from
 //! tests so they exercise exactly the code operators do.
 
+pub mod backtest;
 pub mod data;
 pub mod evaluate;
 pub mod forest;
@@ -13,6 +14,7 @@ pub mod sklearn;
 pub mod source;
 pub mod spec;
 pub mod synth;
+pub mod velocity;
 
 use anyhow::{Context, Result};
 use forest::{Contamination, IsolationForestParams};
@@ -50,6 +52,16 @@ fn internal(e: impl std::fmt::Display) -> FitError {
 ///
 /// Deterministic: the same table and parameters give the same model, hence the same bytes.
 pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model, FitError> {
+    fit_with_velocity(table, params, None)
+}
+
+/// [`fit`] for a table whose last columns are `velocity`'s features: the model then carries
+/// their definitions (section `VELO`) and reads them from the edge's computed values.
+pub fn fit_with_velocity(
+    table: &data::Table,
+    params: &IsolationForestParams,
+    velocity: Option<&model_format::velocity::VelocitySpec>,
+) -> Result<Model, FitError> {
     let mut timer = Timings::from_env();
     let n_rows = table.rows();
     let valid = params.check(n_rows, table.columns.len())?;
@@ -142,10 +154,14 @@ pub fn fit(table: &data::Table, params: &IsolationForestParams) -> Result<Model,
     timer.lap("quantiles");
     drop(scaled);
     let model = Model::new(table.names.clone(), scaler, forest, metadata).map_err(internal)?;
-    model
-        .with_normalization(payload_rules(&table.names))
+    let model = model
+        .with_normalization(payload_rules(&table.names, velocity))
         .and_then(|m| m.with_score_distribution(distribution))
-        .map_err(internal)
+        .map_err(internal)?;
+    match velocity {
+        Some(v) => model.with_velocity(v.clone()).map_err(internal),
+        None => Ok(model),
+    }
 }
 
 /// Points of the training score distribution a fitted model carries: the deciles, minimum and
@@ -168,11 +184,24 @@ impl Timings {
     }
 }
 
-/// The legacy API's payload shapes when the features are the legacy five; otherwise each
-/// feature is read from the payload field of the same name.
-pub fn payload_rules(features: &[String]) -> Normalization {
-    if features.iter().map(String::as_str).eq(LEGACY_FEATURES) {
-        Normalization::legacy()
+/// The legacy API's payload shapes when the features are the legacy five (followed by any
+/// velocity features); otherwise each feature is read from the payload field of the same name.
+/// Velocity features are always read by name: the edge lays its computed values over the
+/// payload under those names.
+pub fn payload_rules(
+    features: &[String],
+    velocity: Option<&model_format::velocity::VelocitySpec>,
+) -> Normalization {
+    let n_velocity = velocity.map_or(0, |v| v.features().len());
+    let base = &features[..features.len().saturating_sub(n_velocity)];
+    if base.iter().map(String::as_str).eq(LEGACY_FEATURES) {
+        let mut rules = Normalization::legacy();
+        rules.rules.extend(
+            features[base.len()..]
+                .iter()
+                .map(|f| model_format::normalize::FeatureRule::numeric(f)),
+        );
+        rules
     } else {
         Normalization::generic(features)
     }

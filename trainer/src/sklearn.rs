@@ -241,7 +241,7 @@ fn convert(e: Export) -> Result<Model, ImportError> {
         metadata.push((format!("sklearn.{k}"), v));
     }
     let forest = Forest::new(trees, max_samples, offset)?;
-    let rules = crate::payload_rules(&features);
+    let rules = crate::payload_rules(&features, None);
     // Same payload rules as a model fitted by the trainer on these features.
     Ok(Model::new(features, scaler, forest, metadata)?.with_normalization(rules)?)
 }

@@ -9,6 +9,11 @@
 //! label_positive = "yes"          # default: 1 / true / yes / anomaly / fraud
 //! ignore = ["id", "scored_at"]
 //! derive = "auto"                 # auto | legacy | none
+//! time_field = "timestamp"        # velocity features: the transaction time column
+//!
+//! [[velocity]]                    # per-entity history features (model-format's velocity)
+//! name = "card_count_10m"
+//! definition = "count by card_id over 10m"
 //! ```
 //!
 //! Automatic selection: the legacy five when all are columns; else, when `amount` is present with
@@ -20,6 +25,7 @@
 
 use anyhow::{Context, Result, bail};
 use model_format::normalize::{LEGACY_FEATURES, Normalization, Payload, Value};
+use model_format::velocity::VelocitySpec;
 use polars::prelude::{DataType, LazyFrame, Schema, col};
 use serde::Deserialize;
 use std::path::Path;
@@ -50,6 +56,69 @@ pub struct FeatureSpec {
     pub ignore: Vec<String>,
     #[serde(default)]
     pub derive: Derive,
+    /// Velocity features, appended to the features in this order.
+    #[serde(default)]
+    pub velocity: Vec<VelocityDecl>,
+    /// The transaction time column velocity windows use (default `timestamp`).
+    pub time_field: Option<String>,
+}
+
+/// One `[[velocity]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VelocityDecl {
+    pub name: String,
+    pub definition: String,
+}
+
+impl FeatureSpec {
+    /// This spec as `model` reads data: the model's own features, its velocity features
+    /// (replacing any the spec had) computed rather than read.
+    pub fn for_model(&self, model: &model_format::Model) -> FeatureSpec {
+        let mut spec = self.clone();
+        let velocity = model.velocity();
+        let computed: Vec<&str> = velocity
+            .map(|v| v.features().iter().map(|f| f.name.as_str()).collect())
+            .unwrap_or_default();
+        spec.features = Some(
+            model
+                .features()
+                .iter()
+                .filter(|f| !computed.contains(&f.as_str()))
+                .cloned()
+                .collect(),
+        );
+        spec.velocity = velocity
+            .map(|v| {
+                v.definitions()
+                    .map(|(name, definition)| VelocityDecl {
+                        name: name.to_string(),
+                        definition,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(v) = velocity {
+            spec.time_field = Some(v.time_field().to_string());
+        }
+        spec
+    }
+
+    /// The velocity spec the entries declare, checked; `None` when there are none.
+    pub fn velocity_spec(&self) -> Result<Option<VelocitySpec>> {
+        if self.velocity.is_empty() {
+            return Ok(None);
+        }
+        let pairs: Vec<(&str, &str)> = self
+            .velocity
+            .iter()
+            .map(|v| (v.name.as_str(), v.definition.as_str()))
+            .collect();
+        Ok(Some(VelocitySpec::new(
+            self.time_field.as_deref().unwrap_or("timestamp"),
+            &pairs,
+        )?))
+    }
 }
 
 impl FeatureSpec {
@@ -98,6 +167,8 @@ pub struct Plan {
     pub derive_from: Option<Vec<String>>,
     pub label: Option<String>,
     pub label_positive: Option<String>,
+    /// Velocity features computed from the rows in order, appended after `features`.
+    pub velocity: Option<VelocitySpec>,
 }
 
 fn is_numeric(dt: &DataType) -> bool {
@@ -148,7 +219,7 @@ impl Plan {
             let rules = Normalization::legacy();
             let mut fields: Vec<String> = Vec::new();
             for source in rules.rules.iter().flat_map(|r| &r.sources) {
-                if let Some(f) = source_field(source).filter(|f| has(f))
+                if let Some(f) = source.field().filter(|f| has(f))
                     && !fields.iter().any(|x| x == f)
                 {
                     fields.push(f.to_string());
@@ -159,6 +230,7 @@ impl Plan {
                 derive_from: Some(fields),
                 label,
                 label_positive: spec.label_positive.clone(),
+                velocity: spec.velocity_spec()?,
             });
         }
         let features = match &spec.features {
@@ -210,24 +282,24 @@ impl Plan {
                 "the label {l:?} cannot also be a feature"
             );
         }
+        let velocity = spec.velocity_spec()?;
+        let features = match &velocity {
+            // Automatic selection must not pick up what velocity computes or reads.
+            Some(v) if spec.features.is_none() => features
+                .into_iter()
+                .filter(|f| {
+                    !v.features().iter().any(|x| x.name == *f) && !v.fields().contains(&f.as_str())
+                })
+                .collect(),
+            _ => features,
+        };
         Ok(Plan {
             features,
             derive_from: None,
             label,
             label_positive: spec.label_positive.clone(),
+            velocity,
         })
-    }
-}
-
-fn source_field(s: &model_format::normalize::Source) -> Option<&str> {
-    use model_format::normalize::Source;
-    match s {
-        Source::Field(f)
-        | Source::TimestampHour(f)
-        | Source::TimestampWeekday(f)
-        | Source::Lookup { field: f, .. }
-        | Source::Hash { field: f, .. } => Some(f),
-        Source::Default(_) => None,
     }
 }
 
@@ -238,15 +310,16 @@ pub struct Dataset {
 }
 
 /// One raw column in memory.
-enum Raw {
+pub(crate) enum Raw {
     Num(Vec<Option<f64>>),
     Text(Vec<Option<String>>),
 }
 
-struct RowPayload<'a> {
-    names: &'a [String],
-    raw: &'a [Raw],
-    row: usize,
+/// One row of raw columns, read the way the edge reads a request payload.
+pub(crate) struct RowPayload<'a> {
+    pub(crate) names: &'a [String],
+    pub(crate) raw: &'a [Raw],
+    pub(crate) row: usize,
 }
 
 impl Payload for RowPayload<'_> {
@@ -261,6 +334,7 @@ impl Payload for RowPayload<'_> {
 
 /// Reads the plan's columns (only those) from `lf` and builds the dataset.
 pub fn load(lf: LazyFrame, plan: &Plan, what: &str) -> Result<Dataset> {
+    let lf_velocity = lf.clone();
     let schema = lf
         .clone()
         .collect_schema()
@@ -304,22 +378,7 @@ pub fn load(lf: LazyFrame, plan: &Plan, what: &str) -> Result<Dataset> {
             columns
         }
         Some(fields) => {
-            let mut raw = Vec::with_capacity(fields.len());
-            for name in fields {
-                let s = df.column(name)?.as_materialized_series();
-                let dt = schema.get(name.as_str()).cloned().unwrap_or(DataType::Null);
-                raw.push(if dt.is_primitive_numeric() {
-                    Raw::Num(s.cast(&DataType::Float64)?.f64()?.iter().collect())
-                } else {
-                    Raw::Text(
-                        s.cast(&DataType::String)?
-                            .str()?
-                            .iter()
-                            .map(|v| v.map(str::to_string))
-                            .collect(),
-                    )
-                });
-            }
+            let raw = raw_columns(&df, &schema, fields, &[])?;
             let rules = Normalization::legacy();
             let mut columns = vec![Vec::with_capacity(rows); plan.features.len()];
             let mut buf = vec![0.0; plan.features.len()];
@@ -339,6 +398,13 @@ pub fn load(lf: LazyFrame, plan: &Plan, what: &str) -> Result<Dataset> {
             columns
         }
     };
+
+    let mut names = plan.features.clone();
+    let mut columns = columns;
+    if let Some(v) = &plan.velocity {
+        columns.extend(crate::velocity::columns(lf_velocity, v, what)?);
+        names.extend(v.features().iter().map(|f| f.name.clone()));
+    }
 
     let labels = match &plan.label {
         None => None,
@@ -361,12 +427,51 @@ pub fn load(lf: LazyFrame, plan: &Plan, what: &str) -> Result<Dataset> {
         }
     };
     Ok(Dataset {
-        table: Table {
-            names: plan.features.clone(),
-            columns,
-        },
+        table: Table { names, columns },
         labels,
     })
+}
+
+/// Reads one local file (Parquet/CSV/NDJSON by extension) with `spec`: what `fit` and
+/// `evaluate` do with their inputs, for callers that hold a path (tests, the backtest).
+pub fn load_file(path: &Path, spec: &FeatureSpec, require_label: bool) -> Result<Dataset> {
+    let input = crate::data::local_input(path)?;
+    let lf = crate::source::scan_file(&input)?;
+    let schema = lf
+        .clone()
+        .collect_schema()
+        .with_context(|| format!("reading the schema of {}", path.display()))?;
+    let plan = Plan::resolve(spec, &schema, require_label)?;
+    load(lf, &plan, &path.display().to_string())
+}
+
+/// The named columns of `df` as the edge would see them in a payload: numbers as numbers,
+/// everything else (and the `as_text` columns, e.g. entity ids) as text.
+pub(crate) fn raw_columns(
+    df: &polars::prelude::DataFrame,
+    schema: &Schema,
+    fields: &[String],
+    as_text: &[&str],
+) -> Result<Vec<Raw>> {
+    let mut raw = Vec::with_capacity(fields.len());
+    for name in fields {
+        let s = df.column(name)?.as_materialized_series();
+        let dt = schema.get(name.as_str()).cloned().unwrap_or(DataType::Null);
+        raw.push(
+            if dt.is_primitive_numeric() && !as_text.contains(&name.as_str()) {
+                Raw::Num(s.cast(&DataType::Float64)?.f64()?.iter().collect())
+            } else {
+                Raw::Text(
+                    s.cast(&DataType::String)?
+                        .str()?
+                        .iter()
+                        .map(|v| v.map(str::to_string))
+                        .collect(),
+                )
+            },
+        );
+    }
+    Ok(raw)
 }
 
 /// Whether a label value (as text) marks an anomaly.

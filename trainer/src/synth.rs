@@ -86,8 +86,11 @@ pub const PATTERNS: [&str; 4] = ["card_testing", "burst", "unusual_combo", "amou
 /// * `unusual_combo`: a night-time transfer or withdrawal in a category the card never uses;
 /// * `amount_outlier`: one amount 20–200× the card's usual.
 ///
-/// Rows are ordered by time. `anomaly_rate` is the share of *rows* in fraud patterns (runs
-/// count every row). Seeded: the same arguments give the same frame.
+/// Rows are in **arrival order**, as an edge would receive them: by time, except that about 3 %
+/// arrive late (10 s to 20 min after their `timestamp`, so after later transactions), as
+/// retried or batched submissions do. `card_id` is a string (`card-00042`), as payloads send
+/// it. `anomaly_rate` is the share of *rows* in fraud patterns (runs count every row). Seeded:
+/// the same arguments give the same frame.
 pub fn patterned(rows: usize, anomaly_rate: f64, seed: u64) -> anyhow::Result<DataFrame> {
     anyhow::ensure!(
         (0.0..=1.0).contains(&anomaly_rate),
@@ -198,6 +201,23 @@ pub fn patterned(rows: usize, anomaly_rate: f64, seed: u64) -> anyhow::Result<Da
         }
     }
     txs.sort_by_key(|x| (x.t, x.card));
+    // Arrival: late rows arrive up to 20 minutes after their time (a stable sort keeps the
+    // others in time order).
+    let mut arrival: Vec<(i64, usize)> = txs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let delay = if rng.random_bool(0.03) {
+                rng.random_range(10..1200)
+            } else {
+                0
+            };
+            (x.t + delay, i)
+        })
+        .collect();
+    arrival.sort_by_key(|&(at, _)| at);
+    let order: Vec<usize> = arrival.into_iter().map(|(_, i)| i).collect();
+    let txs: Vec<&Tx> = order.iter().map(|&i| &txs[i]).collect();
     let base = 1_704_067_200i64; // 2024-01-01T00:00:00Z, a Monday
     let stamp = |t: i64| {
         humantime::format_rfc3339_seconds(
@@ -208,7 +228,7 @@ pub fn patterned(rows: usize, anomaly_rate: f64, seed: u64) -> anyhow::Result<Da
     };
     Ok(df!(
         "timestamp" => txs.iter().map(|x| stamp(x.t)).collect::<Vec<_>>(),
-        "card_id" => txs.iter().map(|x| x.card as i64).collect::<Vec<_>>(),
+        "card_id" => txs.iter().map(|x| format!("card-{:05}", x.card)).collect::<Vec<_>>(),
         "amount" => txs.iter().map(|x| (x.amount * 100.0).round() / 100.0).collect::<Vec<_>>(),
         "hour" => txs.iter().map(|x| x.t.rem_euclid(86_400) / 3600).collect::<Vec<_>>(),
         "day_of_week" => txs.iter().map(|x| x.t.div_euclid(86_400).rem_euclid(7)).collect::<Vec<_>>(),
@@ -246,6 +266,24 @@ mod tests {
                 _ => {}
             }
         }
+        // Some rows arrive after later ones (out of order), most do not.
+        let ts = a.column("timestamp").unwrap().str().unwrap().clone();
+        let late = (1..4000)
+            .filter(|&i| ts.get(i).unwrap() < ts.get(i - 1).unwrap())
+            .count();
+        assert!(
+            (20..400).contains(&late),
+            "{late} rows arrive before an earlier one"
+        );
+        assert!(
+            a.column("card_id")
+                .unwrap()
+                .str()
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .starts_with("card-")
+        );
         // hour and day_of_week agree with the timestamp, as the edge derives them.
         let ts = a.column("timestamp").unwrap().str().unwrap().clone();
         let hour = a.column("hour").unwrap().i64().unwrap().clone();

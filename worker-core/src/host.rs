@@ -67,4 +67,9 @@ pub trait Host {
     async fn kv_delete(&self, key: &str) -> Result<(), String>;
     /// Every key in the key-value store.
     async fn kv_keys(&self) -> Result<Vec<String>, String>;
+    /// Per-entity velocity state for `key` (the `velocity` store when the host has one: it may
+    /// trade durability for speed; else the key-value store above).
+    async fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Sets velocity state (see [`Host::state_get`]).
+    async fn state_set(&self, key: &str, value: &[u8]) -> Result<(), String>;
 }

@@ -12,6 +12,7 @@
 
 #![deny(missing_docs)]
 
+mod decide;
 mod feedback;
 mod forward;
 mod host;
@@ -22,6 +23,7 @@ mod proxy;
 mod response;
 mod rollout;
 mod settings;
+mod velocity;
 
 use std::cell::RefCell;
 
@@ -31,6 +33,7 @@ use model_format::{FORMAT_VERSION, Model};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use decide::POLICY_KEY;
 pub use forward::{DEAD_LETTER, Forwarder, OUTBOX};
 pub use host::{Fetched, Host, PostAnswer, Task};
 pub use model::Loaded;
@@ -54,6 +57,7 @@ pub struct App<H: Host + 'static> {
     forwarder: Forwarder,
     dashboard: proxy::DashboardCache,
     legacy_ids: RefCell<Option<contract::legacy_id::Sequence>>,
+    policies: decide::Policies,
 }
 
 enum Route {
@@ -85,6 +89,7 @@ impl<H: Host + 'static> App<H> {
             forwarder: Forwarder::default(),
             dashboard: RefCell::new(None),
             legacy_ids: RefCell::new(None),
+            policies: decide::Policies::default(),
         }
     }
 
@@ -95,8 +100,17 @@ impl<H: Host + 'static> App<H> {
         variables: &Variables,
         embedded: Result<Loaded, String>,
     ) -> Self {
-        let app = Self::new(host, variables, embedded);
+        let mut app = Self::new(host, variables, embedded);
         app.models.start(host).await;
+        // Rules and lists: read and parsed once per instance (see `decide`).
+        let policy = match host.kv_get(POLICY_KEY).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("worker: reading the policy failed: {e}; deciding by the model alone");
+                None
+            }
+        };
+        app.policies = decide::Policies::from_text(policy.as_deref());
         app
     }
 
@@ -204,8 +218,8 @@ impl<H: Host + 'static> App<H> {
                 let payload = serde_json::from_slice::<Value>(&body)
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
                 match route {
-                    Route::Predict => self.predict(l, &payload, explain),
-                    Route::Batch => self.predict_batch(l, &payload, explain),
+                    Route::Predict => self.predict(l, &payload, explain).await,
+                    Route::Batch => self.predict_batch(l, &payload, explain).await,
                     _ => self.feedback(&payload),
                 }
             }
@@ -258,13 +272,49 @@ impl<H: Host + 'static> App<H> {
         }
     }
 
-    fn predict(
+    /// The policy compiled for `l`, when one is in force.
+    fn rules_for(&self, l: &Loaded) -> Option<std::rc::Rc<Result<decide::Bound, String>>> {
+        self.policies.bind(&l.model, &l.version)
+    }
+
+    /// One transaction's velocity values (reading its entities' state into `touched`).
+    async fn velocity_of(
+        &self,
+        l: &Loaded,
+        payload: &Value,
+        touched: &mut velocity::Touched,
+    ) -> Result<Option<Vec<f64>>, ApiError> {
+        match (l.model.velocity(), payload) {
+            (Some(spec), Value::Object(fields)) => {
+                velocity::observe(self.host, spec, fields, touched)
+                    .await
+                    .map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn predict(
         &'static self,
         l: &'static Loaded,
         payload: &Value,
         explain: bool,
     ) -> Result<Response<String>, ApiError> {
-        let p = predict::score_transaction(l, &self.settings, payload, explain, self.stamp())?;
+        let mut touched = velocity::Touched::default();
+        let velocity = self.velocity_of(l, payload, &mut touched).await?;
+        let rules = self.rules_for(l);
+        let bound = rules.as_deref().and_then(|r| r.as_ref().ok());
+        let p = predict::score_transaction(
+            l,
+            &self.settings,
+            payload,
+            explain,
+            self.stamp(),
+            velocity.as_deref(),
+            bound,
+        )?;
+        // Before the answer: the caller's next transaction must see this one.
+        velocity::write_back(self.host, touched).await;
         let resp = json(StatusCode::OK, &p);
         if self.settings.store.is_some() {
             let shadow = self
@@ -278,7 +328,7 @@ impl<H: Host + 'static> App<H> {
 
     /// `{transactions: [...]}` → one result per item; a bad item gets `{index, error}` and the
     /// rest are still scored.
-    fn predict_batch(
+    async fn predict_batch(
         &'static self,
         l: &'static Loaded,
         payload: &Value,
@@ -287,14 +337,35 @@ impl<H: Host + 'static> App<H> {
         let items = predict::batch_items(payload)?;
         let forwarding = self.settings.store.is_some();
         let shadow = self.models.shadow();
+        let rules = self.rules_for(l);
+        let bound = rules.as_deref().and_then(|r| r.as_ref().ok());
         let mut failed = 0;
         let mut events = Vec::new();
+        // In order, one state cache for the batch: an entity's later items see its earlier ones.
+        let mut touched = velocity::Touched::default();
+        let mut velocities = Vec::with_capacity(items.len());
+        for item in items {
+            velocities.push(self.velocity_of(l, item, &mut touched).await);
+        }
+        velocity::write_back(self.host, touched).await;
         let results: Vec<Value> = items
             .iter()
+            .zip(velocities)
             .enumerate()
-            .map(|(index, item)| {
-                let outcome =
-                    predict::score_transaction(l, &self.settings, item, explain, self.stamp());
+            .map(|(index, (item, velocity))| {
+                let outcome = velocity
+                    .map_err(|e| predict::ItemError::Input(e.message))
+                    .and_then(|v| {
+                        predict::score_transaction(
+                            l,
+                            &self.settings,
+                            item,
+                            explain,
+                            self.stamp(),
+                            v.as_deref(),
+                            bound,
+                        )
+                    });
                 match &outcome {
                     Ok(p) if forwarding => {
                         let shadow = shadow.and_then(|s| predict::shadow_score(s, item));
@@ -368,6 +439,11 @@ impl<H: Host + 'static> App<H> {
             #[serde(flatten)]
             rollout: Rollout<'a>,
             features: &'a [String],
+            /// Rules in force (the stored policy's; 0 without one).
+            policy_rules: usize,
+            /// Why the stored policy is not in force, when it is not.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            policy_error: Option<String>,
             timestamp: String,
         }
         match self.models.live() {
@@ -385,6 +461,8 @@ impl<H: Host + 'static> App<H> {
                     model_checksum: &l.checksum,
                     rollout: self.rollout(),
                     features: l.model.features(),
+                    policy_rules: self.policies.rule_count(),
+                    policy_error: self.policies.error(),
                     timestamp: predict::iso_millis(self.host.now()),
                 },
             ),

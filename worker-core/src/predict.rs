@@ -45,6 +45,12 @@ pub(crate) struct Prediction<'a> {
     /// The features that moved the score most, largest |φ| first.
     #[serde(skip_serializing_if = "Option::is_none")]
     risk_factors: Option<Vec<Factor<'a>>>,
+    /// After the rules: `block`, `review` or `allow`.
+    decision: &'static str,
+    /// Why: the deciding rule's reason, or the model's verdict.
+    decision_reason: String,
+    /// Every rule that matched, in the policy's order.
+    rules_matched: Vec<String>,
     timestamp: String,
     #[serde(skip)]
     scored_at: DateTime<Utc>,
@@ -151,22 +157,41 @@ impl From<ItemError> for ApiError {
     }
 }
 
-/// Normalizes, scores and (optionally) explains one transaction object.
+/// Normalizes, scores and (optionally) explains one transaction object, with its `velocity`
+/// values when the model has velocity features, then applies the rules.
 pub(crate) fn score_transaction<'a>(
     l: &'a Loaded,
     settings: &Settings,
     payload: &Value,
     explain: bool,
     stamp: Stamp,
+    velocity: Option<&[f64]>,
+    rules: Option<&crate::decide::Bound>,
 ) -> Result<Prediction<'a>, ItemError> {
     let Value::Object(fields) = payload else {
         return Err(ItemError::Input("transaction must be a JSON object".into()));
     };
+    crate::decide::check_entity_fields(fields).map_err(ItemError::Input)?;
     let n = l.model.features().len();
     let mut row = [0f64; MAX_FEATURES];
-    l.model
-        .normalize(&contract::JsonPayload(fields), &mut row)
-        .map_err(|e: NormalizeError| ItemError::Input(e.to_string()))?;
+    let json = contract::JsonPayload(fields);
+    match (l.model.velocity(), velocity) {
+        (Some(spec), Some(values)) => l.model.normalize(
+            &model_format::velocity::Overlay {
+                base: &json,
+                spec,
+                values,
+            },
+            &mut row,
+        ),
+        (Some(_), None) => {
+            return Err(ItemError::Server(
+                "the model has velocity features but none were computed".into(),
+            ));
+        }
+        _ => l.model.normalize(&json, &mut row),
+    }
+    .map_err(|e: NormalizeError| ItemError::Input(e.to_string()))?;
     let row = &row[..n];
     let mut phi = [0f64; MAX_FEATURES];
     let (score, explanation) = if explain {
@@ -187,6 +212,17 @@ pub(crate) fn score_transaction<'a>(
         values: phi[..n].to_vec(),
     };
     let uuid_text = stamp.uuid.to_string();
+    let decided = match rules {
+        Some(b) => b.decide(
+            &l.model,
+            fields,
+            row,
+            score.decision,
+            score.risk(),
+            score.is_anomaly(),
+        ),
+        None => crate::decide::Decision::by_model(score.is_anomaly()),
+    };
     Ok(Prediction {
         index: None,
         transaction_id: match settings.id_format {
@@ -220,6 +256,9 @@ pub(crate) fn score_transaction<'a>(
             values: values.clone(),
         }),
         shap_explanation: explanation.map(|_| values),
+        decision: decided.decision.as_str(),
+        decision_reason: decided.reason,
+        rules_matched: decided.rules_matched,
         timestamp: iso_millis(stamp.at),
         scored_at: stamp.at,
         uuid: stamp.uuid,
@@ -255,6 +294,8 @@ impl Prediction<'_> {
                 .as_ref()
                 .map(|v| FeatureMap::from_parts(names, &v.values)),
             shadow,
+            decision: Some(self.decision.to_string()),
+            rules_matched: self.rules_matched.clone(),
         })
     }
 }

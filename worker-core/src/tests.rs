@@ -161,6 +161,12 @@ impl Host for FakeHost {
         self.kv.borrow_mut().insert(key.to_owned(), value.to_vec());
         Ok(())
     }
+    async fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.kv_get(key).await
+    }
+    async fn state_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.kv_set(key, value).await
+    }
     async fn kv_delete(&self, key: &str) -> Result<(), String> {
         self.kv.borrow_mut().remove(key);
         Ok(())
@@ -806,4 +812,248 @@ fn a_model_the_registry_serves_corrupt_is_never_served() {
     let (_, health) = call(app, request("GET", "/api/health", ""));
     assert_eq!(health["model_pull"], false);
     let _ = v;
+}
+
+/// The embedded model's forest with one velocity feature appended (the trees never split on
+/// it, so scores equal the embedded model's; what is tested is the plumbing).
+fn velocity_loaded() -> Result<Loaded, String> {
+    use model_format::normalize::FeatureRule;
+    use model_format::velocity::VelocitySpec;
+    static FILE: &[u8] = include_bytes!("../../data/model.sfm");
+    let m = Model::from_bytes(FILE).unwrap();
+    let mut features = m.features().to_vec();
+    features.push("card_count_10m".into());
+    let mut mean = m.scaler().mean().to_vec();
+    mean.push(0.0);
+    let mut scale = m.scaler().scale().to_vec();
+    scale.push(1.0);
+    let mut rules = m.normalization().clone();
+    rules.rules.push(FeatureRule::numeric("card_count_10m"));
+    let spec = VelocitySpec::new(
+        "timestamp",
+        &[("card_count_10m", "count by card_id over 10m")],
+    )
+    .unwrap();
+    let model = Model::new(
+        features,
+        model_format::Scaler::new(mean, scale).unwrap(),
+        m.forest().clone(),
+        vec![],
+    )
+    .unwrap()
+    .with_normalization(rules)
+    .unwrap()
+    .with_velocity(spec)
+    .unwrap();
+    let bytes: &'static [u8] = Vec::leak(model.to_bytes().unwrap());
+    let model = Model::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let id = model_format::ModelId::of(bytes).map_err(|e| e.to_string())?;
+    Ok(Loaded::new(model, id, bytes, &[], false))
+}
+
+fn velocity_app(host: &'static FakeHost) -> &'static App<FakeHost> {
+    let v = Variables {
+        store_url: "http://store.test".into(),
+        store_token: "tok".into(),
+        ..Variables::default()
+    };
+    Box::leak(Box::new(futures::executor::block_on(App::start(
+        host,
+        &v,
+        velocity_loaded(),
+    ))))
+}
+
+fn card_tx(card: &Value, minute: u32) -> String {
+    json!({"amount": 12.5, "merchant": "acme", "timestamp": format!("2024-01-01T10:{minute:02}:00Z"),
+           "type": "purchase", "card_id": card})
+    .to_string()
+}
+
+#[test]
+fn velocity_state_counts_per_card_across_instances_and_reaches_the_event() {
+    let host = FakeHost::new(accept_all());
+    let mut counts = Vec::new();
+    for (card, minute) in [("c1", 0), ("c1", 1), ("c2", 2), ("C1 ", 3), ("c1", 20)] {
+        // A fresh instance per request: the state lives in the key-value store, not in memory.
+        let app = velocity_app(host);
+        let (status, body) = call(
+            app,
+            request("POST", "/api/predict", &card_tx(&json!(card), minute)),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body["decision"].is_string() && body["rules_matched"] == json!([]),
+            "{body}"
+        );
+        host.run_tasks();
+        let event = host.posts.borrow().last().unwrap()[0].clone();
+        counts.push(event["features"]["card_count_10m"].as_f64().unwrap());
+        assert!(event["decision"].is_string(), "{event}");
+    }
+    // c1 at :00, :01, (c2), " C1 " at :03 is the same card, :20 is outside the 10 minutes.
+    assert_eq!(counts, [0.0, 1.0, 0.0, 2.0, 0.0]);
+    assert_eq!(host.keys("vel/card_id/").len(), 2);
+
+    // Bad entity ids and times are the caller's, named, and touch no state.
+    let app = velocity_app(host);
+    let before = host.kv.borrow().clone();
+    for (body, field) in [
+        (card_tx(&json!(42), 0), "card_id"),
+        (card_tx(&json!({"x": 1}), 0), "card_id"),
+        (
+            json!({"amount": 1, "card_id": "c1", "timestamp": "noon"}).to_string(),
+            "timestamp",
+        ),
+        (
+            json!({"amount": 1, "device_id": 7}).to_string(),
+            "device_id",
+        ),
+    ] {
+        let (status, answer) = call(app, request("POST", "/api/predict", &body));
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
+    assert_eq!(*host.kv.borrow(), before);
+
+    // A batch sees its own earlier items; a bad item fails alone.
+    let batch = json!({"transactions": [
+        serde_json::from_str::<Value>(&card_tx(&json!("c9"), 0)).unwrap(),
+        serde_json::from_str::<Value>(&card_tx(&json!(9), 0)).unwrap(),
+        serde_json::from_str::<Value>(&card_tx(&json!("c9"), 1)).unwrap(),
+    ]});
+    let (status, answer) = call(
+        app,
+        request("POST", "/api/predict-batch", &batch.to_string()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["failed"], 1, "{answer}");
+    host.run_tasks();
+    let events = host.posts.borrow().last().unwrap().clone();
+    let c9: Vec<f64> = events
+        .iter()
+        .map(|e| e["features"]["card_count_10m"].as_f64().unwrap())
+        .collect();
+    assert_eq!(c9, [0.0, 1.0]);
+}
+
+const POLICY: &str = r#"
+[lists]
+blocked_cards = ["card-bad"]
+
+[[rule]]
+name = "vip"
+when = "card_id == 'card-vip'"
+outcome = "allow"
+reason = "known good card"
+
+[[rule]]
+name = "blocked_card"
+when = "card_id in blocked_cards or card_id == 'card-vip'"
+outcome = "block"
+reason = "card is on the block list"
+
+[[rule]]
+name = "large"
+when = "amount > 1000"
+outcome = "review"
+"#;
+
+fn decide(app: &'static App<FakeHost>, card: &str, amount: f64) -> Value {
+    let body = json!({"amount": amount, "hour": 12, "day_of_week": 2, "merchant_category": 1,
+                      "transaction_type": 0, "card_id": card});
+    let (status, answer) = call(
+        app,
+        request("POST", "/api/predict?explain=false", &body.to_string()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+#[test]
+fn rules_decide_in_order_and_a_policy_change_needs_no_rebuild() {
+    let host = FakeHost::new(accept_all());
+    // No policy: the model decides.
+    let app = started(host, |_| {});
+    let a = decide(app, "card-bad", 12.0);
+    assert_eq!(a["rules_matched"], json!([]));
+    assert_eq!(
+        a["decision"],
+        if a["is_anomaly"] == true {
+            "review"
+        } else {
+            "allow"
+        }
+    );
+
+    host.kv
+        .borrow_mut()
+        .insert(POLICY_KEY.into(), POLICY.as_bytes().to_vec());
+    let app = started(host, |_| {});
+    let (_, health) = call(app, request("GET", "/api/health", ""));
+    assert_eq!(health["policy_rules"], 3, "{health}");
+    let a = decide(app, " CARD-BAD", 12.0);
+    assert_eq!(
+        (a["decision"].as_str(), a["rules_matched"].clone()),
+        (Some("block"), json!(["blocked_card"]))
+    );
+    assert_eq!(a["decision_reason"], "card is on the block list");
+    // Both vip and blocked_card match; the first in order decides.
+    let a = decide(app, "card-vip", 5000.0);
+    assert_eq!(a["rules_matched"], json!(["vip", "blocked_card", "large"]));
+    assert_eq!(
+        (a["decision"].as_str(), a["decision_reason"].as_str()),
+        (Some("allow"), Some("known good card"))
+    );
+    let a = decide(app, "card-ok", 5000.0);
+    assert_eq!(
+        (a["decision"].as_str(), a["rules_matched"].clone()),
+        (Some("review"), json!(["large"]))
+    );
+    host.run_tasks();
+    let event = host
+        .posts
+        .borrow()
+        .iter()
+        .flatten()
+        .find(|e| e["transaction_id"] == a["transaction_uuid"])
+        .cloned()
+        .expect("the prediction was forwarded");
+    assert_eq!(
+        (event["decision"].as_str(), event["rules_matched"].clone()),
+        (Some("review"), json!(["large"]))
+    );
+
+    // The list changes in the key-value store: the next instance blocks the new card only.
+    let updated = POLICY.replace("[\"card-bad\"]", "[\"card-new\"]");
+    host.kv
+        .borrow_mut()
+        .insert(POLICY_KEY.into(), updated.into_bytes());
+    let app = started(host, |_| {});
+    assert_eq!(decide(app, "card-new", 12.0)["decision"], "block");
+    assert_ne!(decide(app, "card-bad", 12.0)["decision"], "block");
+
+    // A policy naming something unknown is refused at start, reported, never applied.
+    let broken = POLICY.replace("amount > 1000", "ammount > 1000");
+    host.kv
+        .borrow_mut()
+        .insert(POLICY_KEY.into(), broken.into_bytes());
+    let app = started(host, |_| {});
+    let a = decide(app, "card-bad", 12.0);
+    assert_eq!(a["rules_matched"], json!([]));
+    let (_, health) = call(app, request("GET", "/api/health", ""));
+    assert!(
+        health["policy_error"].as_str().unwrap().contains("ammount"),
+        "{health}"
+    );
+    host.kv
+        .borrow_mut()
+        .insert(POLICY_KEY.into(), b"[[rule]]\nname = 'x'".to_vec());
+    let app = started(host, |_| {});
+    let (_, health) = call(app, request("GET", "/api/health", ""));
+    assert!(health["policy_error"].is_string(), "{health}");
+    assert_eq!(health["policy_rules"], 0);
 }

@@ -188,6 +188,16 @@ impl Host for Spin {
         store.set(key, value).await.map_err(|e| format!("{e:?}"))
     }
 
+    async fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let store = velocity_store().await?;
+        store.get(key).await.map_err(|e| format!("{e:?}"))
+    }
+
+    async fn state_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        let store = velocity_store().await?;
+        store.set(key, value).await.map_err(|e| format!("{e:?}"))
+    }
+
     async fn kv_delete(&self, key: &str) -> Result<(), String> {
         let store = Store::open_default().await.map_err(|e| format!("{e:?}"))?;
         store.delete(key).await.map_err(|e| format!("{e:?}"))
@@ -201,6 +211,16 @@ impl Host for Spin {
             .collect()
             .await
             .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// The `velocity` key-value store when the app is granted one (runtime config: in memory for
+/// `spin up`, Redis in production), else `default`: velocity state then shares the durable
+/// store and pays its write cost.
+async fn velocity_store() -> Result<Store, String> {
+    match Store::open("velocity").await {
+        Ok(s) => Ok(s),
+        Err(_) => Store::open_default().await.map_err(|e| format!("{e:?}")),
     }
 }
 

@@ -113,6 +113,13 @@ pub struct SpecArgs {
     /// merchant/category hashing, type lookup), with the edge's own rules.
     #[arg(long, value_enum)]
     pub derive: Option<Derive>,
+    /// A velocity feature, `NAME=DEFINITION` (repeatable; after the spec file's), e.g.
+    /// `card_count_10m=count by card_id over 10m`. Definitions: SPEC.md §4.6.
+    #[arg(long = "velocity", value_name = "NAME=DEFINITION")]
+    pub velocity: Vec<String>,
+    /// The transaction time column velocity windows use (default `timestamp`).
+    #[arg(long)]
+    pub time_field: Option<String>,
 }
 
 impl SpecArgs {
@@ -121,13 +128,28 @@ impl SpecArgs {
             Some(p) => FeatureSpec::from_file(p)?,
             None => FeatureSpec::default(),
         };
-        Ok(base.with_overrides(
+        let mut spec = base.with_overrides(
             self.features.clone(),
             self.label.clone(),
             self.label_positive.clone(),
             self.ignore.clone(),
             self.derive,
-        ))
+        );
+        for v in &self.velocity {
+            let (name, definition) = v
+                .split_once('=')
+                .with_context(|| format!("--velocity {v:?}: expected NAME=DEFINITION"))?;
+            spec.velocity.push(trainer::spec::VelocityDecl {
+                name: name.trim().to_string(),
+                definition: definition.trim().to_string(),
+            });
+        }
+        if self.time_field.is_some() {
+            spec.time_field.clone_from(&self.time_field);
+        }
+        // Checked now: a bad definition is a usage error before any data is read.
+        spec.velocity_spec()?;
+        Ok(spec)
     }
 }
 
@@ -147,7 +169,14 @@ pub fn load(
         .context("reading the input schema")?;
     let mut spec = spec.clone();
     if let Some(f) = fixed_features {
-        spec.features = Some(f.to_vec());
+        // A model's features: the velocity ones are computed, not read.
+        let computed: Vec<String> = spec.velocity.iter().map(|v| v.name.clone()).collect();
+        spec.features = Some(
+            f.iter()
+                .filter(|n| !computed.contains(n))
+                .cloned()
+                .collect(),
+        );
     }
     let plan = Plan::resolve(&spec, &schema, require_label)?;
     let dataset = spec::load(lf, &plan, &origins.join(", "))?;

@@ -38,7 +38,7 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
     } = args;
     let started = Instant::now();
     let (model, bytes) = read_model(&model).data()?;
-    let spec = spec.spec().usage()?;
+    let spec = spec.spec().usage()?.for_model(&model);
     let step = Step::start(log, "reading and scoring");
     let (dataset, origins) = load(&input, &spec, false, Some(model.features())).data()?;
     let scores = trainer::score::score_table(&model, &dataset.table, false).data()?;

@@ -103,7 +103,8 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
     };
     let step = Step::start(log, "fitting");
     // The exit code follows the error's type (parameters, data, or a bug).
-    let model = trainer::fit(table, &params)?;
+    let velocity = spec.velocity_spec().usage()?;
+    let model = trainer::fit_with_velocity(table, &params, velocity.as_ref())?;
     drop(step);
     let bytes = model.to_bytes().internal()?;
     let id = model_format::ModelId::of(&bytes).internal()?;

@@ -34,6 +34,7 @@
 //! unknown version, nothing to roll back, wrong token, a model file it does not accept).
 
 mod args;
+mod backtest;
 mod evaluate;
 mod export;
 mod failure;
@@ -83,6 +84,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     Fit(fit::Args),
+    Backtest(backtest::Args),
     Inspect(inspect::Args),
     Evaluate(evaluate::Args),
     Export(export::Args),
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
     let log = Log { json };
     let outcome = match cli.command {
         Command::Fit(a) => fit::run(a, &log),
+        Command::Backtest(a) => backtest::run(a, &log),
         Command::Inspect(a) => inspect::run(a, &log),
         Command::Evaluate(a) => evaluate::run(a, &log),
         Command::Export(a) => export::run(a, &log),

@@ -1,0 +1,291 @@
+//! `trainer backtest`: what models and rules would have done on a labelled history — each
+//! model's ROC-AUC and average precision (overall and per segment, e.g. per fraud pattern), and
+//! for each rule how many transactions it would have hit and, with labels, its precision and
+//! recall.
+//!
+//! The rules are evaluated by the `rules` crate the edge runs, on the first model's scores and
+//! features (velocity features computed by the edge's own state machine over the rows in
+//! arrival order), so a backtest says what the edge would have answered.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use model_format::Model;
+use rules::{Operand, Outcome, Policy};
+use serde::Serialize;
+
+use crate::evaluate::{average_precision, roc_auc};
+use crate::spec::{FeatureSpec, Raw, raw_columns};
+
+/// One model's ranking quality on the history.
+#[derive(Debug, Serialize)]
+pub struct ModelReport {
+    pub model_version: String,
+    pub features: Vec<String>,
+    pub roc_auc: Option<f64>,
+    pub average_precision: Option<f64>,
+    /// Per segment value (positives of that segment against every negative).
+    pub segments: Vec<SegmentReport>,
+}
+
+/// Quality on one segment.
+#[derive(Debug, Serialize)]
+pub struct SegmentReport {
+    pub segment: String,
+    pub positives: usize,
+    pub roc_auc: Option<f64>,
+    pub average_precision: Option<f64>,
+}
+
+/// One rule's hits.
+#[derive(Debug, Serialize)]
+pub struct RuleReport {
+    pub rule: String,
+    pub hits: usize,
+    /// Times it was the rule that decided (the first match).
+    pub decided: usize,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+}
+
+/// The whole backtest.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub rows: usize,
+    pub positives: Option<usize>,
+    pub models: Vec<ModelReport>,
+    pub rules: Vec<RuleReport>,
+    /// Transactions per decision (rules on the first model).
+    pub decisions: Vec<(String, usize)>,
+}
+
+fn text_column(path: &Path, name: &str) -> Result<Vec<Option<String>>> {
+    let lf = crate::source::scan_file(&crate::data::local_input(path)?)?;
+    let schema = lf.clone().collect_schema()?;
+    if schema.get(name).is_none() {
+        bail!("{} has no column {name:?}", path.display());
+    }
+    let df = lf.select([polars::prelude::col(name)]).collect()?;
+    match raw_columns(&df, &schema, &[name.to_string()], &[name])?.pop() {
+        Some(Raw::Text(v)) => Ok(v),
+        _ => bail!("column {name:?} could not be read as text"),
+    }
+}
+
+/// Runs the backtest of `models` (and `policy`, on the first model) over the file at `input`.
+pub fn run(
+    input: &Path,
+    spec: &FeatureSpec,
+    models: &[(String, Model)],
+    policy: Option<&Policy>,
+    segment: Option<&str>,
+) -> Result<Report> {
+    anyhow::ensure!(!models.is_empty(), "no model to backtest");
+    let segments = segment.map(|s| text_column(input, s)).transpose()?;
+    let mut reports = Vec::new();
+    let mut first = None;
+    for (version, model) in models {
+        let data = crate::spec::load_file(input, &spec.for_model(model), false)
+            .with_context(|| format!("reading {} for {version}", input.display()))?;
+        let scores = crate::score::score_table(model, &data.table, false)?;
+        // Higher = more anomalous for the metrics.
+        let risk: Vec<f64> = scores.rows.iter().map(|s| -s.decision).collect();
+        let labels = data.labels.clone();
+        let quality = |keep: &dyn Fn(usize) -> bool| -> (usize, Option<f64>, Option<f64>) {
+            let Some(l) = &labels else {
+                return (0, None, None);
+            };
+            let idx: Vec<usize> = (0..risk.len()).filter(|&i| keep(i)).collect();
+            let s: Vec<f64> = idx.iter().map(|&i| risk[i]).collect();
+            let y: Vec<bool> = idx.iter().map(|&i| l[i]).collect();
+            (
+                y.iter().filter(|&&b| b).count(),
+                roc_auc(&s, &y),
+                average_precision(&s, &y),
+            )
+        };
+        let (_, auc, ap) = quality(&|_| true);
+        let mut segment_reports = Vec::new();
+        if let (Some(seg), Some(l)) = (&segments, &labels) {
+            let mut values: Vec<&str> = seg
+                .iter()
+                .zip(l)
+                .filter(|(_, pos)| **pos)
+                .filter_map(|(v, _)| v.as_deref())
+                .collect();
+            values.sort_unstable();
+            values.dedup();
+            for v in values {
+                let (positives, roc_auc, average_precision) =
+                    quality(&|i| !l[i] || seg[i].as_deref() == Some(v));
+                segment_reports.push(SegmentReport {
+                    segment: v.to_string(),
+                    positives,
+                    roc_auc,
+                    average_precision,
+                });
+            }
+        }
+        reports.push(ModelReport {
+            model_version: version.clone(),
+            features: model.features().to_vec(),
+            roc_auc: auc,
+            average_precision: ap,
+            segments: segment_reports,
+        });
+        if first.is_none() {
+            first = Some((model, data, scores));
+        }
+    }
+    let (model, data, scores) = first.expect("at least one model");
+    let labels = data.labels.as_deref();
+    let mut rule_reports = Vec::new();
+    let mut decisions: Vec<(String, usize)> = Outcome::ALL
+        .iter()
+        .map(|o| (o.as_str().to_string(), 0))
+        .collect();
+    if let Some(policy) = policy {
+        // What a rule may name: the model's features, the file's columns, the scores.
+        let variables: Vec<String> = policy
+            .variables()
+            .iter()
+            .map(|v| (*v).to_string())
+            .collect();
+        // Where each variable's value comes from, decided once.
+        enum Var {
+            AnomalyScore,
+            RiskScore,
+            IsAnomaly,
+            Feature(usize),
+            Column(Vec<Option<String>>),
+        }
+        let features = &data.table.names;
+        let mut sources = Vec::with_capacity(variables.len());
+        for v in &variables {
+            sources.push(match v.as_str() {
+                "anomaly_score" => Var::AnomalyScore,
+                "risk_score" => Var::RiskScore,
+                "is_anomaly" => Var::IsAnomaly,
+                name => match features.iter().position(|f| f == name) {
+                    Some(i) => Var::Feature(i),
+                    None => Var::Column(text_column(input, name).with_context(|| {
+                        format!("the rules name {name:?}, which is neither a feature of the model nor a column")
+                    })?),
+                },
+            });
+        }
+        let compiled = policy.compile(&variables)?;
+        let names = compiled.rule_names().to_vec();
+        let mut hits = vec![0usize; names.len()];
+        let mut true_hits = vec![0usize; names.len()];
+        let mut decided = vec![0usize; names.len()];
+        for (row, s) in scores.rows.iter().enumerate() {
+            let values: Vec<Operand<'_>> = sources
+                .iter()
+                .map(|v| match v {
+                    Var::AnomalyScore => Operand::Number(s.decision),
+                    Var::RiskScore => Operand::Number(s.risk()),
+                    Var::IsAnomaly => Operand::Bool(s.is_anomaly()),
+                    Var::Feature(i) => Operand::Number(data.table.columns[*i][row]),
+                    Var::Column(col) => col[row].as_deref().map_or(Operand::Missing, |t| {
+                        t.parse::<f64>().map_or(Operand::Text(t), Operand::Number)
+                    }),
+                })
+                .collect();
+            let verdict = compiled.evaluate(&values, s.is_anomaly());
+            for &i in &verdict.matched {
+                hits[usize::from(i)] += 1;
+                if labels.is_some_and(|l| l[row]) {
+                    true_hits[usize::from(i)] += 1;
+                }
+            }
+            if let Some(i) = verdict.by_rule {
+                decided[i] += 1;
+            }
+            if let Some(d) = decisions
+                .iter_mut()
+                .find(|(n, _)| n == verdict.decision.as_str())
+            {
+                d.1 += 1;
+            }
+        }
+        let positives = labels.map(|l| l.iter().filter(|&&b| b).count());
+        for (i, rule) in names.into_iter().enumerate() {
+            rule_reports.push(RuleReport {
+                rule,
+                hits: hits[i],
+                decided: decided[i],
+                precision: (labels.is_some() && hits[i] > 0)
+                    .then(|| true_hits[i] as f64 / hits[i] as f64),
+                recall: positives
+                    .filter(|&p| p > 0)
+                    .map(|p| true_hits[i] as f64 / p as f64),
+            });
+        }
+    } else {
+        for s in &scores.rows {
+            let d = if s.is_anomaly() { "review" } else { "allow" };
+            if let Some(x) = decisions.iter_mut().find(|(n, _)| n == d) {
+                x.1 += 1;
+            }
+        }
+    }
+    let _ = model;
+    Ok(Report {
+        rows: scores.rows.len(),
+        positives: labels.map(|l| l.iter().filter(|&&b| b).count()),
+        models: reports,
+        rules: rule_reports,
+        decisions,
+    })
+}
+
+impl Report {
+    /// A plain-text summary (what the CLI prints).
+    pub fn to_text(&self) -> String {
+        let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+        let mut out = format!(
+            "{} transactions{}\n\nmodel                 features  ROC-AUC  AP\n",
+            self.rows,
+            self.positives
+                .map_or(String::new(), |p| format!(", {p} labelled positive"))
+        );
+        for m in &self.models {
+            out += &format!(
+                "{:<20}  {:>8}  {:>7}  {}\n",
+                m.model_version,
+                m.features.len(),
+                f(m.roc_auc),
+                f(m.average_precision)
+            );
+            for s in &m.segments {
+                out += &format!(
+                    "  {:<28} {:>5} positives  ROC-AUC {}  AP {}\n",
+                    s.segment,
+                    s.positives,
+                    f(s.roc_auc),
+                    f(s.average_precision)
+                );
+            }
+        }
+        if !self.rules.is_empty() {
+            out += "\nrule                      hits  decided  precision  recall\n";
+            for r in &self.rules {
+                out += &format!(
+                    "{:<24} {:>5}  {:>7}  {:>9}  {}\n",
+                    r.rule,
+                    r.hits,
+                    r.decided,
+                    f(r.precision),
+                    f(r.recall)
+                );
+            }
+        }
+        out += "\ndecisions:";
+        for (d, n) in &self.decisions {
+            out += &format!(" {d} {n}");
+        }
+        out.push('\n');
+        out
+    }
+}

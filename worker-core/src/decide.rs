@@ -1,0 +1,234 @@
+//! Rules and lists after scoring: the decision (`block` / `review` / `allow`), its reason and
+//! every rule that matched.
+//!
+//! The policy (the `rules` crate's TOML: rules, allow/block lists, defaults) lives in the
+//! key-value store under [`POLICY_KEY`], so it changes without a rebuild. An instance reads and
+//! parses it once at start and compiles it once per live model (rule variables resolve to the
+//! model's features, the payload's entity fields and the score), never per request. A policy
+//! that does not parse or names something unknown is refused then: logged, reported by
+//! `/api/health` (`policy_error`), and the instance decides by the model alone.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use contract::ENTITY_FIELDS;
+use model_format::Model;
+use rules::{Compiled, Operand, Outcome, Policy};
+use serde_json::{Map, Value};
+
+/// Key of the policy text in the key-value store.
+pub const POLICY_KEY: &str = "policy/current";
+
+/// Variables every policy may use besides features and payload fields.
+const BUILTINS: [&str; 3] = ["anomaly_score", "risk_score", "is_anomaly"];
+
+/// Where one policy variable's value comes from.
+#[derive(Clone, Copy)]
+enum Getter<'n> {
+    Feature(usize),
+    AnomalyScore,
+    RiskScore,
+    IsAnomaly,
+    Field(&'n str),
+}
+
+/// A policy compiled for one model.
+pub(crate) struct Bound {
+    model_version: String,
+    compiled: Compiled,
+    known: Vec<String>,
+}
+
+/// The instance's policy: what it read at start and its compiled form per live model.
+#[derive(Default)]
+pub(crate) struct Policies {
+    policy: Option<Result<Policy, String>>,
+    bound: RefCell<Option<Rc<Result<Bound, String>>>>,
+}
+
+/// The outcome for one transaction.
+pub(crate) struct Decision {
+    pub(crate) decision: Outcome,
+    pub(crate) reason: String,
+    pub(crate) rules_matched: Vec<String>,
+}
+
+impl Decision {
+    /// By the model alone (no policy): review what it flags, allow the rest.
+    pub(crate) fn by_model(is_anomaly: bool) -> Self {
+        Decision {
+            decision: if is_anomaly {
+                Outcome::Review
+            } else {
+                Outcome::Allow
+            },
+            reason: if is_anomaly {
+                rules::REASON_ANOMALOUS
+            } else {
+                rules::REASON_NORMAL
+            }
+            .to_string(),
+            rules_matched: Vec::new(),
+        }
+    }
+}
+
+/// Every name a policy may use with `model`: its features (velocity ones included), the
+/// payload fields its rules read, the entity fields and the builtins.
+pub(crate) fn known_names(model: &Model) -> Vec<String> {
+    let mut known: Vec<String> = model.features().to_vec();
+    let mut add = |n: &str| {
+        if !known.iter().any(|k| k == n) {
+            known.push(n.to_string());
+        }
+    };
+    for rule in &model.normalization().rules {
+        for source in &rule.sources {
+            if let Some(f) = source.field() {
+                add(f);
+            }
+        }
+    }
+    if let Some(v) = model.velocity() {
+        v.fields().into_iter().for_each(&mut add);
+    }
+    ENTITY_FIELDS.into_iter().for_each(&mut add);
+    BUILTINS.into_iter().for_each(add);
+    known
+}
+
+impl Policies {
+    /// The policy text read at start (`None`: no policy stored).
+    pub(crate) fn from_text(text: Option<&[u8]>) -> Self {
+        let policy = text.map(|bytes| {
+            std::str::from_utf8(bytes)
+                .map_err(|_| "the policy is not UTF-8".to_string())
+                .and_then(|t| Policy::from_toml(t).map_err(|e| e.to_string()))
+        });
+        if let Some(Err(e)) = &policy {
+            eprintln!("worker: the stored policy is refused: {e}; deciding by the model alone");
+        }
+        Policies {
+            policy,
+            bound: RefCell::new(None),
+        }
+    }
+
+    /// Why the policy is not in use, if it is not.
+    pub(crate) fn error(&self) -> Option<String> {
+        match &self.policy {
+            Some(Err(e)) => Some(e.clone()),
+            _ => match self.bound.borrow().as_deref() {
+                Some(Err(e)) => Some(e.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// How many rules are in force (0 without a usable policy).
+    pub(crate) fn rule_count(&self) -> usize {
+        match &self.policy {
+            Some(Ok(p)) => p.len(),
+            _ => 0,
+        }
+    }
+
+    /// The policy compiled for `model` (compiled on first use per model version).
+    pub(crate) fn bind(&self, model: &Model, version: &str) -> Option<Rc<Result<Bound, String>>> {
+        let Some(Ok(policy)) = &self.policy else {
+            return None;
+        };
+        let mut slot = self.bound.borrow_mut();
+        if let Some(b) = slot.as_ref()
+            && b.as_ref()
+                .as_ref()
+                .is_ok_and(|b| b.model_version == version)
+        {
+            return Some(b.clone());
+        }
+        let known = known_names(model);
+        let bound = policy
+            .compile(&known)
+            .map(|compiled| Bound {
+                model_version: version.to_string(),
+                compiled,
+                known,
+            })
+            .map_err(|e| {
+                let e = format!("the policy does not fit model {version}: {e}");
+                eprintln!("worker: {e}; deciding by the model alone");
+                e
+            });
+        let bound = Rc::new(bound);
+        *slot = Some(bound.clone());
+        Some(bound)
+    }
+}
+
+impl Bound {
+    /// Evaluates the rules for one scored transaction.
+    pub(crate) fn decide(
+        &self,
+        model: &Model,
+        fields: &Map<String, Value>,
+        row: &[f64],
+        anomaly_score: f64,
+        risk_score: f64,
+        is_anomaly: bool,
+    ) -> Decision {
+        let n = model.features().len();
+        let values: Vec<Operand<'_>> = self
+            .known
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let getter = if i < n {
+                    Getter::Feature(i)
+                } else {
+                    match name.as_str() {
+                        "anomaly_score" => Getter::AnomalyScore,
+                        "risk_score" => Getter::RiskScore,
+                        "is_anomaly" => Getter::IsAnomaly,
+                        f => Getter::Field(f),
+                    }
+                };
+                match getter {
+                    Getter::Feature(i) => Operand::Number(row[i]),
+                    Getter::AnomalyScore => Operand::Number(anomaly_score),
+                    Getter::RiskScore => Operand::Number(risk_score),
+                    Getter::IsAnomaly => Operand::Bool(is_anomaly),
+                    Getter::Field(f) => match fields.get(f) {
+                        Some(Value::String(s)) => Operand::Text(s),
+                        Some(Value::Number(x)) => {
+                            x.as_f64().map_or(Operand::Missing, Operand::Number)
+                        }
+                        Some(Value::Bool(b)) => Operand::Bool(*b),
+                        _ => Operand::Missing,
+                    },
+                }
+            })
+            .collect();
+        let verdict = self.compiled.evaluate(&values, is_anomaly);
+        let names = self.compiled.rule_names();
+        Decision {
+            decision: verdict.decision,
+            reason: verdict.reason.to_string(),
+            rules_matched: verdict
+                .matched
+                .iter()
+                .map(|&i| names[usize::from(i)].clone())
+                .collect(),
+        }
+    }
+}
+
+/// A payload's entity fields must be strings when present: 400 naming the field otherwise.
+pub(crate) fn check_entity_fields(fields: &Map<String, Value>) -> Result<(), String> {
+    for f in ENTITY_FIELDS {
+        match fields.get(f) {
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(_) => return Err(format!("field {f:?} must be a string (an entity id)")),
+        }
+    }
+    Ok(())
+}
