@@ -10,4 +10,4 @@ scripts/setup.sh --tests
 cargo test --release "$@"
 (($#)) && exit 0
 echo "test: the HTTP suites again under spin up ($("$HOME/.cache/secureflow-edge/bin/spin" --version | cut -d' ' -f1-2))"
-SFE_EDGE=spin cargo test --release --test e2e --test auth_cors --test openapi --test forwarding --test legacy_clients --test rollout
+SFE_EDGE=spin cargo test --release --test e2e --test auth_cors --test openapi --test forwarding --test legacy_clients --test rollout --test velocity

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "partitioned_transactions",
         include_str!("../migrations/0004_partitioned_transactions.sql"),
     ),
+    (
+        5,
+        "policies",
+        include_str!("../migrations/0005_policies.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.

@@ -152,6 +152,7 @@ pub fn router(store: Store) -> Router {
         .route("/v1/transactions", get(get_transactions))
         .route("/v1/feedback/export", get(get_export))
         .merge(crate::registry::routes())
+        .merge(crate::policy::routes())
         .route_layer(middleware::from_fn_with_state(store.clone(), require_token));
     Router::new()
         .route(

@@ -24,6 +24,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod partitions;
+pub mod policy;
 pub mod query;
 pub mod registry;
 

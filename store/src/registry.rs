@@ -42,7 +42,7 @@ pub fn routes() -> Router<Store> {
         .route("/v1/models/{version}/drift", get(drift_endpoint))
 }
 
-fn actor(headers: &HeaderMap, body: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn actor(headers: &HeaderMap, body: Option<&str>) -> Result<String, ApiError> {
     let from_header = headers.get("x-actor").and_then(|v| v.to_str().ok());
     let actor = body.or(from_header).unwrap_or("api").trim();
     if actor.is_empty() || actor.len() > MAX_NAME_LEN || actor.contains('\0') {
@@ -63,12 +63,12 @@ fn channel_name(raw: &str) -> Result<&'static str, ApiError> {
     })
 }
 
-fn etag(value: &str) -> HeaderValue {
+pub(crate) fn etag(value: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{value}\"")).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
 /// Whether `If-None-Match` lists `value` (or `*`).
-fn not_modified(headers: &HeaderMap, value: &str) -> bool {
+pub(crate) fn not_modified(headers: &HeaderMap, value: &str) -> bool {
     let Some(raw) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -18,6 +18,11 @@
 //! directory the data lives in a temporary directory removed with the harness.
 //!
 //! File I/O runs on tokio's blocking pool so a slow disk does not stall other guest tasks.
+//!
+//! **In memory.** A label may instead be held in memory ([`KeyValue::with_memory`]), as Spin
+//! holds a `type = "spin"` store configured without a `path` (an in-memory SQLite database
+//! behind one mutex, shared by every instance of the app, gone when the process exits). Spin
+//! answers those calls on the calling thread (`block_in_place`); so does the harness.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -57,7 +62,7 @@ pub struct KeyValue {
     /// Labels the component may open.
     granted: Arc<BTreeSet<String>>,
     /// Stores that exist, by label.
-    stores: Arc<BTreeMap<String, Arc<FileStore>>>,
+    stores: Arc<BTreeMap<String, Arc<Backing>>>,
     /// Keeps the fallback temporary directory alive as long as any clone.
     _temp: Option<Arc<tempfile::TempDir>>,
 }
@@ -67,7 +72,16 @@ impl KeyValue {
     /// directory when `dir` is `None` and something is granted. Labels must be usable as a
     /// directory name: 1-64 ASCII letters, digits, `_` or `-`, not starting with `-`.
     pub fn new(dir: Option<&Path>, granted: &[String]) -> anyhow::Result<Self> {
-        Self::with_defined(dir, granted, granted)
+        Self::with_defined(dir, granted, granted, &[])
+    }
+
+    /// [`KeyValue::new`] with the `memory` labels (granted ones) held in memory instead.
+    pub fn with_memory(
+        dir: Option<&Path>,
+        granted: &[String],
+        memory: &[String],
+    ) -> anyhow::Result<Self> {
+        Self::with_defined(dir, granted, granted, memory)
     }
 
     /// Like [`KeyValue::new`] but with the set of existing stores given separately (Spin's
@@ -76,6 +90,7 @@ impl KeyValue {
         dir: Option<&Path>,
         granted: &[String],
         defined: &[String],
+        memory: &[String],
     ) -> anyhow::Result<Self> {
         for label in granted.iter().chain(defined) {
             validate_label(label)
@@ -94,8 +109,14 @@ impl KeyValue {
         };
         let mut stores = BTreeMap::new();
         for label in defined {
-            let store = FileStore::open(root.join(label))
-                .with_context(|| format!("opening key-value store {label:?}"))?;
+            let store = if memory.contains(label) {
+                Backing::Memory(std::sync::Mutex::default())
+            } else {
+                Backing::Files(
+                    FileStore::open(root.join(label))
+                        .with_context(|| format!("opening key-value store {label:?}"))?,
+                )
+            };
             stores.insert(label.clone(), Arc::new(store));
         }
         Ok(Self {
@@ -136,7 +157,65 @@ fn validate_label(label: &str) -> Result<(), &'static str> {
 
 /// An opened store: what a guest `store` handle refers to in the resource table.
 #[derive(Clone, Debug)]
-pub struct OpenStore(Arc<FileStore>);
+pub struct OpenStore(Arc<Backing>);
+
+/// Where a store's values live.
+#[derive(Debug)]
+enum Backing {
+    Files(FileStore),
+    Memory(std::sync::Mutex<BTreeMap<String, Vec<u8>>>),
+}
+
+impl Backing {
+    fn memory(
+        m: &std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        // A panic while holding it cannot leave a half-written map: every operation is one
+        // insert, remove or read.
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        match self {
+            Backing::Files(f) => f.get(key),
+            Backing::Memory(m) => Ok(Self::memory(m).get(key).cloned()),
+        }
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, Error> {
+        match self {
+            Backing::Files(f) => f.exists(key),
+            Backing::Memory(m) => Ok(Self::memory(m).contains_key(key)),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        match self {
+            Backing::Files(f) => f.set(key, value),
+            Backing::Memory(m) => {
+                Self::memory(m).insert(key.to_string(), value.to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<(), Error> {
+        match self {
+            Backing::Files(f) => f.delete(key),
+            Backing::Memory(m) => {
+                Self::memory(m).remove(key);
+                Ok(())
+            }
+        }
+    }
+
+    fn keys(&self) -> Result<Vec<String>, Error> {
+        match self {
+            Backing::Files(f) => f.keys(),
+            Backing::Memory(m) => Ok(Self::memory(m).keys().cloned().collect()),
+        }
+    }
+}
 
 impl OpenStore {
     /// The value under `key`, if any.
@@ -161,14 +240,17 @@ impl OpenStore {
 
     /// All keys, sorted.
     pub async fn keys(&self) -> Result<Vec<String>, Error> {
-        self.blocking(FileStore::keys).await
+        self.blocking(Backing::keys).await
     }
 
     async fn blocking<R: Send + 'static>(
         &self,
-        op: impl FnOnce(&FileStore) -> Result<R, Error> + Send + 'static,
+        op: impl FnOnce(&Backing) -> Result<R, Error> + Send + 'static,
     ) -> Result<R, Error> {
         let store = self.0.clone();
+        if matches!(*store, Backing::Memory(_)) {
+            return op(&store);
+        }
         tokio::task::spawn_blocking(move || op(&store))
             .await
             .map_err(|e| Error::Other(format!("key-value I/O task failed: {e}")))?
@@ -510,8 +592,43 @@ mod tests {
                 assert!(values.contains(&v), "torn value of {} bytes", v.len());
             }
             // Nothing is left staged.
-            assert_eq!(fs::read_dir(&s.0.tmp).unwrap().count(), 0);
+            let Backing::Files(files) = &*s.0 else {
+                panic!("a file store")
+            };
+            assert_eq!(fs::read_dir(&files.tmp).unwrap().count(), 0);
         });
+    }
+
+    #[test]
+    fn memory_stores_are_shared_by_every_opener_and_keep_nothing_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KeyValue::with_memory(
+            Some(dir.path()),
+            &labels(&["default", "velocity"]),
+            &labels(&["velocity"]),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let a = kv.open("velocity").unwrap();
+            a.set("vel/x".into(), b"1".to_vec()).await.unwrap();
+            let b = kv.clone().open("velocity").unwrap();
+            assert_eq!(b.get("vel/x".into()).await.unwrap(), Some(b"1".to_vec()));
+            assert!(b.exists("vel/x".into()).await.unwrap());
+            assert_eq!(b.keys().await.unwrap(), vec!["vel/x".to_string()]);
+            b.delete("vel/x".into()).await.unwrap();
+            assert_eq!(a.get("vel/x".into()).await.unwrap(), None);
+            // The other store is on disk as before; none for the memory one.
+            kv.open("default")
+                .unwrap()
+                .set("k".into(), b"v".to_vec())
+                .await
+                .unwrap();
+        });
+        assert!(dir.path().join("default").is_dir());
+        assert!(!dir.path().join("velocity").exists());
     }
 
     #[test]
@@ -541,6 +658,7 @@ mod tests {
             Some(dir.path()),
             &labels(&["default", "granted-only"]),
             &labels(&["default", "defined-only"]),
+            &[],
         )
         .unwrap();
         assert!(kv.open("default").is_ok());

@@ -130,6 +130,10 @@ pub struct HarnessConfig {
     /// Directory holding the stores' data (`<dir>/<label>/`), kept across
     /// harness restarts. `None`: a temporary directory removed with the harness.
     pub key_value_dir: Option<PathBuf>,
+    /// Labels of `key_value_stores` held in memory instead (Spin: `type = "spin"` without a
+    /// `path` in the runtime config; the repository's `runtime-config.toml` does this for the
+    /// `velocity` store). Under `spin up` they get that runtime config.
+    pub memory_key_value_stores: Vec<String>,
     /// A connection that has not sent a whole request head within this time
     /// (from its first byte, or from the end of the previous answer on a
     /// kept-alive connection) is closed. hyper's own default, 30 s. Spin 4.1
@@ -158,6 +162,7 @@ impl HarnessConfig {
             variables: Vec::new(),
             key_value_stores: Vec::new(),
             key_value_dir: None,
+            memory_key_value_stores: Vec::new(),
             header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
         }
     }
@@ -481,7 +486,11 @@ struct App {
 impl App {
     fn load(config: &HarnessConfig) -> anyhow::Result<Self> {
         let variables = Variables::new(&config.variables)?;
-        let key_value = KeyValue::new(config.key_value_dir.as_deref(), &config.key_value_stores)?;
+        let key_value = KeyValue::with_memory(
+            config.key_value_dir.as_deref(),
+            &config.key_value_stores,
+            &config.memory_key_value_stores,
+        )?;
         let engine = Engine::new(&engine_config(config.pool_instances))
             .map_err(anyhow::Error::from)
             .context(

@@ -38,6 +38,10 @@ struct Args {
     /// temporary directory removed on exit.
     #[arg(long = "kv-store", value_name = "LABEL")]
     kv_stores: Vec<String>,
+    /// A granted store held in memory (repeatable), as Spin holds a `type = "spin"` store
+    /// without a `path` (the repository's runtime-config.toml: `velocity`).
+    #[arg(long = "kv-memory", value_name = "LABEL")]
+    kv_memory: Vec<String>,
     /// Requests served by one instance before it is replaced (Spin's
     /// `--max-instance-reuse-count`).
     #[arg(long, alias = "max-instance-reuse-count", default_value_t = DEFAULT_MAX_REUSE)]
@@ -89,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         variables: args.vars,
         key_value_stores,
         key_value_dir: args.kv_dir,
+        memory_key_value_stores: args.kv_memory,
         header_read_timeout: (!args.header_read_timeout.is_zero())
             .then_some(args.header_read_timeout),
     };

@@ -108,6 +108,23 @@ impl SpinUp {
         config: &HarnessConfig,
         runtime_config: Option<&Path>,
     ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        // In-memory stores (the harness's `memory_key_value_stores`) are Spin's `type = "spin"`
+        // without a path: a runtime config of our own when the caller gave none.
+        let generated;
+        let runtime_config = match runtime_config {
+            Some(file) => Some(file),
+            None if config.memory_key_value_stores.is_empty() => None,
+            None => {
+                let mut text = String::new();
+                for label in &config.memory_key_value_stores {
+                    text += &format!("[key_value_store.{label}]\ntype = \"spin\"\n");
+                }
+                generated = dir.path().join("runtime-config.toml");
+                std::fs::write(&generated, text)?;
+                Some(generated.as_path())
+            }
+        };
         if let (None, Some(label)) = (
             runtime_config,
             config.key_value_stores.iter().find(|l| *l != "default"),
@@ -116,7 +133,6 @@ impl SpinUp {
                 "spin up provides only the `default` key-value store without a runtime config, not {label:?}"
             );
         }
-        let dir = tempfile::tempdir()?;
         let manifest = dir.path().join("spin.toml");
         std::fs::write(
             &manifest,

@@ -29,22 +29,19 @@ fn runtime_config(dir: &Path, redis: &TempRedis) -> PathBuf {
     let shipped = common::root().join("deploy/runtime-config.redis.toml");
     let text = std::fs::read_to_string(&shipped).unwrap();
     let mut doc: toml::Table = toml::from_str(&text).unwrap();
-    let store = doc["key_value_store"]["default"]
-        .as_table()
-        .unwrap()
-        .clone();
-    assert_eq!(
-        store["type"].as_str(),
-        Some("redis"),
-        "{}",
-        shipped.display()
-    );
-    let mut store = store;
-    store.insert("url".into(), toml::Value::String(redis.url()));
-    doc["key_value_store"]
-        .as_table_mut()
-        .unwrap()
-        .insert("default".into(), toml::Value::Table(store));
+    let stores = doc["key_value_store"].as_table_mut().unwrap();
+    assert!(stores.contains_key("default"), "{}", shipped.display());
+    // Every store (default, velocity) on this test's Redis.
+    for (name, store) in stores.iter_mut() {
+        let store = store.as_table_mut().unwrap();
+        assert_eq!(
+            store["type"].as_str(),
+            Some("redis"),
+            "{}: {name}",
+            shipped.display()
+        );
+        store.insert("url".into(), toml::Value::String(redis.url()));
+    }
     let path = dir.join("runtime-config.toml");
     std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
     path

@@ -285,6 +285,24 @@ impl Client {
         })
     }
 
+    /// `PUT /v1/policy`: stores a rule policy (TOML) every edge then follows; the store checks
+    /// it with the edge's parser. Answers `{revision, rules, lists}`.
+    pub fn put_policy(&self, text: String) -> Result<serde_json::Value, RegistryError> {
+        self.json(reqwest::Method::PUT, &["v1", "policy"], |b| {
+            b.header(reqwest::header::CONTENT_TYPE, "application/toml")
+                .body(text)
+        })
+    }
+
+    /// `GET /v1/policy`: the policy in force, as TOML.
+    pub fn policy(&self) -> Result<String, RegistryError> {
+        let (request, body) = self.send(reqwest::Method::GET, &["v1", "policy"], |b| b)?;
+        String::from_utf8(body).map_err(|_| RegistryError::BadAnswer {
+            request,
+            detail: "the policy is not UTF-8".into(),
+        })
+    }
+
     /// `GET /v1/models/channels`.
     pub fn channels(&self) -> Result<Channels, RegistryError> {
         self.json(reqwest::Method::GET, &["v1", "models", "channels"], |b| b)

@@ -8,7 +8,7 @@
 //! that does not parse or names something unknown is refused then: logged, reported by
 //! `/api/health` (`policy_error`), and the instance decides by the model alone.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use contract::ENTITY_FIELDS;
@@ -16,8 +16,49 @@ use model_format::Model;
 use rules::{Compiled, Operand, Outcome, Policy};
 use serde_json::{Map, Value};
 
+use crate::{Host, StoreConfig};
+
 /// Key of the policy text in the key-value store.
 pub const POLICY_KEY: &str = "policy/current";
+/// The store's ETag of the policy text under [`POLICY_KEY`] (the edge's refresh).
+const POLICY_ETAG_KEY: &str = "policy/etag";
+/// How often an instance re-reads [`POLICY_KEY`].
+const CHECK_NS: u64 = 1_000_000_000;
+const FETCH_TIMEOUT_NS: u64 = 20_000_000_000;
+
+/// Part of the edge's refresh (the instance holding the refresh claim): copies the store's
+/// policy into the key-value store when it changed (conditional GET of `/v1/policy`). A policy
+/// the edge cannot parse is not copied (the store checks with the same parser).
+pub(crate) async fn pull<H: Host>(host: &H, store: &StoreConfig) -> Result<(), String> {
+    let etag = host
+        .kv_get(POLICY_ETAG_KEY)
+        .await?
+        .and_then(|b| String::from_utf8(b).ok());
+    // Only trusted while the text it names is still there.
+    let etag = match host.kv_get(POLICY_KEY).await? {
+        Some(_) => etag,
+        None => None,
+    };
+    let url = format!("{}/v1/policy", store.url);
+    let answer = host
+        .get_bytes(&url, &store.token, etag.as_deref(), FETCH_TIMEOUT_NS)
+        .await?;
+    match answer.status {
+        // 404: no policy stored centrally; whatever the key-value store holds stays.
+        304 | 404 => Ok(()),
+        200 => {
+            let text = std::str::from_utf8(&answer.body)
+                .map_err(|_| format!("{url}: the policy is not UTF-8"))?;
+            Policy::from_toml(text).map_err(|e| format!("{url}: refused: {e}"))?;
+            host.kv_set(POLICY_KEY, &answer.body).await?;
+            if let Some(tag) = &answer.etag {
+                host.kv_set(POLICY_ETAG_KEY, tag.as_bytes()).await?;
+            }
+            Ok(())
+        }
+        status => Err(format!("GET {url}: status {status}")),
+    }
+}
 
 /// Variables every policy may use besides features and payload fields.
 const BUILTINS: [&str; 3] = ["anomaly_score", "risk_score", "is_anomaly"];
@@ -39,11 +80,16 @@ pub(crate) struct Bound {
     known: Vec<String>,
 }
 
-/// The instance's policy: what it read at start and its compiled form per live model.
+/// The instance's policy: what it read from the key-value store and its compiled form per
+/// live model.
 #[derive(Default)]
 pub(crate) struct Policies {
-    policy: Option<Result<Policy, String>>,
+    policy: RefCell<Option<Result<Policy, String>>>,
+    /// XXH3 of the text `policy` was parsed from (0: none).
+    fingerprint: Cell<u64>,
     bound: RefCell<Option<Rc<Result<Bound, String>>>>,
+    next_check_ns: Cell<u64>,
+    checking: Cell<bool>,
 }
 
 /// The outcome for one transaction.
@@ -98,25 +144,53 @@ pub(crate) fn known_names(model: &Model) -> Vec<String> {
 }
 
 impl Policies {
-    /// The policy text read at start (`None`: no policy stored).
-    pub(crate) fn from_text(text: Option<&[u8]>) -> Self {
+    /// Takes the policy text stored now (`None`: no policy), parsing it when it changed.
+    pub(crate) fn install(&self, text: Option<&[u8]>) {
+        let fingerprint = text.map_or(0, |t| xxhash_rust::xxh3::xxh3_64(t) | 1);
+        if fingerprint == self.fingerprint.get() {
+            return;
+        }
         let policy = text.map(|bytes| {
             std::str::from_utf8(bytes)
                 .map_err(|_| "the policy is not UTF-8".to_string())
                 .and_then(|t| Policy::from_toml(t).map_err(|e| e.to_string()))
         });
-        if let Some(Err(e)) = &policy {
-            eprintln!("worker: the stored policy is refused: {e}; deciding by the model alone");
+        match &policy {
+            Some(Err(e)) => {
+                eprintln!("worker: the stored policy is refused: {e}; deciding by the model alone");
+            }
+            Some(Ok(p)) if self.fingerprint.get() != 0 => {
+                eprintln!("worker: policy changed: {} rules", p.len());
+            }
+            _ => {}
         }
-        Policies {
-            policy,
-            bound: RefCell::new(None),
+        *self.policy.borrow_mut() = policy;
+        *self.bound.borrow_mut() = None;
+        self.fingerprint.set(fingerprint);
+    }
+
+    /// At most once a second per instance, after a request: re-reads the stored policy, so a
+    /// change (an operator's, or the edge's refresh copying the store's) takes effect within
+    /// about a second on every instance, without a restart.
+    pub(crate) fn after_request<H: Host + 'static>(&'static self, host: &'static H) {
+        let now = host.monotonic_ns();
+        if self.checking.get() || now < self.next_check_ns.get() {
+            return;
         }
+        self.checking.set(true);
+        host.spawn(Box::pin(async move {
+            // The key-value store down: keep what we have.
+            if let Ok(text) = host.kv_get(POLICY_KEY).await {
+                self.install(text.as_deref());
+            }
+            self.next_check_ns.set(host.monotonic_ns() + CHECK_NS);
+            self.checking.set(false);
+        }));
     }
 
     /// Why the policy is not in use, if it is not.
     pub(crate) fn error(&self) -> Option<String> {
-        match &self.policy {
+        match &*self.policy.borrow() {
             Some(Err(e)) => Some(e.clone()),
             _ => match self.bound.borrow().as_deref() {
                 Some(Err(e)) => Some(e.clone()),
@@ -127,7 +201,7 @@ impl Policies {
 
     /// How many rules are in force (0 without a usable policy).
     pub(crate) fn rule_count(&self) -> usize {
-        match &self.policy {
+        match &*self.policy.borrow() {
             Some(Ok(p)) => p.len(),
             _ => 0,
         }
@@ -135,7 +209,8 @@ impl Policies {
 
     /// The policy compiled for `model` (compiled on first use per model version).
     pub(crate) fn bind(&self, model: &Model, version: &str) -> Option<Rc<Result<Bound, String>>> {
-        let Some(Ok(policy)) = &self.policy else {
+        let policy = self.policy.borrow();
+        let Some(Ok(policy)) = &*policy else {
             return None;
         };
         let mut slot = self.bound.borrow_mut();

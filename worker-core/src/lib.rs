@@ -58,6 +58,7 @@ pub struct App<H: Host + 'static> {
     dashboard: proxy::DashboardCache,
     legacy_ids: RefCell<Option<contract::legacy_id::Sequence>>,
     policies: decide::Policies,
+    velocity_locks: velocity::Locks,
 }
 
 enum Route {
@@ -90,6 +91,7 @@ impl<H: Host + 'static> App<H> {
             dashboard: RefCell::new(None),
             legacy_ids: RefCell::new(None),
             policies: decide::Policies::default(),
+            velocity_locks: velocity::Locks::default(),
         }
     }
 
@@ -100,7 +102,7 @@ impl<H: Host + 'static> App<H> {
         variables: &Variables,
         embedded: Result<Loaded, String>,
     ) -> Self {
-        let mut app = Self::new(host, variables, embedded);
+        let app = Self::new(host, variables, embedded);
         app.models.start(host).await;
         // Rules and lists: read and parsed once per instance (see `decide`).
         let policy = match host.kv_get(POLICY_KEY).await {
@@ -110,7 +112,7 @@ impl<H: Host + 'static> App<H> {
                 None
             }
         };
-        app.policies = decide::Policies::from_text(policy.as_deref());
+        app.policies.install(policy.as_deref());
         app
     }
 
@@ -143,6 +145,7 @@ impl<H: Host + 'static> App<H> {
             self.settings.store.as_ref(),
             &self.instance_id,
         );
+        self.policies.after_request(self.host);
         resp
     }
 
@@ -282,7 +285,7 @@ impl<H: Host + 'static> App<H> {
         &self,
         l: &Loaded,
         payload: &Value,
-        touched: &mut velocity::Touched,
+        touched: &mut velocity::Touched<'_>,
     ) -> Result<Option<Vec<f64>>, ApiError> {
         match (l.model.velocity(), payload) {
             (Some(spec), Value::Object(fields)) => {
@@ -300,7 +303,7 @@ impl<H: Host + 'static> App<H> {
         payload: &Value,
         explain: bool,
     ) -> Result<Response<String>, ApiError> {
-        let mut touched = velocity::Touched::default();
+        let mut touched = velocity::Touched::new(&self.velocity_locks);
         let velocity = self.velocity_of(l, payload, &mut touched).await?;
         let rules = self.rules_for(l);
         let bound = rules.as_deref().and_then(|r| r.as_ref().ok());
@@ -342,7 +345,7 @@ impl<H: Host + 'static> App<H> {
         let mut failed = 0;
         let mut events = Vec::new();
         // In order, one state cache for the batch: an entity's later items see its earlier ones.
-        let mut touched = velocity::Touched::default();
+        let mut touched = velocity::Touched::new(&self.velocity_locks);
         let mut velocities = Vec::with_capacity(items.len());
         for item in items {
             velocities.push(self.velocity_of(l, item, &mut touched).await);

@@ -329,7 +329,13 @@ impl Models {
             Ok(s) if s.claimed_by == instance && s.claimed_at_ms == now_ms => {}
             _ => return, // another instance claimed it
         }
-        match refresh(host, rollout, store, state.refused.as_deref()).await {
+        let models = refresh(host, rollout, store, state.refused.as_deref()).await;
+        // Rules and lists follow the store the same way (one refresh claim for both).
+        let policy = crate::decide::pull(host, store).await;
+        if let Err(e) = &policy {
+            eprintln!("worker: policy refresh failed, keeping the current policy: {e}");
+        }
+        match models.and(policy) {
             Ok(()) => {
                 state.last_refresh = Some(host.now().to_rfc3339());
                 state.last_error = None;

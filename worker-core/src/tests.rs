@@ -714,18 +714,21 @@ fn a_promoted_model_is_pulled_verified_stored_and_served() {
     assert_eq!(predict(second, 2)["model_version"], vb.as_str());
     assert_eq!(host.gets.borrow().len(), gets);
 
-    // Within the interval nobody asks again; after it, one conditional GET answered 304.
+    // Within the interval nobody asks again; after it, one refresh: a conditional GET of the
+    // channels (answered 304) and one of the policy.
     host.clock.set(host.clock.get() + 2_000_000_000);
     predict_and_settle(host, second, 3);
     assert_eq!(host.gets.borrow().len(), gets);
     host.clock.set(host.clock.get() + 16_000_000_000);
     predict_and_settle(host, second, 4);
     predict_and_settle(host, app, 5);
+    let asked = host.gets.borrow()[gets..].to_vec();
     assert_eq!(
-        host.gets.borrow().len(),
-        gets + 1,
-        "{:?}",
-        host.gets.borrow()
+        asked,
+        [
+            "http://store.test/v1/models/channels",
+            "http://store.test/v1/policy"
+        ],
     );
 }
 
@@ -1056,4 +1059,63 @@ fn rules_decide_in_order_and_a_policy_change_needs_no_rebuild() {
     let (_, health) = call(app, request("GET", "/api/health", ""));
     assert!(health["policy_error"].is_string(), "{health}");
     assert_eq!(health["policy_rules"], 0);
+}
+
+#[test]
+fn the_stores_policy_reaches_running_instances_without_a_restart() {
+    let host = FakeHost::new(accept_all());
+    let policy = std::rc::Rc::new(RefCell::new((1, POLICY.to_string())));
+    let served = policy.clone();
+    *host.registry.borrow_mut() = Box::new(move |url, if_none_match| {
+        if url.ends_with("/v1/models/channels") {
+            let body = json!({"live": null, "shadow": null, "revision": 0, "changed_at": null});
+            return Ok(Fetched {
+                status: 200,
+                etag: Some("\"rev-0\"".into()),
+                body: body.to_string().into_bytes(),
+            });
+        }
+        assert!(url.ends_with("/v1/policy"), "{url}");
+        let (revision, text) = served.borrow().clone();
+        let tag = format!("\"policy-{revision}\"");
+        if if_none_match == Some(tag.as_str()) {
+            return Ok(Fetched {
+                status: 304,
+                etag: Some(tag),
+                body: vec![],
+            });
+        }
+        Ok(Fetched {
+            status: 200,
+            etag: Some(tag),
+            body: text.into_bytes(),
+        })
+    });
+    let app = started(host, |_| {});
+    // No policy yet: the first request's refresh copies the store's; the instance's next
+    // check (a second later) takes it.
+    assert_eq!(decide(app, "card-bad", 12.0)["rules_matched"], json!([]));
+    host.run_tasks();
+    assert_eq!(host.kv.borrow()[POLICY_KEY], POLICY.as_bytes());
+    host.clock.set(host.clock.get() + 1_100_000_000);
+    decide(app, "card-ok", 12.0);
+    host.run_tasks();
+    assert_eq!(decide(app, "card-bad", 12.0)["decision"], "block");
+
+    // The list changes in the store: after the refresh interval the same instance follows.
+    *policy.borrow_mut() = (2, POLICY.replace("[\"card-bad\"]", "[\"card-new\"]"));
+    host.clock.set(host.clock.get() + 16_000_000_000);
+    decide(app, "card-ok", 12.0);
+    host.run_tasks();
+    host.clock.set(host.clock.get() + 1_100_000_000);
+    decide(app, "card-ok", 12.0);
+    host.run_tasks();
+    assert_eq!(decide(app, "card-new", 12.0)["decision"], "block");
+    assert_ne!(decide(app, "card-bad", 12.0)["decision"], "block");
+    // An unchanged policy is a 304: nothing rewritten.
+    let gets = host.gets.borrow().len();
+    host.clock.set(host.clock.get() + 16_000_000_000);
+    decide(app, "card-ok", 12.0);
+    host.run_tasks();
+    assert_eq!(host.gets.borrow().len(), gets + 2);
 }

@@ -104,6 +104,22 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Store a rule policy (TOML: rules, allow/block lists, defaults; docs/operations.md). Every
+    /// edge follows it within its refresh interval, without a rebuild or restart. Checked
+    /// here and by the store with the edge's parser (exit 2 naming the problem).
+    #[command(after_help = AFTER_HELP)]
+    PolicyPush {
+        /// The policy file.
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print the policy in force (exit 2 when none was stored).
+    #[command(after_help = AFTER_HELP)]
+    PolicyShow {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Register a model file (the store verifies it and names the reason when it refuses it).
     /// Changes no channel.
     #[command(after_help = AFTER_HELP)]
@@ -125,6 +141,33 @@ pub fn default_actor(actor: Option<String>) -> String {
 
 pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
     match args.command {
+        Command::PolicyPush { file, conn } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure::Data(anyhow::anyhow!("reading {}: {e}", file.display())))?;
+            // The edge's parser first: a typo fails here, before any request.
+            let policy = rules::Policy::from_toml(&text)
+                .map_err(|e| Failure::Usage(anyhow::anyhow!("{}: {e}", file.display())))?;
+            let answer = conn.client()?.put_policy(text)?;
+            let summary = format!(
+                "policy revision {}: {} rules, {} lists",
+                answer["revision"],
+                policy.len(),
+                policy.lists().count()
+            );
+            emit(&conn, log, "policy", &summary, &summary, &answer)
+        }
+        Command::PolicyShow { conn } => {
+            let text = conn.client()?.policy()?;
+            let summary = format!("{} bytes", text.len());
+            emit(
+                &conn,
+                log,
+                "policy",
+                &summary,
+                &text,
+                &serde_json::json!({"policy": text}),
+            )
+        }
         Command::List { conn } => {
             let list = conn.client()?.list()?;
             let summary = format!(
