@@ -63,21 +63,21 @@ pub(crate) async fn pull<H: Host>(host: &H, store: &StoreConfig) -> Result<(), S
 /// Variables every policy may use besides features and payload fields.
 const BUILTINS: [&str; 3] = ["anomaly_score", "risk_score", "is_anomaly"];
 
-/// Where one policy variable's value comes from.
-#[derive(Clone, Copy)]
-enum Getter<'n> {
+/// Where one policy variable's value comes from (decided once per model).
+enum Getter {
     Feature(usize),
     AnomalyScore,
     RiskScore,
     IsAnomaly,
-    Field(&'n str),
+    Field(String),
 }
 
 /// A policy compiled for one model.
 pub(crate) struct Bound {
     model_version: String,
+    /// Compiled against the variables it uses, in `getters` order.
     compiled: Compiled,
-    known: Vec<String>,
+    getters: Vec<Getter>,
 }
 
 /// The instance's policy: what it read from the key-value store and its compiled form per
@@ -222,12 +222,33 @@ impl Policies {
             return Some(b.clone());
         }
         let known = known_names(model);
+        // Checked against everything a policy may name (the error lists it), then compiled
+        // against what this one uses: a request gathers only those values.
+        let used: Vec<String> = policy
+            .variables()
+            .iter()
+            .map(|v| (*v).to_string())
+            .collect();
         let bound = policy
             .compile(&known)
+            .and_then(|_| policy.compile(&used))
             .map(|compiled| Bound {
                 model_version: version.to_string(),
                 compiled,
-                known,
+                getters: used
+                    .into_iter()
+                    .map(
+                        |name| match model.features().iter().position(|f| *f == name) {
+                            Some(i) => Getter::Feature(i),
+                            None => match name.as_str() {
+                                "anomaly_score" => Getter::AnomalyScore,
+                                "risk_score" => Getter::RiskScore,
+                                "is_anomaly" => Getter::IsAnomaly,
+                                _ => Getter::Field(name),
+                            },
+                        },
+                    )
+                    .collect(),
             })
             .map_err(|e| {
                 let e = format!("the policy does not fit model {version}: {e}");
@@ -244,43 +265,26 @@ impl Bound {
     /// Evaluates the rules for one scored transaction.
     pub(crate) fn decide(
         &self,
-        model: &Model,
         fields: &Map<String, Value>,
         row: &[f64],
         anomaly_score: f64,
         risk_score: f64,
         is_anomaly: bool,
     ) -> Decision {
-        let n = model.features().len();
         let values: Vec<Operand<'_>> = self
-            .known
+            .getters
             .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let getter = if i < n {
-                    Getter::Feature(i)
-                } else {
-                    match name.as_str() {
-                        "anomaly_score" => Getter::AnomalyScore,
-                        "risk_score" => Getter::RiskScore,
-                        "is_anomaly" => Getter::IsAnomaly,
-                        f => Getter::Field(f),
-                    }
-                };
-                match getter {
-                    Getter::Feature(i) => Operand::Number(row[i]),
-                    Getter::AnomalyScore => Operand::Number(anomaly_score),
-                    Getter::RiskScore => Operand::Number(risk_score),
-                    Getter::IsAnomaly => Operand::Bool(is_anomaly),
-                    Getter::Field(f) => match fields.get(f) {
-                        Some(Value::String(s)) => Operand::Text(s),
-                        Some(Value::Number(x)) => {
-                            x.as_f64().map_or(Operand::Missing, Operand::Number)
-                        }
-                        Some(Value::Bool(b)) => Operand::Bool(*b),
-                        _ => Operand::Missing,
-                    },
-                }
+            .map(|getter| match getter {
+                Getter::Feature(i) => Operand::Number(row[*i]),
+                Getter::AnomalyScore => Operand::Number(anomaly_score),
+                Getter::RiskScore => Operand::Number(risk_score),
+                Getter::IsAnomaly => Operand::Bool(is_anomaly),
+                Getter::Field(f) => match fields.get(f) {
+                    Some(Value::String(s)) => Operand::Text(s),
+                    Some(Value::Number(x)) => x.as_f64().map_or(Operand::Missing, Operand::Number),
+                    Some(Value::Bool(b)) => Operand::Bool(*b),
+                    _ => Operand::Missing,
+                },
             })
             .collect();
         let verdict = self.compiled.evaluate(&values, is_anomaly);

@@ -214,7 +214,6 @@ pub(crate) fn score_transaction<'a>(
     let uuid_text = stamp.uuid.to_string();
     let decided = match rules {
         Some(b) => b.decide(
-            &l.model,
             fields,
             row,
             score.decision,

@@ -214,14 +214,23 @@ impl Host for Spin {
     }
 }
 
+thread_local! {
+    /// The instance's velocity store, opened on first use (two host calls fewer per request).
+    static VELOCITY: OnceCell<&'static Store> = const { OnceCell::new() };
+}
+
 /// The `velocity` key-value store when the app is granted one (runtime config: in memory for
 /// `spin up`, Redis in production), else `default`: velocity state then shares the durable
 /// store and pays its write cost.
-async fn velocity_store() -> Result<Store, String> {
-    match Store::open("velocity").await {
-        Ok(s) => Ok(s),
-        Err(_) => Store::open_default().await.map_err(|e| format!("{e:?}")),
+async fn velocity_store() -> Result<&'static Store, String> {
+    if let Some(store) = VELOCITY.with(|v| v.get().copied()) {
+        return Ok(store);
     }
+    let store = match Store::open("velocity").await {
+        Ok(s) => s,
+        Err(_) => Store::open_default().await.map_err(|e| format!("{e:?}"))?,
+    };
+    Ok(VELOCITY.with(|v| *v.get_or_init(|| Box::leak(Box::new(store)))))
 }
 
 /// `fut`'s output, or None if `ns` nanoseconds pass first (`fut` is then dropped, which
