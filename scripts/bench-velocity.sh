@@ -38,11 +38,11 @@ definition = "count by card_id over 10m"
 name = "card_count_1h"
 definition = "count by card_id over 1h"
 [[velocity]]
-name = "card_seconds_since_last"
-definition = "seconds_since_last by card_id"
+name = "card_log_seconds_since_last"
+definition = "log(seconds_since_last) by card_id"
 [[velocity]]
-name = "card_amount_ratio_30d"
-definition = "amount / mean(amount) by card_id over 30d every 1d"
+name = "card_log_amount_ratio_30d"
+definition = "log(amount / mean(amount)) by card_id over 30d every 1d"
 [[velocity]]
 name = "card_categories_24h"
 definition = "distinct(merchant_category) by card_id over 24h every 1h"

@@ -15,13 +15,21 @@ use trainer::forest::{Contamination, IsolationForestParams, MaxSamples};
 use trainer::spec::{FeatureSpec, VelocityDecl};
 
 /// The velocity features of the test model (and of docs/operations.md's example).
-const VELOCITY: [(&str, &str); 5] = [
+const VELOCITY: [(&str, &str); 7] = [
     ("card_count_10m", "count by card_id over 10m"),
     ("card_count_1h", "count by card_id over 1h"),
     ("card_seconds_since_last", "seconds_since_last by card_id"),
     (
+        "card_log_seconds_since_last",
+        "log(seconds_since_last) by card_id",
+    ),
+    (
         "card_amount_ratio_30d",
         "amount / mean(amount) by card_id over 30d every 1d",
+    ),
+    (
+        "card_log_amount_ratio_30d",
+        "log(amount / mean(amount)) by card_id over 30d every 1d",
     ),
     (
         "card_categories_24h",

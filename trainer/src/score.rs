@@ -345,7 +345,7 @@ pub fn score_input(
         std::time::Instant::now()
     };
     let t = std::time::Instant::now();
-    let table = data::read_input_features(input, columns)?;
+    let table = read_features(model, input, columns)?;
     let t = lap("read", t);
     let scores =
         score_table(model, &table, explain).with_context(|| format!("scoring {}", input.origin))?;
@@ -354,6 +354,54 @@ pub fn score_input(
     write_exact(output, &mut frame)?;
     lap("write", t);
     Ok(scores)
+}
+
+/// The model's feature columns of `input`: read from the columns `columns` names, except the
+/// velocity features, which are computed over the file's rows in their order (arrival order,
+/// as [`crate::velocity`] does for fit), each entity starting without history. A column of a
+/// velocity feature's name in the input is ignored: scores must not depend on numbers an edge
+/// would not have computed.
+fn read_features(
+    model: &Model,
+    input: &crate::source::InputFile,
+    columns: &[String],
+) -> Result<Table> {
+    let Some(velocity) = model.velocity() else {
+        return data::read_input_features(input, columns);
+    };
+    let computed: Vec<&str> = velocity
+        .features()
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    let is_computed = |feature: &String| computed.contains(&feature.as_str());
+    let read: Vec<String> = model
+        .features()
+        .iter()
+        .zip(columns)
+        .filter(|(f, _)| !is_computed(f))
+        .map(|(_, c)| c.clone())
+        .collect();
+    let mut read = data::read_input_features(input, &read)?.columns.into_iter();
+    let lf = crate::source::scan_file(input)?;
+    let mut velocity_columns: Vec<Option<Vec<f64>>> =
+        crate::velocity::columns(lf, velocity, &input.origin)?
+            .into_iter()
+            .map(Some)
+            .collect();
+    let columns = model
+        .features()
+        .iter()
+        .map(|f| match computed.iter().position(|c| c == f) {
+            Some(i) => velocity_columns[i].take(),
+            None => read.next(),
+        })
+        .collect::<Option<Vec<_>>>()
+        .context("feature columns out of step with the model")?;
+    Ok(Table {
+        names: model.features().to_vec(),
+        columns,
+    })
 }
 
 /// Writes scores so every `f64` reads back to the same bits: Parquet stores the bits; for CSV,

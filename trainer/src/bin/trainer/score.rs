@@ -40,7 +40,9 @@ pub struct Args {
     #[arg(long, env = "SFE_SHARD")]
     pub shard: Option<Shard>,
     /// Input columns holding the model's features, in model order (comma-separated).
-    /// Default: the model's own feature names.
+    /// Default: the model's own feature names. A model's velocity features are not read but
+    /// computed over each file's rows in file order (arrival order), as `fit` does: the file
+    /// needs their entity, time and aggregated columns instead.
     #[arg(long, value_delimiter = ',')]
     pub features: Option<Vec<String>>,
     /// Also explain every row: per feature a `phi_<feature>` column (exact TreeSHAP value
