@@ -7,6 +7,8 @@
 #        store, in memory as runtime-config.toml sets it) and a policy of three rules and a list.
 # Both models are fitted here on the same synthetic card stream; every request names one of
 # 1,000 cards (so state is read and written for real) and carries no timestamp (edge clock).
+# Under Spin twice: velocity state in Spin's in-memory store (runtime-config.toml, `spin`) and in
+# a throwaway Redis (`spin+redis`, as deploy/runtime-config.redis.toml puts it in production).
 # Usage: scripts/bench-velocity.sh [seconds per run, default 10] [harness|spin|both, default both]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +23,9 @@ spin="${SFE_SPIN:-$HOME/.cache/secureflow-edge/bin/spin}"
 cargo test --release --no-run 2>&1 | grep -v '^ *Executable' >&2
 work=$(mktemp -d)
 pid=
+redis=
 stop() { [[ -n $pid ]] && { kill -TERM -- "-$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }; pid=; }
-trap 'stop; rm -rf "$work"' EXIT
+trap 'stop; [[ -n $redis ]] && kill "$redis" 2>/dev/null; rm -rf "$work"' EXIT
 
 trainer="$target/release/trainer"
 legacy=amount,hour,day_of_week,merchant_category,transaction_type
@@ -109,8 +112,13 @@ db.execute("INSERT INTO spin_key_value VALUES ('default', 'policy/current', ?)",
 db.commit()
 PY
     sed "s#^source = .*#source = \"$work/$v.wasm\"#" spin.toml >"$work/spin.toml"
+    local config=runtime-config.toml
+    if [[ $host == spin+redis ]]; then
+      config="$work/runtime-config.redis.toml"
+      redis-cli -p "$redis_port" flushall >/dev/null
+    fi
     setsid "$spin" up --from "$work/spin.toml" --listen 127.0.0.1:0 --state-dir "$work/state" \
-      --runtime-config-file runtime-config.toml >"$log" 2>&1 &
+      --runtime-config-file "$config" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 1800); do grep -q '^Serving http://' "$log" && break; sleep 0.1; done
     base=$(sed -n 's#^Serving \(http://[^ ]*\).*#\1#p' "$log" | head -n1)
@@ -125,6 +133,14 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 hosts=()
 [[ $which_hosts == spin ]] || hosts+=(harness)
 [[ $which_hosts == harness || -z $spin ]] || hosts+=(spin)
+if [[ " ${hosts[*]} " == *" spin "* ]] && command -v redis-server >/dev/null; then
+  hosts+=(spin+redis)
+  redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
+  redis=$!
+  printf '[key_value_store.velocity]\ntype = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$redis_port" >"$work/runtime-config.redis.toml"
+  for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
 for host in "${hosts[@]}"; do
   for c in 1 16; do
     for v in off on; do
@@ -132,7 +148,7 @@ for host in "${hosts[@]}"; do
       threads=1; ((c > 1)) && threads=2
       load=$(cut -d' ' -f1-3 /proc/loadavg)
       result=$(wrk -t"$threads" -c"$c" -d"${secs}s" -s "$work/predict.lua" "$base/api/predict" | tail -n1)
-      printf '  %-7s velocity+rules %-3s c=%-3d %s  [load %s]\n' "$host" "$v" "$c" "$result" "$load"
+      printf '  %-10s velocity+rules %-3s c=%-3d %s  [load %s]\n' "$host" "$v" "$c" "$result" "$load"
       stop
     done
   done
