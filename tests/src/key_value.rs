@@ -249,7 +249,12 @@ impl OpenStore {
     ) -> Result<R, Error> {
         let store = self.0.clone();
         if matches!(*store, Backing::Memory(_)) {
-            return op(&store);
+            // As Spin's SQLite store: on the calling thread, inside `block_in_place` (which
+            // hands this worker's other tasks, the instance's included, to another thread).
+            return match tokio::runtime::Handle::current().runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::CurrentThread => op(&store),
+                _ => tokio::task::block_in_place(|| op(&store)),
+            };
         }
         tokio::task::spawn_blocking(move || op(&store))
             .await
