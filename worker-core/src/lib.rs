@@ -304,7 +304,15 @@ impl<H: Host + 'static> App<H> {
         explain: bool,
     ) -> Result<Response<String>, ApiError> {
         let mut touched = velocity::Touched::new(&self.velocity_locks);
+        if l.model.velocity().is_some() {
+            predict::check_transaction(l, payload)?;
+        }
         let velocity = self.velocity_of(l, payload, &mut touched).await?;
+        // Written back before scoring (and so before the answer: the caller's next transaction
+        // sees this one): another instance reading this entity between our read and our write
+        // would lose one of the two transactions, so that window is kept to the store's
+        // round trip rather than the scoring's.
+        velocity::write_back(self.host, touched).await;
         let rules = self.rules_for(l);
         let bound = rules.as_deref().and_then(|r| r.as_ref().ok());
         let p = predict::score_transaction(
@@ -316,8 +324,6 @@ impl<H: Host + 'static> App<H> {
             velocity.as_deref(),
             bound,
         )?;
-        // Before the answer: the caller's next transaction must see this one.
-        velocity::write_back(self.host, touched).await;
         let resp = json(StatusCode::OK, &p);
         if self.settings.store.is_some() {
             let shadow = self
@@ -348,7 +354,15 @@ impl<H: Host + 'static> App<H> {
         let mut touched = velocity::Touched::new(&self.velocity_locks);
         let mut velocities = Vec::with_capacity(items.len());
         for item in items {
-            velocities.push(self.velocity_of(l, item, &mut touched).await);
+            // An item that will be refused is not counted (see `predict::check_transaction`).
+            let checked = match l.model.velocity() {
+                Some(_) => predict::check_transaction(l, item).map_err(ApiError::from),
+                None => Ok(()),
+            };
+            velocities.push(match checked {
+                Ok(()) => self.velocity_of(l, item, &mut touched).await,
+                Err(e) => Err(e),
+            });
         }
         velocity::write_back(self.host, touched).await;
         let results: Vec<Value> = items

@@ -168,30 +168,9 @@ pub(crate) fn score_transaction<'a>(
     velocity: Option<&[f64]>,
     rules: Option<&crate::decide::Bound>,
 ) -> Result<Prediction<'a>, ItemError> {
-    let Value::Object(fields) = payload else {
-        return Err(ItemError::Input("transaction must be a JSON object".into()));
-    };
-    crate::decide::check_entity_fields(fields).map_err(ItemError::Input)?;
-    let n = l.model.features().len();
     let mut row = [0f64; MAX_FEATURES];
-    let json = contract::JsonPayload(fields);
-    match (l.model.velocity(), velocity) {
-        (Some(spec), Some(values)) => l.model.normalize(
-            &model_format::velocity::Overlay {
-                base: &json,
-                spec,
-                values,
-            },
-            &mut row,
-        ),
-        (Some(_), None) => {
-            return Err(ItemError::Server(
-                "the model has velocity features but none were computed".into(),
-            ));
-        }
-        _ => l.model.normalize(&json, &mut row),
-    }
-    .map_err(|e: NormalizeError| ItemError::Input(e.to_string()))?;
+    let fields = normalize(l, payload, velocity, &mut row)?;
+    let n = l.model.features().len();
     let row = &row[..n];
     let mut phi = [0f64; MAX_FEATURES];
     let (score, explanation) = if explain {
@@ -263,6 +242,53 @@ pub(crate) fn score_transaction<'a>(
         uuid: stamp.uuid,
         row: row.to_vec(),
     })
+}
+
+/// Whether `payload` would be scored (a 400 otherwise), checked before its velocity state is
+/// read or written: a transaction the edge refuses is not counted, as it is not in the
+/// history the trainer computes its features from. Velocity values never make a payload
+/// invalid, so their no-history values stand in for them.
+pub(crate) fn check_transaction(l: &Loaded, payload: &Value) -> Result<(), ItemError> {
+    let mut values = [0f64; MAX_FEATURES];
+    let velocity = l.model.velocity().map(|spec| {
+        let v = &mut values[..spec.features().len()];
+        spec.no_history(v);
+        &*v
+    });
+    normalize(l, payload, velocity, &mut [0f64; MAX_FEATURES]).map(|_| ())
+}
+
+/// The model's feature row of `payload` (its velocity values laid over it) into `row`;
+/// returns the payload's fields.
+fn normalize<'p>(
+    l: &Loaded,
+    payload: &'p Value,
+    velocity: Option<&[f64]>,
+    row: &mut [f64; MAX_FEATURES],
+) -> Result<&'p serde_json::Map<String, Value>, ItemError> {
+    let Value::Object(fields) = payload else {
+        return Err(ItemError::Input("transaction must be a JSON object".into()));
+    };
+    crate::decide::check_entity_fields(fields).map_err(ItemError::Input)?;
+    let json = contract::JsonPayload(fields);
+    match (l.model.velocity(), velocity) {
+        (Some(spec), Some(values)) => l.model.normalize(
+            &model_format::velocity::Overlay {
+                base: &json,
+                spec,
+                values,
+            },
+            row,
+        ),
+        (Some(_), None) => {
+            return Err(ItemError::Server(
+                "the model has velocity features but none were computed".into(),
+            ));
+        }
+        _ => l.model.normalize(&json, row),
+    }
+    .map_err(|e: NormalizeError| ItemError::Input(e.to_string()))?;
+    Ok(fields)
 }
 
 impl Prediction<'_> {

@@ -922,10 +922,14 @@ fn velocity_state_counts_per_card_across_instances_and_reaches_the_event() {
     }
     assert_eq!(*host.kv.borrow(), before);
 
-    // A batch sees its own earlier items; a bad item fails alone.
+    // A batch sees its own earlier items; a bad item fails alone and is not counted (neither
+    // a bad entity id nor a payload the model refuses).
+    let mut refused = serde_json::from_str::<Value>(&card_tx(&json!("c9"), 0)).unwrap();
+    refused["amount"] = json!("lots");
     let batch = json!({"transactions": [
         serde_json::from_str::<Value>(&card_tx(&json!("c9"), 0)).unwrap(),
         serde_json::from_str::<Value>(&card_tx(&json!(9), 0)).unwrap(),
+        refused,
         serde_json::from_str::<Value>(&card_tx(&json!("c9"), 1)).unwrap(),
     ]});
     let (status, answer) = call(
@@ -933,7 +937,7 @@ fn velocity_state_counts_per_card_across_instances_and_reaches_the_event() {
         request("POST", "/api/predict-batch", &batch.to_string()),
     );
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["failed"], 1, "{answer}");
+    assert_eq!(answer["failed"], 2, "{answer}");
     host.run_tasks();
     let events = host.posts.borrow().last().unwrap().clone();
     let c9: Vec<f64> = events
