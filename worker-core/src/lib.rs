@@ -280,7 +280,9 @@ impl<H: Host + 'static> App<H> {
         self.policies.bind(&l.model, &l.version)
     }
 
-    /// One transaction's velocity values (reading its entities' state into `touched`).
+    /// One transaction's velocity values (reading its entities' state into `touched`). A
+    /// transaction that will be refused is refused here, before its state is read, and so is
+    /// not counted (see `predict::check_transaction`).
     async fn velocity_of(
         &self,
         l: &Loaded,
@@ -289,6 +291,7 @@ impl<H: Host + 'static> App<H> {
     ) -> Result<Option<Vec<f64>>, ApiError> {
         match (l.model.velocity(), payload) {
             (Some(spec), Value::Object(fields)) => {
+                predict::check_transaction(l, payload)?;
                 velocity::observe(self.host, spec, fields, touched)
                     .await
                     .map(Some)
@@ -304,9 +307,6 @@ impl<H: Host + 'static> App<H> {
         explain: bool,
     ) -> Result<Response<String>, ApiError> {
         let mut touched = velocity::Touched::new(&self.velocity_locks);
-        if l.model.velocity().is_some() {
-            predict::check_transaction(l, payload)?;
-        }
         let velocity = self.velocity_of(l, payload, &mut touched).await?;
         // Written back before scoring (and so before the answer: the caller's next transaction
         // sees this one): another instance reading this entity between our read and our write
@@ -354,15 +354,7 @@ impl<H: Host + 'static> App<H> {
         let mut touched = velocity::Touched::new(&self.velocity_locks);
         let mut velocities = Vec::with_capacity(items.len());
         for item in items {
-            // An item that will be refused is not counted (see `predict::check_transaction`).
-            let checked = match l.model.velocity() {
-                Some(_) => predict::check_transaction(l, item).map_err(ApiError::from),
-                None => Ok(()),
-            };
-            velocities.push(match checked {
-                Ok(()) => self.velocity_of(l, item, &mut touched).await,
-                Err(e) => Err(e),
-            });
+            velocities.push(self.velocity_of(l, item, &mut touched).await);
         }
         velocity::write_back(self.host, touched).await;
         let results: Vec<Value> = items
