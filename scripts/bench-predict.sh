@@ -5,8 +5,11 @@
 # with Spin's default instance reuse and with the settings docs/operations.md recommends, at 1
 # connection (explained and ?explain=false), 16 connections (both) and 150 connections
 # (explained): p50/p90/p99/p99.9, req/s, errors, and the server's RSS before, at the end of the
-# run and 3 s after it. Anchors in the same run: the native model-format timings of one
-# explanation and one score (bench_explain), and /api/health at 1 connection (the host's floor).
+# run and 3 s after it. Anchors in the same run: the model-format timings of one explanation and
+# one score (bench_explain) natively and as WebAssembly under wasmtime (the component's compute),
+# /api/health at 1 connection (the host's floor), and a plain hyper server with a constant body
+# at 1, 16 and 150 connections (tests/examples/http_floor.rs: the machine's floor, what wrk,
+# loopback, the kernel and the VM cost at that moment, with no WebAssembly at all).
 # Usage: scripts/bench-predict.sh [seconds per run, default 10] [harness|spin|both, default both]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 # The build the tests and the demo use (one feature set, nothing compiled twice), then the component.
 cargo test --release --no-run 2>&1 | grep -v '^ *Executable' >&2
 cargo build --release --target wasm32-wasip2 -p worker 2>&1 | tail -n1 >&2
+cargo build --release --target wasm32-wasip2 -p model-format --example bench_explain 2>&1 | tail -n1 >&2
 component="$target/wasm32-wasip2/release/worker.wasm"
 spin="${SFE_SPIN:-$HOME/.cache/secureflow-edge/bin/spin}"
 [[ -x $spin ]] || spin=$(command -v spin || true)
@@ -52,14 +56,20 @@ rss_mb() { # RSS of a process group's members, MB
 start() {
   local host=$1; shift
   local log="$work/server.log"
-  if [[ $host == harness ]]; then
-    setsid "$target/release/harness" --component "$component" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  if [[ $host == harness || $host == floor ]]; then
+    if [[ $host == harness ]]; then
+      setsid "$target/release/harness" --component "$component" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+    else
+      setsid "$target/release/examples/http_floor" 127.0.0.1:0 >"$log" 2>&1 &
+    fi
     pid=$!
     for _ in $(seq 1 600); do grep -q '^listening on ' "$log" && break; sleep 0.1; done
     base=$(sed -n 's/^listening on //p' "$log" | head -n1)
   else
     rm -rf "$work/state"
-    setsid "$spin" up --from "$work/spin.toml" --listen 127.0.0.1:0 --state-dir "$work/state" "$@" >"$log" 2>&1 &
+    # The repository's runtime config, as the README runs it (it declares the `velocity` store).
+    setsid "$spin" up --from "$work/spin.toml" --listen 127.0.0.1:0 --state-dir "$work/state" \
+      --runtime-config-file runtime-config.toml "$@" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 1800); do grep -q '^Serving http://' "$log" && break; sleep 0.1; done
     base=$(sed -n 's#^Serving \(http://[^ ]*\).*#\1#p' "$log" | head -n1)
@@ -85,8 +95,12 @@ measure() {
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "component: $(stat -c %s "$component") bytes; model: $(stat -c %s data/model.sfm) bytes; ${secs} s per run, wrk -t1 at 1 connection, -t2 above"
-anchor=$(cargo run --release --quiet --example bench_explain data/model.sfm 2>/dev/null | sed -n "/^data\/model.sfm/,\$p" | grep -E "^ +(score|explain) " | xargs || true)
-echo "anchor (native model-format on data/model.sfm, same run): $anchor"
+# bench_explain's score and explain lines for data/model.sfm, on one line.
+compute() { "$@" data/model.sfm 2>/dev/null | sed -n "/^data\/model.sfm/,\$p" | grep -E "^ +(score|explain) " | xargs || true; }
+echo "anchor (model-format on data/model.sfm, native): $(compute "$target/release/examples/bench_explain")"
+echo "anchor (the same as WebAssembly under wasmtime): $(compute "$target/release/examples/run_command" "$target/wasm32-wasip2/release/examples/bench_explain.wasm")"
+echo "floor (plain hyper server, constant body, no WebAssembly):"
+for c in 1 16 150; do measure floor "" "$c" /api/predict predict.lua "floor"; done
 
 # docs/operations.md: one request at a time per instance (the work is CPU-bound and an instance
 # runs on one thread), so concurrent requests spread over the cores.
