@@ -58,7 +58,9 @@ start() {
   local log="$work/server.log"
   if [[ $host == harness || $host == floor ]]; then
     if [[ $host == harness ]]; then
-      setsid "$target/release/harness" --component "$component" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
+      # spin.toml's stores as the README's `spin up` has them: `default` on disk, `velocity` in memory.
+      setsid "$target/release/harness" --component "$component" --listen 127.0.0.1:0 \
+        --kv-store default --kv-store velocity --kv-memory velocity "$@" >"$log" 2>&1 &
     else
       setsid "$target/release/examples/http_floor" 127.0.0.1:0 >"$log" 2>&1 &
     fi
