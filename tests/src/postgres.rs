@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// A running (or stopped, see [`TempPostgres::stop`]) throwaway cluster.
 pub struct TempPostgres {
@@ -19,6 +19,8 @@ pub struct TempPostgres {
     port: u16,
     as_postgres: bool,
     running: bool,
+    /// Stops the server once this process is gone (see [`TempPostgres::spawn_reaper`]).
+    reaper: Option<Child>,
 }
 
 impl TempPostgres {
@@ -41,6 +43,7 @@ impl TempPostgres {
             port: free_port()?,
             as_postgres,
             running: false,
+            reaper: None,
         };
         let data = pg.data_dir();
         pg.server_command("initdb")
@@ -58,6 +61,7 @@ impl TempPostgres {
             .arg(&data)
             .output_checked("initdb")?;
         pg.restart()?;
+        pg.reaper = Some(pg.spawn_reaper(std::process::id())?);
         pg.client_command("createdb")
             .arg("secureflow")
             .output_checked("createdb")?;
@@ -135,6 +139,31 @@ impl TempPostgres {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// A cluster held in a `static` (a fixture shared by a test binary's tests) is never dropped,
+    /// and a test process can be killed; either way the server would outlive it. This small
+    /// shell process waits for process `pid` (ours) to end, then stops the server and removes
+    /// its directory. `Drop` ends it when the cluster is dropped normally.
+    fn spawn_reaper(&self, pid: u32) -> Result<Child> {
+        let mut stop = self.server_command("pg_ctl");
+        stop.arg("-D")
+            .arg(self.data_dir())
+            .args(["stop", "-m", "immediate", "-w"]);
+        let script = r#"pid=$1 dir=$2; shift 2
+while [ -d "/proc/$pid" ]; do sleep 1; done
+"$@" >/dev/null 2>&1; rm -rf "$dir""#;
+        Command::new("sh")
+            .args(["-c", script, "sh"])
+            .arg(pid.to_string())
+            .arg(self.dir.path())
+            .arg(stop.get_program())
+            .args(stop.get_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the cluster's reaper (sh)")
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -167,6 +196,10 @@ impl Drop for TempPostgres {
     fn drop(&mut self) {
         if self.running {
             let _ = self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+        }
+        if let Some(mut reaper) = self.reaper.take() {
+            let _ = reaper.kill();
+            let _ = reaper.wait();
         }
     }
 }
@@ -257,5 +290,30 @@ mod tests {
         pg.restart().unwrap();
         assert_eq!(pg.psql("select sum(x) from t").unwrap(), "3");
         assert!(pg.url().ends_with(&format!(":{}/secureflow", pg.port())));
+    }
+
+    /// The reaper stops the server and removes its directory once the process it watches is
+    /// gone (here a short `sleep` stands in for a test process that never dropped its cluster).
+    #[test]
+    fn a_cluster_does_not_outlive_its_process() {
+        let pg = TempPostgres::start().unwrap();
+        let mut owner = Command::new("sleep").arg("1").spawn().unwrap();
+        let mut reaper = pg.spawn_reaper(owner.id()).unwrap();
+        assert_eq!(
+            pg.psql("select 1").unwrap(),
+            "1",
+            "running while its owner lives"
+        );
+        owner.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while pg.dir.path().exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(
+            !pg.dir.path().exists(),
+            "the cluster's directory is removed"
+        );
+        assert!(pg.psql("select 1").is_err(), "the server is stopped");
+        reaper.wait().unwrap();
     }
 }
