@@ -144,10 +144,7 @@ impl TempPostgres {
     /// shell process waits for process `pid` (ours) to end, then stops the server and removes
     /// its directory. `Drop` ends it when the cluster is dropped normally.
     fn spawn_reaper(&self, pid: u32) -> Result<Child> {
-        let mut stop = self.server_command("pg_ctl");
-        stop.arg("-D")
-            .arg(self.data_dir())
-            .args(["stop", "-m", "immediate", "-w"]);
+        let stop = self.pg_ctl_command(&["stop", "-m", "immediate", "-w"]);
         let script = r#"pid=$1 dir=$2; shift 2
 while [ -d "/proc/$pid" ]; do sleep 1; done
 "$@" >/dev/null 2>&1; rm -rf "$dir""#;
@@ -168,12 +165,15 @@ while [ -d "/proc/$pid" ]; do sleep 1; done
         self.dir.path().join("data")
     }
 
+    /// `pg_ctl -D <data> ARGS` for this cluster (run here, or by the reaper).
+    fn pg_ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.server_command("pg_ctl");
+        cmd.arg("-D").arg(self.data_dir()).args(args);
+        cmd
+    }
+
     fn pg_ctl(&self, args: &[&str]) -> Result<()> {
-        let data = self.data_dir();
-        self.server_command("pg_ctl")
-            .arg("-D")
-            .arg(&data)
-            .args(args)
+        self.pg_ctl_command(args)
             .output_checked("pg_ctl")
             .with_context(|| format!("pg_ctl {}; server log:\n{}", args[0], self.log()))?;
         Ok(())
