@@ -2,7 +2,7 @@
 # Latency and throughput of POST /api/predict measured the way a user measures them: for every
 # figure a freshly started server (no warm-up of ours), wrk on the same machine, the load average
 # printed beside it. Each host (the wasmtime harness, and `spin up` when a Spin CLI is found) runs
-# with Spin's default instance reuse and with the settings docs/operations.md recommends, at 1
+# with Spin's default instance reuse and with the settings docs/edge.md recommends, at 1
 # connection (explained and ?explain=false), 16 connections (both) and 150 connections
 # (explained): p50/p90/p99/p99.9, req/s, errors, and the server's RSS before, at the end of the
 # run and 3 s after it. Anchors in the same run: the model-format timings of one explanation and
@@ -58,7 +58,7 @@ start() {
   local log="$work/server.log"
   if [[ $host == harness || $host == floor ]]; then
     if [[ $host == harness ]]; then
-      # spin.toml's stores as the README's `spin up` has them: `default` on disk, `velocity` in memory.
+      # spin.toml's stores as docs/edge.md's `spin up` has them: `default` on disk, `velocity` in memory.
       setsid "$target/release/harness" --component "$component" --listen 127.0.0.1:0 \
         --kv-store default --kv-store velocity --kv-memory velocity "$@" >"$log" 2>&1 &
     else
@@ -69,7 +69,7 @@ start() {
     base=$(sed -n 's/^listening on //p' "$log" | head -n1)
   else
     rm -rf "$work/state"
-    # The repository's runtime config, as the README runs it (it declares the `velocity` store).
+    # The repository's runtime config, as docs/edge.md runs it (it declares the `velocity` store).
     setsid "$spin" up --from "$work/spin.toml" --listen 127.0.0.1:0 --state-dir "$work/state" \
       --runtime-config-file runtime-config.toml "$@" >"$log" 2>&1 &
     pid=$!
@@ -107,7 +107,7 @@ echo "anchor (the same as WebAssembly under wasmtime): $(compute "$target/releas
 echo "floor (plain hyper server, constant body, no WebAssembly):"
 for c in 1 16 150; do measure floor "" "$c" /api/predict predict.lua "floor"; done
 
-# docs/operations.md ("Instance reuse"): instances kept rather than replaced every 128 requests.
+# docs/edge.md ("Instance reuse"): instances kept rather than replaced every 128 requests.
 recommended="--max-instance-reuse-count 100000"
 hosts=()
 [[ $which_hosts == spin ]] || hosts+=(harness)

@@ -115,6 +115,9 @@ pub struct ScoredTransaction {
     /// Every rule that matched, in the policy's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules_matched: Vec<String>,
+    /// The supervised model's probability of fraud, in [0, 1] (models that have one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud_probability: Option<f64>,
 }
 
 /// Decisions an event may carry.
@@ -270,6 +273,14 @@ impl Event {
                     ("confidence", s.confidence),
                 ] {
                     finite(field, x)?;
+                }
+                if s.fraud_probability
+                    .is_some_and(|p| !(0.0..=1.0).contains(&p))
+                {
+                    return Err(FieldError::new(
+                        "fraud_probability",
+                        "must be a probability (0 to 1)",
+                    ));
                 }
                 Ok(())
             }
@@ -554,6 +565,7 @@ mod tests {
             }),
             decision: Some("block".into()),
             rules_matched: vec!["card_testing".into(), "blocked_card".into()],
+            fraud_probability: Some(0.123_456_789_012_345_67),
         })
     }
 

@@ -39,6 +39,7 @@ const SCALER: [u8; 4] = *b"SCAL";
 const FOREST: [u8; 4] = *b"FRST";
 const SCORE_DISTRIBUTION: [u8; 4] = *b"SDST";
 const VELOCITY: [u8; 4] = *b"VELO";
+const SUPERVISED: [u8; 4] = *b"GBDT";
 
 pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
     let mut sections: Vec<([u8; 4], u32, Vec<u8>)> = Vec::with_capacity(4);
@@ -86,25 +87,7 @@ pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
     put_u32(&mut frst, forest.max_samples());
     frst.extend_from_slice(&forest.offset().to_le_bytes());
     for (t, tree) in forest.trees().iter().enumerate() {
-        put_u32(&mut frst, tree.nodes().len() as u32);
-        put_u32(&mut frst, 0);
-        for (i, node) in tree.nodes().iter().enumerate() {
-            let (feature, delta, value) = match *node {
-                Node::Split {
-                    feature,
-                    threshold,
-                    right,
-                } => {
-                    let delta = u16::try_from(right as usize - i)
-                        .map_err(|_| EncodeError::TreeTooLarge { tree: t, node: i })?;
-                    (feature, delta, threshold.to_bits())
-                }
-                Node::Leaf { samples } => (LEAF, 0, samples),
-            };
-            frst.extend_from_slice(&feature.to_le_bytes());
-            frst.extend_from_slice(&delta.to_le_bytes());
-            frst.extend_from_slice(&value.to_le_bytes());
-        }
+        put_tree(&mut frst, tree.nodes(), t)?;
     }
     sections.push((FOREST, FLAG_REQUIRED, frst));
 
@@ -129,6 +112,11 @@ pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
             put_str(&mut velo, &definition, "velocity definition")?;
         }
         sections.push((VELOCITY, FLAG_REQUIRED, velo));
+    }
+
+    // Optional: a reader that skips it scores with the forest alone, as before it existed.
+    if let Some(b) = model.supervised() {
+        sections.push((SUPERVISED, 0, encode_supervised(b)?));
     }
 
     let mut out = Vec::new();
@@ -368,7 +356,7 @@ fn decode_with<'a>(
     r.pos = HEADER_LEN;
 
     let (mut meta, mut schema, mut norm, mut scaler, mut forest) = (None, None, None, None, None);
-    let (mut distribution, mut velocity) = (None, None);
+    let (mut distribution, mut velocity, mut supervised) = (None, None, None);
     for _ in 0..n_sections {
         let (section, payload) = next_section(&mut r)?;
         let tag = section.tag;
@@ -388,6 +376,7 @@ fn decode_with<'a>(
                 .replace(read_score_distribution(&mut p)?)
                 .is_some(),
             VELOCITY => velocity.replace(read_velocity(&mut p)?).is_some(),
+            SUPERVISED => supervised.replace(read_supervised(&mut p)?).is_some(),
             _ if section.required => {
                 return Err(DecodeError::UnknownRequiredSection { tag });
             }
@@ -425,10 +414,127 @@ fn decode_with<'a>(
         Some(q) => model.with_score_distribution(q)?,
         None => model,
     };
-    Ok(match velocity {
+    let model = match velocity {
         Some(spec) => model.with_velocity(spec)?,
         None => model,
+    };
+    Ok(match supervised {
+        Some(b) => model.with_supervised(b)?,
+        None => model,
     })
+}
+
+/// One tree as SPEC §4.4 lays it out: node count, reserved word, 8-byte node records.
+fn put_tree(out: &mut Vec<u8>, nodes: &[Node], tree: usize) -> Result<(), EncodeError> {
+    put_u32(out, nodes.len() as u32);
+    put_u32(out, 0);
+    for (i, node) in nodes.iter().enumerate() {
+        let (feature, delta, value) = match *node {
+            Node::Split {
+                feature,
+                threshold,
+                right,
+            } => {
+                let delta = u16::try_from(right as usize - i)
+                    .map_err(|_| EncodeError::TreeTooLarge { tree, node: i })?;
+                (feature, delta, threshold.to_bits())
+            }
+            Node::Leaf { samples } => (LEAF, 0, samples),
+        };
+        out.extend_from_slice(&feature.to_le_bytes());
+        out.extend_from_slice(&delta.to_le_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    Ok(())
+}
+
+const THRESHOLD_REVIEW: u32 = 1;
+const THRESHOLD_BLOCK: u32 = 2;
+
+fn encode_supervised(b: &crate::Booster) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(64 + b.node_count() * (NODE_LEN + 8));
+    put_u32(&mut out, b.n_inputs() as u32);
+    put_u32(&mut out, b.trees().len() as u32);
+    let c = b.calibration();
+    for v in [b.base_margin(), c.slope, c.intercept] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let t = b.thresholds();
+    let flags = u32::from(t.review.is_some()) * THRESHOLD_REVIEW
+        + u32::from(t.block.is_some()) * THRESHOLD_BLOCK;
+    put_u32(&mut out, flags);
+    put_u32(&mut out, 0);
+    for v in [t.review, t.block] {
+        out.extend_from_slice(&v.unwrap_or(0.0).to_le_bytes());
+    }
+    for (t, tree) in b.trees().iter().enumerate() {
+        put_tree(&mut out, tree.nodes(), t)?;
+        tree.leaf_values()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    }
+    Ok(out)
+}
+
+fn read_supervised(p: &mut Reader) -> Result<crate::Booster, DecodeError> {
+    use crate::booster::{BoostTree, Booster, Calibration, Thresholds};
+    let n_inputs = p.u32("supervised inputs")? as usize;
+    let n_trees = p.count("supervised trees", 8 + NODE_LEN + 8)?;
+    let base = p.f64("supervised base margin")?;
+    let slope = p.f64("calibration slope")?;
+    let intercept = p.f64("calibration intercept")?;
+    let flags = p.u32("threshold flags")?;
+    if flags & !(THRESHOLD_REVIEW | THRESHOLD_BLOCK) != 0 {
+        return Err(DecodeError::Reserved { offset: p.pos - 4 });
+    }
+    if p.u32("supervised reserved")? != 0 {
+        return Err(DecodeError::Reserved { offset: p.pos - 4 });
+    }
+    let review = p.f64("review threshold")?;
+    let block = p.f64("block threshold")?;
+    let thresholds = Thresholds {
+        review: (flags & THRESHOLD_REVIEW != 0).then_some(review),
+        block: (flags & THRESHOLD_BLOCK != 0).then_some(block),
+    };
+    for (on, v) in [(thresholds.review, review), (thresholds.block, block)] {
+        if on.is_none() && v.to_bits() != 0 {
+            return Err(DecodeError::Reserved { offset: p.pos - 8 });
+        }
+    }
+    let mut trees = Vec::with_capacity(n_trees);
+    for t in 0..n_trees {
+        let n_nodes = p.count("supervised tree nodes", NODE_LEN)?;
+        if p.u32("supervised tree reserved")? != 0 {
+            return Err(DecodeError::Reserved { offset: p.pos - 4 });
+        }
+        let start = p.pos;
+        let records = p.take(n_nodes * NODE_LEN, "supervised tree nodes")?;
+        let tree = diagnose_tree(records, start, t)?;
+        let nodes = tree.nodes().to_vec();
+        let leaves = nodes
+            .iter()
+            .filter(|n| matches!(n, Node::Leaf { .. }))
+            .count();
+        if leaves > (p.bytes.len() - p.pos) / 8 {
+            return Err(DecodeError::Count {
+                what: "supervised leaf values",
+                count: leaves as u64,
+            });
+        }
+        let values: Vec<f64> = (0..leaves)
+            .map(|_| p.f64("supervised leaf value"))
+            .collect::<Result<_, _>>()?;
+        trees.push(BoostTree::new(nodes, &values).map_err(|e| match e {
+            InvalidModel::Tree { problem, .. } => InvalidModel::Tree { tree: t, problem },
+            other => other,
+        })?);
+    }
+    Ok(Booster::new(
+        trees,
+        base,
+        Calibration { slope, intercept },
+        thresholds,
+        n_inputs,
+    )?)
 }
 
 fn read_velocity(p: &mut Reader) -> Result<crate::velocity::VelocitySpec, DecodeError> {

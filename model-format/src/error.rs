@@ -37,6 +37,8 @@ pub enum InvalidModel {
     ScoreDistribution(String),
     #[error("velocity features: {0}")]
     Velocity(String),
+    #[error("supervised model: {0}")]
+    Supervised(String),
 }
 
 /// What is wrong with one tree's node array.

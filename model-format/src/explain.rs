@@ -302,6 +302,13 @@ fn quad_size(d: usize) -> usize {
 impl ForestShap {
     pub(crate) fn new(trees: &[Tree]) -> Self {
         let shaps: Vec<&TreeShap> = trees.iter().map(Tree::shap).collect();
+        let max_nodes = trees.iter().map(Tree::len).max().unwrap_or(0);
+        Self::of_trees(&shaps, max_nodes)
+    }
+
+    /// The rule and tables for any ensemble of trees (the forest's, or the supervised
+    /// model's: [`crate::booster`]); `max_nodes` is the largest tree's node count.
+    pub(crate) fn of_trees(shaps: &[&TreeShap], max_nodes: usize) -> Self {
         let q = quad_size(shaps.iter().map(|s| s.path_features()).max().unwrap_or(0));
         let (t, _) = quadrature(q);
         let tables = if q == 0 {
@@ -318,7 +325,7 @@ impl ForestShap {
                 })
                 .collect()
         };
-        Self::assemble(trees, &shaps, q, tables)
+        Self::assemble_parts(shaps, max_nodes, q, tables)
     }
 
     /// The forest-wide part from per-tree parts; shared by building and installing so both
@@ -326,6 +333,16 @@ impl ForestShap {
     fn assemble(
         trees: &[Tree],
         shaps: &[&TreeShap],
+        q: usize,
+        tables: Vec<Cow<'static, [f64]>>,
+    ) -> Self {
+        let max_nodes = trees.iter().map(Tree::len).max().unwrap_or(0);
+        Self::assemble_parts(shaps, max_nodes, q, tables)
+    }
+
+    fn assemble_parts(
+        shaps: &[&TreeShap],
+        max_nodes: usize,
         q: usize,
         tables: Vec<Cow<'static, [f64]>>,
     ) -> Self {
@@ -337,8 +354,8 @@ impl ForestShap {
             t,
             w,
             tables,
-            max_nodes: trees.iter().map(Tree::len).max().unwrap_or(0),
-            expected_value: sum / trees.len().max(1) as f64,
+            max_nodes,
+            expected_value: sum / shaps.len().max(1) as f64,
         }
     }
 
@@ -405,19 +422,34 @@ pub(crate) fn forest_phi(forest: &Forest, x: &[f32], phi: &mut [f64]) -> Result<
                 .unwrap_or((0, 0));
             return Err(ExplainError::PathTooComplex { tree, features });
         }
-        1 => run::<1>(forest, x, phi),
-        2 => run::<2>(forest, x, phi),
-        3 => run::<3>(forest, x, phi),
-        4 => run::<4>(forest, x, phi),
-        5 => run::<5>(forest, x, phi),
-        6 => run::<6>(forest, x, phi),
-        8 => run::<8>(forest, x, phi),
-        12 => run::<12>(forest, x, phi),
-        16 => run::<16>(forest, x, phi),
-        24 => run::<24>(forest, x, phi),
-        _ => run::<32>(forest, x, phi),
+        _ => ensemble_phi(shap, forest.trees().iter().map(Tree::shap), x, phi),
     }
     Ok(())
+}
+
+/// Adds the attributions of every tree in `trees` (each leaf worth its own value) to `phi`,
+/// with the rule and tables of `shap` (built for exactly these trees, in this order, and
+/// `supported`). `x` must cover every split feature and `phi.len() == x.len()`.
+pub(crate) fn ensemble_phi<'t>(
+    shap: &ForestShap,
+    trees: impl Iterator<Item = &'t TreeShap>,
+    x: &[f32],
+    phi: &mut [f64],
+) {
+    match shap.q {
+        0 => {}
+        1 => run::<1>(shap, trees, x, phi),
+        2 => run::<2>(shap, trees, x, phi),
+        3 => run::<3>(shap, trees, x, phi),
+        4 => run::<4>(shap, trees, x, phi),
+        5 => run::<5>(shap, trees, x, phi),
+        6 => run::<6>(shap, trees, x, phi),
+        8 => run::<8>(shap, trees, x, phi),
+        12 => run::<12>(shap, trees, x, phi),
+        16 => run::<16>(shap, trees, x, phi),
+        24 => run::<24>(shap, trees, x, phi),
+        _ => run::<32>(shap, trees, x, phi),
+    }
 }
 
 /// The quadrature rule as fixed-size arrays, plus `1−t` and `w/(1−t)`.
@@ -428,8 +460,12 @@ struct Quad<const Q: usize> {
     w_cold: [f64; Q],
 }
 
-fn run<const Q: usize>(forest: &Forest, x: &[f32], phi: &mut [f64]) {
-    let shap = forest.shap();
+fn run<'t, const Q: usize>(
+    shap: &ForestShap,
+    trees: impl Iterator<Item = &'t TreeShap>,
+    x: &[f32],
+    phi: &mut [f64],
+) {
     let mut quad = Quad {
         t: [0.0; Q],
         w: [0.0; Q],
@@ -460,8 +496,8 @@ fn run<const Q: usize>(forest: &Forest, x: &[f32], phi: &mut [f64]) {
         heap_flags.resize(shap.max_nodes + 1, 0);
         &mut heap_flags
     };
-    for (tree, table) in forest.trees().iter().zip(&shap.tables) {
-        tree_phi(tree.shap(), table, x, &quad, values, flags, phi);
+    for (tree, table) in trees.zip(&shap.tables) {
+        tree_phi(tree, table, x, &quad, values, flags, phi);
     }
 }
 

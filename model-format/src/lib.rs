@@ -27,6 +27,7 @@
 //! the nodes when a tree is built; the file format is unchanged.
 
 pub mod batch;
+pub mod booster;
 mod codec;
 mod error;
 pub mod explain;
@@ -36,6 +37,7 @@ mod risk;
 mod scaler;
 pub mod velocity;
 
+pub use booster::{Booster, FraudScore};
 pub use codec::{FORMAT_VERSION, MAGIC, SectionInfo, section_table};
 pub use error::{DecodeError, EncodeError, ExplainError, InvalidModel, ScoreError};
 pub use explain::{MAX_PATH_FEATURES, TablesError, TablesTrust};
@@ -57,6 +59,7 @@ pub struct Model {
     normalization: Normalization,
     score_distribution: Option<Vec<f64>>,
     velocity: Option<velocity::VelocitySpec>,
+    supervised: Option<Booster>,
 }
 
 /// Most points a training score distribution may have ([`Model::with_score_distribution`]).
@@ -149,6 +152,7 @@ impl Model {
             normalization,
             score_distribution: None,
             velocity: None,
+            supervised: None,
         })
     }
 
@@ -213,6 +217,67 @@ impl Model {
         Ok(self)
     }
 
+    /// The same model with a supervised classifier beside the forest (section `GBDT`,
+    /// [`booster`]): its inputs are the model's features and the forest's risk.
+    pub fn with_supervised(mut self, booster: Booster) -> Result<Self, InvalidModel> {
+        if booster.n_inputs() != self.features.len() + 1 {
+            return Err(InvalidModel::Supervised(format!(
+                "{} inputs; the model has {} features (+ the forest's risk)",
+                booster.n_inputs(),
+                self.features.len()
+            )));
+        }
+        self.supervised = Some(booster);
+        Ok(self)
+    }
+
+    /// The same model without its supervised classifier.
+    pub fn without_supervised(mut self) -> Self {
+        self.supervised = None;
+        self
+    }
+
+    /// The supervised classifier, when the model has one.
+    pub fn supervised(&self) -> Option<&Booster> {
+        self.supervised.as_ref()
+    }
+
+    /// Scores one row with the forest and, when the model has one, the supervised classifier
+    /// (which reads the forest's risk). Allocation-free.
+    pub fn score_fraud(&self, row: &[f64]) -> Result<(Score, Option<FraudScore>), ScoreError> {
+        let mut scaled = [0f32; MAX_FEATURES + 1];
+        let n = self.scale_row(row, &mut scaled)?.len();
+        let score = self.forest.score_scaled(&scaled[..n])?;
+        let Some(b) = &self.supervised else {
+            return Ok((score, None));
+        };
+        scaled[n] = score.risk() as f32;
+        Ok((score, Some(b.score(&scaled[..=n])?)))
+    }
+
+    /// [`Model::score_fraud`] with the supervised classifier's explanation: `phi` gets one
+    /// exact TreeSHAP value of the calibrated log-odds per feature and one more (last) for the
+    /// forest's risk; returns the expected log-odds beside the scores, so that
+    /// `Σphi + expected = log_odds`. `None` for the fraud part when the model has no
+    /// supervised classifier (`phi` untouched).
+    pub fn explain_fraud(
+        &self,
+        row: &[f64],
+        phi: &mut [f64],
+    ) -> Result<(Score, Option<(FraudScore, f64)>), ExplainError> {
+        let mut scaled = [0f32; MAX_FEATURES + 1];
+        let n = self.scale_row(row, &mut scaled)?.len();
+        let score = self.forest.score_scaled(&scaled[..n])?;
+        let Some(b) = &self.supervised else {
+            return Ok((score, None));
+        };
+        scaled[n] = score.risk() as f32;
+        let x = &scaled[..=n];
+        let fraud = b.score(x)?;
+        let expected = b.explain(x, phi)?;
+        Ok((score, Some((fraud, expected))))
+    }
+
     /// The velocity features, when the model has any.
     pub fn velocity(&self) -> Option<&velocity::VelocitySpec> {
         self.velocity.as_ref()
@@ -257,6 +322,15 @@ impl Model {
     /// Free-form key/value pairs the trainer recorded (seed, row count, trainer version...).
     pub fn metadata(&self) -> &[(String, String)] {
         &self.metadata
+    }
+
+    /// The same model with `key` set to `value` in its metadata (replacing an earlier value).
+    pub fn with_meta(mut self, key: &str, value: &str) -> Self {
+        match self.metadata.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value.to_string(),
+            None => self.metadata.push((key.to_string(), value.to_string())),
+        }
+        self
     }
 
     /// Looks up one metadata value.
@@ -340,12 +414,9 @@ impl Model {
         explain::read_tables(&self.forest, tables, TablesTrust::Untrusted).map(|_| ())
     }
 
-    /// Checks and scales `row` into the front of `buf`, as f32 like scikit-learn.
-    fn scale_row<'b>(
-        &self,
-        row: &[f64],
-        buf: &'b mut [f32; MAX_FEATURES],
-    ) -> Result<&'b [f32], ScoreError> {
+    /// Checks and scales `row` into the front of `buf` (at least [`MAX_FEATURES`] long), as
+    /// f32 like scikit-learn.
+    fn scale_row<'b>(&self, row: &[f64], buf: &'b mut [f32]) -> Result<&'b [f32], ScoreError> {
         let n = self.features.len();
         if row.len() != n {
             return Err(ScoreError::Width {

@@ -14,6 +14,7 @@
 //! sum(amount) by card_id over 1h             sum of a numeric field
 //! mean(amount) by card_id over 24h           sum / count (0 with no events)
 //! distinct(merchant_category) by card_id over 24h   distinct values (at most 32 per bucket)
+//! seen(merchant_id) by card_id over 30d every 1d     buckets in which this value occurred (0: new)
 //! seconds_since_last by card_id              since the card's latest earlier event (cap 30 days)
 //! amount / mean(amount) by card_id over 30d every 1d   this value against the card's own habit
 //! log(amount / mean(amount)) by card_id over 30d   any of the above on a log scale
@@ -79,6 +80,9 @@ pub enum Aggregate {
     Mean(String),
     /// Distinct values of a field.
     Distinct(String),
+    /// In how many of the window's buckets the entity had the event's own value of a field
+    /// (0: a value new to the entity). Reads the same state as `distinct` of the field.
+    Seen(String),
     /// Seconds since the entity's latest earlier event (no window).
     SecondsSinceLast,
     /// The event's value of a field divided by the field's mean in the window.
@@ -233,6 +237,8 @@ impl FromStr for Definition {
             Aggregate::Mean(f)
         } else if let Some(f) = arg("distinct", &head)? {
             Aggregate::Distinct(f)
+        } else if let Some(f) = arg("seen", &head)? {
+            Aggregate::Seen(f)
         } else if let Some((x, mean)) = head.split_once('/') {
             let x = x.trim();
             match arg("mean", mean.trim())? {
@@ -246,7 +252,7 @@ impl FromStr for Definition {
             }
         } else {
             return Err(format!(
-                "unknown aggregate {head:?} (count, sum(f), mean(f), distinct(f), seconds_since_last, f / mean(f), or log(one of them))"
+                "unknown aggregate {head:?} (count, sum(f), mean(f), distinct(f), seen(f), seconds_since_last, f / mean(f), or log(one of them))"
             ));
         };
         let entity = words.get(by + 1).ok_or("no entity field after `by`")?;
@@ -309,6 +315,7 @@ impl fmt::Display for Definition {
             Aggregate::Sum(x) => write!(f, "sum({x})")?,
             Aggregate::Mean(x) => write!(f, "mean({x})")?,
             Aggregate::Distinct(x) => write!(f, "distinct({x})")?,
+            Aggregate::Seen(x) => write!(f, "seen({x})")?,
             Aggregate::SecondsSinceLast => write!(f, "seconds_since_last")?,
             Aggregate::Ratio(x) => write!(f, "{x} / mean({x})")?,
         }
@@ -415,7 +422,7 @@ impl VelocitySpec {
                     Aggregate::Sum(f) | Aggregate::Mean(f) | Aggregate::Ratio(f) => {
                         (Some(f.clone()), false)
                     }
-                    Aggregate::Distinct(f) => (Some(f.clone()), true),
+                    Aggregate::Distinct(f) | Aggregate::Seen(f) => (Some(f.clone()), true),
                 };
                 let accs = &mut spec.accumulators[entity];
                 let same = |a: &Accumulator| {
@@ -473,6 +480,7 @@ impl VelocitySpec {
                 Aggregate::Sum(x)
                 | Aggregate::Mean(x)
                 | Aggregate::Distinct(x)
+                | Aggregate::Seen(x)
                 | Aggregate::Ratio(x) => Some(x.as_str()),
                 Aggregate::Count | Aggregate::SecondsSinceLast => None,
             };
@@ -590,6 +598,8 @@ impl VelocitySpec {
                     }
                 }
                 Aggregate::Distinct(_) => distinct as f64,
+                Aggregate::Seen(field) => distinct_hash(payload, field)
+                    .map_or(0.0, |h| state.slots[a].buckets_with(t_ms, window, h) as f64),
                 Aggregate::Ratio(field) => {
                     let mean = if count == 0 { 0.0 } else { sum / count as f64 };
                     match number(payload, field) {
@@ -697,6 +707,16 @@ impl Slot {
         seen.sort_unstable();
         seen.dedup();
         (count, sum, seen.len())
+    }
+
+    /// How many of the window's buckets recorded the value hashed `h`.
+    fn buckets_with(&self, t_ms: i64, w: Window, h: u64) -> usize {
+        let current = t_ms.div_euclid(w.bucket_ms());
+        let first = current - w.buckets() + 1;
+        self.buckets
+            .iter()
+            .filter(|b| (first..=current).contains(&b.index) && b.distinct.contains(&h))
+            .count()
     }
 
     fn record(&mut self, t_ms: i64, w: Window, v: Observed) {
@@ -989,6 +1009,46 @@ mod tests {
         assert_eq!(v[1], 66.0, "but it was in the hour's");
         // The other entity's slots are untouched.
         assert_eq!(v[6], 0.0);
+    }
+
+    #[test]
+    fn seen_counts_the_buckets_that_had_this_value_and_shares_distincts_state() {
+        let s = VelocitySpec::new(
+            "timestamp",
+            &[
+                ("seen", "seen(cat) by card_id over 1h every 6m"),
+                ("cats", "distinct(cat) by card_id over 1h every 6m"),
+            ],
+        )
+        .unwrap();
+        // One accumulator for both: the state format does not change.
+        assert_eq!(s.accumulators[0].len(), 1);
+        assert_eq!(
+            "seen( cat ) by card_id over 1h every 6m"
+                .parse::<Definition>()
+                .unwrap()
+                .to_string(),
+            "seen(cat) by card_id over 1h every 6m"
+        );
+        let mut st = vec![EntityState::default(); 1];
+        let at = |st: &mut Vec<EntityState>, minute: i64, cat: f64| {
+            let p = P(vec![("cat", Value::Number(cat))]);
+            let mut v = vec![0.0; 2];
+            s.observe(0, &mut st[0], minute * 60_000, &p, &mut v);
+            v
+        };
+        assert_eq!(at(&mut st, 0, 1.0), [0.0, 0.0]); // new
+        assert_eq!(at(&mut st, 1, 1.0), [1.0, 1.0]); // seen in one bucket
+        assert_eq!(at(&mut st, 7, 1.0), [1.0, 1.0]); // the next bucket: still one before
+        assert_eq!(at(&mut st, 8, 2.0), [0.0, 1.0]); // another value: new
+        assert_eq!(at(&mut st, 9, 1.0), [2.0, 2.0]);
+        // An hour on, the old buckets have left the window.
+        assert_eq!(at(&mut st, 80, 1.0), [0.0, 0.0]);
+        // No value: counts as not seen.
+        let p = P(vec![]);
+        let mut v = vec![9.0; 2];
+        s.observe(0, &mut st[0], 81 * 60_000, &p, &mut v);
+        assert_eq!(v[0], 0.0);
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Encoding round trips and hostile bytes: every corruption is a typed error, never a panic.
 
+mod common;
+
+use common::reseal;
 use model_format::{
     DecodeError, FileTrust, Forest, InvalidModel, Model, ModelId, Node, Scaler, Tree,
 };
@@ -55,29 +58,6 @@ fn rows() -> Vec<[f64; 3]> {
             ]
         })
         .collect()
-}
-
-/// Recomputes the trailer checksum after a deliberate edit, so the structural checks are reached.
-fn reseal(bytes: &mut [u8]) {
-    let n = bytes.len() - 4;
-    let crc = crc32fast_hash(&bytes[..n]);
-    bytes[n..].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn crc32fast_hash(b: &[u8]) -> u32 {
-    // CRC-32/ISO-HDLC, bitwise; independent of the crate under test.
-    let mut crc = !0u32;
-    for &byte in b {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]

@@ -9,6 +9,12 @@ use crate::outcome::Outcome;
 pub const REASON_ANOMALOUS: &str = "model: anomalous";
 /// Reason of a default decision for a normal transaction.
 pub const REASON_NORMAL: &str = "model: normal";
+/// Reason of a supervised model's block (no rule matched).
+pub const REASON_FRAUD_BLOCK: &str = "model: fraud probability at or above the block threshold";
+/// Reason of a supervised model's review (no rule matched).
+pub const REASON_FRAUD_REVIEW: &str = "model: fraud probability at or above the review threshold";
+/// Reason of a supervised model's allow (no rule matched).
+pub const REASON_FRAUD_LOW: &str = "model: fraud probability below the review threshold";
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CompiledRule {
@@ -48,6 +54,23 @@ impl Compiled {
     /// [`Operand::Missing`]. `is_anomaly` (the model's flag) picks the default decision.
     #[must_use]
     pub fn evaluate(&self, values: &[Operand<'_>], is_anomaly: bool) -> Verdict<'_> {
+        let default = if is_anomaly {
+            (self.anomaly, REASON_ANOMALOUS)
+        } else {
+            (self.normal, REASON_NORMAL)
+        };
+        self.evaluate_or(values, default)
+    }
+
+    /// [`Compiled::evaluate`] with the decision and reason to give when no rule matches: a
+    /// supervised model's own verdict from its thresholds, which the policy's `default`
+    /// (made for the forest's flag) does not replace.
+    #[must_use]
+    pub fn evaluate_or(
+        &self,
+        values: &[Operand<'_>],
+        default: (Outcome, &'static str),
+    ) -> Verdict<'_> {
         let mut matched = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             if self.holds(&rule.expr, values) {
@@ -58,8 +81,7 @@ impl Compiled {
         let by_rule = matched.first().map(|&i| usize::from(i));
         let (decision, reason) = match by_rule.and_then(|i| self.rules.get(i)) {
             Some(rule) => (rule.outcome, rule.reason.as_str()),
-            None if is_anomaly => (self.anomaly, REASON_ANOMALOUS),
-            None => (self.normal, REASON_NORMAL),
+            None => default,
         };
         Verdict {
             decision,

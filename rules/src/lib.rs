@@ -66,7 +66,10 @@
 //!   rule placed first overrides a later block: order rules by priority), with that rule's
 //!   reason and [`Verdict::by_rule`] set. If none matches: `default.anomaly` when `is_anomaly`,
 //!   else `default.normal`, with reason [`REASON_ANOMALOUS`] / [`REASON_NORMAL`] and
-//!   `by_rule = None`.
+//!   `by_rule = None`. A host whose model has a supervised classifier passes that model's own
+//!   verdict instead ([`Compiled::evaluate_or`]: block / review / allow by its thresholds on
+//!   `fraud_probability`, reasons [`REASON_FRAUD_BLOCK`], [`REASON_FRAUD_REVIEW`],
+//!   [`REASON_FRAUD_LOW`]).
 //! * **Unknown values.** [`Operand::Missing`], and a number that is NaN, make every comparison
 //!   false (including `!=`), every `in` and every `not in` false, and are false as a bare
 //!   operand.
@@ -128,7 +131,10 @@ mod parse;
 mod policy;
 
 pub use error::{ParseError, ParseErrorKind, PolicyError};
-pub use eval::{Compiled, REASON_ANOMALOUS, REASON_NORMAL, Verdict};
+pub use eval::{
+    Compiled, REASON_ANOMALOUS, REASON_FRAUD_BLOCK, REASON_FRAUD_LOW, REASON_FRAUD_REVIEW,
+    REASON_NORMAL, Verdict,
+};
 pub use operand::Operand;
 pub use outcome::{Outcome, ParseOutcomeError};
 pub use policy::Policy;

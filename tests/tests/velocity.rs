@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use trainer::forest::{Contamination, IsolationForestParams, MaxSamples};
 use trainer::spec::{FeatureSpec, VelocityDecl};
 
-/// The velocity features of the test model (and of docs/operations.md's example).
+/// The velocity features of the test model (and of docs/trainer.md's example).
 const VELOCITY: [(&str, &str); 7] = [
     ("card_count_10m", "count by card_id over 10m"),
     ("card_count_1h", "count by card_id over 1h"),
@@ -72,6 +72,24 @@ fn velocity_component(dir: &Path, rows: usize, seed: u64, trees: usize) -> std::
     };
     let velocity = spec().velocity_spec().unwrap().unwrap();
     let model = trainer::fit_with_velocity(&data.table, &params, Some(&velocity)).unwrap();
+    // With the supervised classifier beside the forest (the labels of the same stream), so
+    // the parity covers fraud_probability and its explanation too.
+    let supervised = trainer::supervised::SupervisedParams {
+        gbdt: trainer::gbdt::GbdtParams {
+            max_iter: 40,
+            seed,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (model, report) = trainer::supervised::fit(
+        model,
+        &data.table,
+        data.labels.as_deref().unwrap(),
+        &supervised,
+    )
+    .unwrap();
+    assert!(report.fitted, "{}", report.to_text());
     let model_path = dir.join("velocity.sfm");
     std::fs::write(&model_path, model.to_bytes().unwrap()).unwrap();
     let component = dir.join("worker.wasm");
@@ -141,9 +159,10 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
     config.key_value_dir = Some(kv.path().to_path_buf());
     let edge = harness::start_edge(config).unwrap();
     let agent = common::agent();
-    let url = format!("http://{}/api/predict?explain=false", edge.addr);
+    let url = format!("http://{}/api/predict", edge.addr);
     let started = std::time::Instant::now();
     let mut ids = Vec::with_capacity(payloads.len());
+    let mut answers = Vec::with_capacity(payloads.len());
     for p in &payloads {
         let mut r = agent
             .post(&url)
@@ -154,6 +173,7 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
         assert_eq!(r.status(), 200, "{body}");
         assert!(body["decision"].is_string(), "{body}");
         ids.push(body["transaction_uuid"].as_str().unwrap().to_string());
+        answers.push(body);
     }
     let replay = started.elapsed();
     let n = payloads.len() as u64;
@@ -195,6 +215,43 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
         payloads.len() * names.len()
     ));
     assert_eq!(mismatches, 0);
+
+    // The supervised model's probability and explanation, edge against trainer, to the bit.
+    let model =
+        model_format::Model::from_bytes(&std::fs::read(dir.path().join("velocity.sfm")).unwrap())
+            .unwrap();
+    let probabilities = trainer::supervised::probabilities(&model, &expected.table)
+        .unwrap()
+        .unwrap();
+    let n = model.features().len();
+    let (mut p_mismatches, mut phi_mismatches, mut factors) = (0, 0, 0);
+    for (row, answer) in answers.iter().enumerate() {
+        let got = answer["fraud_probability"].as_f64().unwrap();
+        if got.to_bits() != probabilities[row].to_bits() {
+            p_mismatches += 1;
+            if p_mismatches <= 5 {
+                eprintln!("row {row}: edge p {got}, trainer {}", probabilities[row]);
+            }
+        }
+        let x = expected.table.row(row);
+        let mut phi = vec![0.0; n + 1];
+        model.explain_fraud(&x, &mut phi).unwrap();
+        for f in answer["risk_factors"].as_array().unwrap() {
+            let name = f["feature"].as_str().unwrap();
+            let i = model.features().iter().position(|x| x == name).unwrap_or(n); // anomaly_score: the forest's part
+            factors += 1;
+            if f["contribution"].as_f64().unwrap().to_bits() != phi[i].to_bits() {
+                phi_mismatches += 1;
+            }
+        }
+    }
+    common::report(format!(
+        "supervised parity: {} fraud probabilities and {factors} risk-factor contributions \
+         compared, {p_mismatches} + {phi_mismatches} mismatches",
+        answers.len()
+    ));
+    assert_eq!((p_mismatches, phi_mismatches), (0, 0));
+    assert!(factors >= answers.len() * 3);
     // Every feature varies (a parity of zeros would prove nothing).
     for name in &names {
         assert!(

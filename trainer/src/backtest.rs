@@ -21,11 +21,16 @@ use crate::spec::{FeatureSpec, Raw, raw_columns};
 #[derive(Debug, Serialize)]
 pub struct ModelReport {
     pub model_version: String,
+    /// What ranks the rows: the forest's `anomaly_score`, or the supervised
+    /// `fraud_probability`.
+    pub scored_by: &'static str,
     pub features: Vec<String>,
     pub roc_auc: Option<f64>,
     pub average_precision: Option<f64>,
     /// Per segment value (positives of that segment against every negative).
     pub segments: Vec<SegmentReport>,
+    /// The supervised model's thresholds on this history: rate, precision and recall.
+    pub operating_points: Vec<crate::supervised::OperatingPoint>,
 }
 
 /// Quality on one segment.
@@ -59,7 +64,8 @@ pub struct Report {
     pub decisions: Vec<(String, usize)>,
 }
 
-fn text_column(path: &Path, name: &str) -> Result<Vec<Option<String>>> {
+/// One column of a local file as text (numbers printed), for segments and carried columns.
+pub fn text_column(path: &Path, name: &str) -> Result<Vec<Option<String>>> {
     let lf = crate::source::scan_file(&crate::data::local_input(path)?)?;
     let schema = lf.clone().collect_schema()?;
     if schema.get(name).is_none() {
@@ -89,50 +95,64 @@ pub fn run(
             .with_context(|| format!("reading {} for {version}", input.display()))?;
         let scores = crate::score::score_table(model, &data.table, false)?;
         // Higher = more anomalous for the metrics.
-        let risk: Vec<f64> = scores.rows.iter().map(|s| -s.decision).collect();
-        let labels = data.labels.clone();
-        let quality = |keep: &dyn Fn(usize) -> bool| -> (usize, Option<f64>, Option<f64>) {
-            let Some(l) = &labels else {
-                return (0, None, None);
-            };
-            let idx: Vec<usize> = (0..risk.len()).filter(|&i| keep(i)).collect();
-            let s: Vec<f64> = idx.iter().map(|&i| risk[i]).collect();
-            let y: Vec<bool> = idx.iter().map(|&i| l[i]).collect();
-            (
-                y.iter().filter(|&&b| b).count(),
-                roc_auc(&s, &y),
-                average_precision(&s, &y),
-            )
-        };
-        let (_, auc, ap) = quality(&|_| true);
-        let mut segment_reports = Vec::new();
-        if let (Some(seg), Some(l)) = (&segments, &labels) {
-            let mut values: Vec<&str> = seg
-                .iter()
-                .zip(l)
-                .filter(|(_, pos)| **pos)
-                .filter_map(|(v, _)| v.as_deref())
-                .collect();
-            values.sort_unstable();
-            values.dedup();
-            for v in values {
-                let (positives, roc_auc, average_precision) =
-                    quality(&|i| !l[i] || seg[i].as_deref() == Some(v));
-                segment_reports.push(SegmentReport {
-                    segment: v.to_string(),
-                    positives,
-                    roc_auc,
-                    average_precision,
-                });
-            }
+        let forest_risk: Vec<f64> = scores.rows.iter().map(|s| -s.decision).collect();
+        let mut rankings = vec![("anomaly_score", forest_risk)];
+        if let Some(p) = crate::supervised::probabilities(model, &data.table)? {
+            rankings.insert(0, ("fraud_probability", p));
         }
-        reports.push(ModelReport {
-            model_version: version.clone(),
-            features: model.features().to_vec(),
-            roc_auc: auc,
-            average_precision: ap,
-            segments: segment_reports,
-        });
+        let labels = data.labels.clone();
+        for (scored_by, risk) in rankings {
+            let quality = |keep: &dyn Fn(usize) -> bool| -> (usize, Option<f64>, Option<f64>) {
+                let Some(l) = &labels else {
+                    return (0, None, None);
+                };
+                let idx: Vec<usize> = (0..risk.len()).filter(|&i| keep(i)).collect();
+                let s: Vec<f64> = idx.iter().map(|&i| risk[i]).collect();
+                let y: Vec<bool> = idx.iter().map(|&i| l[i]).collect();
+                (
+                    y.iter().filter(|&&b| b).count(),
+                    roc_auc(&s, &y),
+                    average_precision(&s, &y),
+                )
+            };
+            let (_, auc, ap) = quality(&|_| true);
+            let mut segment_reports = Vec::new();
+            if let (Some(seg), Some(l)) = (&segments, &labels) {
+                let mut values: Vec<&str> = seg
+                    .iter()
+                    .zip(l)
+                    .filter(|(_, pos)| **pos)
+                    .filter_map(|(v, _)| v.as_deref())
+                    .collect();
+                values.sort_unstable();
+                values.dedup();
+                for v in values {
+                    let (positives, roc_auc, average_precision) =
+                        quality(&|i| !l[i] || seg[i].as_deref() == Some(v));
+                    segment_reports.push(SegmentReport {
+                        segment: v.to_string(),
+                        positives,
+                        roc_auc,
+                        average_precision,
+                    });
+                }
+            }
+            let operating_points = match (model.supervised(), &labels) {
+                (Some(b), Some(l)) if scored_by == "fraud_probability" => {
+                    crate::supervised::operating_points(&risk, l, b.thresholds())
+                }
+                _ => Vec::new(),
+            };
+            reports.push(ModelReport {
+                model_version: version.clone(),
+                scored_by,
+                features: model.features().to_vec(),
+                roc_auc: auc,
+                average_precision: ap,
+                segments: segment_reports,
+                operating_points,
+            });
+        }
         if first.is_none() {
             first = Some((model, data, scores));
         }
@@ -153,6 +173,7 @@ pub fn run(
             .collect();
         // Where each variable's value comes from, decided once.
         enum Var {
+            FraudProbability,
             AnomalyScore,
             RiskScore,
             IsAnomaly,
@@ -163,6 +184,7 @@ pub fn run(
         let mut sources = Vec::with_capacity(variables.len());
         for v in &variables {
             sources.push(match v.as_str() {
+                "fraud_probability" => Var::FraudProbability,
                 "anomaly_score" => Var::AnomalyScore,
                 "risk_score" => Var::RiskScore,
                 "is_anomaly" => Var::IsAnomaly,
@@ -175,6 +197,7 @@ pub fn run(
             });
         }
         let compiled = policy.compile(&variables)?;
+        let probabilities = crate::supervised::probabilities(model, &data.table)?;
         let names = compiled.rule_names().to_vec();
         let mut hits = vec![0usize; names.len()];
         let mut true_hits = vec![0usize; names.len()];
@@ -183,6 +206,9 @@ pub fn run(
             let values: Vec<Operand<'_>> = sources
                 .iter()
                 .map(|v| match v {
+                    Var::FraudProbability => probabilities
+                        .as_ref()
+                        .map_or(Operand::Missing, |p| Operand::Number(p[row])),
                     Var::AnomalyScore => Operand::Number(s.decision),
                     Var::RiskScore => Operand::Number(s.risk()),
                     Var::IsAnomaly => Operand::Bool(s.is_anomaly()),
@@ -192,7 +218,12 @@ pub fn run(
                     }),
                 })
                 .collect();
-            let verdict = compiled.evaluate(&values, s.is_anomaly());
+            let verdict = match (model.supervised(), &probabilities) {
+                (Some(b), Some(p)) => {
+                    compiled.evaluate_or(&values, crate::supervised::verdict_outcome(b, p[row]))
+                }
+                _ => compiled.evaluate(&values, s.is_anomaly()),
+            };
             for &i in &verdict.matched {
                 hits[usize::from(i)] += 1;
                 if labels.is_some_and(|l| l[row]) {
@@ -223,14 +254,18 @@ pub fn run(
             });
         }
     } else {
-        for s in &scores.rows {
-            let d = if s.is_anomaly() { "review" } else { "allow" };
+        let probabilities = crate::supervised::probabilities(model, &data.table)?;
+        for (row, s) in scores.rows.iter().enumerate() {
+            let d = crate::supervised::default_decision(
+                model,
+                s.is_anomaly(),
+                probabilities.as_ref().map(|p| p[row]),
+            );
             if let Some(x) = decisions.iter_mut().find(|(n, _)| n == d) {
                 x.1 += 1;
             }
         }
     }
-    let _ = model;
     Ok(Report {
         rows: scores.rows.len(),
         positives: labels.map(|l| l.iter().filter(|&&b| b).count()),
@@ -251,9 +286,14 @@ impl Report {
                 .map_or(String::new(), |p| format!(", {p} labelled positive"))
         );
         for m in &self.models {
+            let name = if m.scored_by == "fraud_probability" {
+                format!("{} (supervised)", m.model_version)
+            } else {
+                m.model_version.clone()
+            };
             out += &format!(
                 "{:<20}  {:>8}  {:>7}  {}\n",
-                m.model_version,
+                name,
                 m.features.len(),
                 f(m.roc_auc),
                 f(m.average_precision)
@@ -266,6 +306,9 @@ impl Report {
                     f(s.roc_auc),
                     f(s.average_precision)
                 );
+            }
+            for o in &m.operating_points {
+                out += &format!("  {}\n", o.line());
             }
         }
         if !self.rules.is_empty() {

@@ -5,6 +5,7 @@ pub mod backtest;
 pub mod data;
 pub mod evaluate;
 pub mod forest;
+pub mod gbdt;
 pub mod inspect;
 pub mod pg;
 pub mod publish;
@@ -13,6 +14,7 @@ pub mod score;
 pub mod sklearn;
 pub mod source;
 pub mod spec;
+pub mod supervised;
 pub mod synth;
 pub mod velocity;
 

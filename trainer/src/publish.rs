@@ -118,6 +118,9 @@ fn join(dest: &str, rel: &str) -> String {
     }
 }
 
+/// Holdout metric of supervised models: the share of fraud their thresholds flag.
+pub const RECALL_AT_OPERATING_POINT: &str = "recall_at_operating_point";
+
 /// Holdout figures of `model`: the label-based ones when labels exist, and the mean score.
 pub fn holdout_metrics(model: &Model, holdout: &Dataset) -> anyhow::Result<BTreeMap<String, f64>> {
     let scores = crate::score::score_table(model, &holdout.table, false)?;
@@ -128,7 +131,24 @@ pub fn holdout_metrics(model: &Model, holdout: &Dataset) -> anyhow::Result<BTree
         decision.iter().sum::<f64>() / decision.len().max(1) as f64,
     );
     if let Some(labels) = &holdout.labels {
-        let ranking: Vec<f64> = decision.iter().map(|d| -d).collect();
+        // A supervised model is judged by what decides at the edge: its probability.
+        let probabilities = crate::supervised::probabilities(model, &holdout.table)?;
+        let ranking: Vec<f64> = match &probabilities {
+            Some(p) => p.clone(),
+            None => decision.iter().map(|d| -d).collect(),
+        };
+        if let (Some(p), Some(b)) = (&probabilities, model.supervised()) {
+            // Share of the holdout's fraud its thresholds send to review or block.
+            let flagged = b.thresholds().review.or(b.thresholds().block);
+            let positives = labels.iter().filter(|&&y| y).count();
+            if let (Some(t), true) = (flagged, positives > 0) {
+                let caught = p.iter().zip(labels).filter(|&(&p, &y)| y && p >= t).count();
+                m.insert(
+                    RECALL_AT_OPERATING_POINT.to_string(),
+                    caught as f64 / positives as f64,
+                );
+            }
+        }
         if let Some(ap) = evaluate::average_precision(&ranking, labels) {
             m.insert(GateMetric::AveragePrecision.name().to_string(), ap);
         }
@@ -252,6 +272,17 @@ fn gate_check(
     if new < old - gate.tolerance {
         return Err(PublishError::GateRefused(format!(
             "quality gate refused {version}: {key} {new:.6} is worse than {name} {current_version} ({old:.6}) by more than the tolerance {}",
+            gate.tolerance
+        )));
+    }
+    // Two supervised models: the new one must also catch as much fraud at its operating point.
+    if let (Some(&new), Some(&old)) = (
+        metrics.get(RECALL_AT_OPERATING_POINT),
+        previous_metrics.get(RECALL_AT_OPERATING_POINT),
+    ) && new < old - gate.tolerance
+    {
+        return Err(PublishError::GateRefused(format!(
+            "quality gate refused {version}: {RECALL_AT_OPERATING_POINT} {new:.6} is worse than {name} {current_version} ({old:.6}) by more than the tolerance {}",
             gate.tolerance
         )));
     }

@@ -20,6 +20,9 @@
 //! `mean_path_length`, [`Model::explain`]; lower pushes towards anomalous) and finally
 //! `expected_value` (the base value, the same on every row), so that
 //! `Σ phi_* + expected_value = mean_path_length` up to rounding.
+//!
+//! A model with a supervised classifier adds a last column, `fraud_probability`, exactly as the
+//! edge computes it ([`Model::score_fraud`]).
 
 use crate::data::{self, Format, Table};
 use anyhow::{Context, Result};
@@ -61,6 +64,9 @@ pub struct Explanations {
 pub fn phi_column(feature: &str) -> String {
     format!("phi_{feature}")
 }
+
+/// Name of the output column holding a supervised model's probability of fraud.
+pub const FRAUD_PROBABILITY_COLUMN: &str = "fraud_probability";
 
 /// Name of the output column holding the explanations' base value.
 pub const EXPECTED_VALUE_COLUMN: &str = "expected_value";
@@ -351,6 +357,9 @@ pub fn score_input(
         score_table(model, &table, explain).with_context(|| format!("scoring {}", input.origin))?;
     let t = lap("score", t);
     let mut frame = scores.to_frame()?;
+    if let Some(p) = crate::supervised::probabilities(model, &table)? {
+        frame.with_column(Column::new(FRAUD_PROBABILITY_COLUMN.into(), p))?;
+    }
     write_exact(output, &mut frame)?;
     lap("write", t);
     Ok(scores)

@@ -10,6 +10,7 @@
 //! ignore = ["id", "scored_at"]
 //! derive = "auto"                 # auto | legacy | none
 //! time_field = "timestamp"        # velocity features: the transaction time column
+//! supervised = true               # also learn from the label (`trainer fit --supervised`)
 //!
 //! [[velocity]]                    # per-entity history features (model-format's velocity)
 //! name = "card_count_10m"
@@ -61,6 +62,9 @@ pub struct FeatureSpec {
     pub velocity: Vec<VelocityDecl>,
     /// The transaction time column velocity windows use (default `timestamp`).
     pub time_field: Option<String>,
+    /// Also fit the supervised model on the label (as `trainer fit --supervised`).
+    #[serde(default)]
+    pub supervised: bool,
 }
 
 /// One `[[velocity]]` entry.

@@ -9,28 +9,11 @@
 //! scripts/setup.sh), else `python3`. A missing interpreter or scikit-learn fails the test:
 //! skipping would let parity regressions through unnoticed.
 
+mod common;
+
+use common::{python, repo_root};
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("trainer/ sits in the repo root")
-        .to_path_buf()
-}
-
-fn python(root: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("SFE_PYTHON") {
-        return p.into();
-    }
-    let venv = root.join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
 
 #[test]
 fn scores_match_scikit_learn() {

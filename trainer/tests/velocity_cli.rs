@@ -8,7 +8,7 @@ mod common;
 use common::{ok, p, trainer};
 use serde_json::Value;
 
-/// The velocity features docs/operations.md suggests for card fraud.
+/// The velocity features docs/trainer.md suggests for card fraud.
 const SPEC: &str = r#"
 label = "label"
 ignore = ["pattern"]

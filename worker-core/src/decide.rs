@@ -61,7 +61,12 @@ pub(crate) async fn pull<H: Host>(host: &H, store: &StoreConfig) -> Result<(), S
 }
 
 /// Variables every policy may use besides features and payload fields.
-const BUILTINS: [&str; 3] = ["anomaly_score", "risk_score", "is_anomaly"];
+const BUILTINS: [&str; 4] = [
+    "anomaly_score",
+    "risk_score",
+    "is_anomaly",
+    "fraud_probability",
+];
 
 /// Where one policy variable's value comes from (decided once per model).
 enum Getter {
@@ -69,6 +74,8 @@ enum Getter {
     AnomalyScore,
     RiskScore,
     IsAnomaly,
+    /// Missing (every comparison false) when the model has no supervised classifier.
+    FraudProbability,
     Field(String),
 }
 
@@ -99,7 +106,42 @@ pub(crate) struct Decision {
     pub(crate) rules_matched: Vec<String>,
 }
 
+/// What the models said of one transaction, for the rules and the default decision.
+pub(crate) struct Scored {
+    pub(crate) anomaly_score: f64,
+    pub(crate) risk_score: f64,
+    pub(crate) is_anomaly: bool,
+    pub(crate) fraud_probability: Option<f64>,
+    /// The decision and reason when no rule matches: the supervised model's band when there
+    /// is one, else the policy's default for the forest's flag.
+    pub(crate) supervised_default: Option<(Outcome, &'static str)>,
+}
+
+/// A supervised model's decision and reason for `p`, by its thresholds.
+pub(crate) fn supervised_default(model: &Model, p: f64) -> Option<(Outcome, &'static str)> {
+    use model_format::booster::Verdict;
+    let b = model.supervised()?;
+    Some(match b.thresholds().verdict(p) {
+        Verdict::Block => (Outcome::Block, rules::REASON_FRAUD_BLOCK),
+        Verdict::Review => (Outcome::Review, rules::REASON_FRAUD_REVIEW),
+        Verdict::Allow => (Outcome::Allow, rules::REASON_FRAUD_LOW),
+    })
+}
+
 impl Decision {
+    /// By the models alone (no policy): the supervised model's band when there is one, else
+    /// review what the forest flags and allow the rest.
+    pub(crate) fn by_models(scored: &Scored) -> Self {
+        match scored.supervised_default {
+            Some((decision, reason)) => Decision {
+                decision,
+                reason: reason.to_string(),
+                rules_matched: Vec::new(),
+            },
+            None => Decision::by_model(scored.is_anomaly),
+        }
+    }
+
     /// By the model alone (no policy): review what it flags, allow the rest.
     pub(crate) fn by_model(is_anomaly: bool) -> Self {
         Decision {
@@ -244,6 +286,7 @@ impl Policies {
                                 "anomaly_score" => Getter::AnomalyScore,
                                 "risk_score" => Getter::RiskScore,
                                 "is_anomaly" => Getter::IsAnomaly,
+                                "fraud_probability" => Getter::FraudProbability,
                                 _ => Getter::Field(name),
                             },
                         },
@@ -263,22 +306,18 @@ impl Policies {
 
 impl Bound {
     /// Evaluates the rules for one scored transaction.
-    pub(crate) fn decide(
-        &self,
-        fields: &Map<String, Value>,
-        row: &[f64],
-        anomaly_score: f64,
-        risk_score: f64,
-        is_anomaly: bool,
-    ) -> Decision {
+    pub(crate) fn decide(&self, fields: &Map<String, Value>, row: &[f64], s: &Scored) -> Decision {
         let values: Vec<Operand<'_>> = self
             .getters
             .iter()
             .map(|getter| match getter {
                 Getter::Feature(i) => Operand::Number(row[*i]),
-                Getter::AnomalyScore => Operand::Number(anomaly_score),
-                Getter::RiskScore => Operand::Number(risk_score),
-                Getter::IsAnomaly => Operand::Bool(is_anomaly),
+                Getter::AnomalyScore => Operand::Number(s.anomaly_score),
+                Getter::RiskScore => Operand::Number(s.risk_score),
+                Getter::IsAnomaly => Operand::Bool(s.is_anomaly),
+                Getter::FraudProbability => s
+                    .fraud_probability
+                    .map_or(Operand::Missing, Operand::Number),
                 Getter::Field(f) => match fields.get(f) {
                     Some(Value::String(s)) => Operand::Text(s),
                     Some(Value::Number(x)) => x.as_f64().map_or(Operand::Missing, Operand::Number),
@@ -287,7 +326,10 @@ impl Bound {
                 },
             })
             .collect();
-        let verdict = self.compiled.evaluate(&values, is_anomaly);
+        let verdict = match s.supervised_default {
+            Some(default) => self.compiled.evaluate_or(&values, default),
+            None => self.compiled.evaluate(&values, s.is_anomaly),
+        };
         let names = self.compiled.rule_names();
         Decision {
             decision: verdict.decision,

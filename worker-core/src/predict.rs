@@ -35,6 +35,9 @@ pub(crate) struct Prediction<'a> {
     confidence: f64,
     /// 2^(-E[h]/c(ψ)) in (0, 1]; higher = more anomalous.
     risk_score: f64,
+    /// The supervised model's calibrated probability of fraud (models that have one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fraud_probability: Option<f64>,
     model_version: &'a str,
     /// Legacy key: feature -> TreeSHAP value of the mean path length (negative = pushes
     /// towards anomalous), the quantity the old service's shap.TreeExplainer returned.
@@ -42,7 +45,8 @@ pub(crate) struct Prediction<'a> {
     shap_explanation: Option<FeatureValues<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     explanation: Option<ExplanationBody<'a>>,
-    /// The features that moved the score most, largest |φ| first.
+    /// The features that moved the deciding model most, largest |φ| first: the supervised
+    /// model's log-odds when there is one, else the forest's path length.
     #[serde(skip_serializing_if = "Option::is_none")]
     risk_factors: Option<Vec<Factor<'a>>>,
     /// After the rules: `block`, `review` or `allow`.
@@ -173,33 +177,50 @@ pub(crate) fn score_transaction<'a>(
     let n = l.model.features().len();
     let row = &row[..n];
     let mut phi = [0f64; MAX_FEATURES];
-    let (score, explanation) = if explain {
+    // The supervised model's attributions: one per feature, then the forest's risk.
+    let mut fraud_phi = [0f64; MAX_FEATURES + 1];
+    let supervised = l.model.supervised().is_some();
+    let (score, explanation, fraud) = if explain {
         let e = l
             .model
             .explain(row, &mut phi[..n])
             .map_err(|e| ItemError::Server(format!("explaining the score failed: {e}")))?;
-        (e.score, Some(e))
+        let fraud = if supervised {
+            l.model
+                .explain_fraud(row, &mut fraud_phi[..=n])
+                .map_err(|e| {
+                    ItemError::Server(format!("explaining the fraud probability failed: {e}"))
+                })?
+                .1
+                .map(|(f, _)| f)
+        } else {
+            None
+        };
+        (e.score, Some(e), fraud)
     } else {
-        let score = l
+        let (score, fraud) = l
             .model
-            .score(row)
+            .score_fraud(row)
             .map_err(|e| ItemError::Server(format!("scoring failed: {e}")))?;
-        (score, None)
+        (score, None, fraud)
     };
+    let fraud_probability = fraud.map(|f| f.probability);
     let values = FeatureValues {
         names: l.model.features(),
         values: phi[..n].to_vec(),
     };
     let uuid_text = stamp.uuid.to_string();
+    let scored = crate::decide::Scored {
+        anomaly_score: score.decision,
+        risk_score: score.risk(),
+        is_anomaly: score.is_anomaly(),
+        fraud_probability,
+        supervised_default: fraud_probability
+            .and_then(|p| crate::decide::supervised_default(&l.model, p)),
+    };
     let decided = match rules {
-        Some(b) => b.decide(
-            fields,
-            row,
-            score.decision,
-            score.risk(),
-            score.is_anomaly(),
-        ),
-        None => crate::decide::Decision::by_model(score.is_anomaly()),
+        Some(b) => b.decide(fields, row, &scored),
+        None => crate::decide::Decision::by_models(&scored),
     };
     Ok(Prediction {
         index: None,
@@ -213,10 +234,16 @@ pub(crate) fn score_transaction<'a>(
         anomaly_score: score.decision,
         confidence: score.decision.abs(),
         risk_score: score.risk(),
+        fraud_probability,
         model_version: &l.version,
         risk_factors: explanation.map(|_| {
-            l.model
-                .risk_factors(row, &phi[..n], TOP_FACTORS)
+            let factors = if supervised {
+                l.model
+                    .fraud_risk_factors(row, score.risk(), &fraud_phi[..=n], TOP_FACTORS)
+            } else {
+                l.model.risk_factors(row, &phi[..n], TOP_FACTORS)
+            };
+            factors
                 .into_iter()
                 .map(|f| Factor {
                     feature: f.feature,
@@ -321,6 +348,7 @@ impl Prediction<'_> {
             shadow,
             decision: Some(self.decision.to_string()),
             rules_matched: self.rules_matched.clone(),
+            fraud_probability: self.fraud_probability,
         })
     }
 }

@@ -1123,3 +1123,135 @@ fn the_stores_policy_reaches_running_instances_without_a_restart() {
     host.run_tasks();
     assert_eq!(host.gets.borrow().len(), gets + 2);
 }
+
+/// The embedded model with a supervised classifier on the amount: ≤ 1,000 allow, ≤ 3,000
+/// review, above block (thresholds 0.5 and 0.999 on the identity-calibrated margin).
+fn supervised_loaded() -> Result<Loaded, String> {
+    use model_format::Node;
+    use model_format::booster::{BoostTree, Booster, Calibration, Thresholds};
+    static FILE: &[u8] = include_bytes!("../../data/model.sfm");
+    let m = Model::from_bytes(FILE).unwrap();
+    let z = |amount: f64| m.scaler().scale_one(0, amount) as f32;
+    let tree = BoostTree::new(
+        vec![
+            Node::Split {
+                feature: 0,
+                threshold: z(1000.0),
+                right: 2,
+            },
+            Node::Leaf { samples: 90 },
+            Node::Split {
+                feature: 0,
+                threshold: z(3000.0),
+                right: 4,
+            },
+            Node::Leaf { samples: 8 },
+            Node::Leaf { samples: 2 },
+        ],
+        &[-4.0, 3.5, 8.0],
+    )
+    .unwrap();
+    let booster = Booster::new(
+        vec![tree],
+        0.0,
+        Calibration::IDENTITY,
+        Thresholds {
+            review: Some(0.5),
+            block: Some(0.999),
+        },
+        m.features().len() + 1,
+    )
+    .unwrap();
+    let model = m.with_supervised(booster).unwrap();
+    let bytes: &'static [u8] = Vec::leak(model.to_bytes().unwrap());
+    let model = Model::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let id = model_format::ModelId::of(bytes).map_err(|e| e.to_string())?;
+    Ok(Loaded::new(model, id, bytes, &[], false))
+}
+
+/// A 3 a.m. transfer of `amount` on one card.
+fn ask_amount(app: &'static App<FakeHost>, amount: f64, explain: bool) -> Value {
+    let body = json!({"amount": amount, "hour": 3, "day_of_week": 2, "merchant_category": 1,
+                      "transaction_type": 2, "card_id": "card-1"});
+    let uri = format!("/api/predict?explain={explain}");
+    let (status, answer) = call(app, request("POST", &uri, &body.to_string()));
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+#[test]
+fn a_supervised_model_answers_its_probability_decides_by_its_thresholds_and_explains_itself() {
+    let host = FakeHost::new(accept_all());
+    let v = Variables {
+        store_url: "http://store.test".into(),
+        store_token: "tok".into(),
+        ..Variables::default()
+    };
+    let app: &'static App<FakeHost> = Box::leak(Box::new(futures::executor::block_on(App::start(
+        host,
+        &v,
+        supervised_loaded(),
+    ))));
+    let ask = |amount: f64, explain: bool| ask_amount(app, amount, explain);
+    let sigmoid = model_format::booster::sigmoid;
+    for (amount, p, decision, reason) in [
+        (50.0, sigmoid(-4.0), "allow", rules::REASON_FRAUD_LOW),
+        (2000.0, sigmoid(3.5), "review", rules::REASON_FRAUD_REVIEW),
+        (9000.0, sigmoid(8.0), "block", rules::REASON_FRAUD_BLOCK),
+    ] {
+        for explain in [false, true] {
+            let a = ask(amount, explain);
+            assert_eq!(a["fraud_probability"].as_f64().unwrap(), p, "{a}");
+            assert_eq!(a["decision"], decision, "{a}");
+            assert_eq!(a["decision_reason"], reason, "{a}");
+        }
+        // The explained answer's risk factors are the supervised model's: the amount decides.
+        let a = ask(amount, true);
+        let top = &a["risk_factors"][0];
+        assert_eq!(top["feature"], "amount", "{a}");
+        let raises = if decision == "allow" {
+            "decreases_risk"
+        } else {
+            "increases_risk"
+        };
+        assert_eq!(top["direction"], raises, "{a}");
+        // The forest's legacy explanation is still there, unchanged in meaning.
+        assert!(a["explanation"]["mean_path_length"].is_number(), "{a}");
+    }
+    host.run_tasks();
+    let events: Vec<Value> = host.posts.borrow().iter().flatten().cloned().collect();
+    assert_eq!(events.len(), 9);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["fraud_probability"].as_f64().is_some()),
+        "{events:?}"
+    );
+
+    // A rule on the probability comes first; unmatched transactions keep the model's band.
+    host.kv.borrow_mut().insert(
+        POLICY_KEY.into(),
+        br#"
+[[rule]]
+name = "likely_fraud"
+when = "fraud_probability > 0.9 and amount < 2500"
+outcome = "block"
+reason = "likely fraud"
+"#
+        .to_vec(),
+    );
+    let app: &'static App<FakeHost> = Box::leak(Box::new(futures::executor::block_on(App::start(
+        host,
+        &v,
+        supervised_loaded(),
+    ))));
+    let ask = |amount: f64, explain: bool| ask_amount(app, amount, explain);
+    let a = ask(2000.0, false);
+    assert_eq!(
+        (a["decision"].as_str(), a["rules_matched"].clone()),
+        (Some("block"), json!(["likely_fraud"])),
+        "{a}"
+    );
+    let a = ask(50.0, false);
+    assert_eq!(a["decision_reason"], rules::REASON_FRAUD_LOW, "{a}");
+}

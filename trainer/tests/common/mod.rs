@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs `trainer args...` and returns whatever happened.
@@ -26,4 +26,26 @@ pub fn ok(args: &[&str]) -> String {
 
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("trainer/ sits in the repo root")
+        .to_path_buf()
+}
+
+/// Python for the tools: `SFE_PYTHON`, else `.venv/bin/python` at the repo root (made by
+/// scripts/setup.sh), else `python3`.
+pub fn python(root: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("SFE_PYTHON") {
+        return p.into();
+    }
+    let venv = root.join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
 }

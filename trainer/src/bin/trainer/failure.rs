@@ -1,5 +1,5 @@
 //! Why the trainer failed, and the exit code each kind maps to (stable, for schedulers and
-//! scripts; see `docs/operations.md`).
+//! scripts; see `docs/trainer.md`).
 
 /// A failed command. The kind decides the exit code; the error says what happened.
 pub enum Failure {

@@ -40,7 +40,70 @@ pub struct Args {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     #[command(flatten)]
+    pub supervised: SupervisedArgs,
+    #[command(flatten)]
     pub publish: PublishArgs,
+}
+
+/// The supervised model beside the forest (off by default: a label column otherwise only
+/// evaluates).
+#[derive(ClapArgs, Clone)]
+pub struct SupervisedArgs {
+    /// Also learn from the label column: gradient-boosted trees on the features and the
+    /// forest's score, validated, calibrated and given thresholds on the latest rows (file
+    /// order = arrival order). The edge then answers `fraud_probability` and decides by it.
+    /// Same as `supervised = true` in the spec file.
+    #[arg(long)]
+    pub supervised: bool,
+    /// Alert budget: the share of traffic to send to review, e.g. `0.5%` or `0.005`.
+    #[arg(long, default_value = "0.5%", value_parser = parse_share)]
+    pub review_rate: f64,
+    /// Block outright where the validation window shows at least this precision (`off`: never
+    /// block by probability).
+    #[arg(long, default_value = "0.95")]
+    pub block_precision: BlockPrecision,
+    /// Fewer labelled positives than this → no supervised model (the forest decides alone).
+    #[arg(long, default_value_t = 50)]
+    pub min_positives: usize,
+    /// Most boosting rounds (early stopping on the validation window usually ends sooner).
+    #[arg(long, default_value_t = 300)]
+    pub max_iter: usize,
+}
+
+/// `0.5%` or `0.005` → 0.005.
+fn parse_share(s: &str) -> Result<f64, String> {
+    let (text, scale) = match s.trim().strip_suffix('%') {
+        Some(t) => (t, 0.01),
+        None => (s.trim(), 1.0),
+    };
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a share (e.g. 0.5% or 0.005)"))?;
+    let v = v * scale;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{s:?} is not between 0 and 100 %"));
+    }
+    Ok(v)
+}
+
+/// `--block-precision`: a share, or `off`.
+#[derive(Clone, Copy)]
+pub struct BlockPrecision(pub Option<f64>);
+
+impl std::str::FromStr for BlockPrecision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(BlockPrecision(None));
+        }
+        let v = parse_share(s)?;
+        if v <= 0.0 {
+            return Err("the block precision must be above 0 (or `off`)".into());
+        }
+        Ok(BlockPrecision(Some(v)))
+    }
 }
 
 pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
@@ -54,6 +117,7 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
         max_features,
         bootstrap,
         seed,
+        supervised,
         publish,
     } = args;
     let started = Instant::now();
@@ -81,7 +145,8 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
     };
     let spec = spec.spec().usage()?;
     let step = Step::start(log, "reading inputs");
-    let (dataset, origins) = load(&input, &spec, false, None).data()?;
+    let want_supervised = supervised.supervised || spec.supervised;
+    let (dataset, origins) = load(&input, &spec, want_supervised, None).data()?;
     drop(step);
     let table = &dataset.table;
     log.event(
@@ -106,6 +171,35 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
     let velocity = spec.velocity_spec().usage()?;
     let model = trainer::fit_with_velocity(table, &params, velocity.as_ref())?;
     drop(step);
+    let model = if want_supervised {
+        let labels = dataset.labels.as_deref().ok_or_else(|| {
+            Failure::Usage(anyhow::anyhow!(
+                "--supervised needs a label column (--label, or a column named label)"
+            ))
+        })?;
+        let step = Step::start(log, "fitting the supervised model");
+        let params = trainer::supervised::SupervisedParams {
+            gbdt: trainer::gbdt::GbdtParams {
+                max_iter: supervised.max_iter,
+                seed,
+                ..Default::default()
+            },
+            review_rate: supervised.review_rate,
+            block_precision: supervised.block_precision.0,
+            min_positives: supervised.min_positives,
+            ..Default::default()
+        };
+        let (model, report) = trainer::supervised::fit(model, table, labels, &params).usage()?;
+        drop(step);
+        log.event(
+            "supervised",
+            &report.to_text(),
+            serde_json::to_value(&report).unwrap_or_default(),
+        );
+        model
+    } else {
+        model
+    };
     let bytes = model.to_bytes().internal()?;
     let id = model_format::ModelId::of(&bytes).internal()?;
     if let Some(output) = &output

@@ -38,6 +38,7 @@ mod backtest;
 mod evaluate;
 mod export;
 mod failure;
+mod features;
 mod fit;
 mod import_sklearn;
 mod inspect;
@@ -57,7 +58,7 @@ Exit codes: 0 ok, 1 unexpected failure (I/O; model registry unreachable or 5xx),
 (or the registry refused the request: 4xx), 3 data error, 4 quality gate refused.
 Inputs: local paths or globs, file:// URLs, or object-store URLs (s3://bucket/prefix/*.parquet,
 gs://, az://, https://). S3 settings come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_REGION, AWS_ENDPOINT... unless given with --s3-* flags. See docs/operations.md.";
+AWS_REGION, AWS_ENDPOINT... unless given with --s3-* flags. See docs/trainer.md.";
 
 #[derive(Parser)]
 #[command(
@@ -84,6 +85,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     Fit(fit::Args),
+    Features(features::Args),
     Backtest(backtest::Args),
     Inspect(inspect::Args),
     Evaluate(evaluate::Args),
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
     let log = Log { json };
     let outcome = match cli.command {
         Command::Fit(a) => fit::run(a, &log),
+        Command::Features(a) => features::run(a, &log),
         Command::Backtest(a) => backtest::run(a, &log),
         Command::Inspect(a) => inspect::run(a, &log),
         Command::Evaluate(a) => evaluate::run(a, &log),

@@ -104,7 +104,7 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Store a rule policy (TOML: rules, allow/block lists, defaults; docs/operations.md). Every
+    /// Store a rule policy (TOML: rules, allow/block lists, defaults; docs/edge.md). Every
     /// edge follows it within its refresh interval, without a rebuild or restart. Checked
     /// here and by the store with the edge's parser (exit 2 naming the problem).
     #[command(after_help = AFTER_HELP)]
