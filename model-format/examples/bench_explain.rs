@@ -90,6 +90,24 @@ fn bench(label: &str, model: &Model, rows: &[Vec<f64>]) {
         "  explain  {explain:8.2} µs/row  ({:.1}× score)",
         explain / score
     );
+    if let Some(b) = model.supervised() {
+        // The supervised classifier beside the forest: what an explained prediction adds.
+        let fraud = per_row(rows, min, |r| {
+            black_box(model.score_fraud(r).unwrap());
+        });
+        let mut phi = vec![0.0; model.features().len() + 1];
+        let fraud_explain = per_row(rows, min, |r| {
+            black_box(model.explain_fraud(r, &mut phi).unwrap());
+        });
+        println!(
+            "  supervised ({} trees, {} nodes): score_fraud {fraud:8.2} µs/row, explain_fraud \
+             {fraud_explain:8.2} µs/row (forest and supervised, scored and explained: +{:.2} µs \
+             over explain)",
+            b.trees().len(),
+            b.node_count(),
+            fraud_explain
+        );
+    }
     println!("  decode   {decode:8.1} µs ({} bytes)", bytes.len());
     println!("    of which checksum {crc:8.1} µs (ModelId::of)");
     println!("  decode in place      {in_place:8.1} µs (from_static_bytes, full validation)");

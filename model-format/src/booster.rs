@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 
 use crate::error::{ExplainError, InvalidModel, ScoreError};
 use crate::explain::{ForestShap, TreeShap, ensemble_phi};
-use crate::forest::{Node, Tree};
+use crate::forest::Node;
 
 /// Most trees a supervised model may have.
 pub const MAX_TREES: usize = 10_000;
@@ -74,7 +74,8 @@ impl Thresholds {
 /// One boosted tree: the forest's node layout plus a value per leaf.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoostTree {
-    tree: Tree,
+    /// Validated, pre-order (the forest's rules: `forest::validate`).
+    nodes: Vec<Node>,
     /// Indexed by node; 0 at splits.
     values: Vec<f64>,
 }
@@ -105,19 +106,19 @@ impl BoostTree {
                 Node::Split { .. } => 0.0,
             })
             .collect();
-        let tree = Tree::new(nodes).map_err(|problem| InvalidModel::Tree { tree: 0, problem })?;
-        Ok(BoostTree { tree, values })
+        crate::forest::validate(&nodes)
+            .map_err(|problem| InvalidModel::Tree { tree: 0, problem })?;
+        Ok(BoostTree { nodes, values })
     }
 
     /// The nodes in pre-order.
     pub fn nodes(&self) -> &[Node] {
-        self.tree.nodes()
+        &self.nodes
     }
 
     /// The leaf values in pre-order.
     pub fn leaf_values(&self) -> impl Iterator<Item = f64> + '_ {
-        self.tree
-            .nodes()
+        self.nodes
             .iter()
             .zip(&self.values)
             .filter(|(n, _)| matches!(n, Node::Leaf { .. }))
@@ -127,7 +128,7 @@ impl BoostTree {
     /// The value of the leaf `x` reaches.
     #[inline]
     fn value(&self, x: &[f32]) -> f64 {
-        let nodes = self.tree.nodes();
+        let nodes = &self.nodes;
         let mut i = 0;
         loop {
             match nodes[i] {
@@ -148,8 +149,7 @@ impl BoostTree {
     }
 
     fn max_feature(&self) -> Option<u16> {
-        self.tree
-            .nodes()
+        self.nodes
             .iter()
             .filter_map(|n| match n {
                 Node::Split { feature, .. } => Some(*feature),
@@ -372,7 +372,7 @@ impl Booster {
             let trees: Vec<TreeShap> = self
                 .trees
                 .iter()
-                .map(|t| TreeShap::new(t.tree.nodes(), &t.values))
+                .map(|t| TreeShap::new(&t.nodes, &t.values))
                 .collect();
             let refs: Vec<&TreeShap> = trees.iter().collect();
             let max_nodes = self.trees.iter().map(|t| t.values.len()).max().unwrap_or(0);
@@ -509,7 +509,7 @@ mod tests {
                 let known = [s & 1 != 0, s & 2 != 0, s & 4 != 0];
                 let mut m = b.base_margin;
                 for t in &b.trees {
-                    m += tree_value(t.tree.nodes(), &t.values, &x, &known, 0);
+                    m += tree_value(&t.nodes, &t.values, &x, &known, 0);
                 }
                 b.calibration.slope * m + b.calibration.intercept
             };

@@ -508,8 +508,7 @@ fn read_supervised(p: &mut Reader) -> Result<crate::Booster, DecodeError> {
         }
         let start = p.pos;
         let records = p.take(n_nodes * NODE_LEN, "supervised tree nodes")?;
-        let tree = diagnose_tree(records, start, t)?;
-        let nodes = tree.nodes().to_vec();
+        let nodes = decode_nodes(records, start)?;
         let leaves = nodes
             .iter()
             .filter(|n| matches!(n, Node::Leaf { .. }))
@@ -692,6 +691,12 @@ fn read_forest<'a>(
 /// deeper than it tracks; those decode here.
 #[cold]
 fn diagnose_tree(records: &[u8], start: usize, t: usize) -> Result<Tree, DecodeError> {
+    let nodes = decode_nodes(records, start)?;
+    Ok(Tree::new(nodes).map_err(|problem| InvalidModel::Tree { tree: t, problem })?)
+}
+
+/// Node records (at file offset `start`) as [`Node`]s, not yet checked as a tree.
+fn decode_nodes(records: &[u8], start: usize) -> Result<Vec<Node>, DecodeError> {
     let mut nodes = Vec::with_capacity(records.len() / NODE_LEN);
     for (i, r) in records.chunks_exact(NODE_LEN).enumerate() {
         let w = u64::from_le_bytes(r.try_into().expect("NODE_LEN bytes"));
@@ -703,7 +708,7 @@ fn diagnose_tree(records: &[u8], start: usize, t: usize) -> Result<Tree, DecodeE
         }
         nodes.push(forest::node(i, w));
     }
-    Ok(Tree::new(nodes).map_err(|problem| InvalidModel::Tree { tree: t, problem })?)
+    Ok(nodes)
 }
 
 /// A bounds-checked cursor: every read names what it was reading for the error message.

@@ -677,7 +677,7 @@ fn shape_ok<const RING: usize, const GUARD: bool>(words: &[u64], stack: &mut [u3
 }
 
 /// The precise validation behind [`Tree::new`]: reports the first problem in pre-order.
-fn validate(nodes: &[Node]) -> Result<(), TreeProblem> {
+pub(crate) fn validate(nodes: &[Node]) -> Result<(), TreeProblem> {
     if nodes.is_empty() {
         return Err(TreeProblem::Empty);
     }

@@ -37,9 +37,12 @@ pub struct GbdtParams {
 impl Default for GbdtParams {
     fn default() -> Self {
         GbdtParams {
-            learning_rate: 0.1,
+            // Small trees and a larger step than scikit-learn's defaults (31 leaves, 0.1):
+            // as good on the independent streams, and a third of the nodes to explain at
+            // the edge (docs/trainer.md).
+            learning_rate: 0.2,
             max_iter: 300,
-            max_leaves: 31,
+            max_leaves: 8,
             max_depth: 6,
             min_samples_leaf: 20,
             l2: 1.0,

@@ -68,6 +68,12 @@ pub struct SupervisedArgs {
     /// Most boosting rounds (early stopping on the validation window usually ends sooner).
     #[arg(long, default_value_t = 300)]
     pub max_iter: usize,
+    /// Leaves per boosted tree: fewer make explanations at the edge cheaper.
+    #[arg(long, default_value_t = trainer::gbdt::GbdtParams::default().max_leaves)]
+    pub max_leaves: usize,
+    /// Shrinkage of each boosted tree's values.
+    #[arg(long, default_value_t = trainer::gbdt::GbdtParams::default().learning_rate)]
+    pub learning_rate: f64,
 }
 
 /// `0.5%` or `0.005` → 0.005.
@@ -181,6 +187,8 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
         let params = trainer::supervised::SupervisedParams {
             gbdt: trainer::gbdt::GbdtParams {
                 max_iter: supervised.max_iter,
+                max_leaves: supervised.max_leaves,
+                learning_rate: supervised.learning_rate,
                 seed,
                 ..Default::default()
             },
