@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "policies",
         include_str!("../migrations/0005_policies.sql"),
     ),
+    (
+        6,
+        "decisions",
+        include_str!("../migrations/0006_decisions.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.

@@ -161,7 +161,11 @@ async fn insert_transactions(
     let mut shadow_model = Vec::with_capacity(n);
     let mut shadow_score = Vec::with_capacity(n);
     let mut shadow_anomaly = Vec::with_capacity(n);
+    let mut decision = Vec::with_capacity(n);
+    let mut fraud = Vec::with_capacity(n);
     for s in scored.iter() {
+        decision.push(s.decision.as_deref());
+        fraud.push(s.fraud_probability);
         shadow_model.push(s.shadow.as_ref().map(|v| v.model_version.as_str()));
         shadow_score.push(s.shadow.as_ref().map(|v| v.anomaly_score));
         shadow_anomaly.push(s.shadow.as_ref().map(|v| v.is_anomaly));
@@ -186,11 +190,12 @@ async fn insert_transactions(
             "INSERT INTO transactions (id, features, amount, hour, day_of_week, merchant_category, \
                transaction_type, anomaly_score, risk_score, is_anomaly, confidence, explanation, \
                model_version, edge_instance, region, scored_at, legacy_id, \
-               shadow_model_version, shadow_anomaly_score, shadow_is_anomaly) \
+               shadow_model_version, shadow_anomaly_score, shadow_is_anomaly, decision, \
+               fraud_probability) \
              SELECT * FROM UNNEST($1::uuid[], $2::jsonb[], $3::float8[], $4::float8[], $5::float8[], \
                $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::bool[], $11::float8[], \
                $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::int8[], \
-               $18::text[], $19::float8[], $20::bool[]) \
+               $18::text[], $19::float8[], $20::bool[], $21::text[], $22::float8[]) \
              ON CONFLICT (id, scored_at) DO NOTHING",
         )
         .await?;
@@ -218,6 +223,8 @@ async fn insert_transactions(
             &shadow_model,
             &shadow_score,
             &shadow_anomaly,
+            &decision,
+            &fraud,
         ],
     )
     .await?;

@@ -181,6 +181,15 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
         common::count(&pg, "select count(*) from transactions")
     });
     assert_eq!(stored, n);
+    // The store keeps what the edge decided and the supervised probability beside the scores.
+    assert_eq!(
+        common::count(
+            &pg,
+            "select count(*) from transactions where fraud_probability between 0 and 1 \
+             and decision in ('block', 'review', 'allow')"
+        ),
+        n
+    );
 
     let rows: Value = serde_json::from_str(
         &pg.psql("select json_object_agg(id, features)::text from transactions")

@@ -10,8 +10,8 @@
 //! leaf-wise growth up to `max_leaves`, L2-regularised Newton leaf values, shrinkage, and early
 //! stopping on the validation log-loss.
 //!
-//! Determinism: each histogram sums rows in ascending row order; parallelism is across
-//! features only, so the thread count never changes a sum.
+//! Determinism: each histogram sums fixed chunks of rows in ascending row order, then the
+//! chunks in order, so the thread count never changes a sum.
 
 use model_format::Node;
 use rayon::prelude::*;
@@ -195,26 +195,46 @@ struct Bin {
 
 type Histogram = Vec<[Bin; 256]>;
 
+/// Rows per partial histogram: fixed, so the sums (chunk by chunk, then chunks in order) do
+/// not depend on how many threads run them.
+const CHUNK: usize = 65_536;
+
 fn histogram(binned: &Binned, rows: &[u32], g: &[f64], h: &[f64]) -> Histogram {
-    // Gradients gathered once per node, in row order, then one pass per input.
-    let gh: Vec<(f64, f64)> = rows
-        .iter()
-        .map(|&r| (g[r as usize], h[r as usize]))
-        .collect();
-    binned
-        .bins
-        .par_iter()
-        .map(|bins| {
-            let mut hist = [Bin::default(); 256];
-            for (&r, &(gr, hr)) in rows.iter().zip(&gh) {
-                let b = &mut hist[usize::from(bins[r as usize])];
-                b.g += gr;
-                b.h += hr;
-                b.n += 1;
+    // One pass over the rows per chunk updating every input's histogram: each row's gradient
+    // is read once, and the bins of all inputs stream in order (a pass per input would read
+    // the gradients once per input).
+    let inputs = binned.bins.len();
+    let partial: Vec<Histogram> = rows
+        .par_chunks(CHUNK)
+        .map(|chunk| {
+            let mut hist = vec![[Bin::default(); 256]; inputs];
+            for &r in chunk {
+                let r = r as usize;
+                let (gr, hr) = (g[r], h[r]);
+                for (bins, hist) in binned.bins.iter().zip(hist.iter_mut()) {
+                    let b = &mut hist[usize::from(bins[r])];
+                    b.g += gr;
+                    b.h += hr;
+                    b.n += 1;
+                }
             }
             hist
         })
-        .collect()
+        .collect();
+    let mut parts = partial.into_iter();
+    let mut out = parts
+        .next()
+        .unwrap_or_else(|| vec![[Bin::default(); 256]; inputs]);
+    for part in parts {
+        for (o, p) in out.iter_mut().zip(&part) {
+            for (a, b) in o.iter_mut().zip(p) {
+                a.g += b.g;
+                a.h += b.h;
+                a.n += b.n;
+            }
+        }
+    }
+    out
 }
 
 fn subtract(parent: &Histogram, child: &Histogram) -> Histogram {
@@ -488,19 +508,27 @@ fn sigmoid(z: f64) -> f64 {
 
 /// Mean log-loss of margins against labels.
 pub fn log_loss(margin: &[f64], y: &[bool]) -> f64 {
-    let total: f64 = margin
-        .iter()
-        .zip(y)
-        .map(|(&m, &t)| {
-            // log(1 + e^−m) for a positive, log(1 + e^m) for a negative, computed stably.
-            let z = if t { -m } else { m };
-            if z > 0.0 {
-                z + libm::log1p(libm::exp(-z))
-            } else {
-                libm::log1p(libm::exp(z))
-            }
+    // Chunk sums in parallel, added in chunk order: the same bits on any thread count.
+    let partial: Vec<f64> = margin
+        .par_chunks(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .map(|(margin, y)| {
+            margin
+                .iter()
+                .zip(y)
+                .map(|(&m, &t)| {
+                    // log(1 + e^−m) for a positive, log(1 + e^m) for a negative, stably.
+                    let z = if t { -m } else { m };
+                    if z > 0.0 {
+                        z + libm::log1p(libm::exp(-z))
+                    } else {
+                        libm::log1p(libm::exp(z))
+                    }
+                })
+                .sum::<f64>()
         })
-        .sum();
+        .collect();
+    let total: f64 = partial.iter().sum();
     total / margin.len().max(1) as f64
 }
 

@@ -172,8 +172,8 @@ pub fn verdict_outcome(b: &Booster, p: f64) -> (rules::Outcome, &'static str) {
 }
 
 /// Thresholds from the budget on validation probabilities: block at the lowest probability
-/// whose band from the top is at least `block_precision` precise (with ≥ 5 positives in
-/// it), review the next `review_rate` of the traffic below it.
+/// (≥ 0.5) whose band from the top is at least `block_precision` precise (with ≥ 5 positives
+/// in it), review the next `review_rate` of the traffic below it.
 pub fn choose_thresholds(p: &[f64], y: &[bool], params: &SupervisedParams) -> Thresholds {
     let mut order: Vec<usize> = (0..p.len()).collect();
     order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
@@ -188,7 +188,8 @@ pub fn choose_thresholds(p: &[f64], y: &[bool], params: &SupervisedParams) -> Th
                 tp += usize::from(y[order[k]]);
                 k += 1;
             }
-            if tp >= 5 && tp as f64 / k as f64 >= target {
+            // Never block what is more likely legitimate than fraud, whatever the window says.
+            if tp >= 5 && tp as f64 / k as f64 >= target && v >= 0.5 {
                 block = Some(v);
                 block_rows = k;
             }

@@ -189,6 +189,47 @@ fn the_supervised_model_learns_fraud_the_forest_only_finds_unusual() {
     }
     let overall_ap = sup["average_precision"].as_f64().unwrap();
     assert!(overall_ap >= 0.8, "overall AP {overall_ap}");
+    // The quality gate judges supervised models by their probability: a good one publishes, a
+    // worse one (one boosting round of two-leaf trees) is refused against it (exit 4).
+    let (train, spec, registry, holdout) = (
+        d("train.csv"),
+        d("supervised.toml"),
+        d("registry"),
+        d("test.csv"),
+    );
+    let publish = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "fit",
+            "--input",
+            p(&train),
+            "--spec",
+            p(&spec),
+            "--seed",
+            "1",
+            "--publish",
+            p(&registry),
+            "--gate-input",
+            p(&holdout),
+        ];
+        args.extend_from_slice(extra);
+        let out = trainer(&args);
+        report(&format!(
+            "publish {name}: exit {:?} {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+        out
+    };
+    assert!(publish("good", &[]).status.success());
+    let worse = publish("worse", &["--max-iter", "1", "--max-leaves", "2"]);
+    assert_eq!(worse.status.code(), Some(4));
+    let said = String::from_utf8_lossy(&worse.stderr).to_string()
+        + &String::from_utf8_lossy(&worse.stdout);
+    assert!(said.contains("quality gate refused"), "{said}");
+
     // An unlabelled file cannot train the supervised model.
     let out = trainer(&[
         "fit",

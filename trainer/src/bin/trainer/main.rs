@@ -84,7 +84,7 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    Fit(fit::Args),
+    Fit(Box<fit::Args>),
     Features(features::Args),
     Backtest(backtest::Args),
     Inspect(inspect::Args),
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
     };
     let log = Log { json };
     let outcome = match cli.command {
-        Command::Fit(a) => fit::run(a, &log),
+        Command::Fit(a) => fit::run(*a, &log),
         Command::Features(a) => features::run(a, &log),
         Command::Backtest(a) => backtest::run(a, &log),
         Command::Inspect(a) => inspect::run(a, &log),
