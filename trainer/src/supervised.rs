@@ -407,4 +407,38 @@ mod tests {
         assert_eq!(t.block, None);
         assert_eq!(operating_points(&p, &y, t)[0].rows, 20);
     }
+
+    #[test]
+    fn too_few_labels_leave_the_forest_alone_and_say_why() {
+        let rows = 400;
+        let table = Table {
+            names: vec!["amount".into()],
+            columns: vec![(0..rows).map(|i| f64::from(i % 97)).collect()],
+        };
+        let forest = crate::fit(
+            &table,
+            &crate::forest::IsolationForestParams {
+                n_estimators: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // 12 positives, all in the fitting rows: under the default 50.
+        let labels: Vec<bool> = (0..rows).map(|i| i < 120 && i % 10 == 0).collect();
+        let (model, report) = fit(
+            forest.clone(),
+            &table,
+            &labels,
+            &SupervisedParams::default(),
+        )
+        .unwrap();
+        assert!(!report.fitted);
+        assert!(model.supervised().is_none());
+        assert_eq!(model, forest);
+        let why = report.to_text();
+        assert!(
+            why.contains("12 labelled positives") && why.contains("forest decides alone"),
+            "{why}"
+        );
+    }
 }
