@@ -70,6 +70,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub mod edge;
 pub mod key_value;
+pub mod manifest;
 pub mod postgres;
 pub mod redis;
 pub mod spin_up;

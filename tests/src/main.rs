@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -19,6 +19,16 @@ struct Args {
     /// Component to serve (.wasm).
     #[arg(long)]
     component: PathBuf,
+    /// The Spin manifest whose key-value stores and variables (with their defaults and
+    /// SPIN_VARIABLE_* overrides) the component is granted, as `spin up` grants them; `none`
+    /// for none. Default: ./spin.toml when it exists. --kv-store and --var add to it.
+    #[arg(long = "from", value_name = "SPIN_TOML")]
+    manifest: Option<PathBuf>,
+    /// Spin's runtime configuration: its `type = "spin"` stores without a path are held in
+    /// memory, as `spin up --runtime-config-file` holds them. Default: ./runtime-config.toml
+    /// next to the manifest read from ./spin.toml, when it exists.
+    #[arg(long = "runtime-config-file", value_name = "FILE")]
+    runtime_config: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
@@ -76,11 +86,50 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let key_value_stores = if args.kv_stores.is_empty() && args.kv_dir.is_some() {
-        vec!["default".to_owned()]
-    } else {
-        args.kv_stores
+    // What spin.toml grants (./spin.toml by default, as `spin up`), then the flags on top.
+    let default_manifest = Path::new("spin.toml");
+    let manifest = match &args.manifest {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p.clone()),
+        None => default_manifest
+            .exists()
+            .then(|| default_manifest.to_path_buf()),
     };
+    let env = |k: &str| std::env::var(k).ok();
+    let grants = match &manifest {
+        Some(p) => harness::manifest::read_manifest(p, &env)?,
+        None => harness::manifest::Grants::default(),
+    };
+    let runtime_config = args.runtime_config.clone().or_else(|| {
+        let p = Path::new("runtime-config.toml");
+        (args.manifest.is_none() && manifest.is_some() && p.exists()).then(|| p.to_path_buf())
+    });
+    let mut memory = match &runtime_config {
+        Some(p) => harness::manifest::memory_stores(p)?,
+        None => Vec::new(),
+    };
+    memory.extend(args.kv_memory);
+    let mut key_value_stores = grants.key_value_stores;
+    for s in args.kv_stores {
+        if !key_value_stores.contains(&s) {
+            key_value_stores.push(s);
+        }
+    }
+    if key_value_stores.is_empty() && args.kv_dir.is_some() {
+        key_value_stores.push("default".to_owned());
+    }
+    // Flags after the manifest's: a later pair overrides an earlier one.
+    let mut variables = grants.variables;
+    variables.extend(args.vars);
+    if let Some(p) = &manifest {
+        eprintln!(
+            "harness: granted by {}: key-value stores {:?} (in memory: {:?}), {} variables",
+            p.display(),
+            key_value_stores,
+            memory,
+            variables.len()
+        );
+    }
     let config = HarnessConfig {
         component: args.component,
         listen: args.listen,
@@ -90,10 +139,10 @@ async fn main() -> anyhow::Result<()> {
         tcp_nodelay: args.tcp_nodelay,
         pool_instances: args.pool_instances,
         env: args.env,
-        variables: args.vars,
+        variables,
         key_value_stores,
         key_value_dir: args.kv_dir,
-        memory_key_value_stores: args.kv_memory,
+        memory_key_value_stores: memory,
         header_read_timeout: (!args.header_read_timeout.is_zero())
             .then_some(args.header_read_timeout),
     };

@@ -419,3 +419,64 @@ fn a_policy_pushed_to_the_store_reaches_the_running_edge() {
         "policy rollout: pushed policy in force after {first:.1} s, list change after {changed:.1} s (model_refresh_secs 1)"
     ));
 }
+
+/// The harness binary run as the demo runs it, from the repository with no store flags: it
+/// grants what spin.toml declares (`default`, and `velocity` held in memory as
+/// runtime-config.toml says), so a velocity model answers instead of 503 "velocity state
+/// unavailable", and the second transaction of a card counts the first.
+#[test]
+fn the_harness_binary_grants_what_spin_toml_declares() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let component = velocity_component(dir.path(), 5_000, 3, 20);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(common::root())
+        .args([
+            "--component",
+            component.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let url = format!("{base}/api/predict?explain=false");
+    let body = |minute: u32| {
+        format!(
+            r#"{{"amount": 20, "hour": 12, "day_of_week": 1, "merchant_category": 2, "transaction_type": 0,
+                "card_id": "card-demo", "timestamp": "2024-03-01T10:{minute:02}:00Z"}}"#
+        )
+    };
+    let agent = common::agent();
+    let mut answers = Vec::new();
+    for minute in [0, 1] {
+        let mut r = agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(body(minute))
+            .unwrap();
+        let status = r.status().as_u16();
+        answers.push((status, r.body_mut().read_to_string().unwrap()));
+    }
+    let _ = child.kill();
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
+    let _ = child.wait();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}\n{stderr}");
+    }
+    assert!(
+        stderr.contains("granted by spin.toml") && stderr.contains("\"velocity\""),
+        "{stderr}"
+    );
+}
