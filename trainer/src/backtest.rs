@@ -276,6 +276,56 @@ pub fn run(
 }
 
 impl Report {
+    /// Average precision per segment (and over all rows), one bar per model ranking, as a PNG
+    /// (`trainer backtest --chart`): which model sees which pattern, at a glance.
+    pub fn chart(&self, path: &Path) -> Result<()> {
+        let mut groups: Vec<String> = Vec::new();
+        for m in &self.models {
+            for s in &m.segments {
+                if !groups.contains(&s.segment) {
+                    groups.push(s.segment.clone());
+                }
+            }
+        }
+        groups.push("all".to_string());
+        let series: Vec<(String, Vec<Option<f64>>)> = self
+            .models
+            .iter()
+            .map(|m| {
+                let name = if m.scored_by == "fraud_probability" {
+                    format!("{} (supervised)", m.model_version)
+                } else {
+                    format!(
+                        "{} (forest, {} features)",
+                        m.model_version,
+                        m.features.len()
+                    )
+                };
+                let values = groups
+                    .iter()
+                    .map(|g| {
+                        if g == "all" {
+                            m.average_precision
+                        } else {
+                            m.segments
+                                .iter()
+                                .find(|s| &s.segment == g)
+                                .and_then(|s| s.average_precision)
+                        }
+                    })
+                    .collect();
+                (name, values)
+            })
+            .collect();
+        crate::evaluate::bar_chart(
+            path,
+            "Average precision per segment (each segment's positives against every negative)",
+            "average precision",
+            &groups,
+            &series,
+        )
+    }
+
     /// A plain-text summary (what the CLI prints).
     pub fn to_text(&self) -> String {
         let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));

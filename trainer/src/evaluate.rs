@@ -481,6 +481,99 @@ pub fn plots(dir: &Path, decision: &[f64], labels: Option<&[bool]>) -> Result<Ve
     Ok(written)
 }
 
+/// Grouped bars: one group per segment (x), one bar per series, heights in [0, 1] (e.g. average
+/// precision per fraud pattern, per model). A `None` height leaves a gap. Written as a PNG of
+/// 1000 × 560 pixels; text only when a system font is found.
+pub fn bar_chart(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+) -> Result<()> {
+    let text = register_font();
+    grouped_bars(path, title, y_desc, groups, series, text)
+        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}
+
+fn grouped_bars(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+    text: bool,
+) -> PlotResult {
+    const COLORS: [RGBColor; 6] = [
+        RGBColor(0x4c, 0x72, 0xb0),
+        RGBColor(0xdd, 0x84, 0x52),
+        RGBColor(0x55, 0xa8, 0x68),
+        RGBColor(0xc4, 0x4e, 0x52),
+        RGBColor(0x81, 0x72, 0xb3),
+        RGBColor(0x93, 0x78, 0x60),
+    ];
+    let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(15);
+    if text {
+        builder
+            .caption(title, ("sans-serif", 22))
+            .x_label_area_size(45)
+            .y_label_area_size(50);
+    }
+    let n = groups.len().max(1);
+    // Headroom above 1 for the legend, so it never hides a bar.
+    let mut chart =
+        builder.build_cartesian_2d(0.0..n as f64, 0.0..1.0 + 0.08 * (series.len() as f64 + 1.0))?;
+    if text {
+        let names = groups.to_vec();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n * 2 + 1)
+            .x_label_formatter(&move |x: &f64| {
+                // Labels at the middle of each group only.
+                let i = x.floor() as usize;
+                if (x - x.floor() - 0.5).abs() < 1e-6 {
+                    names.get(i).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(y_desc)
+            .draw()?;
+    }
+    let width = 0.8 / series.len().max(1) as f64;
+    for (k, (name, values)) in series.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let bars = values.iter().enumerate().filter_map(|(g, v)| {
+            let v = (*v)?;
+            let x0 = g as f64 + 0.1 + k as f64 * width;
+            Some(Rectangle::new(
+                [(x0, 0.0), (x0 + width * 0.9, v.clamp(0.0, 1.0))],
+                color.filled(),
+            ))
+        });
+        let drawn = chart.draw_series(bars)?;
+        if text {
+            drawn.label(name.as_str()).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+            });
+        }
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
 /// Writes `report.json`, `report.md` and the plots into `dir`.
 pub fn write(
     dir: &Path,

@@ -137,7 +137,17 @@ fn the_supervised_model_learns_fraud_the_forest_only_finds_unusual() {
         "pattern",
         "--output",
         p(&d("report.json")),
+        "--chart",
+        p(&d("backtest.png")),
     ]);
+    // A PNG of the size bar_chart draws (width and height from the IHDR chunk).
+    let png = std::fs::read(d("backtest.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((be(16), be(20)), (1000, 560));
+    if let Some(keep) = std::env::var_os("SFE_KEEP_CHART") {
+        std::fs::copy(d("backtest.png"), keep).unwrap();
+    }
     let r: Value = serde_json::from_slice(&std::fs::read(d("report.json")).unwrap()).unwrap();
     let models = r["models"].as_array().unwrap();
     // Report order: the supervised model's probability, then each model's forest.

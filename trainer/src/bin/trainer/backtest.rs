@@ -30,6 +30,9 @@ pub struct Args {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Also draw average precision per segment and model as a PNG here.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
 }
 
 pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
@@ -40,6 +43,7 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
         segment,
         spec,
         output,
+        chart,
     } = args;
     let spec = spec.spec().usage()?;
     let mut models = Vec::new();
@@ -62,6 +66,9 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
     let report =
         trainer::backtest::run(&input, &spec, &models, policy.as_ref(), segment.as_deref())
             .data()?;
+    if let Some(path) = &chart {
+        report.chart(path).data()?;
+    }
     if let Some(out) = &output {
         let json = serde_json::to_vec_pretty(&report).internal()?;
         crate::args::write_file(out, &json).internal()?;
