@@ -21,7 +21,7 @@
 use std::sync::OnceLock;
 
 use crate::error::{ExplainError, InvalidModel, ScoreError};
-use crate::explain::{ForestShap, TreeShap, ensemble_phi};
+use crate::explain::{ForestShap, TreeShap, ensemble_phi, too_complex};
 use crate::forest::Node;
 
 /// Most trees a supervised model may have.
@@ -334,14 +334,7 @@ impl Booster {
         }
         let shap = self.shap();
         if !shap.rule.supported() {
-            let (tree, features) = shap
-                .trees
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (i, t.path_features()))
-                .max_by_key(|&(_, f)| f)
-                .unwrap_or((0, 0));
-            return Err(ExplainError::PathTooComplex { tree, features });
+            return Err(too_complex(shap.trees.iter()));
         }
         phi.fill(0.0);
         ensemble_phi(&shap.rule, shap.trees.iter(), x, phi);

@@ -411,20 +411,21 @@ fn gauss_legendre_01(t: &mut [f64], w: &mut [f64]) {
 /// `x` must cover every split feature and `phi.len() == x.len()`.
 pub(crate) fn forest_phi(forest: &Forest, x: &[f32], phi: &mut [f64]) -> Result<(), ExplainError> {
     let shap = forest.shap();
-    match shap.q {
-        0 => {
-            let (tree, features) = forest
-                .trees()
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (i, t.shap().path_features()))
-                .max_by_key(|&(_, f)| f)
-                .unwrap_or((0, 0));
-            return Err(ExplainError::PathTooComplex { tree, features });
-        }
-        _ => ensemble_phi(shap, forest.trees().iter().map(Tree::shap), x, phi),
+    if !shap.supported() {
+        return Err(too_complex(forest.trees().iter().map(Tree::shap)));
     }
+    ensemble_phi(shap, forest.trees().iter().map(Tree::shap), x, phi);
     Ok(())
+}
+
+/// The error for an ensemble whose richest path has too many features: names that tree.
+pub(crate) fn too_complex<'t>(trees: impl Iterator<Item = &'t TreeShap>) -> ExplainError {
+    let (tree, features) = trees
+        .enumerate()
+        .map(|(i, t)| (i, t.path_features()))
+        .max_by_key(|&(_, f)| f)
+        .unwrap_or((0, 0));
+    ExplainError::PathTooComplex { tree, features }
 }
 
 /// Adds the attributions of every tree in `trees` (each leaf worth its own value) to `phi`,

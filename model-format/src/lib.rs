@@ -248,11 +248,10 @@ impl Model {
         let mut scaled = [0f32; MAX_FEATURES + 1];
         let n = self.scale_row(row, &mut scaled)?.len();
         let score = self.forest.score_scaled(&scaled[..n])?;
-        let Some(b) = &self.supervised else {
-            return Ok((score, None));
-        };
-        scaled[n] = score.risk() as f32;
-        Ok((score, Some(b.score(&scaled[..=n])?)))
+        match self.with_risk(&mut scaled, n, &score) {
+            Some((b, x)) => Ok((score, Some(b.score(x)?))),
+            None => Ok((score, None)),
+        }
     }
 
     /// [`Model::score_fraud`] with the supervised classifier's explanation: `phi` gets one
@@ -268,14 +267,62 @@ impl Model {
         let mut scaled = [0f32; MAX_FEATURES + 1];
         let n = self.scale_row(row, &mut scaled)?.len();
         let score = self.forest.score_scaled(&scaled[..n])?;
-        let Some(b) = &self.supervised else {
-            return Ok((score, None));
+        Ok((score, self.explain_supervised(&mut scaled, n, &score, phi)?))
+    }
+
+    /// [`Model::explain`] and [`Model::explain_fraud`] of one row at once (what an explained
+    /// prediction needs), scaling the row and scoring the forest once: `forest_phi` as
+    /// [`Model::explain`] writes it, `fraud_phi` as [`Model::explain_fraud`] does.
+    pub fn explain_with_fraud(
+        &self,
+        row: &[f64],
+        forest_phi: &mut [f64],
+        fraud_phi: &mut [f64],
+    ) -> Result<(Explanation, Option<(FraudScore, f64)>), ExplainError> {
+        let mut scaled = [0f32; MAX_FEATURES + 1];
+        let n = self.scale_row(row, &mut scaled)?.len();
+        if forest_phi.len() != n {
+            return Err(ExplainError::PhiWidth {
+                expected: n,
+                found: forest_phi.len(),
+            });
+        }
+        let score = self.forest.explain_scaled(&scaled[..n], forest_phi)?;
+        let explanation = Explanation {
+            expected_value: self.expected_value(),
+            score,
         };
-        scaled[n] = score.risk() as f32;
-        let x = &scaled[..=n];
+        let fraud = self.explain_supervised(&mut scaled, n, &score, fraud_phi)?;
+        Ok((explanation, fraud))
+    }
+
+    /// The supervised classifier's score and explanation of an already scaled row.
+    fn explain_supervised(
+        &self,
+        scaled: &mut [f32; MAX_FEATURES + 1],
+        n: usize,
+        score: &Score,
+        phi: &mut [f64],
+    ) -> Result<Option<(FraudScore, f64)>, ExplainError> {
+        let Some((b, x)) = self.with_risk(scaled, n, score) else {
+            return Ok(None);
+        };
         let fraud = b.score(x)?;
         let expected = b.explain(x, phi)?;
-        Ok((score, Some((fraud, expected))))
+        Ok(Some((fraud, expected)))
+    }
+
+    /// The supervised classifier and its input row: the `n` scaled features in `scaled`, then
+    /// the forest's risk as f32 (SPEC §4.7). `None` without a supervised classifier.
+    fn with_risk<'b>(
+        &self,
+        scaled: &'b mut [f32; MAX_FEATURES + 1],
+        n: usize,
+        score: &Score,
+    ) -> Option<(&Booster, &'b [f32])> {
+        let b = self.supervised.as_ref()?;
+        scaled[n] = score.risk() as f32;
+        Some((b, &scaled[..=n]))
     }
 
     /// The velocity features, when the model has any.

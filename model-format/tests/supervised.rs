@@ -97,6 +97,15 @@ fn fraud_scores_and_explanations_add_up() {
             fraud.log_odds
         );
         assert!((0.0..=1.0).contains(&fraud.probability));
+        // Both explanations at once give the same bits as each alone.
+        let (mut forest_phi, mut both_phi) = ([0.0; 2], [0.0; 3]);
+        let (e, both) = m
+            .explain_with_fraud(&row, &mut forest_phi, &mut both_phi)
+            .unwrap();
+        let mut alone = [0.0; 2];
+        assert_eq!(e, m.explain(&row, &mut alone).unwrap());
+        assert_eq!((forest_phi, both_phi), (alone, phi));
+        assert_eq!(both, Some((fraud, expected)));
     }
     // A model without the section scores as before and explains nothing more.
     let (_, none) = model().score_fraud(&[10.0, 0.0]).unwrap();

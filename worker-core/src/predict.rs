@@ -181,22 +181,12 @@ pub(crate) fn score_transaction<'a>(
     let mut fraud_phi = [0f64; MAX_FEATURES + 1];
     let supervised = l.model.supervised().is_some();
     let (score, explanation, fraud) = if explain {
-        let e = l
+        // Both models' explanations from one scaling and one forest walk.
+        let (e, fraud) = l
             .model
-            .explain(row, &mut phi[..n])
+            .explain_with_fraud(row, &mut phi[..n], &mut fraud_phi[..=n])
             .map_err(|e| ItemError::Server(format!("explaining the score failed: {e}")))?;
-        let fraud = if supervised {
-            l.model
-                .explain_fraud(row, &mut fraud_phi[..=n])
-                .map_err(|e| {
-                    ItemError::Server(format!("explaining the fraud probability failed: {e}"))
-                })?
-                .1
-                .map(|(f, _)| f)
-        } else {
-            None
-        };
-        (e.score, Some(e), fraud)
+        (e.score, Some(e), fraud.map(|(f, _)| f))
     } else {
         let (score, fraud) = l
             .model
