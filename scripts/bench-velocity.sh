@@ -112,12 +112,14 @@ db.execute("INSERT INTO spin_key_value VALUES ('default', 'policy/current', ?)",
 db.commit()
 PY
     sed "s#^source = .*#source = \"$work/$v.wasm\"#" spin.toml >"$work/spin.toml"
-    local config=runtime-config.toml
+    local config=runtime-config.toml writes=atomic
     if [[ $host == spin+redis ]]; then
       config="$work/runtime-config.redis.toml"
+      # As deploy/spinapp.yaml: Spin's Redis store cannot compare-and-swap under load.
+      writes=plain
       redis-cli -p "$redis_port" flushall >/dev/null
     fi
-    setsid "$spin" up --from "$work/spin.toml" --listen 127.0.0.1:0 --state-dir "$work/state" \
+    SPIN_VARIABLE_VELOCITY_WRITES=$writes setsid "$spin" up --from "$work/spin.toml" --listen 127.0.0.1:0 --state-dir "$work/state" \
       --runtime-config-file "$config" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 1800); do grep -q '^Serving http://' "$log" && break; sleep 0.1; done

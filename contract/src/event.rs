@@ -118,6 +118,10 @@ pub struct ScoredTransaction {
     /// The supervised model's probability of fraud, in [0, 1] (models that have one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fraud_probability: Option<f64>,
+    /// The edge gave up recording this transaction in its velocity state (too many concurrent
+    /// updates of one entity): its velocity features are from the state before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub velocity_stale: bool,
 }
 
 /// Decisions an event may carry.
@@ -566,6 +570,7 @@ mod tests {
             decision: Some("block".into()),
             rules_matched: vec!["card_testing".into(), "blocked_card".into()],
             fraud_probability: Some(0.123_456_789_012_345_67),
+            velocity_stale: false,
         })
     }
 

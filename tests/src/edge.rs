@@ -70,6 +70,16 @@ pub fn start_edge_on(host: EdgeHost, config: HarnessConfig) -> anyhow::Result<Ed
 }
 
 impl Edge {
+    /// An edge around a `spin up` started by the caller (e.g. with a runtime config).
+    pub fn from_spin(s: SpinUp) -> Self {
+        Edge {
+            addr: s.addr,
+            host: EdgeHost::Spin,
+            running: Running::Spin(s),
+            key_value_dir: None,
+        }
+    }
+
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

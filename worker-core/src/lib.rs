@@ -35,7 +35,7 @@ use serde_json::{Map, Value};
 
 pub use decide::POLICY_KEY;
 pub use forward::{DEAD_LETTER, Forwarder, OUTBOX};
-pub use host::{Fetched, Host, PostAnswer, Task};
+pub use host::{Fetched, Host, PostAnswer, Swap, Task};
 pub use model::Loaded;
 pub use response::{ApiError, json};
 pub use rollout::{CHANNELS_KEY, EdgeChannels, PART_BYTES, REFRESH_KEY, RefreshState, StoredModel};
@@ -280,21 +280,26 @@ impl<H: Host + 'static> App<H> {
         self.policies.bind(&l.model, &l.version)
     }
 
-    /// One transaction's velocity values (reading its entities' state into `touched`). A
-    /// transaction that will be refused is refused here, before its state is read, and so is
-    /// not counted (see `predict::check_transaction`).
+    /// One transaction's velocity values (its entities' states updated) and whether an update
+    /// was given up. A transaction that will be refused is refused here, before its state is
+    /// touched, and so is not counted (see `predict::check_transaction`).
     async fn velocity_of(
         &self,
         l: &Loaded,
         payload: &Value,
-        touched: &mut velocity::Touched<'_>,
-    ) -> Result<Option<Vec<f64>>, ApiError> {
+    ) -> Result<Option<(Vec<f64>, bool)>, ApiError> {
         match (l.model.velocity(), payload) {
             (Some(spec), Value::Object(fields)) => {
                 predict::check_transaction(l, payload)?;
-                velocity::observe(self.host, spec, fields, touched)
-                    .await
-                    .map(Some)
+                velocity::observe(
+                    self.host,
+                    spec,
+                    fields,
+                    &self.velocity_locks,
+                    self.settings.velocity_atomic,
+                )
+                .await
+                .map(Some)
             }
             _ => Ok(None),
         }
@@ -306,24 +311,21 @@ impl<H: Host + 'static> App<H> {
         payload: &Value,
         explain: bool,
     ) -> Result<Response<String>, ApiError> {
-        let mut touched = velocity::Touched::new(&self.velocity_locks);
-        let velocity = self.velocity_of(l, payload, &mut touched).await?;
-        // Written back before scoring (and so before the answer: the caller's next transaction
-        // sees this one): another instance reading this entity between our read and our write
-        // would lose one of the two transactions, so that window is kept to the store's
-        // round trip rather than the scoring's.
-        velocity::write_back(self.host, touched).await;
+        // Recorded before scoring (and so before the answer: the caller's next transaction
+        // sees this one).
+        let velocity = self.velocity_of(l, payload).await?;
         let rules = self.rules_for(l);
         let bound = rules.as_deref().and_then(|r| r.as_ref().ok());
-        let p = predict::score_transaction(
+        let mut p = predict::score_transaction(
             l,
             &self.settings,
             payload,
             explain,
             self.stamp(),
-            velocity.as_deref(),
+            velocity.as_ref().map(|(v, _)| v.as_slice()),
             bound,
         )?;
+        p.velocity_stale = velocity.is_some_and(|(_, stale)| stale);
         let resp = json(StatusCode::OK, &p);
         if self.settings.store.is_some() {
             let shadow = self
@@ -350,13 +352,11 @@ impl<H: Host + 'static> App<H> {
         let bound = rules.as_deref().and_then(|r| r.as_ref().ok());
         let mut failed = 0;
         let mut events = Vec::new();
-        // In order, one state cache for the batch: an entity's later items see its earlier ones.
-        let mut touched = velocity::Touched::new(&self.velocity_locks);
+        // In order: an entity's later items see its earlier ones.
         let mut velocities = Vec::with_capacity(items.len());
         for item in items {
-            velocities.push(self.velocity_of(l, item, &mut touched).await);
+            velocities.push(self.velocity_of(l, item).await);
         }
-        velocity::write_back(self.host, touched).await;
         let results: Vec<Value> = items
             .iter()
             .zip(velocities)
@@ -365,15 +365,17 @@ impl<H: Host + 'static> App<H> {
                 let outcome = velocity
                     .map_err(|e| predict::ItemError::Input(e.message))
                     .and_then(|v| {
-                        predict::score_transaction(
+                        let mut p = predict::score_transaction(
                             l,
                             &self.settings,
                             item,
                             explain,
                             self.stamp(),
-                            v.as_deref(),
+                            v.as_ref().map(|(v, _)| v.as_slice()),
                             bound,
-                        )
+                        )?;
+                        p.velocity_stale = v.is_some_and(|(_, stale)| stale);
+                        Ok(p)
                     });
                 match &outcome {
                     Ok(p) if forwarding => {

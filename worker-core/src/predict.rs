@@ -55,6 +55,10 @@ pub(crate) struct Prediction<'a> {
     decision_reason: String,
     /// Every rule that matched, in the policy's order.
     rules_matched: Vec<String>,
+    /// The velocity features are those of the state as last read, and this transaction is
+    /// missing from its entities' windows: its update was given up after too many conflicts.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) velocity_stale: bool,
     timestamp: String,
     #[serde(skip)]
     scored_at: DateTime<Utc>,
@@ -254,6 +258,7 @@ pub(crate) fn score_transaction<'a>(
         decision: decided.decision.as_str(),
         decision_reason: decided.reason,
         rules_matched: decided.rules_matched,
+        velocity_stale: false,
         timestamp: iso_millis(stamp.at),
         scored_at: stamp.at,
         uuid: stamp.uuid,
@@ -339,6 +344,7 @@ impl Prediction<'_> {
             decision: Some(self.decision.to_string()),
             rules_matched: self.rules_matched.clone(),
             fraud_probability: self.fraud_probability,
+            velocity_stale: self.velocity_stale,
         })
     }
 }

@@ -26,6 +26,9 @@ pub struct Variables {
     pub model_pin: String,
     /// `model_refresh_secs`: how often one instance of the edge asks the registry (default 15).
     pub model_refresh_secs: String,
+    /// `velocity_writes`: `atomic` (default; compare-and-swap) or `plain` (read, then write:
+    /// concurrent updates of one entity may be lost).
+    pub velocity_writes: String,
 }
 
 /// What `transaction_id` holds in prediction answers.
@@ -57,6 +60,8 @@ pub struct Settings {
     pub(crate) region: Option<String>,
     pub(crate) id_format: IdFormat,
     pub(crate) rollout: Rollout,
+    /// Velocity state updated by compare-and-swap (`velocity_writes = atomic`).
+    pub(crate) velocity_atomic: bool,
 }
 
 /// How the edge follows the model registry (see `rollout`).
@@ -180,6 +185,17 @@ impl Settings {
                 }
             },
         };
+        let velocity_atomic = match v.velocity_writes.trim() {
+            "" | "atomic" => true,
+            "plain" => false,
+            other => {
+                bad.push(BadVariable {
+                    name: "velocity_writes",
+                    problem: format!("{other:?} is neither \"atomic\" nor \"plain\""),
+                });
+                true
+            }
+        };
         let rollout = Rollout {
             pull: pull && store.is_some(),
             pin,
@@ -193,6 +209,7 @@ impl Settings {
             region,
             id_format,
             rollout,
+            velocity_atomic,
         };
         (settings, bad)
     }

@@ -19,6 +19,11 @@ struct FakeHost {
     tasks: RefCell<Vec<Task>>,
     kv: RefCell<BTreeMap<String, Vec<u8>>>,
     kv_down: Cell<bool>,
+    /// Runs on the key-value map just before each velocity swap compares (another writer).
+    interfere: RefCell<Option<Interference>>,
+    /// Swaps report `Written` even when the value changed and nothing was written, as Spin's
+    /// Redis store does.
+    swap_lies: Cell<bool>,
     store: RefCell<StoreScript>,
     /// Every body POSTed to the store, parsed.
     posts: RefCell<Vec<Vec<Value>>>,
@@ -27,6 +32,14 @@ struct FakeHost {
     dashboard: RefCell<Box<dyn Fn() -> Value>>,
     /// What the registry answers to a GET of bytes (url, If-None-Match).
     registry: RefCell<RegistryScript>,
+}
+
+type Interference = Box<dyn FnMut(&mut BTreeMap<String, Vec<u8>>)>;
+
+/// A compare-and-swap on the fake key-value map: the key and the value `state_current` read.
+struct FakeCas {
+    key: String,
+    read: RefCell<Option<Option<Vec<u8>>>>,
 }
 
 type RegistryScript = Box<dyn FnMut(&str, Option<&str>) -> Result<Fetched, String>>;
@@ -50,6 +63,8 @@ impl FakeHost {
             tasks: RefCell::new(Vec::new()),
             kv: RefCell::new(BTreeMap::new()),
             kv_down: Cell::new(false),
+            interfere: RefCell::new(None),
+            swap_lies: Cell::new(false),
             store: RefCell::new(store),
             posts: RefCell::new(Vec::new()),
             gets: RefCell::new(Vec::new()),
@@ -93,6 +108,7 @@ impl FakeHost {
 }
 
 impl Host for FakeHost {
+    type Cas = FakeCas;
     fn monotonic_ns(&self) -> u64 {
         self.clock.get()
     }
@@ -166,6 +182,51 @@ impl Host for FakeHost {
     }
     async fn state_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
         self.kv_set(key, value).await
+    }
+    async fn state_cas(&self, key: &str) -> Result<FakeCas, String> {
+        Ok(FakeCas {
+            key: key.to_owned(),
+            read: RefCell::new(None),
+        })
+    }
+    async fn state_current(&self, cas: &FakeCas) -> Result<Option<Vec<u8>>, String> {
+        let value = self.kv_get(&cas.key).await?;
+        *cas.read.borrow_mut() = Some(value.clone());
+        Ok(value)
+    }
+    async fn state_swap(&self, cas: FakeCas, value: Vec<u8>) -> Result<Swap<FakeCas>, String> {
+        if self.kv_down.get() {
+            return Err("kv down".into());
+        }
+        if let Some(f) = self.interfere.borrow_mut().as_mut() {
+            f(&mut self.kv.borrow_mut());
+        }
+        let read = cas.read.borrow_mut().take().ok_or("swap before current")?;
+        let mut kv = self.kv.borrow_mut();
+        if kv.get(&cas.key) == read.as_ref() {
+            kv.insert(cas.key, value);
+            Ok(Swap::Written)
+        } else if self.swap_lies.get() {
+            Ok(Swap::Written)
+        } else {
+            let key = cas.key;
+            let now = kv.get(&key).cloned();
+            Ok(Swap::Conflict(FakeCas {
+                key,
+                read: RefCell::new(Some(now)),
+            }))
+        }
+    }
+    async fn state_increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+        let mut kv = self.kv.borrow_mut();
+        let n = kv
+            .get(key)
+            .map_or(0, |v| i64::from_le_bytes(v.as_slice().try_into().unwrap()));
+        kv.insert(key.to_owned(), (n + delta).to_le_bytes().to_vec());
+        Ok(n + delta)
+    }
+    async fn state_delete(&self, key: &str) -> Result<(), String> {
+        self.kv_delete(key).await
     }
     async fn kv_delete(&self, key: &str) -> Result<(), String> {
         self.kv.borrow_mut().remove(key);
@@ -855,9 +916,14 @@ fn velocity_loaded() -> Result<Loaded, String> {
 }
 
 fn velocity_app(host: &'static FakeHost) -> &'static App<FakeHost> {
+    velocity_app_writing(host, "")
+}
+
+fn velocity_app_writing(host: &'static FakeHost, writes: &str) -> &'static App<FakeHost> {
     let v = Variables {
         store_url: "http://store.test".into(),
         store_token: "tok".into(),
+        velocity_writes: writes.into(),
         ..Variables::default()
     };
     Box::leak(Box::new(futures::executor::block_on(App::start(
@@ -871,6 +937,145 @@ fn card_tx(card: &Value, minute: u32) -> String {
     json!({"amount": 12.5, "merchant": "acme", "timestamp": format!("2024-01-01T10:{minute:02}:00Z"),
            "type": "purchase", "card_id": card})
     .to_string()
+}
+
+/// Another writer's update of `card`'s state (one more transaction at `minute`), applied to
+/// the map directly: what a concurrent instance or edge does between a read and a swap.
+fn phantom_writer(card: &'static str, minute: u32) -> impl FnMut(&mut BTreeMap<String, Vec<u8>>) {
+    let l = velocity_loaded().unwrap();
+    let spec = l.model.velocity().unwrap().clone();
+    let mut n = 0u64;
+    move |kv| {
+        let tx: Value = serde_json::from_str(&card_tx(&json!(card), minute)).unwrap();
+        let fields = tx.as_object().unwrap();
+        let payload = contract::JsonPayload(fields);
+        let key = spec.state_key(0, card);
+        let mut stored = kv
+            .get(&key)
+            .map(|b| velocity::Stored::decode(b).unwrap())
+            .unwrap_or_default();
+        let t = spec.event_time(&payload, 0).unwrap();
+        spec.observe(0, &mut stored.state, t, &payload, &mut [0.0]);
+        n += 1;
+        stored.record(0xdead_0000 + n);
+        kv.insert(key, stored.encode());
+    }
+}
+
+#[test]
+fn concurrent_velocity_updates_are_all_counted_even_when_a_swap_misreports() {
+    for lies in [false, true] {
+        let host = FakeHost::new(accept_all());
+        host.swap_lies.set(lies);
+        let app = velocity_app(host);
+        // Three other writers land between this transaction's reads and its swaps.
+        let mut writer = phantom_writer("c9", 0);
+        let mut left = 3;
+        *host.interfere.borrow_mut() = Some(Box::new(move |kv| {
+            if left > 0 {
+                left -= 1;
+                writer(kv);
+            }
+        }));
+        let (status, first) = call(
+            app,
+            request("POST", "/api/predict", &card_tx(&json!("c9"), 1)),
+        );
+        assert_eq!(status, 200, "{first}");
+        // It saw the others that landed before its successful swap.
+        assert_eq!(first["velocity_stale"], Value::Null, "{first}");
+        *host.interfere.borrow_mut() = None;
+        host.run_tasks();
+        let (_, _) = call(
+            app,
+            request("POST", "/api/predict", &card_tx(&json!("c9"), 2)),
+        );
+        host.run_tasks();
+        let event = host.posts.borrow().last().unwrap()[0].clone();
+        // 3 others + the first: nothing lost, whether or not the host admits a failed swap.
+        assert_eq!(event["features"]["card_count_10m"], 4.0, "lies: {lies}");
+    }
+}
+
+#[test]
+fn plain_velocity_writes_count_in_turn_without_compare_and_swap() {
+    let host = FakeHost::new(accept_all());
+    let app = velocity_app_writing(host, "plain");
+    // A swap would meet another writer every time; plain writes never swap.
+    let mut writer = phantom_writer("c5", 0);
+    *host.interfere.borrow_mut() = Some(Box::new(move |kv| writer(kv)));
+    for minute in 1..=3 {
+        let (status, body) = call(
+            app,
+            request("POST", "/api/predict", &card_tx(&json!("c5"), minute)),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["velocity_stale"], Value::Null, "{body}");
+    }
+    host.run_tasks();
+    let counts: Vec<Value> = host
+        .delivered()
+        .iter()
+        .map(|e| e["features"]["card_count_10m"].clone())
+        .collect();
+    assert_eq!(counts, [json!(0.0), json!(1.0), json!(2.0)]);
+    assert!(host.keys("vel/").iter().all(|k| !k.ends_with("/born")));
+    // An unknown mode is reported and the safe one used.
+    let v = Variables {
+        velocity_writes: "fast".into(),
+        ..Variables::default()
+    };
+    let (settings, bad) = Settings::parse(&v, "x".into());
+    assert!(settings.velocity_atomic);
+    assert_eq!(bad[0].name, "velocity_writes");
+}
+
+#[test]
+fn an_update_that_keeps_conflicting_is_given_up_and_said_so() {
+    let host = FakeHost::new(accept_all());
+    let app = velocity_app(host);
+    let mut writer = phantom_writer("c7", 0);
+    let others = std::rc::Rc::new(Cell::new(0u32));
+    let counted = others.clone();
+    *host.interfere.borrow_mut() = Some(Box::new(move |kv| {
+        counted.set(counted.get() + 1);
+        writer(kv);
+    }));
+    let start = host.monotonic_ns();
+    let (status, body) = call(
+        app,
+        request("POST", "/api/predict", &card_tx(&json!("c7"), 1)),
+    );
+    // It kept trying for the whole budget (the fake clock moves only with its pauses).
+    assert!(host.monotonic_ns() - start >= velocity::UPDATE_BUDGET_NS);
+    let others = others.get();
+    assert!(others > 10, "{others}");
+    // Still answered, from the last state read, and marked.
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["velocity_stale"], true, "{body}");
+    host.run_tasks();
+    let event = host.posts.borrow().last().unwrap()[0].clone();
+    assert_eq!(event["velocity_stale"], true, "{event}");
+    // Computed from the last state read: every other writer but the last attempt's.
+    assert_eq!(
+        event["features"]["card_count_10m"],
+        f64::from(others - 1),
+        "{event}"
+    );
+    // Its own transaction is not in the state: only the other writer's.
+    *host.interfere.borrow_mut() = None;
+    let (_, next) = call(
+        app,
+        request("POST", "/api/predict", &card_tx(&json!("c7"), 2)),
+    );
+    assert_eq!(next["velocity_stale"], Value::Null);
+    host.run_tasks();
+    let event = host.posts.borrow().last().unwrap()[0].clone();
+    assert_eq!(
+        event["features"]["card_count_10m"],
+        f64::from(others),
+        "{event}"
+    );
 }
 
 #[test]
@@ -896,7 +1101,14 @@ fn velocity_state_counts_per_card_across_instances_and_reaches_the_event() {
     }
     // c1 at :00, :01, (c2), " C1 " at :03 is the same card, :20 is outside the 10 minutes.
     assert_eq!(counts, [0.0, 1.0, 0.0, 2.0, 0.0]);
-    assert_eq!(host.keys("vel/card_id/").len(), 2);
+    // One state per card, and each card's birth counter (its creator's claim).
+    let keys = host.keys("vel/card_id/");
+    assert_eq!(
+        keys.iter().filter(|k| !k.ends_with("/born")).count(),
+        2,
+        "{keys:?}"
+    );
+    assert_eq!(keys.len(), 4, "{keys:?}");
 
     // Bad entity ids and times are the caller's, named, and touch no state.
     let app = velocity_app(host);

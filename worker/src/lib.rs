@@ -19,12 +19,13 @@ use std::cell::OnceCell;
 
 use model_format::{FileTrust, Model, ModelId, TablesTrust};
 use serde_json::Value;
+use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_kv};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::clocks::monotonic_clock;
 use spin_sdk::wasip3::http::types;
 use spin_sdk::wasip3::http_compat::BodyWriter;
-use worker_core::{App, Fetched, Host, Loaded, PostAnswer, Task, Variables};
+use worker_core::{App, Fetched, Host, Loaded, PostAnswer, Swap, Task, Variables};
 
 /// 8-byte alignment for embedded bytes, so arrays of `f64` in them can be used in place.
 #[repr(C, align(8))]
@@ -76,6 +77,8 @@ struct Spin;
 static SPIN: Spin = Spin;
 
 impl Host for Spin {
+    type Cas = atomics::Cas;
+
     fn monotonic_ns(&self) -> u64 {
         monotonic_clock::now()
     }
@@ -198,6 +201,35 @@ impl Host for Spin {
         store.set(key, value).await.map_err(|e| format!("{e:?}"))
     }
 
+    async fn state_cas(&self, key: &str) -> Result<atomics::Cas, String> {
+        atomics::Cas::new(velocity_bucket()?, key).map_err(|e| format!("{e:?}"))
+    }
+
+    async fn state_current(&self, cas: &atomics::Cas) -> Result<Option<Vec<u8>>, String> {
+        cas.current().map_err(|e| format!("{e:?}"))
+    }
+
+    async fn state_swap(
+        &self,
+        cas: atomics::Cas,
+        value: Vec<u8>,
+    ) -> Result<Swap<atomics::Cas>, String> {
+        match atomics::swap(cas, &value) {
+            Ok(()) => Ok(Swap::Written),
+            Err(atomics::CasError::CasFailed(next)) => Ok(Swap::Conflict(next)),
+            Err(atomics::CasError::StoreError(e)) => Err(format!("{e:?}")),
+        }
+    }
+
+    async fn state_increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+        atomics::increment(velocity_bucket()?, key, delta).map_err(|e| format!("{e:?}"))
+    }
+
+    async fn state_delete(&self, key: &str) -> Result<(), String> {
+        let store = velocity_store().await?;
+        store.delete(key).await.map_err(|e| format!("{e:?}"))
+    }
+
     async fn kv_delete(&self, key: &str) -> Result<(), String> {
         let store = Store::open_default().await.map_err(|e| format!("{e:?}"))?;
         store.delete(key).await.map_err(|e| format!("{e:?}"))
@@ -231,6 +263,24 @@ async fn velocity_store() -> Result<&'static Store, String> {
         Err(_) => Store::open_default().await.map_err(|e| format!("{e:?}"))?,
     };
     Ok(VELOCITY.with(|v| *v.get_or_init(|| Box::leak(Box::new(store)))))
+}
+
+thread_local! {
+    /// The same store as [`velocity_store`] through `wasi:keyvalue`, whose `atomics` interface
+    /// has the compare-and-swap spin-sdk's key-value API lacks.
+    static VELOCITY_BUCKET: OnceCell<&'static wasi_kv::Bucket> = const { OnceCell::new() };
+}
+
+/// The `velocity` store (else `default`) as a `wasi:keyvalue` bucket, opened once per instance.
+fn velocity_bucket() -> Result<&'static wasi_kv::Bucket, String> {
+    if let Some(b) = VELOCITY_BUCKET.with(|v| v.get().copied()) {
+        return Ok(b);
+    }
+    let bucket = match wasi_kv::open("velocity") {
+        Ok(b) => b,
+        Err(_) => wasi_kv::open("default").map_err(|e| format!("{e:?}"))?,
+    };
+    Ok(VELOCITY_BUCKET.with(|v| *v.get_or_init(|| Box::leak(Box::new(bucket)))))
 }
 
 /// `fut`'s output, or None if `ns` nanoseconds pass first (`fut` is then dropped, which
@@ -278,6 +328,7 @@ async fn variables() -> Variables {
         model_pull: var("model_pull").await,
         model_pin: var("model_pin").await,
         model_refresh_secs: var("model_refresh_secs").await,
+        velocity_writes: var("velocity_writes").await,
     }
 }
 

@@ -64,11 +64,17 @@ pub fn fit_model(dir: &Path, rows: usize, seed: u64, n_estimators: usize) -> Mod
 
 /// Builds the worker for wasm32-wasip2 with `model` embedded, in a target directory of its own
 /// (the outer `cargo test` may still hold the lock on the main one) shared by all test binaries.
+/// `SFE_WORKER_ROOT=<another checkout>` builds that checkout's worker instead: how a figure is
+/// measured before and after a change to the worker, with the same tests.
 pub fn build_component(model: &Path) -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-wasm");
+    let other = std::env::var_os("SFE_WORKER_ROOT").map(PathBuf::from);
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(match other {
+        Some(_) => "e2e-wasm-other",
+        None => "e2e-wasm",
+    });
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .current_dir(root())
+        .current_dir(other.as_deref().unwrap_or(root()))
         .args([
             "build",
             "--release",
