@@ -3,7 +3,8 @@
 //! served: [`verify`], run by the store before it accepts an upload and by the edge before it
 //! serves a downloaded or key-value-stored model.
 //!
-//! # Endpoints (bearer token, as the rest of `/v1`)
+//! # Endpoints (bearer token, as the rest of `/v1`; the role each needs is in the store's
+//! `auth` module: edges read channels and files, operators change, readers list and compare)
 //! - `POST /v1/models` (body: the model file, `application/octet-stream`; `X-Actor` header
 //!   optional): [`verify`]ed, stored under its content-derived version. `201` ([`Uploaded`],
 //!   `created: true`), `200` when those exact bytes are there already, `400` naming why a file
@@ -40,8 +41,12 @@ pub struct ModelVersion {
     pub metadata: std::collections::BTreeMap<String, String>,
     /// When and by whom it was uploaded; None for a version only seen in forwarded events.
     pub uploaded_at: Option<DateTime<Utc>>,
-    /// See `uploaded_at`.
+    /// The name of the store token that uploaded it (or, for uploads before the store had
+    /// named tokens, what the uploader called itself).
     pub uploaded_by: Option<String>,
+    /// What the uploader said about itself (`X-Actor`), when that differs from the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_note: Option<String>,
     /// First and last time an edge scored with it (from forwarded events).
     pub first_seen: Option<DateTime<Utc>>,
     /// See `first_seen`.
@@ -87,7 +92,8 @@ pub struct Channels {
 pub struct SetChannel {
     /// The version to point at; None clears the channel.
     pub version: Option<String>,
-    /// Who asks (recorded); the store falls back to the `X-Actor` header, then `"api"`.
+    /// Who asks, in the caller's words: recorded as a note beside the token's name, which is
+    /// the actor. The store falls back to the `X-Actor` header.
     #[serde(default)]
     pub actor: Option<String>,
 }
@@ -105,10 +111,13 @@ pub struct ChannelChange {
     pub to: Option<String>,
     /// When.
     pub changed_at: DateTime<Utc>,
-    /// Who.
+    /// Who: the name of the store token that made the change.
     pub changed_by: String,
     /// `set` or `rollback`.
     pub action: String,
+    /// What the caller said about itself (`actor` / `X-Actor`), beside the token's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `GET /v1/models/channels/history`.

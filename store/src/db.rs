@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "decisions",
         include_str!("../migrations/0006_decisions.sql"),
     ),
+    (
+        7,
+        "actor_notes",
+        include_str!("../migrations/0007_actor_notes.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.

@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use crate::Store;
+use crate::auth;
 use crate::db::DbError;
 use crate::ingest;
 use crate::query::{self, ExportFormat};
@@ -191,8 +191,10 @@ async fn track(State(store): State<Store>, request: Request, next: Next) -> Resp
     response
 }
 
-/// Bearer-token check (constant time in the token's content) and the schema-ready gate.
-async fn require_token(State(store): State<Store>, request: Request, next: Next) -> Response {
+/// Authentication and authorisation (see [`crate::auth`]), then the schema-ready gate: 401 for
+/// a missing or unknown token, 403 naming the role the route needs. The caller goes into the
+/// request's extensions, for the handlers that record who changed what.
+async fn require_token(State(store): State<Store>, mut request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -204,14 +206,36 @@ async fn require_token(State(store): State<Store>, request: Request, next: Next)
                 .map(|_| &v[7..])
         })
         .map(str::trim);
-    let ok = presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(&store.inner.token)));
-    if !ok {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "auth",
-            "missing or invalid bearer token",
+    let Some(caller) = presented.and_then(|t| store.tokens().caller(t)) else {
+        return refuse(
+            request,
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "auth",
+                "missing or invalid bearer token",
+            ),
         )
-        .into_response();
+        .await;
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", |p| p.as_str());
+    let needed = auth::allowed(request.method(), route);
+    if !caller.may(needed) {
+        let message = format!(
+            "the token {} (role {}) may not {} {route}: that needs the role {}",
+            caller.name,
+            caller.role,
+            request.method(),
+            needed.roles()
+        );
+        tracing::warn!(token = %caller.name, role = %caller.role, method = %request.method(), route, "forbidden");
+        return refuse(
+            request,
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+        )
+        .await;
     }
     if !store.is_migrated() {
         return ApiError::new(
@@ -221,7 +245,17 @@ async fn require_token(State(store): State<Store>, request: Request, next: Next)
         )
         .into_response();
     }
+    request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// Answers `error` after reading (and dropping) what the client is still sending, up to the
+/// largest body any route takes: a server that answers mid-upload and closes makes the client
+/// see a broken pipe instead of the 401/403 that says what to fix.
+async fn refuse(request: Request, error: ApiError) -> Response {
+    let most = contract::limits::MODEL_MAX_BYTES.max(contract::limits::INGEST_MAX_BODY_BYTES);
+    let _ = axum::body::to_bytes(request.into_body(), most).await;
+    error.into_response()
 }
 
 async fn readyz(State(store): State<Store>) -> Response {

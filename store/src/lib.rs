@@ -19,6 +19,7 @@
 //! and until it succeeds `/readyz` and the `/v1` endpoints answer 503. Later outages are
 //! reported the same way per request (503 + `Retry-After`) and heal by themselves.
 
+pub mod auth;
 pub mod db;
 pub mod http;
 pub mod ingest;
@@ -29,8 +30,9 @@ pub mod query;
 pub mod registry;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -41,8 +43,11 @@ use tokio::net::TcpListener;
 pub struct Config {
     /// `postgres://user[:password]@host:port/database` (libpq key=value strings work too).
     pub database_url: String,
-    /// Shared secret expected as `Authorization: Bearer <token>` on `/v1/*`.
-    pub token: String,
+    /// A single development token with every permission (named `admin`), expected as
+    /// `Authorization: Bearer <token>` on `/v1/*`. Production uses `tokens_file`.
+    pub token: Option<String>,
+    /// Named tokens with roles (see [`auth`]), re-read every [`TOKENS_RELOAD_INTERVAL`].
+    pub tokens_file: Option<PathBuf>,
     /// Most simultaneous database connections.
     pub pool_size: usize,
     /// Connect, pool-wait and recycle timeout: how long a request waits for the database.
@@ -63,14 +68,13 @@ impl Config {
     pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_MAX_BODY_BYTES: usize = contract::limits::INGEST_MAX_BODY_BYTES;
     pub const DEFAULT_MAX_BATCH_EVENTS: usize = contract::limits::INGEST_MAX_EVENTS;
-    /// Shortest accepted token: anything shorter is guessable.
-    pub const MIN_TOKEN_LEN: usize = 16;
-
-    /// A configuration with the defaults for everything but the database and the token.
+    /// A configuration with the defaults for everything but the database and a development
+    /// token (every permission).
     pub fn new(database_url: impl Into<String>, token: impl Into<String>) -> Self {
         Config {
             database_url: database_url.into(),
-            token: token.into(),
+            token: Some(token.into()),
+            tokens_file: None,
             pool_size: Self::DEFAULT_POOL_SIZE,
             db_timeout: Self::DEFAULT_DB_TIMEOUT,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
@@ -87,8 +91,8 @@ pub enum StoreError {
     DatabaseUrl(String),
     #[error("building the connection pool: {0}")]
     Pool(String),
-    #[error("the token must be at least {} characters", Config::MIN_TOKEN_LEN)]
-    WeakToken,
+    #[error(transparent)]
+    Tokens(#[from] auth::TokenError),
     #[error("pool size must be at least 1")]
     PoolSize,
     #[error("the retention must be at least 1 day")]
@@ -109,7 +113,7 @@ pub struct Store {
 
 struct Inner {
     config: Config,
-    token: Vec<u8>,
+    tokens: RwLock<Arc<auth::Tokens>>,
     pool: Pool,
     metrics: metrics::Metrics,
     migrated: AtomicBool,
@@ -119,9 +123,7 @@ struct Inner {
 impl Store {
     /// Validates the configuration and builds the (lazy) pool; does not touch the database.
     pub fn new(config: Config) -> Result<Self, StoreError> {
-        if config.token.len() < Config::MIN_TOKEN_LEN {
-            return Err(StoreError::WeakToken);
-        }
+        let tokens = load_tokens(&config)?;
         if config.pool_size == 0 {
             return Err(StoreError::PoolSize);
         }
@@ -131,7 +133,7 @@ impl Store {
         let pool = db::pool(&config.database_url, config.pool_size, config.db_timeout)?;
         Ok(Store {
             inner: Arc::new(Inner {
-                token: config.token.as_bytes().to_vec(),
+                tokens: RwLock::new(Arc::new(tokens)),
                 config,
                 pool,
                 metrics: metrics::Metrics::new()?,
@@ -147,6 +149,46 @@ impl Store {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The tokens accepted now.
+    pub fn tokens(&self) -> Arc<auth::Tokens> {
+        // A poisoned lock only means a reload panicked; the last tokens are still whole.
+        self.inner
+            .tokens
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads the tokens file (if configured). A bad file is refused whole and the tokens
+    /// in force stay, so a typo during a rotation locks nobody out.
+    pub fn reload_tokens(&self) -> Result<(), StoreError> {
+        if self.inner.config.tokens_file.is_none() {
+            return Ok(());
+        }
+        let fresh = load_tokens(&self.inner.config)?;
+        let (before, after) = (self.tokens().names(), fresh.names());
+        if before != after {
+            tracing::info!(?before, ?after, "tokens reloaded");
+        }
+        *self
+            .inner
+            .tokens
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// [`Store::reload_tokens`] every [`TOKENS_RELOAD_INTERVAL`], logging refused files.
+    async fn reload_tokens_forever(&self) {
+        loop {
+            tokio::time::sleep(TOKENS_RELOAD_INTERVAL).await;
+            if let Err(e) = self.reload_tokens() {
+                self.inner.metrics.error("tokens_file");
+                tracing::error!(error = %e, "tokens file refused; the tokens in force stay");
+            }
+        }
     }
 
     pub(crate) fn inner_metrics(&self) -> &metrics::Metrics {
@@ -219,6 +261,28 @@ impl Store {
     }
 }
 
+/// How often the tokens file is re-read (a Kubernetes Secret mounted as a file changes in
+/// place, so a rotation needs no restart).
+pub const TOKENS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+fn load_tokens(config: &Config) -> Result<auth::Tokens, auth::TokenError> {
+    let file = config
+        .tokens_file
+        .as_deref()
+        .map(auth::Tokens::load)
+        .transpose()?;
+    let single = config
+        .token
+        .as_deref()
+        .map(auth::Tokens::single)
+        .transpose()?;
+    match (file, single) {
+        (Some(f), Some(s)) => Ok(f.merge(s)),
+        (Some(t), None) | (None, Some(t)) => Ok(t),
+        (None, None) => Err(auth::TokenError::Empty),
+    }
+}
+
 /// The HTTP application (all routes), for in-process use.
 pub fn app(store: Store) -> axum::Router {
     http::router(store)
@@ -233,6 +297,10 @@ pub async fn serve(
     store: Store,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StoreError> {
+    let reload = {
+        let store = store.clone();
+        tokio::spawn(async move { store.reload_tokens_forever().await })
+    };
     let background = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -246,5 +314,6 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     background.abort();
+    reload.abort();
     Ok(result?)
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use store::auth::Role;
 use store::{Config, Store};
 
 /// SecureFlow central store: ingests scored transactions and analyst feedback from the edge
@@ -15,19 +16,34 @@ use store::{Config, Store};
 /// printed on stdout as `listening on ADDR`. SIGTERM/SIGINT stop accepting connections and
 /// finish in-flight requests before exiting.
 #[derive(Debug, Parser)]
-#[command(name = "store", version)]
+#[command(
+    name = "store",
+    version,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// PostgreSQL connection URL, e.g. postgres://store:secret@db.internal:5432/secureflow
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, required = true)]
+    database_url: Option<String>,
 
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "STORE_LISTEN", default_value = "127.0.0.1:8090")]
     listen: String,
 
-    /// Bearer token that clients must send on /v1/* (at least 16 characters).
+    /// Named tokens with roles (edge, operator, reader), one `name role sha256:<hex>` per line;
+    /// `store token NAME ROLE` makes one. Re-read every 2 s, so tokens rotate without a restart.
+    #[arg(long, env = "STORE_TOKENS_FILE", required_unless_present = "token")]
+    tokens_file: Option<std::path::PathBuf>,
+
+    /// A single development token with every permission (at least 16 characters), named
+    /// `admin` in the audit columns. Use --tokens-file in production: with this, any holder
+    /// (every edge) may publish models and policies.
     #[arg(long, env = "STORE_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
 
     /// Maximum number of PostgreSQL connections.
     #[arg(long, env = "STORE_POOL_SIZE", default_value_t = Config::DEFAULT_POOL_SIZE)]
@@ -55,9 +71,32 @@ struct Cli {
     retention_days: Option<u32>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Makes a new random token for the tokens file: prints the token (give it to the caller,
+    /// it is shown once) and the line to add to the file (its hash; the store keeps no token).
+    Token {
+        /// The token's name: recorded as the actor of every change it makes.
+        name: String,
+        /// edge, operator or reader.
+        #[arg(value_parser = ["edge", "operator", "reader"])]
+        role: String,
+    },
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Token { name, role }) = &cli.command {
+        let role = Role::GRANTABLE
+            .into_iter()
+            .find(|r| r.name() == role)
+            .context("unknown role")?;
+        let (token, line) = store::auth::generate(name, role)?;
+        println!("token: {token}");
+        println!("line:  {line}");
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
@@ -68,8 +107,9 @@ async fn main() -> Result<()> {
         .init();
 
     let config = Config {
-        database_url: cli.database_url,
+        database_url: cli.database_url.context("--database-url is required")?,
         token: cli.token,
+        tokens_file: cli.tokens_file,
         pool_size: cli.pool_size,
         db_timeout: cli.db_timeout,
         max_body_bytes: cli.max_body_bytes,

@@ -6,7 +6,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -62,10 +62,11 @@ async fn current(State(store): State<Store>, headers: HeaderMap) -> Result<Respo
 
 async fn upload(
     State(store): State<Store>,
+    Extension(caller): Extension<crate::auth::Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let by = actor(&headers, None)?;
+    let by = actor(&caller, &headers, None)?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("the policy must be UTF-8 TOML"))?;
     let policy = rules::Policy::from_toml(text)
@@ -85,9 +86,15 @@ async fn upload(
         _ => {
             let row = client
                 .query_one(
-                    "INSERT INTO policies (text, rules, list_members, uploaded_by) \
-                     VALUES ($1, $2, $3, $4) RETURNING revision",
-                    &[&text, &(policy.len() as i32), &(members as i32), &by],
+                    "INSERT INTO policies (text, rules, list_members, uploaded_by, note) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING revision",
+                    &[
+                        &text,
+                        &(policy.len() as i32),
+                        &(members as i32),
+                        &by.name,
+                        &by.note,
+                    ],
                 )
                 .await
                 .map_err(DbError::from)?;

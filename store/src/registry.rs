@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -25,6 +25,7 @@ use deadpool_postgres::Pool;
 use serde_json::Value;
 
 use crate::Store;
+use crate::auth::Caller;
 use crate::db::DbError;
 use crate::http::ApiError;
 
@@ -42,15 +43,31 @@ pub fn routes() -> Router<Store> {
         .route("/v1/models/{version}/drift", get(drift_endpoint))
 }
 
-pub(crate) fn actor(headers: &HeaderMap, body: Option<&str>) -> Result<String, ApiError> {
+/// Who did a change: the token's name (authenticated), and what the caller said about itself
+/// (`actor` in the body, else the `X-Actor` header), kept only as a note.
+pub(crate) struct Actor {
+    pub name: String,
+    pub note: Option<String>,
+}
+
+pub(crate) fn actor(
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Option<&str>,
+) -> Result<Actor, ApiError> {
     let from_header = headers.get("x-actor").and_then(|v| v.to_str().ok());
-    let actor = body.or(from_header).unwrap_or("api").trim();
-    if actor.is_empty() || actor.len() > MAX_NAME_LEN || actor.contains('\0') {
+    let note = body.or(from_header).map(str::trim);
+    if let Some(note) = note
+        && (note.is_empty() || note.len() > MAX_NAME_LEN || note.contains('\0'))
+    {
         return Err(ApiError::bad_request(format!(
             "actor must be 1 to {MAX_NAME_LEN} bytes of text"
         )));
     }
-    Ok(actor.to_string())
+    Ok(Actor {
+        name: caller.name.clone(),
+        note: note.filter(|n| *n != caller.name).map(str::to_string),
+    })
 }
 
 fn channel_name(raw: &str) -> Result<&'static str, ApiError> {
@@ -86,6 +103,7 @@ fn revision_tag(revision: i64) -> String {
 
 async fn upload(
     State(store): State<Store>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -98,7 +116,7 @@ async fn upload(
                 format!("a model file may be at most {MODEL_MAX_BYTES} bytes"),
             )
         })?;
-    let actor = actor(&headers, None)?;
+    let actor = actor(&caller, &headers, None)?;
     // Decoding and the sample explanation take milliseconds: off the async workers.
     let check = bytes.clone();
     let verified = tokio::task::spawn_blocking(move || contract::models::verify(&check, None))
@@ -127,8 +145,8 @@ async fn upload(
     let inserted = tx
         .execute(
             "INSERT INTO model_files (model_version, checksum, bytes, features, metadata, \
-               score_quantiles, uploaded_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+               score_quantiles, uploaded_by, upload_note) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
             &[
                 &version,
                 &checksum,
@@ -136,7 +154,8 @@ async fn upload(
                 &features,
                 &metadata,
                 &quantiles,
-                &actor,
+                &actor.name,
+                &actor.note,
             ],
         )
         .await
@@ -161,7 +180,7 @@ async fn upload(
     tx.commit().await.map_err(DbError::from)?;
     let created = inserted == 1;
     if created {
-        tracing::info!(%version, %actor, size = bytes.len(), "model registered");
+        tracing::info!(%version, actor = %actor.name, note = ?actor.note, size = bytes.len(), "model registered");
     }
     let status = if created {
         StatusCode::CREATED
@@ -244,6 +263,7 @@ fn model_version(row: &tokio_postgres::Row, channels: &Channels) -> ModelVersion
         metadata: serde_json::from_value(metadata).unwrap_or_default(),
         uploaded_at: row.get("uploaded_at"),
         uploaded_by: row.get("uploaded_by"),
+        upload_note: row.get("upload_note"),
         first_seen: row.get("first_seen"),
         last_seen: row.get("last_seen"),
         channels: on,
@@ -252,7 +272,7 @@ fn model_version(row: &tokio_postgres::Row, channels: &Channels) -> ModelVersion
 }
 
 const VERSION_COLUMNS: &str = "f.model_version, f.checksum, octet_length(f.bytes)::int8 AS size_bytes, \
-     f.features, f.metadata, f.uploaded_at, f.uploaded_by, v.first_seen, v.last_seen \
+     f.features, f.metadata, f.uploaded_at, f.uploaded_by, f.upload_note, v.first_seen, v.last_seen \
      FROM model_files f JOIN model_versions v USING (model_version)";
 
 async fn list(State(store): State<Store>) -> Result<Response, ApiError> {
@@ -331,7 +351,7 @@ async fn change(
     pool: &Pool,
     channel: &str,
     to: Option<&str>,
-    actor: &str,
+    actor: &Actor,
     action: &str,
 ) -> Result<Result<Channels, ApiError>, DbError> {
     let mut client = pool.get().await?;
@@ -358,12 +378,14 @@ async fn change(
         )
         .await?;
         tx.execute(
-            "INSERT INTO model_channel_changes (channel, from_version, to_version, changed_by, action) \
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&channel, &from, &to, &actor, &action],
+            "INSERT INTO model_channel_changes \
+               (channel, from_version, to_version, changed_by, action, note) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&channel, &from, &to, &actor.name, &action, &actor.note],
         )
         .await?;
-        tracing::info!(channel, from = ?from, to = ?to, actor, action, "model channel changed");
+        tracing::info!(channel, from = ?from, to = ?to, actor = actor.name, note = ?actor.note,
+            action, "model channel changed");
     }
     tx.commit().await?;
     Ok(Ok(current_channels(pool).await?))
@@ -371,6 +393,7 @@ async fn change(
 
 async fn set_channel(
     State(store): State<Store>,
+    Extension(caller): Extension<Caller>,
     Path(channel): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -381,7 +404,7 @@ async fn set_channel(
             "body must be {{\"version\": \"if1-…\" or null, \"actor\"?: \"…\"}}: {e}"
         ))
     })?;
-    let actor = actor(&headers, request.actor.as_deref())?;
+    let actor = actor(&caller, &headers, request.actor.as_deref())?;
     let channels = change(
         store.pool(),
         channel,
@@ -395,11 +418,12 @@ async fn set_channel(
 
 async fn rollback(
     State(store): State<Store>,
+    Extension(caller): Extension<Caller>,
     Path(channel): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let channel = channel_name(&channel)?;
-    let actor = actor(&headers, None)?;
+    let actor = actor(&caller, &headers, None)?;
     let client = store.pool().get().await.map_err(DbError::from)?;
     let last = client
         .query_opt(
@@ -426,7 +450,7 @@ async fn history(State(store): State<Store>) -> Result<Response, ApiError> {
     let client = store.pool().get().await.map_err(DbError::from)?;
     let rows = client
         .query(
-            "SELECT id, channel, from_version, to_version, changed_at, changed_by, action \
+            "SELECT id, channel, from_version, to_version, changed_at, changed_by, action, note \
              FROM model_channel_changes ORDER BY id DESC LIMIT 1000",
             &[],
         )
@@ -442,6 +466,7 @@ async fn history(State(store): State<Store>) -> Result<Response, ApiError> {
             changed_at: r.get(4),
             changed_by: r.get(5),
             action: r.get(6),
+            note: r.get(7),
         })
         .collect();
     Ok(axum::Json(ChannelHistory { changes }).into_response())

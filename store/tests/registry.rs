@@ -111,7 +111,9 @@ async fn uploads_are_verified_content_addressed_and_idempotent() {
     assert_eq!(models.len(), 2);
     let b_entry = models.iter().find(|m| m["version"] == vb).unwrap();
     assert_eq!(b_entry["metadata"]["variant"], "b");
-    assert_eq!(b_entry["uploaded_by"], "ci");
+    // The development token is named `admin`; what the uploader called itself is a note.
+    assert_eq!(b_entry["uploaded_by"], "admin");
+    assert_eq!(b_entry["upload_note"], "ci");
     assert_eq!(b_entry["size_bytes"], b.len());
     assert!(b_entry["features"].as_array().unwrap().len() >= 5);
     assert_eq!(
@@ -217,7 +219,10 @@ async fn channels_change_atomically_are_recorded_and_roll_back() {
                 c["from"].clone(),
                 c["to"].clone(),
                 c["action"].as_str().unwrap().to_string(),
-                c["changed_by"].as_str().unwrap().to_string(),
+                match c["note"].as_str() {
+                    Some(note) => format!("{}/{note}", c["changed_by"].as_str().unwrap()),
+                    None => c["changed_by"].as_str().unwrap().to_string(),
+                },
             )
         })
         .collect();
@@ -230,29 +235,35 @@ async fn channels_change_atomically_are_recorded_and_roll_back() {
                 s(&va),
                 Value::Null,
                 "set".into(),
-                "alice".into()
+                "admin/alice".into()
             ),
             (
                 "live".into(),
                 s(&vb),
                 s(&va),
                 "rollback".into(),
-                "api".into()
+                "admin".into()
             ),
             (
                 "shadow".into(),
                 Value::Null,
                 s(&va),
                 "set".into(),
-                "alice".into()
+                "admin/alice".into()
             ),
-            ("live".into(), s(&va), s(&vb), "set".into(), "alice".into()),
+            (
+                "live".into(),
+                s(&va),
+                s(&vb),
+                "set".into(),
+                "admin/alice".into()
+            ),
             (
                 "live".into(),
                 Value::Null,
                 s(&va),
                 "set".into(),
-                "alice".into()
+                "admin/alice".into()
             ),
         ]
     );

@@ -344,12 +344,46 @@ fn store_deployment_probes_ports_and_secrets() {
     let listen = env["STORE_LISTEN"]["value"].as_str().unwrap_or_default();
     let listen_port: Option<i64> = listen.rsplit(':').next().and_then(|p| p.parse().ok());
     assert_eq!(listen_port, target, "{STORE}: STORE_LISTEN {listen}");
-    for name in ["DATABASE_URL", "STORE_TOKEN"] {
-        let var = env[name];
-        assert!(var.get("value").is_none(), "{STORE}: {name} literal");
-        let from_secret = var.pointer("/valueFrom/secretKeyRef").is_some();
-        assert!(from_secret, "{STORE}: {name} not from a Secret");
-    }
+    let url = env["DATABASE_URL"];
+    assert!(url.get("value").is_none(), "{STORE}: DATABASE_URL literal");
+    let from_secret = url.pointer("/valueFrom/secretKeyRef").is_some();
+    assert!(from_secret, "{STORE}: DATABASE_URL not from a Secret");
+    // Named tokens with roles from the Secret, as a file that follows the Secret's updates
+    // (a directory mount: a subPath mount would never see a rotation); no all-powerful
+    // development token.
+    assert!(
+        !env.contains_key("STORE_TOKEN"),
+        "{STORE}: the development token"
+    );
+    let file = env["STORE_TOKENS_FILE"]["value"]
+        .as_str()
+        .unwrap_or_default();
+    let (dir, name) = file.rsplit_once('/').unwrap_or_default();
+    let mounts = as_array(&container["volumeMounts"], STORE);
+    let mount = mounts.iter().find(|m| m["mountPath"] == dir);
+    let mount = mount.unwrap_or_else(|| panic!("{STORE}: nothing mounted at {dir}"));
+    assert!(
+        mount.get("subPath").is_none(),
+        "{STORE}: subPath mounts never update"
+    );
+    let volumes = as_array(&pod["spec"]["volumes"], STORE);
+    let volume = volumes.iter().find(|v| v["name"] == mount["name"]).unwrap();
+    assert_eq!(
+        volume["secret"]["secretName"], "secureflow-store",
+        "{STORE}"
+    );
+    assert_eq!(volume["secret"]["items"][0]["path"], name, "{STORE}");
+    let secret = find(&docs, "Secret", "secureflow-store", STORE);
+    let template = secret["stringData"]["tokens"].as_str().unwrap_or_default();
+    let roles: Vec<&str> = template
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        roles,
+        ["edge", "operator", "reader"],
+        "{STORE}: the tokens template"
+    );
 
     assert_secret_refs_templated(&docs, STORE);
     assert_values_quoted(STORE);

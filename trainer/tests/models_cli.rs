@@ -13,6 +13,8 @@ use std::time::Duration;
 use trainer::registry::{Client, RegistryError};
 
 const TOKEN: &str = "models-cli-token-0123456789abcdef";
+/// An edge's token on the same store: it may read the channels but not publish.
+const EDGE_TOKEN: &str = "models-cli-edge-token-0123456789";
 
 /// The store (`store/`), migrated and serving on a free loopback port on a runtime thread of
 /// its own; stopped gracefully on drop.
@@ -23,7 +25,19 @@ struct StoreService {
 }
 
 impl StoreService {
+    /// The store knows two named tokens: `ci-bot` (operator, [`TOKEN`]) and `edge-eu1`
+    /// (edge, [`EDGE_TOKEN`]).
     fn start(database_url: &str) -> Self {
+        let tokens = tempfile::NamedTempFile::new().unwrap();
+        let line = |name: &str, role: &str, token: &str| {
+            let hash: String = store::auth::hash(token)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("{name} {role} sha256:{hash}\n")
+        };
+        let text = line("ci-bot", "operator", TOKEN) + &line("edge-eu1", "edge", EDGE_TOKEN);
+        std::fs::write(tokens.path(), text).unwrap();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let url = database_url.to_owned();
@@ -34,7 +48,9 @@ impl StoreService {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let store = store::Store::new(store::Config::new(url, TOKEN)).unwrap();
+                let mut config = store::Config::new(url, TOKEN);
+                (config.token, config.tokens_file) = (None, Some(tokens.path().to_path_buf()));
+                let store = store::Store::new(config).unwrap();
                 store.migrate().await.unwrap();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -309,7 +325,8 @@ fn publish_promote_shadow_rollback_and_history_against_a_real_store() {
                 c["from"].clone(),
                 c["to"].clone(),
                 c["action"].as_str().unwrap().to_string(),
-                c["changed_by"].as_str().unwrap().to_string(),
+                // Who the caller said it was (`--actor`, `$USER`): a note beside the token.
+                c["note"].as_str().unwrap_or("-").to_string(),
             )
         })
         .collect();
@@ -337,15 +354,17 @@ fn publish_promote_shadow_rollback_and_history_against_a_real_store() {
             "operator".into(),
         ),
         ("live".into(), v(&b), v(&a), "set".into(), "alice".into()),
-        (
-            "live".into(),
-            Value::Null,
-            v(&b),
-            "set".into(),
-            "ci-bot".into(),
-        ),
+        ("live".into(), Value::Null, v(&b), "set".into(), "-".into()),
     ];
     assert_eq!(changes, expected, "{history}");
+    // The actor of every change is the token's name, whatever the caller called itself.
+    let actors: Vec<&str> = history["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["changed_by"].as_str().unwrap())
+        .collect();
+    assert!(actors.iter().all(|a| *a == "ci-bot"), "{actors:?}");
     let ids: Vec<i64> = history["changes"]
         .as_array()
         .unwrap()
@@ -408,6 +427,21 @@ fn publish_promote_shadow_rollback_and_history_against_a_real_store() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+
+    // An edge's token may neither list nor promote: 403 naming the role, exit 2 (a refusal).
+    assert!(
+        run(&url, &["models", "list", "--token", EDGE_TOKEN])
+            .status
+            .code()
+            == Some(2)
+    );
+    let out = run(&url, &["models", "promote", &a, "--token", EDGE_TOKEN]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("403") && stderr(&out).contains("needs the role operator"),
+        "{}",
+        stderr(&out)
+    );
 
     // An unreachable store: the I/O exit code, 1, for `models` and for publishing alike.
     let closed = format!("http://127.0.0.1:{}", closed_port());

@@ -328,8 +328,8 @@ pub struct PublishArgs {
     /// Registry destinations: the store's bearer token.
     #[arg(long, env = "SFE_STORE_TOKEN", hide_env_values = true)]
     pub store_token: Option<String>,
-    /// Registry destinations: who the upload and promotion are recorded as (default: $USER,
-    /// else "trainer").
+    /// Registry destinations: a note recorded beside the upload and promotion (default: $USER,
+    /// else "trainer"); the actor itself is the store token's name.
     #[arg(long)]
     pub actor: Option<String>,
 }

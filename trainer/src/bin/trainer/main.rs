@@ -11,8 +11,8 @@
 //! The store keeps uploaded model files and two channels every edge follows: `live` (the
 //! model answers come from; none = the edge's embedded model) and `shadow` (also scored,
 //! never answered with). Every command takes `--store URL` (env `SFE_STORE_URL`), `--token`
-//! (env `SFE_STORE_TOKEN`), `--actor` (recorded with changes; default `$USER`, else `trainer`)
-//! and `--json` (print the store's answer, the `contract::models` types):
+//! (env `SFE_STORE_TOKEN`; the store records the token's name as the actor), `--actor` (a note
+//! kept beside it; default `$USER`, else `trainer`) and `--json` (print the store's answer, the `contract::models` types):
 //!
 //! ```text
 //! trainer models list                  versions, newest first: uploaded at/by, channels, rows, trees, seed

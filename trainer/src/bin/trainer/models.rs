@@ -37,7 +37,8 @@ struct Conn {
     /// The store's bearer token.
     #[arg(long, env = "SFE_STORE_TOKEN", hide_env_values = true)]
     token: String,
-    /// Who channel changes and uploads are recorded as (default: $USER, else "trainer").
+    /// A note recorded beside channel changes and uploads (default: $USER, else "trainer");
+    /// the actor itself is the store token's name.
     #[arg(long)]
     actor: Option<String>,
     /// Print the store's answer as JSON (the contract::models types) instead of text.
@@ -415,7 +416,11 @@ fn history_text(h: &ChannelHistory) -> String {
                 c.channel.clone(),
                 c.action.clone(),
                 format!("{} → {}", shown(c.from.as_deref()), shown(c.to.as_deref())),
-                c.changed_by.clone(),
+                // The token's name; what the caller said about itself in parentheses.
+                match &c.note {
+                    Some(note) => format!("{} ({note})", c.changed_by),
+                    None => c.changed_by.clone(),
+                },
             ]
         })
         .collect();
