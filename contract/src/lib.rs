@@ -50,6 +50,7 @@ pub mod legacy_id;
 pub mod limits;
 pub mod models;
 pub mod reads;
+pub mod signing;
 
 pub use event::{
     BatchError, Event, FeatureMap, Feedback, FieldError, IngestAnswer, IngestRejection,

@@ -6,7 +6,9 @@
 //! # Endpoints (bearer token, as the rest of `/v1`; the role each needs is in the store's
 //! `auth` module: edges read channels and files, operators change, readers list and compare)
 //! - `POST /v1/models` (body: the model file, `application/octet-stream`; `X-Actor` header
-//!   optional): [`verify`]ed, stored under its content-derived version. `201` ([`Uploaded`],
+//!   optional; `X-Signature`: the publisher's [`crate::signing`] signature, kept and handed to
+//!   the edges in [`Target::signature`]; sending the same bytes with another signature replaces
+//!   it): [`verify`]ed, stored under its content-derived version. `201` ([`Uploaded`],
 //!   `created: true`), `200` when those exact bytes are there already, `400` naming why a file
 //!   is refused ([`Refused`]), `409` when the version exists with other bytes.
 //! - `GET /v1/models`: [`ModelList`], newest upload first, with the [`Channels`].
@@ -71,6 +73,9 @@ pub struct Target {
     pub version: String,
     /// Its checksum (`crc32:…`).
     pub checksum: String,
+    /// The publisher's signature of the file ([`crate::signing`]), as uploaded; None = unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// `GET /v1/models/channels`: what the edges serve. `live: None` means the edges' embedded

@@ -40,8 +40,8 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         7,
-        "actor_notes",
-        include_str!("../migrations/0007_actor_notes.sql"),
+        "audit_and_signatures",
+        include_str!("../migrations/0007_audit_and_signatures.sql"),
     ),
 ];
 

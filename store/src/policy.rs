@@ -30,7 +30,7 @@ async fn current(State(store): State<Store>, headers: HeaderMap) -> Result<Respo
     let client = store.pool().get().await.map_err(DbError::from)?;
     let row = client
         .query_opt(
-            "SELECT revision, text FROM policies ORDER BY revision DESC LIMIT 1",
+            "SELECT revision, text, signature FROM policies ORDER BY revision DESC LIMIT 1",
             &[],
         )
         .await
@@ -47,7 +47,7 @@ async fn current(State(store): State<Store>, headers: HeaderMap) -> Result<Respo
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(&t))]).into_response());
     }
     let text: String = row.get("text");
-    Ok((
+    let mut response = (
         [
             (header::ETAG, etag(&t)),
             (
@@ -57,7 +57,13 @@ async fn current(State(store): State<Store>, headers: HeaderMap) -> Result<Respo
         ],
         text,
     )
-        .into_response())
+        .into_response();
+    // The publisher's signature (checked by the edges), as stored.
+    let signature: Option<String> = row.get("signature");
+    if let Some(value) = signature.and_then(|s| axum::http::HeaderValue::from_str(&s).ok()) {
+        response.headers_mut().insert("x-signature", value);
+    }
+    Ok(response)
 }
 
 async fn upload(
@@ -67,33 +73,41 @@ async fn upload(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let by = actor(&caller, &headers, None)?;
+    let signature = crate::registry::signature(&headers)?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("the policy must be UTF-8 TOML"))?;
     let policy = rules::Policy::from_toml(text)
         .map_err(|e| ApiError::bad_request(format!("not a valid policy: {e}")))?;
     let members: usize = policy.lists().map(|(_, n)| n).sum();
     let client = store.pool().get().await.map_err(DbError::from)?;
-    // The same text as the newest revision is that revision (a re-run changes nothing).
     let newest = client
         .query_opt(
-            "SELECT revision, text FROM policies ORDER BY revision DESC LIMIT 1",
+            "SELECT revision, text, signature FROM policies ORDER BY revision DESC LIMIT 1",
             &[],
         )
         .await
         .map_err(DbError::from)?;
+    // The same text and signature as the newest revision is that revision (a re-run changes
+    // nothing); the same text newly signed is a new revision, so edges fetch the signature.
     let (status, revision) = match newest {
-        Some(row) if row.get::<_, String>("text") == text => (StatusCode::OK, row.get("revision")),
+        Some(row)
+            if row.get::<_, String>("text") == text
+                && row.get::<_, Option<String>>("signature") == signature =>
+        {
+            (StatusCode::OK, row.get("revision"))
+        }
         _ => {
             let row = client
                 .query_one(
-                    "INSERT INTO policies (text, rules, list_members, uploaded_by, note) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING revision",
+                    "INSERT INTO policies (text, rules, list_members, uploaded_by, note, signature) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING revision",
                     &[
                         &text,
                         &(policy.len() as i32),
                         &(members as i32),
                         &by.name,
                         &by.note,
+                        &signature,
                     ],
                 )
                 .await

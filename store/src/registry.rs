@@ -43,6 +43,22 @@ pub fn routes() -> Router<Store> {
         .route("/v1/models/{version}/drift", get(drift_endpoint))
 }
 
+/// The `X-Signature` header: kept as sent (the store trusts no keys; edges judge it), but
+/// bounded and printable.
+pub(crate) fn signature(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get("x-signature") else {
+        return Ok(None);
+    };
+    match raw.to_str() {
+        Ok(text) if text.len() <= 512 && !text.trim().is_empty() => {
+            Ok(Some(text.trim().to_string()))
+        }
+        _ => Err(ApiError::bad_request(
+            "X-Signature must be 1 to 512 characters of text (ed25519:<key hex>:<signature hex>)",
+        )),
+    }
+}
+
 /// Who did a change: the token's name (authenticated), and what the caller said about itself
 /// (`actor` in the body, else the `X-Actor` header), kept only as a note.
 pub(crate) struct Actor {
@@ -97,6 +113,30 @@ pub(crate) fn not_modified(headers: &HeaderMap, value: &str) -> bool {
         .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == value)
 }
 
+/// The channels' ETag: their revision, and the signatures they carry (a model re-signed
+/// without a channel change is still news to the edges). Stable across store replicas.
+fn channels_tag(channels: &Channels) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for t in [&channels.live, &channels.shadow] {
+        h.update(
+            t.as_ref()
+                .and_then(|t| t.signature.as_deref())
+                .unwrap_or("-"),
+        );
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    format!(
+        "{}-{:02x}{:02x}{:02x}{:02x}",
+        revision_tag(channels.revision),
+        digest[0],
+        digest[1],
+        digest[2],
+        digest[3]
+    )
+}
+
 fn revision_tag(revision: i64) -> String {
     format!("rev-{revision}")
 }
@@ -117,6 +157,7 @@ async fn upload(
             )
         })?;
     let actor = actor(&caller, &headers, None)?;
+    let signature = signature(&headers)?;
     // Decoding and the sample explanation take milliseconds: off the async workers.
     let check = bytes.clone();
     let verified = tokio::task::spawn_blocking(move || contract::models::verify(&check, None))
@@ -145,8 +186,8 @@ async fn upload(
     let inserted = tx
         .execute(
             "INSERT INTO model_files (model_version, checksum, bytes, features, metadata, \
-               score_quantiles, uploaded_by, upload_note) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+               score_quantiles, uploaded_by, upload_note, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
             &[
                 &version,
                 &checksum,
@@ -156,6 +197,7 @@ async fn upload(
                 &quantiles,
                 &actor.name,
                 &actor.note,
+                &signature,
             ],
         )
         .await
@@ -175,6 +217,15 @@ async fn upload(
                 "conflict",
                 format!("{version} is registered with other bytes (a checksum collision)"),
             ));
+        } // The same bytes signed (again, or by another key): the new signature is the one
+        // edges get. Without one, the stored signature stays.
+        if signature.is_some() {
+            tx.execute(
+                "UPDATE model_files SET signature = $2 WHERE model_version = $1",
+                &[&version, &signature],
+            )
+            .await
+            .map_err(DbError::from)?;
         }
     }
     tx.commit().await.map_err(DbError::from)?;
@@ -204,7 +255,7 @@ pub async fn current_channels(pool: &Pool) -> Result<Channels, DbError> {
     let rows = client
         .query(
             "SELECT c.channel, c.model_version, f.checksum, c.changed_at, \
-               (SELECT COALESCE(max(id), 0) FROM model_channel_changes) \
+               (SELECT COALESCE(max(id), 0) FROM model_channel_changes), f.signature \
              FROM model_channels c LEFT JOIN model_files f USING (model_version)",
             &[],
         )
@@ -220,6 +271,7 @@ pub async fn current_channels(pool: &Pool) -> Result<Channels, DbError> {
         let target = row.get::<_, Option<String>>(1).map(|version| Target {
             version,
             checksum: row.get::<_, Option<String>>(2).unwrap_or_default(),
+            signature: row.get(5),
         });
         let changed_at: Option<DateTime<Utc>> = row.get(3);
         channels.revision = row.get(4);
@@ -234,7 +286,7 @@ pub async fn current_channels(pool: &Pool) -> Result<Channels, DbError> {
 
 async fn channels(State(store): State<Store>, headers: HeaderMap) -> Result<Response, ApiError> {
     let channels = current_channels(store.pool()).await?;
-    let tag = revision_tag(channels.revision);
+    let tag = channels_tag(&channels);
     if not_modified(&headers, &tag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(&tag))]).into_response());
     }
@@ -322,7 +374,7 @@ async fn file(
     let client = store.pool().get().await.map_err(DbError::from)?;
     let row = client
         .query_opt(
-            "SELECT checksum, bytes FROM model_files WHERE model_version = $1",
+            "SELECT checksum, bytes, signature FROM model_files WHERE model_version = $1",
             &[&version],
         )
         .await
@@ -333,7 +385,7 @@ async fn file(
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag(&checksum))]).into_response());
     }
     let bytes: Vec<u8> = row.get(1);
-    Ok((
+    let mut response = (
         [
             (header::ETAG, etag(&checksum)),
             (
@@ -343,7 +395,13 @@ async fn file(
         ],
         Bytes::from(bytes),
     )
-        .into_response())
+        .into_response();
+    // The publisher's signature, as uploaded: the edges check it.
+    let signature: Option<String> = row.get(2);
+    if let Some(value) = signature.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        response.headers_mut().insert("x-signature", value);
+    }
+    Ok(response)
 }
 
 /// Points `channel` at `to` (None clears it) as one recorded change; returns the channels.

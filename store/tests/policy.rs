@@ -98,3 +98,45 @@ async fn policies_are_checked_revisioned_and_served_conditionally() {
     let r = s.http.get(s.url("/v1/policy")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_signature_is_kept_and_served_and_a_new_one_is_a_new_revision() {
+    let s = TestStore::start().await;
+    let put = |sig: Option<&'static str>| {
+        let mut req = s.http.put(s.url("/v1/policy")).bearer_auth(TOKEN);
+        if let Some(sig) = sig {
+            req = req.header("x-signature", sig);
+        }
+        req.body(POLICY.to_string()).send()
+    };
+    let served = || async {
+        let r = s
+            .http
+            .get(s.url("/v1/policy"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let sig = r
+            .headers()
+            .get("x-signature")
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.headers()["etag"].to_str().unwrap().to_string(), sig)
+    };
+    assert_eq!(put(None).await.unwrap().status(), 201);
+    assert_eq!(served().await, ("\"policy-1\"".into(), None));
+    // Signed later: the same text is a new revision, so edges fetch the signature.
+    assert_eq!(put(Some("ed25519:aa:bb")).await.unwrap().status(), 201);
+    assert_eq!(
+        served().await,
+        ("\"policy-2\"".into(), Some("ed25519:aa:bb".into()))
+    );
+    assert_eq!(
+        put(Some("ed25519:aa:bb")).await.unwrap().status(),
+        200,
+        "same text and signature"
+    );
+    // The store keeps what it is sent, within bounds: it trusts no keys, edges judge.
+    let long: &'static str = Box::leak("x".repeat(600).into_boxed_str());
+    assert_eq!(put(Some(long)).await.unwrap().status(), 400);
+}

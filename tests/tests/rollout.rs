@@ -502,3 +502,170 @@ fn promote_roll_back_shadow_and_refuse_while_serving() {
     // The store back on its address: the outbox drains.
     let _store = StoreService::start_at(&pg.url(), store_addr);
 }
+
+/// The signature of `bytes` as `what` by the key of `seed`, in the wire's text form.
+fn signed(seed: u8, what: contract::signing::Signed, bytes: &[u8]) -> String {
+    contract::signing::SecretKey::from_seed([seed; 32]).sign(what, bytes)
+}
+
+/// Uploads `bytes` with `signature` (None: unsigned); the same bytes again replace it.
+fn upload_signed(store: &str, bytes: &[u8], signature: Option<&str>) -> u16 {
+    let mut request = common::agent()
+        .post(&format!("{store}/v1/models"))
+        .header("authorization", &format!("Bearer {TOKEN}"));
+    if let Some(s) = signature {
+        request = request.header("x-signature", s);
+    }
+    request.send(bytes).unwrap().status().as_u16()
+}
+
+fn put_policy(store: &str, text: &str, signature: Option<&str>) -> u16 {
+    let mut request = common::agent()
+        .put(&format!("{store}/v1/policy"))
+        .header("authorization", &format!("Bearer {TOKEN}"));
+    if let Some(s) = signature {
+        request = request.header("x-signature", s);
+    }
+    request.send(text).unwrap().status().as_u16()
+}
+
+/// Waits until the edge's health says `needle` in `last_refresh_error`; returns the health.
+fn refused_with(edge: &str, needle: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = health(edge);
+        let error = h["last_refresh_error"].as_str().unwrap_or("");
+        if error.contains(needle) || Instant::now() > deadline {
+            return h;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn only_models_and_policies_signed_by_a_trusted_key_are_served() {
+    use contract::signing::Signed;
+    const TRUSTED: u8 = 1;
+    const STRANGER: u8 = 2;
+    let pg = harness::postgres::TempPostgres::start().unwrap();
+    let store = StoreService::start(&pg.url());
+    let store_url = store.url();
+    let kv_dir = tempfile::tempdir().unwrap();
+    let trusted = contract::signing::SecretKey::from_seed([TRUSTED; 32]).public();
+    let mut config = harness::HarnessConfig::new(&BUILT.component);
+    config.variables = vec![
+        ("store_url".into(), store_url.clone()),
+        ("store_token".into(), TOKEN.into()),
+        ("model_refresh_secs".into(), "1".into()),
+        ("trusted_keys".into(), trusted.to_string()),
+    ];
+    config.key_value_stores = vec!["default".into()];
+    config.key_value_dir = Some(kv_dir.path().to_path_buf());
+    let edge = harness::start_edge(config).unwrap();
+    let edge_url = edge.url();
+    let va = version_of(&BUILT.model.to_bytes().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::fit_model(dir.path(), 2_000, 12, 50)
+        .to_bytes()
+        .unwrap();
+    let vb = version_of(&b);
+    let load = Load::start(edge_url.clone());
+
+    // B promoted unsigned, then signed by a stranger, then with a trusted key's signature of
+    // other bytes: each refused by the running edge, which keeps answering with A and says why.
+    let promote = || {
+        let url = format!("{store_url}/v1/models/channels/live");
+        store_call("PUT", &url, Some(json!({"version": vb}))).0
+    };
+    assert_eq!(upload_signed(&store_url, &b, None), 201);
+    assert_eq!(promote(), 200);
+    let tampered = signed(TRUSTED, Signed::Model, b"some other file");
+    for (signature, why) in [
+        (None, format!("model {vb} refused: unsigned")),
+        (
+            Some(signed(STRANGER, Signed::Model, &b)),
+            "which this edge does not trust".into(),
+        ),
+        (Some(tampered), "does not match the bytes".into()),
+    ] {
+        if let Some(s) = &signature {
+            assert_eq!(upload_signed(&store_url, &b, Some(s)), 200);
+        }
+        let h = refused_with(&edge_url, &why);
+        let error = h["last_refresh_error"].as_str().unwrap_or("");
+        assert!(error.contains(&why), "{why:?} not in {h}");
+        assert_eq!(h["model_version"].as_str(), Some(va.as_str()), "{h}");
+    }
+    // Signed by the trusted key: served within the refresh interval.
+    let good = signed(TRUSTED, Signed::Model, &b);
+    assert_eq!(upload_signed(&store_url, &b, Some(&good)), 200);
+    assert!(
+        load.wait_for(&vb, Duration::from_secs(2), Duration::from_secs(30)),
+        "the signed model was not served"
+    );
+    let answers = load.finish();
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status != 200)
+        .map(|a| a.status)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} answers not 200: {failed:?}",
+        failed.len()
+    );
+    let before_b = answers.iter().take_while(|a| a.version != vb).count();
+    assert!(before_b > 20, "answers came from A throughout the refusals");
+    assert!(answers[..before_b].iter().all(|a| a.version == va));
+    let h = health(&edge_url);
+    assert_eq!(h["last_refresh_error"], Value::Null, "{h}");
+
+    // Policies: a block-everything policy is refused unsigned, by a stranger and tampered;
+    // signed by the trusted key, it is in force.
+    let policy = "[[rule]]\nname = \"all\"\nwhen = \"amount > 0\"\noutcome = \"block\"\n";
+    let decision = || {
+        let mut r = common::agent()
+            .post(&format!("{edge_url}/api/predict"))
+            .header("content-type", "application/json")
+            .send(PAYLOAD)
+            .unwrap();
+        let body: Value = r.body_mut().read_json().unwrap();
+        (
+            r.status().as_u16(),
+            body["decision"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    for (signature, why) in [
+        (None, "policy revision 1 refused: unsigned".to_string()),
+        (
+            Some(signed(STRANGER, Signed::Policy, policy.as_bytes())),
+            "which this edge does not trust".into(),
+        ),
+        (
+            Some(signed(TRUSTED, Signed::Model, policy.as_bytes())),
+            "does not match the bytes".into(),
+        ),
+    ] {
+        assert_eq!(put_policy(&store_url, policy, signature.as_deref()), 201);
+        let h = refused_with(&edge_url, &why);
+        assert!(
+            h["last_refresh_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&why),
+            "{why:?} not in {h}"
+        );
+        assert_eq!(h["policy_rules"], 0, "{h}");
+        let (status, decision) = decision();
+        assert_eq!(status, 200);
+        assert_ne!(decision, "block");
+    }
+    let good = signed(TRUSTED, Signed::Policy, policy.as_bytes());
+    assert_eq!(put_policy(&store_url, policy, Some(&good)), 201);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(&edge_url)["policy_rules"] != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(decision(), (200, "block".to_string()));
+    drop(store);
+}

@@ -69,6 +69,28 @@ pub enum RegistryError {
     },
 }
 
+/// The publisher's signing key: the file `path` (`--signing-key`, written by `trainer keygen`),
+/// else the environment's `SFE_SIGNING_KEY` (the key's text, for secret stores that inject
+/// variables), else none (unsigned).
+pub fn signing_key(
+    path: Option<&std::path::Path>,
+) -> Result<Option<contract::signing::SecretKey>, RegistryError> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| {
+            RegistryError::Config(format!("reading the signing key {}: {e}", p.display()))
+        })?,
+        None => match std::env::var("SFE_SIGNING_KEY") {
+            Ok(t) if !t.trim().is_empty() => t,
+            _ => return Ok(None),
+        },
+    };
+    text.parse().map(Some).map_err(|e| {
+        RegistryError::Config(format!(
+            "the signing key: {e} (`trainer keygen` writes one)"
+        ))
+    })
+}
+
 impl RegistryError {
     /// True when the store refused the request itself (4xx): the caller's input is wrong, and
     /// retrying it unchanged cannot succeed. False for unreachable stores and 5xx answers.
@@ -127,6 +149,8 @@ pub struct Client {
     base: Url,
     token: String,
     actor: String,
+    /// Signs uploads and policies when set ([`contract::signing`]).
+    signing_key: Option<contract::signing::SecretKey>,
     http: reqwest::Client,
     rt: tokio::runtime::Runtime,
 }
@@ -178,9 +202,21 @@ impl Client {
             base: url,
             token: token.to_string(),
             actor: actor.to_string(),
+            signing_key: None,
             http,
             rt,
         })
+    }
+
+    /// Signs every model file and policy this client sends with `key` (the edges verify it
+    /// against the public keys they trust).
+    pub fn with_signing_key(mut self, key: Option<contract::signing::SecretKey>) -> Self {
+        self.signing_key = key;
+        self
+    }
+
+    fn signature(&self, what: contract::signing::Signed, bytes: &[u8]) -> Option<String> {
+        self.signing_key.as_ref().map(|k| k.sign(what, bytes))
     }
 
     /// The store's base URL.
@@ -279,18 +315,28 @@ impl Client {
     /// `POST /v1/models`: registers a model file (the store verifies it). `created` is false
     /// when those exact bytes were registered before.
     pub fn upload(&self, bytes: Vec<u8>) -> Result<Uploaded, RegistryError> {
+        let signature = self.signature(contract::signing::Signed::Model, &bytes);
         self.json(reqwest::Method::POST, &["v1", "models"], |b| {
-            b.header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                .body(bytes)
+            let b = b.header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+            match signature {
+                Some(s) => b.header("x-signature", s),
+                None => b,
+            }
+            .body(bytes)
         })
     }
 
     /// `PUT /v1/policy`: stores a rule policy (TOML) every edge then follows; the store checks
     /// it with the edge's parser. Answers `{revision, rules, lists}`.
     pub fn put_policy(&self, text: String) -> Result<serde_json::Value, RegistryError> {
+        let signature = self.signature(contract::signing::Signed::Policy, text.as_bytes());
         self.json(reqwest::Method::PUT, &["v1", "policy"], |b| {
-            b.header(reqwest::header::CONTENT_TYPE, "application/toml")
-                .body(text)
+            let b = b.header(reqwest::header::CONTENT_TYPE, "application/toml");
+            match signature {
+                Some(s) => b.header("x-signature", s),
+                None => b,
+            }
+            .body(text)
         })
     }
 

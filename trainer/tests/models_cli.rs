@@ -144,6 +144,25 @@ fn version_of(path: &std::path::Path) -> String {
 }
 
 /// A loopback port nothing listens on.
+/// The `X-Signature` the store serves with a model file.
+fn signature_of(store: &str, version: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(format!("{store}/v1/models/{version}/file"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        r.headers()
+            .get("x-signature")
+            .map(|v| v.to_str().unwrap().to_string())
+    })
+}
+
 fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -230,6 +249,39 @@ fn publish_promote_shadow_rollback_and_history_against_a_real_store() {
     let up = json(&url, &["models", "upload", p(&a_path)]);
     assert_eq!(up["version"], a.as_str());
     assert_eq!(up["created"], false);
+
+    // Signed: `keygen` writes an owner-only secret key (never over an existing one) and prints
+    // the public key; an upload with --signing-key carries a signature that key verifies.
+    let key = d.join("signing.key");
+    let made = ok(&url, &["keygen", "--out", p(&key), "--log-format", "json"]);
+    let made: Value = serde_json::from_str(made.trim()).unwrap();
+    let public: contract::signing::PublicKey =
+        made["public_key"].as_str().unwrap().parse().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(
+        run(&url, &["keygen", "--out", p(&key)]).status.code(),
+        Some(2)
+    );
+    ok(
+        &url,
+        &["models", "upload", p(&a_path), "--signing-key", p(&key)],
+    );
+    let client = Client::new(&url, TOKEN, "test").unwrap();
+    let bytes = client.file(&a).unwrap();
+    let signature = signature_of(&url, &a);
+    let signer = contract::signing::verify(
+        contract::signing::Signed::Model,
+        &bytes,
+        signature.as_deref(),
+        &[public],
+        false,
+    );
+    assert!(signer.is_ok(), "{signature:?}: {signer:?}");
 
     // The gate now compares against live (B): a crippled model is refused (exit 4), and
     // nothing is uploaded.

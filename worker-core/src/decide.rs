@@ -28,8 +28,13 @@ const FETCH_TIMEOUT_NS: u64 = 20_000_000_000;
 
 /// Part of the edge's refresh (the instance holding the refresh claim): copies the store's
 /// policy into the key-value store when it changed (conditional GET of `/v1/policy`). A policy
-/// the edge cannot parse is not copied (the store checks with the same parser).
-pub(crate) async fn pull<H: Host>(host: &H, store: &StoreConfig) -> Result<(), String> {
+/// the edge cannot parse, or whose signature it does not trust, is not copied (the store
+/// checks with the same parser; it does not judge signatures).
+pub(crate) async fn pull<H: Host>(
+    host: &H,
+    store: &StoreConfig,
+    trust: &crate::trust::Trust,
+) -> Result<(), String> {
     let etag = host
         .kv_get(POLICY_ETAG_KEY)
         .await?
@@ -47,6 +52,14 @@ pub(crate) async fn pull<H: Host>(host: &H, store: &StoreConfig) -> Result<(), S
         // 404: no policy stored centrally; whatever the key-value store holds stays.
         304 | 404 => Ok(()),
         200 => {
+            // Who wrote it, first: a policy from an untrusted publisher is not even parsed.
+            let tag = answer.etag.as_deref().unwrap_or("").trim_matches('"');
+            trust.check(
+                contract::signing::Signed::Policy,
+                &format!("revision {}", tag.strip_prefix("policy-").unwrap_or(tag)),
+                &answer.body,
+                answer.signature.as_deref(),
+            )?;
             let text = std::str::from_utf8(&answer.body)
                 .map_err(|_| format!("{url}: the policy is not UTF-8"))?;
             Policy::from_toml(text).map_err(|e| format!("{url}: refused: {e}"))?;

@@ -29,6 +29,8 @@ pub struct Fetched {
     pub status: u16,
     /// The `ETag` header, as sent.
     pub etag: Option<String>,
+    /// The `X-Signature` header (the publisher's signature of a model file or policy).
+    pub signature: Option<String>,
     /// The body.
     pub body: Vec<u8>,
 }

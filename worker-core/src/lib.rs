@@ -23,6 +23,7 @@ mod proxy;
 mod response;
 mod rollout;
 mod settings;
+mod trust;
 mod velocity;
 
 use std::cell::RefCell;
@@ -103,7 +104,7 @@ impl<H: Host + 'static> App<H> {
         embedded: Result<Loaded, String>,
     ) -> Self {
         let app = Self::new(host, variables, embedded);
-        app.models.start(host).await;
+        app.models.start(host, &app.settings.rollout.trust).await;
         // Rules and lists: read and parsed once per instance (see `decide`).
         let policy = match host.kv_get(POLICY_KEY).await {
             Ok(p) => p,

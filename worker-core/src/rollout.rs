@@ -44,6 +44,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::host::{Fetched, Host};
 use crate::model::Loaded;
 use crate::settings::{Rollout, StoreConfig};
+use crate::trust::Trust;
 
 /// Key of [`EdgeChannels`].
 pub const CHANNELS_KEY: &str = "model/channels";
@@ -81,6 +82,10 @@ pub struct StoredModel {
     /// See `file_xxh3`.
     #[serde(default)]
     pub tables_xxh3: u64,
+    /// The publisher's signature the storing instance verified (None: unsigned, accepted
+    /// then). An instance loads the copy only while its key is still trusted.
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 /// `model/channels`: what the edge serves.
@@ -192,8 +197,8 @@ impl Models {
     /// Loads what `model/channels` names (at instance start). The first request's background
     /// check follows at once: instances may live well under [`CHECK_NS`] (Spin retires one
     /// after 128 requests), and each must still get its turn at the edge-wide refresh claim.
-    pub(crate) async fn start<H: Host>(&self, host: &H) {
-        self.sync(host).await;
+    pub(crate) async fn start<H: Host>(&self, host: &H, trust: &Trust) {
+        self.sync(host, trust).await;
         self.started.set(true);
     }
 
@@ -214,14 +219,14 @@ impl Models {
             if let (true, Some(store)) = (rollout.pull, store) {
                 self.maybe_refresh(host, rollout, store, instance).await;
             }
-            self.sync(host).await;
+            self.sync(host, &rollout.trust).await;
             self.next_check_ns.set(host.monotonic_ns() + CHECK_NS);
             self.checking.set(false);
         }));
     }
 
     /// Follows `model/channels`: loads and switches to what it names when that changed.
-    async fn sync<H: Host>(&self, host: &H) {
+    async fn sync<H: Host>(&self, host: &H, trust: &Trust) {
         if let Ok(Some(raw)) = host.kv_get(REFRESH_KEY).await
             && let Ok(state) = serde_json::from_slice::<RefreshState>(&raw)
         {
@@ -254,6 +259,15 @@ impl Models {
             async |want: &Option<StoredModel>, had: &Option<StoredModel>, cur, tables| match want {
                 None => Ok(None),
                 Some(s) if had.as_ref() == Some(s) => Ok(cur),
+                // Stored under other trust settings (a key since removed, unsigned ones since
+                // refused): not served; the next refresh downloads and checks it again.
+                Some(s) if !trust.admits_stored(s.signature.as_deref()) => Err((
+                    format!(
+                        "{} in the key-value store: its signature is no longer trusted",
+                        s.version
+                    ),
+                    s.version.clone(),
+                )),
                 Some(s) => load(host, s, tables)
                     .await
                     .map(Some)
@@ -331,7 +345,7 @@ impl Models {
         }
         let models = refresh(host, rollout, store, state.refused.as_deref()).await;
         // Rules and lists follow the store the same way (one refresh claim for both).
-        let policy = crate::decide::pull(host, store).await;
+        let policy = crate::decide::pull(host, store, &rollout.trust).await;
         if let Err(e) = &policy {
             eprintln!("worker: policy refresh failed, keeping the current policy: {e}");
         }
@@ -416,15 +430,29 @@ async fn refresh<H: Host>(
             .cloned()
     };
     let have = [&current.live, &current.shadow];
+    // A stored copy is kept while the registry's signature for it is the one checked then
+    // (a re-signed model is checked again) and that signature is still trusted.
+    let signed_as = |v: &Option<String>| {
+        [&channels.live, &channels.shadow]
+            .into_iter()
+            .flatten()
+            .find(|t| Some(&t.version) == v.as_ref())
+            .map(|t| t.signature.clone())
+    };
+    let still_good = |s: &StoredModel, v: &Option<String>| {
+        rollout.trust.admits_stored(s.signature.as_deref())
+            && signed_as(v).is_none_or(|sig| sig == s.signature)
+    };
+    let trust = &rollout.trust;
     let stored_live = match (&live, keep(&live, &have)) {
         (None, _) => None,
-        (Some(_), Some(s)) if s.tables_parts > 0 => Some(s),
-        (Some(v), _) => Some(download(host, store, v, true).await?),
+        (Some(_), Some(s)) if s.tables_parts > 0 && still_good(&s, &live) => Some(s),
+        (Some(v), _) => Some(download(host, store, v, true, trust).await?),
     };
     let stored_shadow = match (&shadow, keep(&shadow, &have)) {
         (None, _) => None,
-        (Some(_), Some(s)) => Some(s),
-        (Some(v), _) => Some(download(host, store, v, false).await?),
+        (Some(_), Some(s)) if still_good(&s, &shadow) => Some(s),
+        (Some(v), _) => Some(download(host, store, v, false, trust).await?),
     };
     let next = EdgeChannels {
         live: stored_live,
@@ -460,12 +488,14 @@ fn registry_error(url: &str, answer: &Fetched, status: u16) -> String {
     format!("the registry answered {status} to GET {url}: {text}")
 }
 
-/// Downloads `version`, verifies it with the store's rule, builds its tables and stores it.
+/// Downloads `version`, checks its publisher's signature ([`Trust`]) and verifies it with the
+/// store's rule, builds its tables and stores it.
 async fn download<H: Host>(
     host: &H,
     store: &StoreConfig,
     version: &str,
     with_tables: bool,
+    trust: &Trust,
 ) -> Result<StoredModel, String> {
     let url = format!("{}/v1/models/{version}/file", store.url);
     let answer = host
@@ -474,6 +504,13 @@ async fn download<H: Host>(
     if answer.status != 200 {
         return Err(registry_error(&url, &answer, answer.status));
     }
+    // Who made it, before anything is decoded: an untrusted file is not even parsed.
+    trust.check(
+        contract::signing::Signed::Model,
+        version,
+        &answer.body,
+        answer.signature.as_deref(),
+    )?;
     let verified = contract::models::verify(&answer.body, Some(version))
         .map_err(|e| format!("{version} from the registry refused: {e}"))?;
     let checksum = verified.checksum();
@@ -506,6 +543,7 @@ async fn download<H: Host>(
         stored_at_ms: host.now().timestamp_millis(),
         file_xxh3: xxh3_64(&answer.body),
         tables_xxh3: xxh3_64(&tables),
+        signature: answer.signature.clone(),
     })
 }
 

@@ -29,6 +29,11 @@ pub struct Variables {
     /// `velocity_writes`: `atomic` (default; compare-and-swap) or `plain` (read, then write:
     /// concurrent updates of one entity may be lost).
     pub velocity_writes: String,
+    /// `trusted_keys`: public keys (`ed25519:<hex>`, comma-separated) whose signatures on
+    /// models and policies the edge accepts.
+    pub trusted_keys: String,
+    /// `accept_unsigned`: `yes` or `no`; empty = `no` once keys are trusted, else `yes`.
+    pub accept_unsigned: String,
 }
 
 /// What `transaction_id` holds in prediction answers.
@@ -73,6 +78,8 @@ pub(crate) struct Rollout {
     pub(crate) pin: Option<String>,
     /// Seconds between two registry checks of the edge (across its instances).
     pub(crate) refresh_secs: u64,
+    /// Whose models and policies are served.
+    pub(crate) trust: crate::trust::Trust,
 }
 
 /// Default of `model_refresh_secs`: a promotion reaches every instance within about this plus
@@ -196,10 +203,38 @@ impl Settings {
                 true
             }
         };
+        let keys = match contract::signing::parse_keys(&v.trusted_keys) {
+            Ok(keys) => keys,
+            Err(e) => {
+                bad.push(BadVariable {
+                    name: "trusted_keys",
+                    problem: format!("{e}; trusting no key (nothing new is served)"),
+                });
+                Vec::new()
+            }
+        };
+        // Keys configured (even unreadable ones): unsigned models stop passing by default.
+        let keys_configured = !v.trusted_keys.trim().is_empty();
+        let accept_unsigned = match v.accept_unsigned.trim() {
+            "" => !keys_configured,
+            "yes" | "true" => true,
+            "no" | "false" => false,
+            other => {
+                bad.push(BadVariable {
+                    name: "accept_unsigned",
+                    problem: format!("{other:?} is neither \"yes\" nor \"no\""),
+                });
+                !keys_configured
+            }
+        };
         let rollout = Rollout {
             pull: pull && store.is_some(),
             pin,
             refresh_secs,
+            trust: crate::trust::Trust {
+                keys,
+                accept_unsigned,
+            },
         };
         let settings = Settings {
             api_keys: list(&v.api_keys),
@@ -277,6 +312,40 @@ mod tests {
         assert!(!s.authorized(&h));
         let (open, _) = Settings::parse(&Variables::default(), "i".into());
         assert!(open.authorized(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn unsigned_models_stop_passing_once_keys_are_trusted() {
+        let key = contract::signing::SecretKey::from_seed([3; 32])
+            .public()
+            .to_string();
+        let trust = |f: &dyn Fn(&mut Variables)| {
+            let mut v = Variables::default();
+            f(&mut v);
+            let (s, bad) = Settings::parse(&v, "i".into());
+            (
+                s.rollout.trust.keys.len(),
+                s.rollout.trust.accept_unsigned,
+                bad.len(),
+            )
+        };
+        assert_eq!(
+            trust(&|_| {}),
+            (0, true, 0),
+            "no keys: as before signatures"
+        );
+        assert_eq!(trust(&|v| v.trusted_keys = key.clone()), (1, false, 0));
+        let explicit = |v: &mut Variables| {
+            v.trusted_keys = key.clone();
+            v.accept_unsigned = "yes".into();
+        };
+        assert_eq!(trust(&explicit), (1, true, 0));
+        // A key that does not parse trusts nothing: reported, and nothing new passes.
+        assert_eq!(
+            trust(&|v| v.trusted_keys = "ed25519:nope".into()),
+            (0, false, 1)
+        );
+        assert_eq!(trust(&|v| v.accept_unsigned = "maybe".into()), (0, true, 1));
     }
 
     #[test]

@@ -697,6 +697,7 @@ fn registry_serving(host: &FakeHost, bytes: Vec<u8>) -> String {
         if url.ends_with("/v1/models/channels") {
             if if_none_match == Some("\"rev-1\"") {
                 return Ok(Fetched {
+                    signature: None,
                     status: 304,
                     etag: Some("\"rev-1\"".into()),
                     body: vec![],
@@ -705,6 +706,7 @@ fn registry_serving(host: &FakeHost, bytes: Vec<u8>) -> String {
             let body = json!({"live": {"version": v, "checksum": checksum}, "shadow": null,
                               "revision": 1, "changed_at": null});
             return Ok(Fetched {
+                signature: None,
                 status: 200,
                 etag: Some("\"rev-1\"".into()),
                 body: body.to_string().into_bytes(),
@@ -712,12 +714,14 @@ fn registry_serving(host: &FakeHost, bytes: Vec<u8>) -> String {
         }
         if url.ends_with(&format!("/v1/models/{v}/file")) {
             return Ok(Fetched {
+                signature: None,
                 status: 200,
                 etag: Some(format!("\"{checksum}\"")),
                 body: bytes.clone(),
             });
         }
         Ok(Fetched {
+            signature: None,
             status: 404,
             etag: None,
             body: b"{\"error\":\"no such model\"}".to_vec(),
@@ -839,12 +843,14 @@ fn a_model_the_registry_serves_corrupt_is_never_served() {
         if url.ends_with("/v1/models/channels") {
             let body = json!({"live": {"version": vv, "checksum": sum}, "shadow": null, "revision": 3, "changed_at": null});
             return Ok(Fetched {
+                signature: None,
                 status: 200,
                 etag: Some("\"rev-3\"".into()),
                 body: body.to_string().into_bytes(),
             });
         }
         Ok(Fetched {
+            signature: None,
             status: 200,
             etag: None,
             body: bad.clone(),
@@ -1286,6 +1292,7 @@ fn the_stores_policy_reaches_running_instances_without_a_restart() {
         if url.ends_with("/v1/models/channels") {
             let body = json!({"live": null, "shadow": null, "revision": 0, "changed_at": null});
             return Ok(Fetched {
+                signature: None,
                 status: 200,
                 etag: Some("\"rev-0\"".into()),
                 body: body.to_string().into_bytes(),
@@ -1296,12 +1303,14 @@ fn the_stores_policy_reaches_running_instances_without_a_restart() {
         let tag = format!("\"policy-{revision}\"");
         if if_none_match == Some(tag.as_str()) {
             return Ok(Fetched {
+                signature: None,
                 status: 304,
                 etag: Some(tag),
                 body: vec![],
             });
         }
         Ok(Fetched {
+            signature: None,
             status: 200,
             etag: Some(tag),
             body: text.into_bytes(),

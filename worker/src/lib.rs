@@ -159,11 +159,13 @@ impl Host for Spin {
                 .await
                 .map_err(|e| format!("store unreachable: {e:?}"))?;
             let status = resp.status().as_u16();
-            let etag = resp
-                .headers()
-                .get("etag")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let (etag, signature) = (header("etag"), header("x-signature"));
             let body = resp
                 .into_body()
                 .collect()
@@ -171,7 +173,12 @@ impl Host for Spin {
                 .map_err(|e| format!("reading the store's answer: {e}"))?
                 .to_bytes()
                 .to_vec();
-            Ok(Fetched { status, etag, body })
+            Ok(Fetched {
+                status,
+                etag,
+                signature,
+                body,
+            })
         };
         with_timeout(fetch, timeout_ns).await.unwrap_or_else(|| {
             Err(format!(
@@ -329,6 +336,8 @@ async fn variables() -> Variables {
         model_pin: var("model_pin").await,
         model_refresh_secs: var("model_refresh_secs").await,
         velocity_writes: var("velocity_writes").await,
+        trusted_keys: var("trusted_keys").await,
+        accept_unsigned: var("accept_unsigned").await,
     }
 }
 

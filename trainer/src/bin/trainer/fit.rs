@@ -140,7 +140,8 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
                 ))
             })?;
             let actor = crate::models::default_actor(publish.actor.clone());
-            Some(registry::Client::new(base, token, &actor)?)
+            let key = registry::signing_key(publish.signing_key.as_deref())?;
+            Some(registry::Client::new(base, token, &actor)?.with_signing_key(key))
         }
         None if publish.promote => {
             return Err(Failure::Usage(anyhow::anyhow!(
@@ -332,4 +333,8 @@ pub struct PublishArgs {
     /// else "trainer"); the actor itself is the store token's name.
     #[arg(long)]
     pub actor: Option<String>,
+    /// Registry destinations: sign the upload with this key (`trainer keygen`); else
+    /// `SFE_SIGNING_KEY` holds the key itself; else it goes unsigned.
+    #[arg(long, env = "SFE_SIGNING_KEY_FILE", value_name = "FILE")]
+    pub signing_key: Option<std::path::PathBuf>,
 }

@@ -42,6 +42,7 @@ mod features;
 mod fit;
 mod import_sklearn;
 mod inspect;
+mod keygen;
 mod models;
 mod output;
 mod score;
@@ -94,6 +95,7 @@ enum Command {
     Score(score::Args),
     Synth(synth::Args),
     Models(models::Args),
+    Keygen(keygen::Args),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         Command::Score(a) => score::run(a, &log),
         Command::Synth(a) => synth::run(a, &log),
         Command::Models(a) => models::run(a, &log),
+        Command::Keygen(a) => keygen::run(&a, &log),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -44,15 +44,19 @@ struct Conn {
     /// Print the store's answer as JSON (the contract::models types) instead of text.
     #[arg(long)]
     json: bool,
+    /// Sign uploads and policies with this key (`trainer keygen`); else `SFE_SIGNING_KEY`
+    /// holds the key itself; else they go unsigned (edges that trust keys refuse them).
+    #[arg(long, env = "SFE_SIGNING_KEY_FILE", value_name = "FILE")]
+    signing_key: Option<PathBuf>,
 }
 
 impl Conn {
     fn client(&self) -> Result<Client, Failure> {
-        Ok(Client::new(
-            &self.store,
-            &self.token,
-            &default_actor(self.actor.clone()),
-        )?)
+        let key = trainer::registry::signing_key(self.signing_key.as_deref())?;
+        Ok(
+            Client::new(&self.store, &self.token, &default_actor(self.actor.clone()))?
+                .with_signing_key(key),
+        )
     }
 }
 
