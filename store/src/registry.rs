@@ -117,23 +117,23 @@ pub(crate) fn not_modified(headers: &HeaderMap, value: &str) -> bool {
 /// without a channel change is still news to the edges). Stable across store replicas.
 fn channels_tag(channels: &Channels) -> String {
     use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for t in [&channels.live, &channels.shadow] {
-        h.update(
+    let signatures: Vec<&str> = [&channels.live, &channels.shadow]
+        .into_iter()
+        .map(|t| {
             t.as_ref()
                 .and_then(|t| t.signature.as_deref())
-                .unwrap_or("-"),
-        );
-        h.update([0]);
+                .unwrap_or("-")
+        })
+        .collect();
+    // Unsigned channels keep the plain revision tag.
+    if signatures.iter().all(|s| *s == "-") {
+        return revision_tag(channels.revision);
     }
-    let digest = h.finalize();
+    let digest = Sha256::digest(signatures.join("\n").as_bytes());
     format!(
-        "{}-{:02x}{:02x}{:02x}{:02x}",
+        "{}-{}",
         revision_tag(channels.revision),
-        digest[0],
-        digest[1],
-        digest[2],
-        digest[3]
+        hex::encode(&digest[..4])
     )
 }
 

@@ -322,6 +322,34 @@ impl SpinUp {
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         stop_group(&mut self.child)
     }
+
+    /// Stops Spin as `signal` comes in practice: `KILL` to its whole process group (a crash,
+    /// the OOM killer, a container runtime: `spin up` and the `spin trigger http` process it
+    /// runs die together), `INT` to the group (Ctrl-C in a terminal), `TERM` to `spin up`
+    /// alone (an orchestrator, which signals the container's first process). Then waits until
+    /// `spin up` exited; SIGKILL to its group after 15 s.
+    pub fn stop_with(mut self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        let target = if signal == "TERM" {
+            pid
+        } else {
+            format!("-{pid}")
+        };
+        Command::new("kill")
+            .args([&format!("-{signal}"), "--", &target])
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                // Nothing of it may serve on: whatever is left of the group goes too.
+                let group = format!("-{}", self.child.id());
+                let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop_group(&mut self.child)
+    }
 }
 
 /// `program` run through `sh` in a process group of its own (so stopping the group also stops

@@ -2,13 +2,24 @@
 //! central store, surviving store outages without loss or duplication, and no single bad event
 //! can hold up the events behind it.
 //!
-//! The response is never held for the store. A handler hands its events to
-//! [`Forwarder::submit`], which queues them in the instance and, if no flush is under way,
+//! The response is never held for the store. With `forward_journal = on` (the default) a
+//! handler first writes its events to the key-value store's outbox ([`Forwarder::journal`],
+//! key `outbox/<UUIDv7>`, so keys sort oldest first) and answers only once that write
+//! succeeded: an answered transaction is durable before the caller sees it, whatever happens
+//! to the instance or the process afterwards (kill -9, SIGTERM, a rolling deploy). If the
+//! write fails the request is answered 503 and nothing was answered. With `forward_journal =
+//! off` the events are kept in memory only until delivered or parked (faster; a crash loses
+//! what was in memory: the 10 ms batch, retries, the cool-down).
+//!
+//! Either way [`Forwarder::submit`] queues them in the instance and, if no flush is under way,
 //! spawns one (the task runs on after the response has been sent). The flush waits 10 ms, then
 //! sends what has queued up as one batch (at most [`FORWARD_MAX_EVENTS`] events and
-//! [`FORWARD_MAX_BYTES`] bytes), retrying with exponential backoff. Events the store would still
-//! not take are written to the key-value store (the outbox, key `outbox/<UUIDv7>`, so keys sort
-//! oldest first) and sent again, oldest first, by later flushes once the store answers.
+//! [`FORWARD_MAX_BYTES`] bytes), retrying with exponential backoff, and deletes the journal
+//! entries it delivered. Events the store would still not take stay in (or, without the
+//! journal, are written to) the outbox and are sent again, oldest first, by later drains once
+//! the store answers. A drain takes the entries this instance failed to deliver and others'
+//! only once they are [`ORPHAN_AFTER_MS`] old (younger ones belong to a live instance's
+//! flush); it runs at most once a second per instance, and is started by any request — also `/api/health`, so a liveness probe drains an otherwise idle edge.
 //!
 //! A batch the store refuses as a client error (400, 413) is not retried as a whole: the store
 //! names the first bad event (`index`), which alone goes to `deadletter/<UUIDv7>` for an
@@ -44,16 +55,34 @@ pub(crate) const POST_TIMEOUT_NS: u64 = 500_000_000;
 /// so an outage does not keep every flush busy retrying.
 const COOL_DOWN_NS: u64 = 1_000_000_000;
 
+/// An outbox entry younger than this may still be in a live instance's flush: drains leave it.
+pub const ORPHAN_AFTER_MS: i64 = 2_000;
+
+/// An outbox entry older than this was not delivered by a live flush (those take milliseconds):
+/// a drain that leaves one waits for it to become an orphan.
+pub const STALE_AFTER_MS: i64 = 500;
+
+/// Least time between two outbox drains of one instance (each lists the keys).
+const DRAIN_INTERVAL_NS: u64 = 1_000_000_000;
+
 /// Key prefix of batches waiting for the store.
 pub const OUTBOX: &str = "outbox/";
 /// Key prefix of events the store refused, kept for an operator.
 pub const DEAD_LETTER: &str = "deadletter/";
 
+/// Serialized events (one request's, or one POST-sized part of a large one's) and their
+/// journal entry (None: in memory only).
+#[derive(Debug)]
+pub(crate) struct Entry {
+    key: Option<String>,
+    events: Vec<String>,
+}
+
 /// The per-instance forwarding state.
 #[derive(Debug)]
 pub struct Forwarder {
-    /// Serialized events waiting for the next flush.
-    pending: RefCell<Vec<String>>,
+    /// Events waiting for the next flush.
+    pending: RefCell<Vec<Entry>>,
     /// A flush task is running in this instance.
     flushing: Cell<bool>,
     /// The outbox may hold entries (true at instance start: an earlier instance may have
@@ -61,6 +90,10 @@ pub struct Forwarder {
     outbox_maybe_full: Cell<bool>,
     /// Monotonic time before which the store is taken as down.
     down_until: Cell<u64>,
+    /// Monotonic time before which this instance does not drain the outbox again.
+    next_drain: Cell<u64>,
+    /// Journal entries this instance failed to deliver: its drains take them at any age.
+    own_undelivered: RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Forwarder {
@@ -70,6 +103,8 @@ impl Default for Forwarder {
             flushing: Cell::new(false),
             outbox_maybe_full: Cell::new(true),
             down_until: Cell::new(0),
+            next_drain: Cell::new(0),
+            own_undelivered: RefCell::new(std::collections::BTreeSet::new()),
         }
     }
 }
@@ -101,18 +136,59 @@ enum Sent {
 impl Forwarder {
     /// Events waiting in memory.
     pub fn pending(&self) -> usize {
-        self.pending.borrow().len()
+        self.pending.borrow().iter().map(|e| e.events.len()).sum()
     }
 
-    /// Queues `events` (JSON objects as text) for the store and makes sure a flush is under way.
-    pub fn submit<H: Host>(
+    /// Splits one request's events into POST-sized entries and, when `journal`, writes each to
+    /// the outbox before the request is answered.
+    pub(crate) async fn entries<H: Host>(
+        host: &H,
+        events: Vec<String>,
+        journal: bool,
+    ) -> Result<Vec<Entry>, String> {
+        let mut entries = Vec::new();
+        let mut rest = events;
+        while !rest.is_empty() {
+            let n = fitting(rest.iter().map(std::slice::from_ref));
+            let tail = rest.split_off(n);
+            let events = std::mem::replace(&mut rest, tail);
+            let key = if journal {
+                let key = format!("{OUTBOX}{}", crate::ids::new_uuid(host));
+                persist(host, &key, json_array(&events).as_bytes()).await?;
+                Some(key)
+            } else {
+                None
+            };
+            entries.push(Entry { key, events });
+        }
+        Ok(entries)
+    }
+
+    /// Queues entries (from [`Forwarder::entries`]) for the store and makes sure a flush is
+    /// under way.
+    pub(crate) fn submit<H: Host>(
         &'static self,
         host: &'static H,
         config: &'static StoreConfig,
-        events: impl IntoIterator<Item = String>,
+        entries: Vec<Entry>,
     ) {
-        self.pending.borrow_mut().extend(events);
+        self.pending.borrow_mut().extend(entries);
         if !self.flushing.replace(true) {
+            host.spawn(Box::pin(self.flush(host, config)));
+        }
+    }
+
+    /// After any request: drains the outbox when it may hold entries and no flush runs, so an
+    /// edge without predictions (only health probes) still empties it.
+    pub(crate) fn after_request<H: Host>(
+        &'static self,
+        host: &'static H,
+        config: &'static StoreConfig,
+    ) {
+        if self.outbox_maybe_full.get()
+            && host.monotonic_ns() >= self.next_drain.get().max(self.down_until.get())
+            && !self.flushing.replace(true)
+        {
             host.spawn(Box::pin(self.flush(host, config)));
         }
     }
@@ -126,7 +202,7 @@ impl Forwarder {
             if self.pending.borrow().len() < FORWARD_MAX_EVENTS {
                 host.sleep(FLUSH_INTERVAL_NS).await;
             }
-            let batch = self.take_batch();
+            let (keys, batch) = self.take_batch();
             if batch.is_empty() {
                 break;
             }
@@ -139,7 +215,17 @@ impl Forwarder {
                 self.send(host, config, batch, true).await
             };
             match sent {
-                Sent::All => {}
+                Sent::All => delete_all(host, &keys).await,
+                // Journaled: the events are in the outbox already; a drain sends them.
+                Sent::Stopped { left, why } if !keys.is_empty() => {
+                    self.down_until.set(host.monotonic_ns() + COOL_DOWN_NS);
+                    self.outbox_maybe_full.set(true);
+                    self.own_undelivered.borrow_mut().extend(keys);
+                    eprintln!(
+                        "worker: store delivery failed ({why}); {} event(s) stay in the outbox",
+                        left.len()
+                    );
+                }
                 Sent::Stopped { left, why } => {
                     self.down_until.set(host.monotonic_ns() + COOL_DOWN_NS);
                     if !self.park(host, OUTBOX, &left, &why).await {
@@ -153,8 +239,23 @@ impl Forwarder {
                 }
             }
         }
-        if !stuck && self.outbox_maybe_full.get() && host.monotonic_ns() >= self.down_until.get() {
-            self.drain_outbox(host, config).await;
+        let now = host.monotonic_ns();
+        if !stuck
+            && self.outbox_maybe_full.get()
+            && now >= self.down_until.get()
+            && now >= self.next_drain.get()
+        {
+            self.next_drain.set(now + DRAIN_INTERVAL_NS);
+            // Entries left behind by an instance that stopped delivering (a store outage, a
+            // retired instance) are not yet orphans when the last request comes: this task
+            // waits for them once, so an edge that goes idle right after still drains.
+            if let Some(wait_ns) = self.drain_outbox(host, config).await {
+                host.sleep(wait_ns).await;
+                if host.monotonic_ns() >= self.down_until.get() {
+                    self.next_drain.set(host.monotonic_ns() + DRAIN_INTERVAL_NS);
+                    self.drain_outbox(host, config).await;
+                }
+            }
         }
         self.flushing.set(false);
         // Events queued while the outbox was draining would otherwise wait for the next
@@ -165,19 +266,18 @@ impl Forwarder {
         }
     }
 
-    /// The oldest pending events that fit one request.
-    fn take_batch(&self) -> Vec<String> {
+    /// The oldest pending entries that fit one request (whole entries, at least one), with
+    /// their journal keys.
+    fn take_batch(&self) -> (Vec<String>, Vec<String>) {
         let mut pending = self.pending.borrow_mut();
-        let mut bytes = 2;
-        let mut n = 0;
-        for e in pending.iter().take(FORWARD_MAX_EVENTS) {
-            if n > 0 && bytes + e.len() + 1 > FORWARD_MAX_BYTES {
-                break;
-            }
-            bytes += e.len() + 1;
-            n += 1;
+        let n = fitting(pending.iter().map(|e| e.events.as_slice()));
+        let mut keys = Vec::new();
+        let mut events = Vec::new();
+        for entry in pending.drain(..n) {
+            keys.extend(entry.key);
+            events.extend(entry.events);
         }
-        pending.drain(..n).collect()
+        (keys, events)
     }
 
     /// Delivers `events`; events the store refuses are dead-lettered one by one and the rest
@@ -248,69 +348,161 @@ impl Forwarder {
                      ({e}); keeping {} event(s) in memory",
                     events.len()
                 );
-                self.pending.borrow_mut().extend(events.iter().cloned());
+                self.pending.borrow_mut().push(Entry {
+                    key: None,
+                    events: events.to_vec(),
+                });
                 false
             }
         }
     }
 
-    /// Sends outbox entries oldest first, deleting each once the store has it (a partly sent
-    /// entry is rewritten with what is left); stops when the store is down again.
-    async fn drain_outbox<H: Host>(&self, host: &H, config: &StoreConfig) {
+    /// Sends outbox entries at least [`ORPHAN_AFTER_MS`] old, oldest first and several per
+    /// request, deleting them once the store has them; stops when the store is down again.
+    /// Redelivery (an entry sent twice by two instances, or after a lost answer) is harmless:
+    /// the store deduplicates by event id. Returns how long to wait before entries it left
+    /// become orphans, when some look abandoned already (older than [`STALE_AFTER_MS`]; a live
+    /// flush delivers its entries within milliseconds).
+    async fn drain_outbox<H: Host>(&self, host: &H, config: &StoreConfig) -> Option<u64> {
         let Ok(keys) = host.kv_keys().await else {
-            return;
+            return None;
         };
         let mut keys: Vec<String> = keys.into_iter().filter(|k| k.starts_with(OUTBOX)).collect();
         keys.sort();
+        let now_ms = host.now().timestamp_millis();
+        let age = |k: &String| now_ms - key_millis(k).unwrap_or(0);
+        // Of the entries left, the youngest that looks abandoned already.
+        let (mut taken, mut skipped, mut youngest_stale) = (Vec::new(), false, None);
+        {
+            let own = self.own_undelivered.borrow();
+            for k in keys {
+                if own.contains(&k) || age(&k) >= ORPHAN_AFTER_MS {
+                    taken.push(k);
+                } else {
+                    skipped = true;
+                    let a = age(&k);
+                    if a >= STALE_AFTER_MS && youngest_stale.is_none_or(|y| a < y) {
+                        youngest_stale = Some(a);
+                    }
+                }
+            }
+        }
+        let keys = taken;
+        let mut entries: Vec<(String, Vec<String>)> = Vec::new();
         for key in keys {
             let body = match host.kv_get(&key).await {
                 Ok(Some(body)) => body,
                 // Another instance drained it meanwhile.
                 Ok(None) => continue,
-                Err(_) => return,
+                Err(_) => return None,
             };
-            let events: Vec<String> = match serde_json::from_slice::<Vec<Value>>(&body) {
-                Ok(events) => events.iter().map(Value::to_string).collect(),
+            match serde_json::from_slice::<Vec<Value>>(&body) {
+                Ok(events) => entries.push((key, events.iter().map(Value::to_string).collect())),
                 Err(e) => {
                     // Not ours to parse: keep it for an operator, out of the way.
                     let text = String::from_utf8_lossy(&body).into_owned();
-                    let why = format!("outbox entry {key} is not a JSON array: {e}");
-                    if host
-                        .kv_set(
-                            &format!("{DEAD_LETTER}{}", &key[OUTBOX.len()..]),
-                            text.as_bytes(),
-                        )
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    let dead = format!("{DEAD_LETTER}{}", &key[OUTBOX.len()..]);
+                    if host.kv_set(&dead, text.as_bytes()).await.is_err() {
+                        return None;
                     }
-                    eprintln!("worker: {why}; moved to the dead letters");
+                    eprintln!(
+                        "worker: outbox entry {key} is not a JSON array: {e}; moved to the dead letters"
+                    );
                     if host.kv_delete(&key).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let total = events.len();
-            match self.send(host, config, events, false).await {
-                Sent::All => {
-                    if host.kv_delete(&key).await.is_err() {
-                        return;
+                        return None;
                     }
                 }
-                Sent::Stopped { left, .. } => {
-                    if left.len() < total {
-                        let _ = host.kv_set(&key, json_array(&left).as_bytes()).await;
-                    }
-                    self.down_until.set(host.monotonic_ns() + COOL_DOWN_NS);
-                    return;
-                }
-                Sent::Stuck => return,
             }
         }
-        self.outbox_maybe_full.set(false);
+        let mut rest = entries.as_slice();
+        while !rest.is_empty() {
+            let n = fitting(rest.iter().map(|(_, events)| events.as_slice()));
+            let (batch, later) = rest.split_at(n);
+            rest = later;
+            let events: Vec<String> = batch.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+            match self.send(host, config, events, false).await {
+                Sent::All => {
+                    let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+                    delete_all(host, &keys).await;
+                    let mut own = self.own_undelivered.borrow_mut();
+                    keys.iter().for_each(|k| {
+                        own.remove(k);
+                    });
+                }
+                Sent::Stopped { .. } => {
+                    self.down_until.set(host.monotonic_ns() + COOL_DOWN_NS);
+                    return None;
+                }
+                Sent::Stuck => return None,
+            }
+        }
+        // Young entries are some flush's, or a later drain's.
+        self.outbox_maybe_full.set(skipped);
+        youngest_stale.map(|ms| (ORPHAN_AFTER_MS - ms).max(0) as u64 * 1_000_000 + 1_000_000)
     }
+}
+
+/// How many of `entries` (each one request's events, kept whole) fit one POST: at least one.
+fn fitting<'a>(entries: impl Iterator<Item = &'a [String]>) -> usize {
+    let (mut n, mut events, mut bytes) = (0, 0, 2);
+    for entry in entries {
+        let size: usize = entry.iter().map(|e| e.len() + 1).sum();
+        if n > 0 && (events + entry.len() > FORWARD_MAX_EVENTS || bytes + size > FORWARD_MAX_BYTES)
+        {
+            break;
+        }
+        (n, events, bytes) = (n + 1, events + entry.len(), bytes + size);
+    }
+    n
+}
+
+/// Longest a journal write keeps retrying before the request is answered 503.
+const JOURNAL_BUDGET_NS: u64 = 2_000_000_000;
+
+/// Writes one journal entry, retrying failures with a growing pause (100 µs doubling to
+/// 20 ms) within [`JOURNAL_BUDGET_NS`]: Spin's SQLite store answers "database is locked" at
+/// once when another instance is writing, and a set of the same key is safe to repeat.
+async fn persist<H: Host>(host: &H, key: &str, value: &[u8]) -> Result<(), String> {
+    let deadline = host.monotonic_ns() + JOURNAL_BUDGET_NS;
+    let mut pause = 100_000;
+    loop {
+        match host.kv_set(key, value).await {
+            Ok(()) => return Ok(()),
+            Err(e) if host.monotonic_ns() + pause > deadline => return Err(e),
+            Err(_) => {
+                host.sleep(pause).await;
+                pause = (pause * 2).min(20_000_000);
+            }
+        }
+    }
+}
+
+/// Deletes delivered outbox entries. One that cannot be deleted is drained and delivered again
+/// later, which the store's deduplication makes harmless.
+async fn delete_all<H: Host>(host: &H, keys: &[String]) {
+    for key in keys {
+        let mut result = host.kv_delete(key).await;
+        // A locked store (see `persist`): a few more tries, off the answer's path.
+        for pause in [1_000_000, 5_000_000, 20_000_000] {
+            if result.is_ok() {
+                break;
+            }
+            host.sleep(pause).await;
+            result = host.kv_delete(key).await;
+        }
+        if let Err(e) = result {
+            eprintln!(
+                "worker: delivered outbox entry {key} not deleted ({e}); it will be sent again"
+            );
+        }
+    }
+}
+
+/// The creation time (ms since the epoch) in an outbox key's UUIDv7.
+fn key_millis(key: &str) -> Option<i64> {
+    let id = uuid::Uuid::parse_str(key.strip_prefix(OUTBOX)?).ok()?;
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    Some(secs as i64 * 1000 + i64::from(nanos / 1_000_000))
 }
 
 /// POSTs `body` (a JSON array of events) to the store's ingest endpoint, retrying with backoff

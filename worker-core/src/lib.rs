@@ -147,6 +147,9 @@ impl<H: Host + 'static> App<H> {
             &self.instance_id,
         );
         self.policies.after_request(self.host);
+        if let Some(store) = &self.settings.store {
+            self.forwarder.after_request(self.host, store);
+        }
         resp
     }
 
@@ -224,7 +227,7 @@ impl<H: Host + 'static> App<H> {
                 match route {
                     Route::Predict => self.predict(l, &payload, explain).await,
                     Route::Batch => self.predict_batch(l, &payload, explain).await,
-                    _ => self.feedback(&payload),
+                    _ => self.feedback(&payload).await,
                 }
             }
         }
@@ -247,11 +250,14 @@ impl<H: Host + 'static> App<H> {
         }
     }
 
-    /// Queues events for the store (checked against the contract first: an event the store
-    /// would refuse goes straight to the dead letters instead of being sent).
-    fn forward(&'static self, events: Vec<contract::Event>) {
+    /// Hands events to the store's forwarding (checked against the contract first: an event the
+    /// store would refuse goes straight to the dead letters instead of being sent). With the
+    /// journal on (the default), returns only once they are in the key-value store's outbox,
+    /// so the caller may answer; 503 when that write fails (nothing is answered that could be
+    /// lost).
+    async fn forward(&'static self, events: Vec<contract::Event>) -> Result<(), ApiError> {
         let Some(store) = &self.settings.store else {
-            return;
+            return Ok(());
         };
         let texts = events.into_iter().filter_map(|event| {
             let text = serde_json::to_string(&event).ok()?;
@@ -271,9 +277,21 @@ impl<H: Host + 'static> App<H> {
             }
         });
         let texts: Vec<String> = texts.collect();
-        if !texts.is_empty() {
-            self.forwarder.submit(self.host, store, texts);
+        if texts.is_empty() {
+            return Ok(());
         }
+        let journal = self.settings.forward_journal;
+        let entries = Forwarder::entries(self.host, texts, journal)
+            .await
+            .map_err(|e| {
+                eprintln!("worker: the outbox cannot be written ({e}); answering 503");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the transaction could not be recorded (the edge's key-value store is unavailable); retry",
+                )
+            })?;
+        self.forwarder.submit(self.host, store, entries);
+        Ok(())
     }
 
     /// The policy compiled for `l`, when one is in force.
@@ -333,7 +351,8 @@ impl<H: Host + 'static> App<H> {
                 .models
                 .shadow()
                 .and_then(|s| predict::shadow_score(s, payload));
-            self.forward(vec![p.event(l, &self.settings, shadow)]);
+            self.forward(vec![p.event(l, &self.settings, shadow)])
+                .await?;
         }
         Ok(resp)
     }
@@ -407,12 +426,12 @@ impl<H: Host + 'static> App<H> {
                 timestamp: predict::iso_millis(self.host.now()),
             },
         );
-        self.forward(events);
+        self.forward(events).await?;
         Ok(resp)
     }
 
     /// `POST /api/feedback`: 202 once queued for the store.
-    fn feedback(&'static self, payload: &Value) -> Result<Response<String>, ApiError> {
+    async fn feedback(&'static self, payload: &Value) -> Result<Response<String>, ApiError> {
         let (transaction, event) =
             feedback::parse(payload, ids::new_uuid(self.host), self.host.now())?;
         if self.settings.store.is_none() {
@@ -425,7 +444,7 @@ impl<H: Host + 'static> App<H> {
             unreachable!("feedback::parse returns feedback")
         };
         let label = f.label;
-        self.forward(vec![event]);
+        self.forward(vec![event]).await?;
         Ok(json(
             StatusCode::ACCEPTED,
             &serde_json::json!({

@@ -34,6 +34,9 @@ pub struct Variables {
     pub trusted_keys: String,
     /// `accept_unsigned`: `yes` or `no`; empty = `no` once keys are trusted, else `yes`.
     pub accept_unsigned: String,
+    /// `forward_journal`: `on` (default; events are in the outbox before the answer) or `off`
+    /// (in memory until delivered: faster, a crash loses what was in memory).
+    pub forward_journal: String,
 }
 
 /// What `transaction_id` holds in prediction answers.
@@ -67,6 +70,8 @@ pub struct Settings {
     pub(crate) rollout: Rollout,
     /// Velocity state updated by compare-and-swap (`velocity_writes = atomic`).
     pub(crate) velocity_atomic: bool,
+    /// Events journaled in the outbox before the answer (`forward_journal = on`).
+    pub(crate) forward_journal: bool,
 }
 
 /// How the edge follows the model registry (see `rollout`).
@@ -203,6 +208,17 @@ impl Settings {
                 true
             }
         };
+        let forward_journal = match v.forward_journal.trim() {
+            "" | "on" => true,
+            "off" => false,
+            other => {
+                bad.push(BadVariable {
+                    name: "forward_journal",
+                    problem: format!("{other:?} is neither \"on\" nor \"off\""),
+                });
+                true
+            }
+        };
         let keys = match contract::signing::parse_keys(&v.trusted_keys) {
             Ok(keys) => keys,
             Err(e) => {
@@ -245,6 +261,7 @@ impl Settings {
             id_format,
             rollout,
             velocity_atomic,
+            forward_journal,
         };
         (settings, bad)
     }

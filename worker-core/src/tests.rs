@@ -539,7 +539,7 @@ fn refused_event_is_dead_lettered_alone(with_index: bool) {
         comments: Some("poison".into()),
         created_at: host.now(),
     });
-    app.forward(vec![poison]);
+    futures::executor::block_on(app.forward(vec![poison])).unwrap();
     for i in 40..100 {
         predict(app, i);
     }
@@ -588,7 +588,8 @@ fn outage_goes_to_the_outbox_and_drains_oldest_first_once_the_store_is_back() {
     let parked = host.events_under(OUTBOX);
     assert_eq!(parked.len(), 30);
     up.set(true);
-    host.clock.set(host.clock.get() + 2_000_000_000); // past the cool-down
+    // Past the cool-down, and the parked entries old enough for a drain to take them.
+    host.clock.set(host.clock.get() + 3_000_000_000);
     ids.push(
         predict(app, 30)["transaction_id"]
             .as_str()
@@ -609,13 +610,83 @@ fn outage_goes_to_the_outbox_and_drains_oldest_first_once_the_store_is_back() {
 }
 
 #[test]
-fn with_the_key_value_store_down_too_events_wait_in_memory() {
+fn with_the_key_value_store_down_nothing_is_answered_that_could_be_lost() {
+    // Journal on (the default): the outbox cannot be written, so the transaction is not
+    // answered (503, retry) rather than answered and held where a crash would lose it.
     let host = FakeHost::new(Box::new(|_| PostAnswer::TimedOut));
     let app = app_with(host, |_| {});
+    host.kv_down.set(true);
+    let (status, body) = call(
+        app,
+        request("POST", "/api/predict?explain=false", &tx(1).to_string()),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be recorded")
+    );
+    host.run_tasks();
+    assert_eq!(app.forwarder().pending(), 0);
+    // Journal off: answered, and the event waits in memory (lost if the process dies now).
+    let host = FakeHost::new(Box::new(|_| PostAnswer::TimedOut));
+    let app = app_with(host, |v| v.forward_journal = "off".into());
     host.kv_down.set(true);
     predict(app, 1);
     host.run_tasks();
     assert_eq!(app.forwarder().pending(), 1);
+}
+
+#[test]
+fn an_answered_transaction_is_in_the_outbox_before_the_answer_and_survives_its_instance() {
+    let host = FakeHost::new(accept_all());
+    let app = app_with(host, |_| {});
+    let ids: Vec<String> = (0..5)
+        .map(|i| {
+            predict(app, i)["transaction_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    // Answered, not yet sent: every one is in the outbox already.
+    let mut journaled: Vec<String> = host
+        .events_under(OUTBOX)
+        .iter()
+        .map(|e| e["transaction_id"].as_str().unwrap().to_owned())
+        .collect();
+    journaled.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(journaled, expected);
+    // The instance dies with its flush never run (kill -9): its tasks are gone.
+    host.tasks.borrow_mut().clear();
+    // A new instance on the same key-value store, only health probes: once the entries are
+    // old enough to be orphans, a probe drains them.
+    let next = app_with(host, |_| {});
+    assert_eq!(call(next, request("GET", "/api/health", "")).0, 200);
+    host.run_tasks();
+    assert!(
+        host.delivered().is_empty(),
+        "young entries belong to a live flush"
+    );
+    host.clock.set(host.clock.get() + 3_000_000_000);
+    assert_eq!(call(next, request("GET", "/api/health", "")).0, 200);
+    host.run_tasks();
+    let mut delivered: Vec<String> = host
+        .delivered()
+        .iter()
+        .map(|e| e["transaction_id"].as_str().unwrap().to_owned())
+        .collect();
+    delivered.sort();
+    assert_eq!(delivered, expected);
+    assert!(host.keys(OUTBOX).is_empty());
+    // Delivered by the live flush: deleted from the outbox, sent once.
+    predict(next, 9);
+    host.run_tasks();
+    assert_eq!(host.delivered().len(), 6);
+    assert!(host.keys(OUTBOX).is_empty());
 }
 
 #[test]

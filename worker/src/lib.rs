@@ -338,6 +338,7 @@ async fn variables() -> Variables {
         velocity_writes: var("velocity_writes").await,
         trusted_keys: var("trusted_keys").await,
         accept_unsigned: var("accept_unsigned").await,
+        forward_journal: var("forward_journal").await,
     }
 }
 
