@@ -240,3 +240,140 @@ fn harness_variables_follow_spin_semantics() {
     config.variables = vec![("Bad".into(), "x".into())];
     assert!(harness::start(config).is_err());
 }
+
+/// Per-key request limits under a load far above them, on an edge whose every instance serves
+/// one request at a time and retires after 8 (so thousands of requests pass through hundreds of
+/// instances): the limited key gets about its rate across all of them, each refusal is a 429
+/// with `Retry-After`, and a key without a limit is untouched. Then the limit's cost: p50 of a
+/// limited key (never over) beside an unlimited one, alternating on one connection.
+#[test]
+fn a_keys_rate_holds_across_instances_under_load() {
+    const RATE: f64 = 20.0;
+    let built = common::fit_and_build(2_000, 11, 50);
+    let mut config = harness::HarnessConfig::new(&built.component);
+    config.variables = vec![
+        (
+            "api_keys".into(),
+            "bot:bot-key, shop:shop-key, free:free-key".into(),
+        ),
+        ("rate_limits".into(), "bot=20/20, shop=100000".into()),
+    ];
+    config.key_value_stores = vec!["default".into(), "velocity".into()];
+    config.memory_key_value_stores = vec!["velocity".into()];
+    // The cost is measured on an edge with the default instance reuse.
+    let reused = harness::start_edge(config.clone()).unwrap();
+    config.max_concurrent_reuse = 1;
+    config.max_reuse = 8;
+    let edge = harness::start_edge(config).unwrap();
+    let url = format!("{}/api/predict?explain=false", edge.url());
+    let reused_url = format!("{}/api/predict?explain=false", reused.url());
+    let post_to = |url: &str, agent: &ureq::Agent, key: &str| {
+        let mut r = agent
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-api-key", key)
+            .send(TRANSACTION)
+            .unwrap();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (
+            r.status().as_u16(),
+            retry,
+            r.body_mut().read_to_string().unwrap(),
+        )
+    };
+    let post = |agent: &ureq::Agent, key: &str| post_to(&url, agent, key);
+    let run = std::time::Duration::from_secs(4);
+    let started = std::time::Instant::now();
+    let (bot, shop) = std::thread::scope(|s| {
+        let bots: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let agent = common::agent();
+                    let (mut admitted, mut refused) = (0u64, 0u64);
+                    while started.elapsed() < run {
+                        let (status, retry, body) = post(&agent, "bot-key");
+                        match status {
+                            200 => admitted += 1,
+                            429 => {
+                                let secs: u64 = retry.expect("Retry-After").parse().unwrap();
+                                assert!((1..=3).contains(&secs), "Retry-After: {secs}");
+                                assert!(body.contains("bot"), "{body}");
+                                refused += 1;
+                            }
+                            other => panic!("{other}: {body}"),
+                        }
+                    }
+                    (admitted, refused)
+                })
+            })
+            .collect();
+        let shop = s.spawn(|| {
+            let agent = common::agent();
+            let mut statuses = Vec::new();
+            while started.elapsed() < run {
+                statuses.push(post(&agent, "shop-key").0);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            statuses
+        });
+        let bot = bots.into_iter().fold((0, 0), |(a, r), h| {
+            let (a2, r2) = h.join().unwrap();
+            (a + a2, r + r2)
+        });
+        (bot, shop.join().unwrap())
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let (admitted, refused) = bot;
+    common::report(format!(
+        "rate limits: key at {RATE}/s (burst 20) sent {} requests in {secs:.1} s from 8 \
+         connections, one request per instance at a time, 8 per instance: {admitted} admitted \
+         ({:.1}/s), {refused} answered 429; an unlimited key beside it: {} of {} answered 200",
+        admitted + refused,
+        admitted as f64 / secs,
+        shop.iter().filter(|s| **s == 200).count(),
+        shop.len()
+    ));
+    assert!(
+        refused > 5 * admitted,
+        "the load was not far above the limit"
+    );
+    // A burst, then the rate; a window boundary may add up to one more window's worth.
+    let most = 20.0 + RATE * (secs + 1.0);
+    assert!(
+        (admitted as f64) <= most && (admitted as f64) >= RATE * secs * 0.5,
+        "{admitted} admitted in {secs:.1} s at {RATE}/s"
+    );
+    assert!(shop.iter().all(|s| *s == 200), "{shop:?}");
+
+    // The cost: one connection alternating a limited key (far from its limit) and a free one.
+    let agent = common::agent();
+    let (mut limited, mut free) = (Vec::new(), Vec::new());
+    for i in 0..1_200 {
+        for (key, times) in [("shop-key", &mut limited), ("free-key", &mut free)] {
+            let t = std::time::Instant::now();
+            let (status, _, body) = post_to(&reused_url, &agent, key);
+            assert_eq!(status, 200, "{body}");
+            if i >= 200 {
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    let p = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q) as usize]
+    };
+    common::report(format!(
+        "rate limits: cost, 1000 requests each alternating on one connection (instances \
+         reused as by default): \
+         limited key p50 {:.0} µs p99 {:.0} µs, unlimited key p50 {:.0} µs p99 {:.0} µs",
+        p(&mut limited, 0.5),
+        p(&mut limited, 0.99),
+        p(&mut free, 0.5),
+        p(&mut free, 0.99)
+    ));
+    edge.shutdown().unwrap();
+    reused.shutdown().unwrap();
+}

@@ -35,6 +35,9 @@ struct Fixture {
 }
 
 const KEY: &str = "openapi-test-key";
+/// A key of the keyed edge allowed one request per 100 s: its second request on any route is
+/// over the limit.
+const TIGHT_KEY: &str = "openapi-tight-key";
 const ORIGIN: &str = "https://app.example";
 
 /// The same model as `e2e.rs` (same rows, trees and seed, hence the same bytes), so the two test
@@ -55,7 +58,11 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     };
     let harness = harness::start_edge(config(vec![])).unwrap();
     let keyed = harness::start_edge(config(vec![
-        ("api_keys".into(), format!("other-key, {KEY}")),
+        (
+            "api_keys".into(),
+            format!("other-key, {KEY}, tight:{TIGHT_KEY}"),
+        ),
+        ("rate_limits".into(), "tight=0.01/1".into()),
         ("cors_origins".into(), ORIGIN.into()),
     ]))
     .unwrap();
@@ -543,6 +550,11 @@ fn document_is_openapi_3_1_and_lists_every_route_of_the_router() {
             !public,
             "{method} {path}: 401 (API keys) documented wrongly"
         );
+        assert_eq!(
+            op["responses"].get("429").is_some(),
+            !public,
+            "{method} {path}: 429 (rate limits) documented wrongly"
+        );
     }
 }
 
@@ -768,16 +780,15 @@ fn keyed_and_cors_answers_are_documented() {
         headers: vec![("origin", ORIGIN.to_string())],
         seen: BTreeSet::new(),
     };
-    for (method, path) in ops.iter().filter(|(m, _)| m != "OPTIONS") {
-        let public = path == "/api/health";
-        s.expect(
-            method,
-            path,
-            None,
-            &body_for(path),
-            if public { 200 } else { 401 },
-        );
-    }
+    // Every route but the public health check answers `refused` with the session's headers.
+    let all_refused = |s: &mut Session, refused: u16| {
+        for (method, path) in ops.iter().filter(|(m, _)| m != "OPTIONS") {
+            let public = path == "/api/health";
+            let status = if public { 200 } else { refused };
+            s.expect(method, path, None, &body_for(path), status);
+        }
+    };
+    all_refused(&mut s, 401);
     for (header, value) in [
         ("x-api-key", KEY.to_string()),
         ("authorization", format!("Bearer {KEY}")),
@@ -788,6 +799,13 @@ fn keyed_and_cors_answers_are_documented() {
             s.expect(method, path, None, &body_for(path), ok);
         }
     }
+    // A key over its limit: 429 with Retry-After on every route but the health check.
+    s.headers = vec![
+        ("origin", ORIGIN.to_string()),
+        ("x-api-key", TIGHT_KEY.into()),
+    ];
+    s.expect("GET", "/api/model", None, "", 200);
+    all_refused(&mut s, 429);
     // Preflights need no key and carry the CORS headers for an allowed origin.
     s.headers = vec![("origin", ORIGIN.to_string())];
     for (_, path) in ops.iter().filter(|(m, _)| m == "OPTIONS") {
@@ -801,8 +819,10 @@ fn keyed_and_cors_answers_are_documented() {
         );
         assert!(a.header("access-control-allow-methods").is_some(), "{path}");
     }
-    assert!(
-        s.seen.iter().any(|(_, _, st)| *st == 401),
-        "401 never checked"
-    );
+    for status in [401, 429] {
+        assert!(
+            s.seen.iter().any(|(_, _, st)| *st == status),
+            "{status} never checked"
+        );
+    }
 }

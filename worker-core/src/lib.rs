@@ -17,6 +17,7 @@ mod feedback;
 mod forward;
 mod host;
 mod ids;
+mod limits;
 mod model;
 mod predict;
 mod proxy;
@@ -37,6 +38,7 @@ use serde_json::{Map, Value};
 pub use decide::POLICY_KEY;
 pub use forward::{DEAD_LETTER, Forwarder, OUTBOX};
 pub use host::{Fetched, Host, PostAnswer, Swap, Task};
+pub use limits::RATE_PREFIX;
 pub use model::Loaded;
 pub use response::{ApiError, json};
 pub use rollout::{CHANNELS_KEY, EdgeChannels, PART_BYTES, REFRESH_KEY, RefreshState, StoredModel};
@@ -60,6 +62,7 @@ pub struct App<H: Host + 'static> {
     legacy_ids: RefCell<Option<contract::legacy_id::Sequence>>,
     policies: decide::Policies,
     velocity_locks: velocity::Locks,
+    limiter: limits::Limiter,
 }
 
 enum Route {
@@ -93,6 +96,7 @@ impl<H: Host + 'static> App<H> {
             legacy_ids: RefCell::new(None),
             policies: decide::Policies::default(),
             velocity_locks: velocity::Locks::default(),
+            limiter: limits::Limiter::default(),
         }
     }
 
@@ -183,13 +187,17 @@ impl<H: Host + 'static> App<H> {
             return Ok(preflight(&allowed, cors_allowed));
         }
         let public = matches!(route, Route::Health) && req.method() == Method::GET;
-        if !public && !self.settings.authorized(req.headers()) {
-            return Err(ApiError::new(
+        let caller = match self.settings.caller(req.headers()) {
+            Ok(key) => key,
+            Err(()) if public => None,
+            Err(()) => {
+                return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or invalid API key; send X-API-Key: <key> or Authorization: Bearer <key>",
             )
             .with_header("www-authenticate", "Bearer"));
-        }
+            }
+        };
         if req.method() != allowed {
             let allow = if allowed == Method::GET {
                 "GET"
@@ -201,6 +209,21 @@ impl<H: Host + 'static> App<H> {
                 format!("method not allowed; use {allowed}"),
             )
             .with_header("allow", allow));
+        }
+        if let Some(key) = caller
+            && let Some(limit) = &key.limit
+            && !public
+            && let limits::Verdict::Refuse { retry_after_secs } =
+                self.limiter.check(self.host, &key.name, limit).await
+        {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "the API key {} is over its limit ({limit}); retry in {retry_after_secs} s",
+                    key.name
+                ),
+            )
+            .with_retry_after(retry_after_secs));
         }
         match route {
             Route::Health => Ok(self.health()),

@@ -11,8 +11,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// `{"error": message}`.
     pub message: String,
-    /// `Allow` for a 405, `WWW-Authenticate` for a 401.
-    header: Option<(&'static str, &'static str)>,
+    /// `Allow` for a 405, `WWW-Authenticate` for a 401, `Retry-After` for a 429.
+    header: Option<(&'static str, HeaderValue)>,
 }
 
 impl ApiError {
@@ -36,16 +36,21 @@ impl ApiError {
     }
 
     pub(crate) fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
-        self.header = Some((name, value));
+        self.header = Some((name, HeaderValue::from_static(value)));
+        self
+    }
+
+    /// With `Retry-After: <secs>`.
+    pub(crate) fn with_retry_after(mut self, secs: u64) -> Self {
+        self.header = Some(("retry-after", HeaderValue::from(secs)));
         self
     }
 
     /// The JSON answer.
     pub fn response(&self) -> Response<String> {
         let mut resp = json(self.status, &serde_json::json!({ "error": self.message }));
-        if let Some((name, value)) = self.header {
-            resp.headers_mut()
-                .insert(name, HeaderValue::from_static(value));
+        if let Some((name, value)) = &self.header {
+            resp.headers_mut().insert(*name, value.clone());
         }
         resp
     }

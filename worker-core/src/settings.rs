@@ -6,8 +6,12 @@ use http::{HeaderMap, HeaderValue};
 /// The raw variable values (unset = empty).
 #[derive(Debug, Clone, Default)]
 pub struct Variables {
-    /// `api_keys`: comma-separated keys; empty = no authentication.
+    /// `api_keys`: comma-separated keys, each optionally named (`name:key`); empty = no
+    /// authentication.
     pub api_keys: String,
+    /// `rate_limits`: comma-separated `<key name>=<rate>[/<burst>]` (`*` for every key not
+    /// named); empty = no limits.
+    pub rate_limits: String,
     /// `cors_origins`: comma-separated origins or `*`; empty = no CORS headers.
     pub cors_origins: String,
     /// `store_url`.
@@ -60,7 +64,7 @@ pub struct StoreConfig {
 /// Parsed configuration.
 #[derive(Debug)]
 pub struct Settings {
-    pub(crate) api_keys: Vec<String>,
+    pub(crate) api_keys: Vec<ApiKey>,
     pub(crate) cors: Cors,
     /// The central store, when `store_token` is set.
     pub(crate) store: Option<StoreConfig>,
@@ -72,6 +76,17 @@ pub struct Settings {
     pub(crate) velocity_atomic: bool,
     /// Events journaled in the outbox before the answer (`forward_journal = on`).
     pub(crate) forward_journal: bool,
+}
+
+/// One accepted API key.
+#[derive(Debug)]
+pub(crate) struct ApiKey {
+    /// Its name: the part before `:` in `api_keys`, else `key-<position>` (from 1). Names the
+    /// key in logs, 429 answers and `rate_limits`; never the key itself.
+    pub(crate) name: String,
+    secret: String,
+    /// Its request limit (`rate_limits`).
+    pub(crate) limit: Option<crate::limits::Limit>,
 }
 
 /// How the edge follows the model registry (see `rollout`).
@@ -252,8 +267,9 @@ impl Settings {
                 accept_unsigned,
             },
         };
+        let api_keys = api_keys(&list(&v.api_keys), &list(&v.rate_limits), &mut bad);
         let settings = Settings {
-            api_keys: list(&v.api_keys),
+            api_keys,
             cors,
             store,
             edge_instance,
@@ -281,12 +297,13 @@ impl Settings {
         }
     }
 
-    /// True if no keys are configured or the request carries one of them, in `X-API-Key` or
-    /// `Authorization: Bearer`. Every configured key is compared, in constant time.
-    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
-        use subtle::ConstantTimeEq;
+    /// The key the request carries (in `X-API-Key` or `Authorization: Bearer`): `Ok(None)` when
+    /// no keys are configured, `Err(())` when it carries none of them. Every configured key is
+    /// compared, in constant time.
+    pub(crate) fn caller(&self, headers: &HeaderMap) -> Result<Option<&ApiKey>, ()> {
+        use subtle::{ConditionallySelectable, ConstantTimeEq};
         if self.api_keys.is_empty() {
-            return true;
+            return Ok(None);
         }
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let bearer = header("authorization").and_then(|v| {
@@ -295,13 +312,83 @@ impl Settings {
         });
         let presented = [header("x-api-key").map(str::trim), bearer];
         let mut ok = subtle::Choice::from(0);
+        let mut found = 0u32;
         for candidate in presented.into_iter().flatten() {
-            for key in &self.api_keys {
-                ok |= key.as_bytes().ct_eq(candidate.as_bytes());
+            for (i, key) in self.api_keys.iter().enumerate() {
+                let same = key.secret.as_bytes().ct_eq(candidate.as_bytes());
+                found.conditional_assign(&(i as u32), same);
+                ok |= same;
             }
         }
-        ok.into()
+        if bool::from(ok) {
+            Ok(self.api_keys.get(found as usize))
+        } else {
+            Err(())
+        }
     }
+
+    /// True if no keys are configured or the request carries one of them.
+    #[cfg(test)]
+    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
+        self.caller(headers).is_ok()
+    }
+}
+
+/// The keys of `api_keys` with their names and the limits `rate_limits` gives them. An entry
+/// of `rate_limits` that does not parse or names no key is reported and left out.
+fn api_keys(entries: &[String], limits: &[String], bad: &mut Vec<BadVariable>) -> Vec<ApiKey> {
+    let named = |entry: &str| {
+        let (name, secret) = entry.split_once(':')?;
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        (ok && !secret.trim().is_empty()).then(|| (name.to_owned(), secret.trim().to_owned()))
+    };
+    let mut keys: Vec<ApiKey> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let (name, secret) =
+                named(entry).unwrap_or_else(|| (format!("key-{}", i + 1), entry.clone()));
+            ApiKey {
+                name,
+                secret,
+                limit: None,
+            }
+        })
+        .collect();
+    let mut every = None;
+    for entry in limits {
+        let parsed = entry
+            .split_once('=')
+            .ok_or_else(|| "is not <key name>=<rate>[/<burst>]".to_owned())
+            .and_then(|(name, limit)| {
+                let limit = crate::limits::Limit::parse(limit)?;
+                let name = name.trim();
+                if keys.is_empty() {
+                    return Err("limits need API keys (api_keys is empty)".into());
+                } else if name == "*" {
+                    every = Some(limit);
+                } else if let Some(key) = keys.iter_mut().find(|k| k.name == name) {
+                    key.limit = Some(limit);
+                } else {
+                    return Err(format!("names no key of api_keys ({name:?})"));
+                }
+                Ok(())
+            });
+        if let Err(problem) = parsed {
+            bad.push(BadVariable {
+                name: "rate_limits",
+                problem: format!("{entry:?} {problem}; left out"),
+            });
+        }
+    }
+    for key in &mut keys {
+        key.limit = key.limit.or(every);
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -329,6 +416,43 @@ mod tests {
         assert!(!s.authorized(&h));
         let (open, _) = Settings::parse(&Variables::default(), "i".into());
         assert!(open.authorized(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn keys_are_named_and_limited_by_name_or_all_at_once() {
+        let (s, bad) = Settings::parse(
+            &vars(|v| {
+                v.api_keys = "mobile:k1, k2, web:k3".into();
+                v.rate_limits = "mobile=100/200, *=10, nobody=5, web=fast".into();
+            }),
+            "i".into(),
+        );
+        let keys: Vec<(&str, Option<String>)> = s
+            .api_keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.limit.map(|l| l.to_string())))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("mobile", Some("100/s, burst 200".into())),
+                ("key-2", Some("10/s, burst 10".into())),
+                ("web", Some("10/s, burst 10".into())),
+            ]
+        );
+        let problems: Vec<&str> = bad.iter().map(|b| b.problem.as_str()).collect();
+        assert_eq!(bad.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("names no key"), "{problems:?}");
+        assert!(
+            problems[1].contains("\"fast\" is not a rate"),
+            "{problems:?}"
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("k3"));
+        assert_eq!(s.caller(&h).unwrap().unwrap().name, "web");
+        // Limits without keys limit nothing, and say so.
+        let (_, bad) = Settings::parse(&vars(|v| v.rate_limits = "*=1".into()), "i".into());
+        assert!(bad[0].problem.contains("need API keys"), "{bad:?}");
     }
 
     #[test]

@@ -19,6 +19,8 @@ struct FakeHost {
     tasks: RefCell<Vec<Task>>,
     kv: RefCell<BTreeMap<String, Vec<u8>>>,
     kv_down: Cell<bool>,
+    /// Only the atomic increment fails (rate limits fall back to per-instance buckets).
+    increment_down: Cell<bool>,
     /// Runs on the key-value map just before each velocity swap compares (another writer).
     interfere: RefCell<Option<Interference>>,
     /// Swaps report `Written` even when the value changed and nothing was written, as Spin's
@@ -63,6 +65,7 @@ impl FakeHost {
             tasks: RefCell::new(Vec::new()),
             kv: RefCell::new(BTreeMap::new()),
             kv_down: Cell::new(false),
+            increment_down: Cell::new(false),
             interfere: RefCell::new(None),
             swap_lies: Cell::new(false),
             store: RefCell::new(store),
@@ -218,6 +221,9 @@ impl Host for FakeHost {
         }
     }
     async fn state_increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+        if self.kv_down.get() || self.increment_down.get() {
+            return Err("increment down".into());
+        }
         let mut kv = self.kv.borrow_mut();
         let n = kv
             .get(key)
@@ -342,6 +348,91 @@ fn api_keys_guard_everything_but_health() {
     ok.headers_mut()
         .insert("x-api-key", HeaderValue::from_static("k1"));
     assert_eq!(call(app, ok).0, 200);
+}
+
+/// A prediction with key `key`: its status and `Retry-After`.
+fn predict_as(app: &'static App<FakeHost>, key: &'static str) -> (u16, Option<u64>) {
+    let mut req = request("POST", "/api/predict?explain=false", &tx(1).to_string());
+    req.headers_mut()
+        .insert("x-api-key", HeaderValue::from_static(key));
+    let resp = futures::executor::block_on(app.handle(req));
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (resp.status().as_u16(), retry)
+}
+
+#[test]
+fn a_keys_rate_is_counted_across_instances_and_answered_429_with_retry_after() {
+    let host = FakeHost::new(accept_all());
+    let limited = |v: &mut Variables| {
+        v.api_keys = "mobile:k1, web:k2".into();
+        v.rate_limits = "mobile=5/5".into();
+    };
+    // Two instances of one edge: they share the host's key-value store, nothing else.
+    let (a, b) = (app_with(host, limited), app_with(host, limited));
+    let statuses: Vec<u16> = (0..5)
+        .map(|i| predict_as(if i % 2 == 0 { a } else { b }, "k1").0)
+        .collect();
+    assert_eq!(statuses, [200; 5]);
+    host.run_tasks();
+    let (status, retry) = predict_as(b, "k1");
+    assert_eq!(status, 429);
+    let retry = retry.expect("a 429 says when to retry");
+    let mut req = request("POST", "/api/predict", &tx(1).to_string());
+    req.headers_mut()
+        .insert("x-api-key", HeaderValue::from_static("k1"));
+    let (_, body) = call(a, req);
+    assert!(
+        body["error"].as_str().unwrap().contains("mobile"),
+        "the answer names the key: {body}"
+    );
+    // Refused requests are not counted, and other keys are not limited.
+    for _ in 0..20 {
+        assert_eq!(predict_as(a, "k1").0, 429);
+    }
+    assert_eq!(predict_as(a, "k2"), (200, None));
+    assert_eq!(call(a, request("GET", "/api/health", "")).0, 200);
+    // Retry-After is honest: after it, the key is admitted again.
+    host.clock.set(host.clock.get() + retry * 1_000_000_000);
+    assert_eq!(predict_as(a, "k1").0, 200);
+    host.run_tasks();
+    // Refused requests forwarded nothing: 5 + 1 limited and 1 unlimited (each once: the two
+    // instances may both deliver an entry of the shared outbox, which the store deduplicates).
+    let distinct: std::collections::BTreeSet<String> =
+        host.delivered().iter().map(Value::to_string).collect();
+    assert_eq!(distinct.len(), 7);
+    // Old windows are cleared: a key's counts stay at a few entries.
+    for _ in 0..10 {
+        host.clock.set(host.clock.get() + 3_000_000_000);
+        predict_as(a, "k1");
+        host.run_tasks();
+    }
+    assert!(
+        host.keys(RATE_PREFIX).len() <= 4,
+        "{:?}",
+        host.keys(RATE_PREFIX)
+    );
+}
+
+#[test]
+fn without_the_stores_increment_each_instance_limits_on_its_own() {
+    let host = FakeHost::new(accept_all());
+    host.increment_down.set(true);
+    let limited = |v: &mut Variables| {
+        v.api_keys = "k1".into();
+        v.rate_limits = "*=2/3".into();
+    };
+    let (a, b) = (app_with(host, limited), app_with(host, limited));
+    for app in [a, b] {
+        let statuses: Vec<u16> = (0..4).map(|_| predict_as(app, "k1").0).collect();
+        assert_eq!(statuses, [200, 200, 200, 429], "a bucket of 3 per instance");
+    }
+    // Refilled at 2 per second.
+    host.clock.set(host.clock.get() + 1_000_000_000);
+    let statuses: Vec<u16> = (0..3).map(|_| predict_as(a, "k1").0).collect();
+    assert_eq!(statuses, [200, 200, 429]);
 }
 
 #[test]

@@ -326,6 +326,7 @@ async fn variables() -> Variables {
     }
     Variables {
         api_keys: var("api_keys").await,
+        rate_limits: var("rate_limits").await,
         cors_origins: var("cors_origins").await,
         store_url: var("store_url").await,
         store_token: var("store_token").await,
