@@ -214,6 +214,7 @@ async fn require_token(State(store): State<Store>, mut request: Request, next: N
                 "auth",
                 "missing or invalid bearer token",
             ),
+            ANONYMOUS_DRAIN_BYTES,
         )
         .await;
     };
@@ -234,6 +235,7 @@ async fn require_token(State(store): State<Store>, mut request: Request, next: N
         return refuse(
             request,
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            contract::limits::MODEL_MAX_BYTES.max(contract::limits::INGEST_MAX_BODY_BYTES),
         )
         .await;
     }
@@ -249,11 +251,15 @@ async fn require_token(State(store): State<Store>, mut request: Request, next: N
     next.run(request).await
 }
 
-/// Answers `error` after reading (and dropping) what the client is still sending, up to the
-/// largest body any route takes: a server that answers mid-upload and closes makes the client
-/// see a broken pipe instead of the 401/403 that says what to fix.
-async fn refuse(request: Request, error: ApiError) -> Response {
-    let most = contract::limits::MODEL_MAX_BYTES.max(contract::limits::INGEST_MAX_BODY_BYTES);
+/// What an unknown caller's refused request may make the store read: enough for a policy or
+/// an event batch with a mistyped token to get its 401, not a free 16 MiB read per request.
+const ANONYMOUS_DRAIN_BYTES: usize = 1 << 20;
+
+/// Answers `error` after reading (and dropping) what the client is still sending, up to `most`
+/// bytes: a server that answers mid-upload and closes makes the client see a broken pipe
+/// instead of the 401/403 that says what to fix. A known token's 403 reads up to the largest
+/// body any route takes; an unknown caller's 401 up to [`ANONYMOUS_DRAIN_BYTES`].
+async fn refuse(request: Request, error: ApiError, most: usize) -> Response {
     let _ = axum::body::to_bytes(request.into_body(), most).await;
     error.into_response()
 }

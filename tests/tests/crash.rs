@@ -35,6 +35,9 @@ enum Host {
     Spin,
     /// `spin up` with Redis as `default`, as deploy/ runs it.
     SpinRedis,
+    /// `spin up` with an in-memory `default` (Spin's `type = "spin"` without a path): what the
+    /// journal costs there, knowing that the outbox dies with the process.
+    SpinMemory,
     /// The harness binary with its files.
     Harness,
 }
@@ -60,7 +63,7 @@ impl Edge {
             ("forward_journal", journal),
         ];
         match host {
-            Host::Spin | Host::SpinRedis => {
+            Host::Spin | Host::SpinRedis | Host::SpinMemory => {
                 let mut config = harness::HarnessConfig::new(&BUILT.component);
                 config.variables = vars
                     .iter()
@@ -68,10 +71,17 @@ impl Edge {
                     .collect();
                 config.key_value_stores = vec!["default".into()];
                 config.key_value_dir = Some(kv_dir.to_path_buf());
-                let runtime_config = redis.map(|url| {
+                let text = match (host, redis) {
+                    (_, Some(url)) => Some(format!(
+                        "[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\n"
+                    )),
+                    (Host::SpinMemory, None) => {
+                        Some("[key_value_store.default]\ntype = \"spin\"\n".to_owned())
+                    }
+                    _ => None,
+                };
+                let runtime_config = text.map(|text| {
                     let path = kv_dir.join("runtime-config.toml");
-                    let text =
-                        format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\n");
                     std::fs::write(&path, text).unwrap();
                     path
                 });
@@ -290,7 +300,7 @@ fn guest_panics(state: &Path) -> Vec<String> {
 }
 
 fn report(host: Host, signal: &str, store_up: bool, journal: bool, o: &Outcome) {
-    eprintln!(
+    common::report(format_args!(
         "crash: {host:?} SIG{signal} store {} journal {}: {} of {} answered lost ({:.2} %), p50 {} µs p99 {} µs, drained in {:.1} s",
         if store_up { "up" } else { "down" },
         if journal { "on" } else { "off" },
@@ -300,7 +310,7 @@ fn report(host: Host, signal: &str, store_up: bool, journal: bool, o: &Outcome) 
         o.p50_us,
         o.p99_us,
         o.drain_secs
-    );
+    ));
 }
 
 #[test]
@@ -325,19 +335,26 @@ fn nothing_answered_is_lost_when_the_harness_is_killed_with_the_store_down() {
 #[ignore = "takes minutes: the table of docs/edge.md"]
 fn matrix() {
     let outcomes = Mutex::new(Vec::new());
-    // SFE_CRASH_HOSTS=spin-redis,spin,harness picks rows (default: all).
+    // SFE_CRASH_HOSTS=spin-redis,spin,harness,spin-memory picks rows (default: all).
     let wanted = std::env::var("SFE_CRASH_HOSTS").unwrap_or_default();
     let hosts = [
         ("spin-redis", Host::SpinRedis),
         ("spin", Host::Spin),
         ("harness", Host::Harness),
+        ("spin-memory", Host::SpinMemory),
     ];
     let hosts = hosts
         .into_iter()
         .filter(|(name, _)| wanted.is_empty() || wanted.split(',').any(|w| w == *name))
         .map(|(_, h)| h);
     for host in hosts {
-        for signal in ["KILL", "TERM", "INT"] {
+        // In memory the outbox dies with the process whatever the signal: one is enough to
+        // show it, the run is for the journal's cost.
+        let signals: &[&str] = match host {
+            Host::SpinMemory => &["KILL"],
+            _ => &["KILL", "TERM", "INT"],
+        };
+        for &signal in signals {
             for store_up in [true, false] {
                 for journal in [true, false] {
                     let o = crash(host, signal, store_up, journal);
@@ -354,7 +371,7 @@ fn matrix() {
         .into_inner()
         .unwrap()
         .into_iter()
-        .filter(|o| o.3 && o.4 > 0)
+        .filter(|o| o.3 && o.4 > 0 && o.0 != Host::SpinMemory)
         .collect();
     assert!(journaled_losses.is_empty(), "{journaled_losses:?}");
 }

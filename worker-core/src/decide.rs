@@ -6,7 +6,10 @@
 //! parses it once at start and compiles it once per live model (rule variables resolve to the
 //! model's features, the payload's entity fields and the score), never per request. A policy
 //! that does not parse or names something unknown is refused then: logged, reported by
-//! `/api/health` (`policy_error`), and the instance decides by the model alone.
+//! `/api/health` (`policy_error`), and the instance decides by the model alone. So is a stored
+//! policy whose publisher this edge no longer trusts (its signature is kept beside it under
+//! [`POLICY_SIGNATURE_KEY`]): trusted keys changed since it was pulled, or it was put there by
+//! hand.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -22,6 +25,8 @@ use crate::{Host, StoreConfig};
 pub const POLICY_KEY: &str = "policy/current";
 /// The store's ETag of the policy text under [`POLICY_KEY`] (the edge's refresh).
 const POLICY_ETAG_KEY: &str = "policy/etag";
+/// The publisher's signature of the policy under [`POLICY_KEY`], as the store served it.
+pub const POLICY_SIGNATURE_KEY: &str = "policy/signature";
 /// How often an instance re-reads [`POLICY_KEY`].
 const CHECK_NS: u64 = 1_000_000_000;
 const FETCH_TIMEOUT_NS: u64 = 20_000_000_000;
@@ -39,10 +44,12 @@ pub(crate) async fn pull<H: Host>(
         .kv_get(POLICY_ETAG_KEY)
         .await?
         .and_then(|b| String::from_utf8(b).ok());
-    // Only trusted while the text it names is still there.
+    // Only trusted while the text it names is still there, from a publisher still trusted
+    // (else the store's copy is fetched again: it may be signed by now).
+    let signature = stored_signature(host).await?;
     let etag = match host.kv_get(POLICY_KEY).await? {
-        Some(_) => etag,
-        None => None,
+        Some(_) if trust.admits_stored(signature.as_deref()) => etag,
+        _ => None,
     };
     let url = format!("{}/v1/policy", store.url);
     let answer = host
@@ -63,6 +70,11 @@ pub(crate) async fn pull<H: Host>(
             let text = std::str::from_utf8(&answer.body)
                 .map_err(|_| format!("{url}: the policy is not UTF-8"))?;
             Policy::from_toml(text).map_err(|e| format!("{url}: refused: {e}"))?;
+            // The signature first: a trusted text never appears without it.
+            match &answer.signature {
+                Some(sig) => host.kv_set(POLICY_SIGNATURE_KEY, sig.as_bytes()).await?,
+                None => host.kv_delete(POLICY_SIGNATURE_KEY).await?,
+            }
             host.kv_set(POLICY_KEY, &answer.body).await?;
             if let Some(tag) = &answer.etag {
                 host.kv_set(POLICY_ETAG_KEY, tag.as_bytes()).await?;
@@ -71,6 +83,22 @@ pub(crate) async fn pull<H: Host>(
         }
         status => Err(format!("GET {url}: status {status}")),
     }
+}
+
+/// The signature stored beside the policy, if any.
+async fn stored_signature<H: Host>(host: &H) -> Result<Option<String>, String> {
+    Ok(host
+        .kv_get(POLICY_SIGNATURE_KEY)
+        .await?
+        .and_then(|b| String::from_utf8(b).ok()))
+}
+
+/// The stored policy and its signature (`None`: no policy).
+pub(crate) async fn read_stored<H: Host>(
+    host: &H,
+) -> Result<Option<(Vec<u8>, Option<String>)>, String> {
+    let signature = stored_signature(host).await?;
+    Ok(host.kv_get(POLICY_KEY).await?.map(|text| (text, signature)))
 }
 
 /// Variables every policy may use besides features and payload fields.
@@ -199,13 +227,33 @@ pub(crate) fn known_names(model: &Model) -> Vec<String> {
 }
 
 impl Policies {
-    /// Takes the policy text stored now (`None`: no policy), parsing it when it changed.
-    pub(crate) fn install(&self, text: Option<&[u8]>) {
-        let fingerprint = text.map_or(0, |t| xxhash_rust::xxh3::xxh3_64(t) | 1);
+    /// Takes the policy stored now (`None`: no policy) with its signature, parsing it when it
+    /// changed. One whose publisher `trust` does not admit (any more) is refused as one that
+    /// does not parse is: no rules, `policy_error` says why.
+    pub(crate) fn install(
+        &self,
+        stored: Option<(&[u8], Option<&str>)>,
+        trust: &crate::trust::Trust,
+    ) {
+        let fingerprint = stored.map_or(0, |(t, sig)| {
+            (xxhash_rust::xxh3::xxh3_64(t)
+                ^ sig.map_or(0, |s| xxhash_rust::xxh3::xxh3_64(s.as_bytes())))
+                | 1
+        });
         if fingerprint == self.fingerprint.get() {
             return;
         }
-        let policy = text.map(|bytes| {
+        let policy = stored.map(|(bytes, signature)| {
+            if !trust.admits_stored(signature) {
+                return Err(match signature {
+                    None => "the stored policy is unsigned and this edge accepts only signed \
+                             ones; deciding by the model alone until a signed one is pulled"
+                        .to_string(),
+                    Some(_) => "the stored policy is signed by a key this edge no longer \
+                                trusts; deciding by the model alone until a trusted one is pulled"
+                        .to_string(),
+                });
+            }
             std::str::from_utf8(bytes)
                 .map_err(|_| "the policy is not UTF-8".to_string())
                 .and_then(|t| Policy::from_toml(t).map_err(|e| e.to_string()))
@@ -227,7 +275,11 @@ impl Policies {
     /// At most once a second per instance, after a request: re-reads the stored policy, so a
     /// change (an operator's, or the edge's refresh copying the store's) takes effect within
     /// about a second on every instance, without a restart.
-    pub(crate) fn after_request<H: Host + 'static>(&'static self, host: &'static H) {
+    pub(crate) fn after_request<H: Host + 'static>(
+        &'static self,
+        host: &'static H,
+        trust: &'static crate::trust::Trust,
+    ) {
         let now = host.monotonic_ns();
         if self.checking.get() || now < self.next_check_ns.get() {
             return;
@@ -235,8 +287,13 @@ impl Policies {
         self.checking.set(true);
         host.spawn(Box::pin(async move {
             // The key-value store down: keep what we have.
-            if let Ok(text) = host.kv_get(POLICY_KEY).await {
-                self.install(text.as_deref());
+            if let Ok(stored) = read_stored(host).await {
+                self.install(
+                    stored
+                        .as_ref()
+                        .map(|(t, sig)| (t.as_slice(), sig.as_deref())),
+                    trust,
+                );
             }
             self.next_check_ns.set(host.monotonic_ns() + CHECK_NS);
             self.checking.set(false);

@@ -35,7 +35,7 @@ use model_format::{FORMAT_VERSION, Model};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use decide::POLICY_KEY;
+pub use decide::{POLICY_KEY, POLICY_SIGNATURE_KEY};
 pub use forward::{DEAD_LETTER, Forwarder, OUTBOX};
 pub use host::{Fetched, Host, PostAnswer, Swap, Task};
 pub use limits::RATE_PREFIX;
@@ -110,14 +110,19 @@ impl<H: Host + 'static> App<H> {
         let app = Self::new(host, variables, embedded);
         app.models.start(host, &app.settings.rollout.trust).await;
         // Rules and lists: read and parsed once per instance (see `decide`).
-        let policy = match host.kv_get(POLICY_KEY).await {
+        let policy = match decide::read_stored(host).await {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("worker: reading the policy failed: {e}; deciding by the model alone");
                 None
             }
         };
-        app.policies.install(policy.as_deref());
+        app.policies.install(
+            policy
+                .as_ref()
+                .map(|(t, sig)| (t.as_slice(), sig.as_deref())),
+            &app.settings.rollout.trust,
+        );
         app
     }
 
@@ -150,7 +155,8 @@ impl<H: Host + 'static> App<H> {
             self.settings.store.as_ref(),
             &self.instance_id,
         );
-        self.policies.after_request(self.host);
+        self.policies
+            .after_request(self.host, &self.settings.rollout.trust);
         if let Some(store) = &self.settings.store {
             self.forwarder.after_request(self.host, store);
         }

@@ -1445,6 +1445,73 @@ fn rules_decide_in_order_and_a_policy_change_needs_no_rebuild() {
     assert_eq!(health["policy_rules"], 0);
 }
 
+/// The registry's channels with nothing set (revision 0).
+fn no_channels() -> Fetched {
+    let body = json!({"live": null, "shadow": null, "revision": 0, "changed_at": null});
+    Fetched {
+        signature: None,
+        status: 200,
+        etag: Some("\"rev-0\"".into()),
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// A policy stored before this edge trusted any key (or put there by hand) is not in force on
+/// an edge that now accepts only signed ones; the refresh fetches the store's copy again
+/// (its ETag no longer vouches for it) and a signed one takes effect.
+#[test]
+fn a_stored_policy_is_checked_against_the_trusted_keys_at_instance_start() {
+    let secret = contract::signing::SecretKey::from_seed([9; 32]);
+    let key = secret.public().to_string();
+    let host = FakeHost::new(accept_all());
+    for (k, v) in [
+        (POLICY_KEY, POLICY.as_bytes()),
+        ("policy/etag", b"\"policy-1\"".as_slice()),
+    ] {
+        host.kv.borrow_mut().insert(k.into(), v.to_vec());
+    }
+    let signature = secret.sign(contract::signing::Signed::Policy, POLICY.as_bytes());
+    let served = signature.clone();
+    *host.registry.borrow_mut() = Box::new(move |url, if_none_match| {
+        if url.ends_with("/v1/models/channels") {
+            return Ok(no_channels());
+        }
+        // Were the stale ETag sent, the unsigned copy would stay in force.
+        assert_eq!(if_none_match, None, "the untrusted copy's ETag was sent");
+        Ok(Fetched {
+            signature: Some(served.clone()),
+            status: 200,
+            etag: Some("\"policy-1\"".into()),
+            body: POLICY.as_bytes().to_vec(),
+        })
+    });
+    let app = started(host, |v| v.trusted_keys = key.clone());
+    let (_, health) = call(app, request("GET", "/api/health", ""));
+    assert_eq!(health["policy_rules"], 0, "{health}");
+    assert!(
+        health["policy_error"]
+            .as_str()
+            .unwrap()
+            .contains("unsigned"),
+        "{health}"
+    );
+    assert_eq!(decide(app, "card-bad", 12.0)["rules_matched"], json!([]));
+    host.run_tasks();
+    assert_eq!(
+        host.kv.borrow()[POLICY_SIGNATURE_KEY],
+        signature.as_bytes(),
+        "the signature is kept beside the policy"
+    );
+    host.clock.set(host.clock.get() + 1_100_000_000);
+    decide(app, "card-ok", 12.0);
+    host.run_tasks();
+    assert_eq!(decide(app, "card-bad", 12.0)["decision"], "block");
+    // A fresh instance starts with it in force.
+    let fresh = started(host, |v| v.trusted_keys = key.clone());
+    let (_, health) = call(fresh, request("GET", "/api/health", ""));
+    assert_eq!(health["policy_rules"], 3, "{health}");
+}
+
 #[test]
 fn the_stores_policy_reaches_running_instances_without_a_restart() {
     let host = FakeHost::new(accept_all());
@@ -1452,13 +1519,7 @@ fn the_stores_policy_reaches_running_instances_without_a_restart() {
     let served = policy.clone();
     *host.registry.borrow_mut() = Box::new(move |url, if_none_match| {
         if url.ends_with("/v1/models/channels") {
-            let body = json!({"live": null, "shadow": null, "revision": 0, "changed_at": null});
-            return Ok(Fetched {
-                signature: None,
-                status: 200,
-                etag: Some("\"rev-0\"".into()),
-                body: body.to_string().into_bytes(),
-            });
+            return Ok(no_channels());
         }
         assert!(url.ends_with("/v1/policy"), "{url}");
         let (revision, text) = served.borrow().clone();
