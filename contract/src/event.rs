@@ -138,6 +138,13 @@ pub struct ShadowScore {
     pub anomaly_score: f64,
     /// Its decision.
     pub is_anomaly: bool,
+    /// Its supervised model's probability of fraud (shadow models that have one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud_probability: Option<f64>,
+    /// What it would have decided by itself (its supervised thresholds, else review what its
+    /// forest flags): `block`, `review` or `allow`. The live policy's rules are not applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
 }
 
 /// An analyst's verdict on a transaction (`kind: "feedback"`).
@@ -256,15 +263,10 @@ impl Event {
                 if let Some(shadow) = &s.shadow {
                     name("shadow.model_version", &shadow.model_version)?;
                     finite("shadow.anomaly_score", shadow.anomaly_score)?;
+                    probability("shadow.fraud_probability", shadow.fraud_probability)?;
+                    decision("shadow.decision", &shadow.decision)?;
                 }
-                if let Some(d) = &s.decision
-                    && !DECISIONS.contains(&d.as_str())
-                {
-                    return Err(FieldError::new(
-                        "decision",
-                        "must be block, review or allow",
-                    ));
-                }
+                decision("decision", &s.decision)?;
                 if s.rules_matched.len() > MAX_RULES_MATCHED {
                     return Err(FieldError::new("rules_matched", "too many rules"));
                 }
@@ -278,15 +280,7 @@ impl Event {
                 ] {
                     finite(field, x)?;
                 }
-                if s.fraud_probability
-                    .is_some_and(|p| !(0.0..=1.0).contains(&p))
-                {
-                    return Err(FieldError::new(
-                        "fraud_probability",
-                        "must be a probability (0 to 1)",
-                    ));
-                }
-                Ok(())
+                probability("fraud_probability", s.fraud_probability)
             }
             Event::Feedback(f) => {
                 match (f.transaction_id, f.legacy_id) {
@@ -379,6 +373,24 @@ fn finite(field: &str, x: f64) -> Result<(), FieldError> {
         Ok(())
     } else {
         Err(FieldError::new(field, "must be a finite number"))
+    }
+}
+
+fn probability(field: &str, p: Option<f64>) -> Result<(), FieldError> {
+    match p {
+        Some(p) if !(0.0..=1.0).contains(&p) => {
+            Err(FieldError::new(field, "must be a probability (0 to 1)"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn decision(field: &str, d: &Option<String>) -> Result<(), FieldError> {
+    match d {
+        Some(d) if !DECISIONS.contains(&d.as_str()) => {
+            Err(FieldError::new(field, "must be block, review or allow"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -566,6 +578,8 @@ mod tests {
                 model_version: "s".repeat(MAX_NAME_LEN),
                 anomaly_score: -0.123_456_789_012_345_67,
                 is_anomaly: true,
+                fraud_probability: Some(0.987_654_321_098_765_4),
+                decision: Some("review".into()),
             }),
             decision: Some("block".into()),
             rules_matched: vec!["card_testing".into(), "blocked_card".into()],

@@ -280,6 +280,51 @@ pub struct Comparison {
     pub rank_correlation: Option<f64>,
     /// The transactions whose two ranks differ most, largest gap first (at most 20).
     pub disagreements: Vec<Disagreement>,
+    /// What the two would send to people: the live model's decisions (after its rules) against
+    /// the shadow's by itself, on the transactions the edge recorded both for (None: none,
+    /// e.g. edges that predate shadow decisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<DecisionComparison>,
+    /// Their supervised models' probabilities of fraud, when both have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud_probability: Option<FraudComparison>,
+}
+
+/// [`Comparison::decisions`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionComparison {
+    /// Transactions with both decisions.
+    pub transactions: i64,
+    /// The live model's shares.
+    pub live: DecisionRates,
+    /// The shadow model's shares.
+    pub shadow: DecisionRates,
+    /// Share decided the same.
+    pub agreement: f64,
+}
+
+/// Shares (0..=1) of `block`, `review` and `allow`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRates {
+    /// `block`.
+    pub block: f64,
+    /// `review`.
+    pub review: f64,
+    /// `allow`.
+    pub allow: f64,
+}
+
+/// [`Comparison::fraud_probability`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FraudComparison {
+    /// Transactions with both probabilities.
+    pub transactions: i64,
+    /// The live model's mean probability.
+    pub live_mean: f64,
+    /// The shadow model's mean probability.
+    pub shadow_mean: f64,
+    /// Spearman's rank correlation of the two (None with fewer than two or a constant one).
+    pub rank_correlation: Option<f64>,
 }
 
 /// One transaction the two models rank differently.
@@ -299,6 +344,18 @@ pub struct Disagreement {
     pub shadow_is_anomaly: bool,
     /// |live percentile − shadow percentile| of the scores, 0..=1.
     pub rank_gap: f64,
+    /// The live model's probability of fraud, when it has a supervised model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_fraud_probability: Option<f64>,
+    /// The shadow model's, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_fraud_probability: Option<f64>,
+    /// The live decision (after its rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_decision: Option<String>,
+    /// The shadow's decision by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_decision: Option<String>,
 }
 
 /// `GET /v1/models/{version}/drift?hours=N`: live scores of `version` against its training

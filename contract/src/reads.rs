@@ -42,6 +42,25 @@ pub struct DashboardStats {
     pub avg_anomaly_score: f64,
     /// `anomalies_detected` as a percentage of `total_transactions` (0 when there are none).
     pub anomaly_rate: f64,
+    /// What the edges decided in the window (transactions recorded with a decision), absent
+    /// when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<DecisionCounts>,
+    /// Mean probability of fraud over the transactions a supervised model scored, absent when
+    /// none did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_fraud_probability: Option<f64>,
+}
+
+/// [`DashboardStats::decisions`]: transactions per decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionCounts {
+    /// `block`.
+    pub block: i64,
+    /// `review`.
+    pub review: i64,
+    /// `allow`.
+    pub allow: i64,
 }
 
 /// One hour of [`Dashboard::hourly_distribution`].
@@ -296,6 +315,8 @@ mod tests {
                 anomalies_detected: 1,
                 avg_anomaly_score: 0.1,
                 anomaly_rate: 20.0,
+                decisions: None,
+                avg_fraud_probability: None,
             },
             hourly_distribution: (0..24)
                 .map(|hour| HourBucket {

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "audit_and_signatures",
         include_str!("../migrations/0007_audit_and_signatures.sql"),
     ),
+    (
+        8,
+        "shadow_decisions",
+        include_str!("../migrations/0008_shadow_decisions.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.

@@ -161,6 +161,8 @@ async fn insert_transactions(
     let mut shadow_model = Vec::with_capacity(n);
     let mut shadow_score = Vec::with_capacity(n);
     let mut shadow_anomaly = Vec::with_capacity(n);
+    let mut shadow_fraud = Vec::with_capacity(n);
+    let mut shadow_decision = Vec::with_capacity(n);
     let mut decision = Vec::with_capacity(n);
     let mut fraud = Vec::with_capacity(n);
     for s in scored.iter() {
@@ -169,6 +171,8 @@ async fn insert_transactions(
         shadow_model.push(s.shadow.as_ref().map(|v| v.model_version.as_str()));
         shadow_score.push(s.shadow.as_ref().map(|v| v.anomaly_score));
         shadow_anomaly.push(s.shadow.as_ref().map(|v| v.is_anomaly));
+        shadow_fraud.push(s.shadow.as_ref().and_then(|v| v.fraud_probability));
+        shadow_decision.push(s.shadow.as_ref().and_then(|v| v.decision.as_deref()));
         id.push(s.transaction_id);
         features.push(json_object(&s.features));
         for (column, name) in legacy.iter_mut().zip(LEGACY) {
@@ -191,11 +195,12 @@ async fn insert_transactions(
                transaction_type, anomaly_score, risk_score, is_anomaly, confidence, explanation, \
                model_version, edge_instance, region, scored_at, legacy_id, \
                shadow_model_version, shadow_anomaly_score, shadow_is_anomaly, decision, \
-               fraud_probability) \
+               fraud_probability, shadow_fraud_probability, shadow_decision) \
              SELECT * FROM UNNEST($1::uuid[], $2::jsonb[], $3::float8[], $4::float8[], $5::float8[], \
                $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::bool[], $11::float8[], \
                $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::int8[], \
-               $18::text[], $19::float8[], $20::bool[], $21::text[], $22::float8[]) \
+               $18::text[], $19::float8[], $20::bool[], $21::text[], $22::float8[], $23::float8[], \
+               $24::text[]) \
              ON CONFLICT (id, scored_at) DO NOTHING",
         )
         .await?;
@@ -225,6 +230,8 @@ async fn insert_transactions(
             &shadow_anomaly,
             &decision,
             &fraud,
+            &shadow_fraud,
+            &shadow_decision,
         ],
     )
     .await?;

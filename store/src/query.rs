@@ -16,8 +16,8 @@ const EXPORT_FETCH_ROWS: i32 = 1000;
 // The legacy feature columns are also the first export columns (in this order) when present.
 use contract::legacy::{LEGACY_FEATURES, label};
 use contract::reads::{
-    Dashboard, DashboardStats, EXACT_TOTAL_MAX, FeedbackStats, HourBucket, LegacyNumber,
-    ListingCursor, Pagination, TransactionPage, TransactionRow,
+    Dashboard, DashboardStats, DecisionCounts, EXACT_TOTAL_MAX, FeedbackStats, HourBucket,
+    LegacyNumber, ListingCursor, Pagination, TransactionPage, TransactionRow,
 };
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -59,12 +59,21 @@ pub async fn dashboard(pool: &Pool) -> Result<Dashboard, DbError> {
     let since: DateTime<Utc> = since.get(0);
     let stats = tx
         .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE is_anomaly), COALESCE(avg(anomaly_score), 0) \
+            "SELECT count(*), count(*) FILTER (WHERE is_anomaly), COALESCE(avg(anomaly_score), 0), \
+               count(*) FILTER (WHERE decision = 'block'), count(*) FILTER (WHERE decision = 'review'), \
+               count(*) FILTER (WHERE decision = 'allow'), avg(fraud_probability) \
              FROM transactions WHERE scored_at >= $1",
             &[&since],
         )
         .await?;
     let (total, anomalies, avg): (i64, i64, f64) = (stats.get(0), stats.get(1), stats.get(2));
+    let decisions = DecisionCounts {
+        block: stats.get(3),
+        review: stats.get(4),
+        allow: stats.get(5),
+    };
+    let decided = decisions.block + decisions.review + decisions.allow;
+    let avg_fraud_probability: Option<f64> = stats.get(6);
     let hourly = tx
         .query(
             "SELECT h, count(*), count(*) FILTER (WHERE is_anomaly) FROM ( \
@@ -98,6 +107,8 @@ pub async fn dashboard(pool: &Pool) -> Result<Dashboard, DbError> {
             anomalies_detected: anomalies,
             avg_anomaly_score: avg,
             anomaly_rate: percent(anomalies, total),
+            decisions: (decided > 0).then_some(decisions),
+            avg_fraud_probability,
         },
         hourly_distribution: (0u8..)
             .zip(by_hour)

@@ -18,8 +18,9 @@ use axum::routing::{get, post, put};
 use chrono::{DateTime, Utc};
 use contract::limits::{MAX_NAME_LEN, MODEL_MAX_BYTES};
 use contract::models::{
-    CHANNELS, ChannelChange, ChannelHistory, Channels, Comparison, Disagreement, Drift,
-    DriftWindow, ModelList, ModelVersion, SetChannel, Target, Uploaded, population_stability_index,
+    CHANNELS, ChannelChange, ChannelHistory, Channels, Comparison, DecisionComparison,
+    DecisionRates, Disagreement, Drift, DriftWindow, FraudComparison, ModelList, ModelVersion,
+    SetChannel, Target, Uploaded, population_stability_index,
 };
 use deadpool_postgres::Pool;
 use serde_json::Value;
@@ -541,10 +542,14 @@ pub async fn comparison(
     since: Option<DateTime<Utc>>,
 ) -> Result<Comparison, DbError> {
     let client = pool.get().await?;
-    // Ranks with ties at their mean rank (Spearman), as percentiles for the gaps.
+    // Ranks with ties at their mean rank (Spearman), as percentiles for the gaps; the fraud
+    // probabilities ranked among the rows that have both.
     let ranked = "WITH pairs AS ( \
            SELECT id, scored_at, anomaly_score AS a, shadow_anomaly_score AS b, \
-                  is_anomaly AS x, shadow_is_anomaly AS y \
+                  is_anomaly AS x, shadow_is_anomaly AS y, decision AS d, shadow_decision AS e, \
+                  fraud_probability AS p, shadow_fraud_probability AS q, \
+                  (decision IS NOT NULL AND shadow_decision IS NOT NULL) AS de, \
+                  (fraud_probability IS NOT NULL AND shadow_fraud_probability IS NOT NULL) AS pq \
            FROM transactions \
            WHERE model_version = $1 AND shadow_model_version = $2 \
              AND shadow_anomaly_score IS NOT NULL \
@@ -553,14 +558,33 @@ pub async fn comparison(
            SELECT *, \
              rank() OVER (ORDER BY a) + (count(*) OVER (PARTITION BY a) - 1) / 2.0 AS ra, \
              rank() OVER (ORDER BY b) + (count(*) OVER (PARTITION BY b) - 1) / 2.0 AS rb, \
+             rank() OVER (PARTITION BY pq ORDER BY p) \
+               + (count(*) OVER (PARTITION BY pq, p) - 1) / 2.0 AS rp, \
+             rank() OVER (PARTITION BY pq ORDER BY q) \
+               + (count(*) OVER (PARTITION BY pq, q) - 1) / 2.0 AS rq, \
              count(*) OVER () AS n \
            FROM pairs)";
+    let share = |column: &str, value: &str| {
+        format!("COALESCE(avg(({column} = '{value}')::int) FILTER (WHERE de), 0)::float8")
+    };
     let summary = client
         .query_one(
             &format!(
                 "{ranked} SELECT count(*), COALESCE(avg(x::int), 0)::float8, \
                    COALESCE(avg(y::int), 0)::float8, COALESCE(avg((x = y)::int), 0)::float8, \
-                   corr(ra::float8, rb::float8) FROM ranked"
+                   corr(ra::float8, rb::float8), \
+                   count(*) FILTER (WHERE de), {}, {}, {}, {}, {}, {}, \
+                   COALESCE(avg((d = e)::int) FILTER (WHERE de), 0)::float8, \
+                   count(*) FILTER (WHERE pq), COALESCE(avg(p) FILTER (WHERE pq), 0)::float8, \
+                   COALESCE(avg(q) FILTER (WHERE pq), 0)::float8, \
+                   corr(rp::float8, rq::float8) FILTER (WHERE pq) \
+                 FROM ranked",
+                share("d", "block"),
+                share("d", "review"),
+                share("d", "allow"),
+                share("e", "block"),
+                share("e", "review"),
+                share("e", "allow"),
             ),
             &[&live, &shadow, &since],
         )
@@ -569,13 +593,16 @@ pub async fn comparison(
         .query(
             &format!(
                 "{ranked} SELECT id, scored_at, a, x, b, y, \
-                   (abs(ra - rb) / GREATEST(n - 1, 1))::float8 AS gap \
+                   (abs(ra - rb) / GREATEST(n - 1, 1))::float8 AS gap, p, q, d, e \
                  FROM ranked ORDER BY gap DESC, id LIMIT $4"
             ),
             &[&live, &shadow, &since, &MAX_DISAGREEMENTS],
         )
         .await?;
     let correlation: Option<f64> = summary.get(4);
+    let with_decisions: i64 = summary.get(5);
+    let with_probabilities: i64 = summary.get(13);
+    let fraud_correlation: Option<f64> = summary.get(16);
     Ok(Comparison {
         live: live.to_string(),
         shadow: shadow.to_string(),
@@ -594,8 +621,32 @@ pub async fn comparison(
                 shadow_score: r.get(4),
                 shadow_is_anomaly: r.get(5),
                 rank_gap: r.get(6),
+                live_fraud_probability: r.get(7),
+                shadow_fraud_probability: r.get(8),
+                live_decision: r.get(9),
+                shadow_decision: r.get(10),
             })
             .collect(),
+        decisions: (with_decisions > 0).then(|| DecisionComparison {
+            transactions: with_decisions,
+            live: DecisionRates {
+                block: summary.get(6),
+                review: summary.get(7),
+                allow: summary.get(8),
+            },
+            shadow: DecisionRates {
+                block: summary.get(9),
+                review: summary.get(10),
+                allow: summary.get(11),
+            },
+            agreement: summary.get(12),
+        }),
+        fraud_probability: (with_probabilities > 0).then(|| FraudComparison {
+            transactions: with_probabilities,
+            live_mean: summary.get(14),
+            shadow_mean: summary.get(15),
+            rank_correlation: fraud_correlation.filter(|c| c.is_finite()),
+        }),
     })
 }
 

@@ -291,6 +291,18 @@ async fn live_and_shadow_are_compared_on_the_same_transactions() {
             };
             e["shadow"] = json!({"model_version": vb, "anomaly_score": rank as f64 / 50.0,
                                  "is_anomaly": n < 10});
+            // Decisions: A reviews what it flags; B blocks 0 and reviews 1..9.
+            e["decision"] = json!(if n % 5 == 0 { "review" } else { "allow" });
+            e["shadow"]["decision"] = json!(match n {
+                0 => "block",
+                1..10 => "review",
+                _ => "allow",
+            });
+            // Probabilities of fraud on the first 80, ranked as the scores are.
+            if n < 80 {
+                e["fraud_probability"] = json!(n as f64 / 100.0);
+                e["shadow"]["fraud_probability"] = json!(rank as f64 / 100.0);
+            }
             e
         })
         .collect();
@@ -319,6 +331,37 @@ async fn live_and_shadow_are_compared_on_the_same_transactions() {
     let first_two: Vec<&Value> = d[..2].iter().map(|x| &x["transaction_id"]).collect();
     assert!(first_two.contains(&&json!(tx_id(0))) && first_two.contains(&&json!(tx_id(99))));
     assert_eq!(d[2]["rank_gap"], 0.0);
+    let zero = d
+        .iter()
+        .find(|x| x["transaction_id"] == json!(tx_id(0)))
+        .unwrap();
+    assert_eq!(
+        (
+            &zero["live_decision"],
+            &zero["shadow_decision"],
+            &zero["live_fraud_probability"],
+            &zero["shadow_fraud_probability"]
+        ),
+        (&json!("review"), &json!("block"), &json!(0.0), &json!(0.99)),
+        "{zero}"
+    );
+    // What each would send to people: A reviews 20 %, B blocks 1 % and reviews 9 %; they
+    // agree on 5 (review) and on the 72 that neither flags.
+    assert_eq!(
+        c["decisions"],
+        json!({"transactions": 100, "agreement": 0.73,
+               "live": {"block": 0.0, "review": 0.2, "allow": 0.8},
+               "shadow": {"block": 0.01, "review": 0.09, "allow": 0.9}})
+    );
+    // Probabilities on the 80 that have both: means, and Spearman with 0 moved to the top
+    // (d = 79 once, 1 for the 79 others).
+    let f = &c["fraud_probability"];
+    assert_eq!(f["transactions"], 80, "{f}");
+    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-9;
+    assert!(close(&f["live_mean"], 0.395), "{f}");
+    assert!(close(&f["shadow_mean"], 0.407375), "{f}");
+    let want = 1.0 - 6.0 * (79f64.powi(2) + 79.0) / (80.0 * (80f64.powi(2) - 1.0));
+    assert!(close(&f["rank_correlation"], want), "{f} vs {want}");
     assert_eq!(t.get_json("/v1/models/compare?live=x").await.0, 400);
 
     // On the dashboard while the channels name this pair.
@@ -333,6 +376,17 @@ async fn live_and_shadow_are_compared_on_the_same_transactions() {
     t.set("shadow", Some(&vb)).await;
     let (_, dash) = t.get_json("/v1/dashboard").await;
     assert_eq!(dash["shadow_comparison"]["transactions"], 100, "{dash}");
+    assert_eq!(
+        dash["shadow_comparison"]["decisions"]["agreement"], 0.73,
+        "{dash}"
+    );
+    // The window's decisions and mean probability (the event without a shadow had neither).
+    assert_eq!(
+        dash["stats"]["decisions"],
+        json!({"block": 0, "review": 20, "allow": 80})
+    );
+    let p = dash["stats"]["avg_fraud_probability"].as_f64().unwrap();
+    assert!((p - 0.395).abs() < 1e-9, "{p}");
 }
 
 /// Drift: live scores against the model's training distribution, per hour and as gauges.

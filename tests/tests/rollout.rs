@@ -350,9 +350,27 @@ fn promote_roll_back_shadow_and_refuse_while_serving() {
     let rho = cmp["rank_correlation"].as_f64().unwrap();
     assert!(rho > 0.5, "{cmp}");
     assert!(!cmp["disagreements"].as_array().unwrap().is_empty());
+    // The edge sends the shadow's own decision beside the live one: both are compared on every
+    // shadowed transaction. Forests alone have no probability of fraud to compare.
+    let decisions = &cmp["decisions"];
+    assert_eq!(decisions["transactions"].as_i64(), Some(n), "{cmp}");
+    for side in ["live", "shadow"] {
+        let total: f64 = ["block", "review", "allow"]
+            .iter()
+            .map(|k| decisions[side][k].as_f64().unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-9, "{side}: {decisions}");
+    }
+    assert!(cmp.get("fraud_probability").is_none(), "{cmp}");
     common::report(format!(
-        "rollout: shadow {vc} vs live {va} on {n} transactions: alert rates {} / {}, agreement {}, rank correlation {rho:.3}",
-        cmp["live_alert_rate"], cmp["shadow_alert_rate"], cmp["agreement"]
+        "rollout: shadow {vc} vs live {va} on {n} transactions: alert rates {} / {}, agreement {}, \
+         rank correlation {rho:.3}; review rates {} / {}, decision agreement {}",
+        cmp["live_alert_rate"],
+        cmp["shadow_alert_rate"],
+        cmp["agreement"],
+        decisions["live"]["review"],
+        decisions["shadow"]["review"],
+        decisions["agreement"]
     ));
 
     // A corrupt upload: 400 with the reason, the channels unchanged.

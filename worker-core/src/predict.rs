@@ -361,11 +361,20 @@ pub(crate) fn shadow_score(shadow: &Loaded, payload: &Value) -> Option<contract:
         .model
         .normalize(&contract::JsonPayload(fields), &mut row)
         .ok()?;
-    let score = shadow.model.score(&row[..n]).ok()?;
+    let (score, fraud) = shadow.model.score_fraud(&row[..n]).ok()?;
+    let p = fraud.map(|f| f.probability);
+    // What the shadow would decide by itself: its own thresholds, not the live policy.
+    let decision = match p.and_then(|p| crate::decide::supervised_default(&shadow.model, p)) {
+        Some((outcome, _)) => outcome,
+        None if score.is_anomaly() => rules::Outcome::Review,
+        None => rules::Outcome::Allow,
+    };
     Some(contract::ShadowScore {
         model_version: shadow.version.clone(),
         anomaly_score: score.decision,
         is_anomaly: score.is_anomaly(),
+        fraud_probability: p,
+        decision: Some(decision.to_string()),
     })
 }
 
