@@ -29,7 +29,9 @@ async fn main() -> anyhow::Result<()> {
     let path = args
         .first()
         .context("usage: run_command COMPONENT [ARGS...]")?;
-    let engine = Engine::new(&Config::new()).map_err(anyhow::Error::from)?;
+    // Epoch checks compiled in, as Spin compiles components (see the harness's engine).
+    let engine =
+        Engine::new(Config::new().epoch_interruption(true)).map_err(anyhow::Error::from)?;
     let mut linker = Linker::<State>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
     let component = Component::from_file(&engine, path)
@@ -48,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
             table: ResourceTable::new(),
         },
     );
+    store.set_epoch_deadline(u64::MAX / 2);
     let command =
         wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut store, &component, &linker)
             .await

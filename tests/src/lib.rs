@@ -601,6 +601,10 @@ fn engine_config(instances: u32) -> Config {
     config
         .wasm_component_model(true)
         .wasm_component_model_async(true)
+        // As Spin (crates/core): guest code is compiled with epoch checks, so compute costs
+        // here are Spin's. Spin's deadline is "practically forever" unless a timeout is set,
+        // as here; its ticker thread (which only advances the epoch) is not needed for that.
+        .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     // For profiling guest code with `perf`: names JIT frames in /tmp/perf-<pid>.map.
     if std::env::var_os("HARNESS_PERFMAP").is_some() {
@@ -619,6 +623,9 @@ impl HandlerState for App {
             &self.engine,
             Host::new(&self.env, self.variables.clone(), self.key_value.clone()),
         );
+        // Spin's default: with epoch interruption on, some deadline must be set (a delta;
+        // 2^63 ticks is never reached).
+        store.set_epoch_deadline(u64::MAX / 2);
         let proxy = self.pre.instantiate_async(&mut store).await?;
         Ok(Instance {
             store,

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Batch explanations against shap: `trainer score --explain` and shap's TreeExplainer on the same
+# scikit-learn IsolationForest (100 trees, psi 256), on ROWS rows of the legacy five
+# (`trainer synth`) and on the widest ADBench set (cardio, 21 features, repeated to 200,000
+# rows): rows/s of both, their ratio, the largest difference (tools/bench_explain_batch.py).
+# Usage: scripts/bench-explain-batch.sh [ROWS]   (default 1000000; needs scripts/setup.sh --tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rows=${1:-1000000}
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --release -q -p trainer
+.venv/bin/python tools/bench_explain_batch.py --trainer "$target/release/trainer" --rows "$rows" \
+  --adbench ../shared/data/adbench/cardio.parquet
