@@ -241,60 +241,43 @@ fn harness_variables_follow_spin_semantics() {
     assert!(harness::start(config).is_err());
 }
 
-/// Per-key request limits under a load far above them, on an edge whose every instance serves
-/// one request at a time and retires after 8 (so thousands of requests pass through hundreds of
-/// instances): the limited key gets about its rate across all of them, each refusal is a 429
-/// with `Retry-After`, and a key without a limit is untouched. Then the limit's cost: p50 of a
-/// limited key (never over) beside an unlimited one, alternating on one connection.
-#[test]
-fn a_keys_rate_holds_across_instances_under_load() {
-    const RATE: f64 = 20.0;
-    let built = common::fit_and_build(2_000, 11, 50);
-    let mut config = harness::HarnessConfig::new(&built.component);
-    config.variables = vec![
-        (
-            "api_keys".into(),
-            "bot:bot-key, shop:shop-key, free:free-key".into(),
-        ),
-        ("rate_limits".into(), "bot=20/20, shop=100000".into()),
-    ];
-    config.key_value_stores = vec!["default".into(), "velocity".into()];
-    config.memory_key_value_stores = vec!["velocity".into()];
-    // The cost is measured on an edge with the default instance reuse.
-    let reused = harness::start_edge(config.clone()).unwrap();
-    config.max_concurrent_reuse = 1;
-    config.max_reuse = 8;
-    let edge = harness::start_edge(config).unwrap();
-    let url = format!("{}/api/predict?explain=false", edge.url());
-    let reused_url = format!("{}/api/predict?explain=false", reused.url());
-    let post_to = |url: &str, agent: &ureq::Agent, key: &str| {
-        let mut r = agent
-            .post(url)
-            .header("content-type", "application/json")
-            .header("x-api-key", key)
-            .send(TRANSACTION)
-            .unwrap();
-        let retry = r
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned());
-        (
-            r.status().as_u16(),
-            retry,
-            r.body_mut().read_to_string().unwrap(),
-        )
-    };
-    let post = |agent: &ureq::Agent, key: &str| post_to(&url, agent, key);
+/// A prediction with API key `key`: status, `Retry-After`, body.
+fn post_with_key(agent: &ureq::Agent, url: &str, key: &str) -> (u16, Option<String>, String) {
+    let mut r = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-api-key", key)
+        .send(TRANSACTION)
+        .unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        r.status().as_u16(),
+        retry,
+        r.body_mut().read_to_string().unwrap(),
+    )
+}
+
+/// The limit of [`a_keys_rate_holds_across_instances_under_load`]'s `bot` key (burst the same).
+const BOT_RATE: f64 = 20.0;
+
+/// Eight connections (spread over `urls`) send as `bot-key` for 4 s while one sends as
+/// `shop-key` every 20 ms; asserts the bot got about its rate, each refusal a 429 with
+/// `Retry-After`, and the shop every answer; reports the figures under `what`.
+fn hammer(urls: &[String], what: &str) {
     let run = std::time::Duration::from_secs(4);
     let started = std::time::Instant::now();
     let (bot, shop) = std::thread::scope(|s| {
         let bots: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(|| {
+            .map(|c| {
+                let url = &urls[c % urls.len()];
+                s.spawn(move || {
                     let agent = common::agent();
                     let (mut admitted, mut refused) = (0u64, 0u64);
                     while started.elapsed() < run {
-                        let (status, retry, body) = post(&agent, "bot-key");
+                        let (status, retry, body) = post_with_key(&agent, url, "bot-key");
                         match status {
                             200 => admitted += 1,
                             429 => {
@@ -314,7 +297,7 @@ fn a_keys_rate_holds_across_instances_under_load() {
             let agent = common::agent();
             let mut statuses = Vec::new();
             while started.elapsed() < run {
-                statuses.push(post(&agent, "shop-key").0);
+                statuses.push(post_with_key(&agent, &urls[0], "shop-key").0);
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             statuses
@@ -328,9 +311,9 @@ fn a_keys_rate_holds_across_instances_under_load() {
     let secs = started.elapsed().as_secs_f64();
     let (admitted, refused) = bot;
     common::report(format!(
-        "rate limits: key at {RATE}/s (burst 20) sent {} requests in {secs:.1} s from 8 \
-         connections, one request per instance at a time, 8 per instance: {admitted} admitted \
-         ({:.1}/s), {refused} answered 429; an unlimited key beside it: {} of {} answered 200",
+        "rate limits, {what}: key at {BOT_RATE}/s (burst 20) sent {} requests in {secs:.1} s \
+         from 8 connections: {admitted} admitted ({:.1}/s), {refused} answered 429; an \
+         unlimited key beside it: {} of {} answered 200",
         admitted + refused,
         admitted as f64 / secs,
         shop.iter().filter(|s| **s == 200).count(),
@@ -341,20 +324,23 @@ fn a_keys_rate_holds_across_instances_under_load() {
         "the load was not far above the limit"
     );
     // A burst, then the rate; a window boundary may add up to one more window's worth.
-    let most = 20.0 + RATE * (secs + 1.0);
+    let most = 20.0 + BOT_RATE * (secs + 1.0);
     assert!(
-        (admitted as f64) <= most && (admitted as f64) >= RATE * secs * 0.5,
-        "{admitted} admitted in {secs:.1} s at {RATE}/s"
+        (admitted as f64) <= most && (admitted as f64) >= BOT_RATE * secs * 0.5,
+        "{admitted} admitted in {secs:.1} s at {BOT_RATE}/s"
     );
     assert!(shop.iter().all(|s| *s == 200), "{shop:?}");
+}
 
-    // The cost: one connection alternating a limited key (far from its limit) and a free one.
+/// The limit's cost: one connection alternating a limited key (far from its limit) and a free
+/// one, 1,000 requests each after 200 of warm-up; reports p50 and p99 of both.
+fn limit_cost(url: &str, what: &str) {
     let agent = common::agent();
     let (mut limited, mut free) = (Vec::new(), Vec::new());
     for i in 0..1_200 {
         for (key, times) in [("shop-key", &mut limited), ("free-key", &mut free)] {
             let t = std::time::Instant::now();
-            let (status, _, body) = post_to(&reused_url, &agent, key);
+            let (status, _, body) = post_with_key(&agent, url, key);
             assert_eq!(status, 200, "{body}");
             if i >= 200 {
                 times.push(t.elapsed().as_secs_f64() * 1e6);
@@ -366,14 +352,71 @@ fn a_keys_rate_holds_across_instances_under_load() {
         v[((v.len() - 1) as f64 * q) as usize]
     };
     common::report(format!(
-        "rate limits: cost, 1000 requests each alternating on one connection (instances \
-         reused as by default): \
+        "rate limits: cost, {what}, 1000 requests each alternating on one connection: \
          limited key p50 {:.0} µs p99 {:.0} µs, unlimited key p50 {:.0} µs p99 {:.0} µs",
         p(&mut limited, 0.5),
         p(&mut limited, 0.99),
         p(&mut free, 0.5),
         p(&mut free, 0.99)
     ));
+}
+
+/// Per-key request limits under a load far above them, on an edge whose every instance serves
+/// one request at a time and retires after 8 (so thousands of requests pass through hundreds of
+/// instances): the limited key gets about its rate across all of them, each refusal is a 429
+/// with `Retry-After`, and a key without a limit is untouched. Then the limit's cost. Under
+/// `spin up` (`SFE_EDGE=spin`) the same again with two `spin up` processes sharing one Redis,
+/// as deploy/ runs replicas: the count holds across processes too.
+#[test]
+fn a_keys_rate_holds_across_instances_under_load() {
+    let built = common::fit_and_build(2_000, 11, 50);
+    let mut config = harness::HarnessConfig::new(&built.component);
+    config.variables = vec![
+        (
+            "api_keys".into(),
+            "bot:bot-key, shop:shop-key, free:free-key".into(),
+        ),
+        ("rate_limits".into(), "bot=20/20, shop=100000".into()),
+    ];
+    config.key_value_stores = vec!["default".into(), "velocity".into()];
+    config.memory_key_value_stores = vec!["velocity".into()];
+    // The cost is measured on an edge with the default instance reuse.
+    let reused = harness::start_edge(config.clone()).unwrap();
+    let mut churning = config.clone();
+    churning.max_concurrent_reuse = 1;
+    churning.max_reuse = 8;
+    let edge = harness::start_edge(churning).unwrap();
+    let predict = |e: &harness::Edge| format!("{}/api/predict?explain=false", e.url());
+    hammer(
+        &[predict(&edge)],
+        "one edge, one request per instance at a time, 8 per instance",
+    );
+    limit_cost(&predict(&reused), "instances reused as by default");
     edge.shutdown().unwrap();
     reused.shutdown().unwrap();
+
+    if matches!(harness::EdgeHost::from_env(), harness::EdgeHost::Spin) {
+        let redis = harness::redis::TempRedis::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runtime-config.redis.toml");
+        let text = format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{0}\"\n\
+             [key_value_store.velocity]\ntype = \"redis\"\nurl = \"{0}\"\n",
+            redis.url()
+        );
+        std::fs::write(&file, text).unwrap();
+        config.memory_key_value_stores.clear();
+        let spin = || {
+            let s = harness::spin_up::SpinUp::start_with_runtime_config(&config, Some(&file));
+            harness::edge::Edge::from_spin(s.unwrap())
+        };
+        let (a, b) = (spin(), spin());
+        hammer(
+            &[predict(&a), predict(&b)],
+            "two spin up edges on one Redis",
+        );
+        limit_cost(&predict(&a), "Redis");
+        a.shutdown().unwrap();
+        b.shutdown().unwrap();
+    }
 }
