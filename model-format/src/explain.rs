@@ -28,7 +28,7 @@
 //! quadrature points instead of their Chebyshev basis, and it matches shap's duplicate-feature
 //! merging because `z_j`, `o_j` are the merged values.
 //!
-//! Per tree, a forward pass over the splits (pre-order) carries `P(t_k) = Π_j f_j(t_k)` from
+//! Per tree, a forward pass over the splits carries `P(t_k) = Π_j f_j(t_k)` from
 //! each split to its children; leaves turn `P` into `H = value·P`; a backward pass sums `H`
 //! up and, at each split on `i`, adds to `φ_i` the telescoping change of `(o−z)/f_i` between
 //! its children and the previous split on `i` along the path, weighted by the children's `H`.
@@ -38,15 +38,21 @@
 //!   feature only scale `P` by the cover ratio and contribute nothing;
 //! * `(o−z)/f = −1/(1−t)` for a cold edge, independent of `z`.
 //!
-//! Everything that does not depend on `x` (cover ratios, the previous split on the same
-//! feature, and the reciprocals `1/f` at the quadrature points) is precomputed per split when
-//! the forest is built, so a row costs multiplications only. The passes are branch-free: the
-//! control flow is the same for every row, and `x` only selects operands, because
-//! mispredicted branches, not arithmetic, dominated a recursive walk.
+//! So a child's `P` is its split's times one of three factors, and a split adds to `φ` its
+//! hot child's `H` and its cold child's `H`, each weighted: all of them fixed by the model.
+//! They are precomputed per split when the forest is built (a record of five `q`-rows and four
+//! scalars, see `write_record`; every division is done there), so a row costs
+//! multiplications only, and `x` only picks which factor and which weight. The passes are
+//! branch-free: the control flow is the same for every row, because mispredicted branches,
+//! not arithmetic, dominated a recursive walk. The splits are laid out in level order (the
+//! root, then depth 1, ...; pre-order within a level), so consecutive splits are never parent
+//! and child and the processor overlaps them; the scratch lanes are padded to an even count
+//! and 32-byte aligned so that a value stored is forwarded to the load that reads it.
 //!
 //! Cost: `O(nodes · q)` per tree, where the textbook algorithm is `O(leaves · depth²)`. The
 //! forest uses one `q` (from its most feature-rich path) and dispatches to a monomorphised
-//! kernel so the `q`-wide loops unroll.
+//! kernel so the `q`-wide loops unroll. `trainer/tests/explain_exactness.rs` checks it against
+//! the textbook algorithm on forests fitted to the ADBench sets and the legacy sample.
 //!
 //! # Precomputed tables
 //!
@@ -71,7 +77,7 @@
 //! ```text
 //! header (48 bytes)
 //!    0  magic            b"SFESHAP\0"
-//!    8  version          u32 = 1
+//!    8  version          u32 = 2 (`TABLES_VERSION`; 1 kept reciprocals, not records)
 //!   12  n_trees          u32
 //!   16  n_steps          u32   splits in the whole forest
 //!   20  q                u32   quadrature points (0: some path has too many features)
@@ -80,9 +86,8 @@
 //!   40  reserved         u64 = 0
 //! per tree (16 bytes each): n_steps u32, path_features u32, root_value f64
 //! steps: n_steps × 20 bytes (`Step`: node, right, prev u32; threshold f32; feature, 0 u16),
-//!        zero-padded to a multiple of 8
-//! scalars: n_steps × 9 f64 (`R_LEFT`...)
-//! reciprocals: n_steps × 3q f64 (`write_record`)
+//!        in level order, zero-padded to a multiple of 8
+//! records: n_steps × (5q + 4) f64 (`write_record`; none when q = 0)
 //! ```
 //!
 //! Per-tree data is concatenated in tree order within each section.
@@ -105,12 +110,10 @@ pub const MAX_PATH_FEATURES: usize = 64;
 /// Quadrature sizes with a compiled kernel; the forest uses the smallest with `2q ≥ d`.
 const QUAD_SIZES: [usize; 11] = [1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32];
 
-/// Scratch `f64`s kept on the stack (nodes × q); larger trees allocate.
-const STACK_SCRATCH: usize = 4096;
-/// Scratch flags kept on the stack (2 per split + 1); larger trees allocate.
-const STACK_FLAGS: usize = 2048;
+/// Nodes whose scratch is kept on the stack (a power of two); larger trees allocate.
+const STACK_NODES: usize = 512;
 
-/// One split, in pre-order: where its values live and which flag gates it. `repr(C)` without
+/// One split, in level order: where its values live and which flag gates it. `repr(C)` without
 /// padding so that serialized tables can be viewed in place (see [`Model::explanation_tables`]).
 ///
 /// [`Model::explanation_tables`]: crate::Model::explanation_tables
@@ -195,10 +198,11 @@ impl TreeShap {
 
         // Pre-order walk; `Set` restores a feature's state after a subtree.
         enum Walk {
-            Visit(usize),
+            Visit(usize, u32),
             Set(usize, (f64, u32, u32)),
         }
-        let mut stack = vec![Walk::Visit(0)];
+        let mut depths = Vec::with_capacity(n_splits);
+        let mut stack = vec![Walk::Visit(0, 0)];
         while let Some(w) = stack.pop() {
             match w {
                 Walk::Set(f, st) => {
@@ -209,7 +213,7 @@ impl TreeShap {
                     }
                     state[f] = st;
                 }
-                Walk::Visit(node) => match nodes[node] {
+                Walk::Visit(node, depth) => match nodes[node] {
                     Node::Leaf { .. } => {
                         root_value += leaf_value[node] * (cover[node] as f64 / total);
                         path_features = path_features.max(distinct);
@@ -223,6 +227,7 @@ impl TreeShap {
                         let r = right as usize;
                         let here = cover[node] as f64;
                         let s = steps.len() as u32;
+                        depths.push(depth);
                         let (z, uses, prev) = state[f];
                         steps.push(Step {
                             node: node as u32,
@@ -238,14 +243,33 @@ impl TreeShap {
                         scalars.push([r_l, r_r, z_l, z_r, z - z_l, z - z_r, v_l, v_r, z]);
                         // Children pop in pre-order: left subtree, then right, then restore.
                         stack.push(Walk::Set(f, (z, uses, prev)));
-                        stack.push(Walk::Visit(r));
+                        stack.push(Walk::Visit(r, depth + 1));
                         stack.push(Walk::Set(f, (z_r, uses + 1, 2 * s + 1)));
-                        stack.push(Walk::Visit(node + 1));
+                        stack.push(Walk::Visit(node + 1, depth + 1));
                         stack.push(Walk::Set(f, (z_l, uses + 1, 2 * s)));
                     }
                 },
             }
         }
+        // Level order (pre-order within a level): consecutive splits are then independent, so
+        // the passes do not wait on the value the previous split just stored.
+        let mut order: Vec<usize> = (0..steps.len()).collect();
+        order.sort_by_key(|&i| (depths[i], i));
+        let mut position = vec![0u32; steps.len()];
+        for (i, &o) in order.iter().enumerate() {
+            position[o] = i as u32;
+        }
+        let steps: Vec<Step> = order
+            .iter()
+            .map(|&o| {
+                let mut step = steps[o];
+                if step.prev != always_hot {
+                    step.prev = 2 * position[step.prev as usize / 2] + step.prev % 2;
+                }
+                step
+            })
+            .collect();
+        let scalars: Vec<[f64; SCALARS]> = order.iter().map(|&o| scalars[o]).collect();
         TreeShap {
             steps: Cow::Owned(steps),
             scalars: Cow::Owned(scalars),
@@ -271,8 +295,8 @@ pub(crate) struct ForestShap {
     q: usize,
     t: [f64; 32],
     w: [f64; 32],
-    /// Per tree, `3q` values per split in pre-order (see `write_record`): the divisions, done
-    /// once here instead of per row. Borrowed when installed from embedded tables.
+    /// Per tree, one record per split in level order (see `write_record`): the divisions,
+    /// done once here instead of per row. Borrowed when installed from embedded tables.
     tables: Vec<Cow<'static, [f64]>>,
     /// Most nodes in one tree, to size the scratch.
     max_nodes: usize,
@@ -280,13 +304,41 @@ pub(crate) struct ForestShap {
     expected_value: f64,
 }
 
-/// One split's reciprocals at the quadrature points. With `a = z + t(1−z)` (the feature's
-/// factor before the split while x follows it) and `b_c = z_c + t(1−z_c)` (after x takes
-/// child c): `1/a`, `1/b_left`, `1/b_right`, `q` each.
-fn write_record(s: &[f64; SCALARS], t: &[f64], out: &mut Vec<f64>) {
-    for z in [s[Z], s[Z_LEFT], s[Z_RIGHT]] {
-        out.extend(t.iter().map(|&t| 1.0 / (z + t * (1.0 - z))));
+/// Per split: five `q`-rows and four scalars (see `write_record`); none without a rule.
+fn record_len(q: usize) -> usize {
+    if q == 0 { 0 } else { 5 * q + 4 }
+}
+
+/// One split's record for a `q`-point rule `(t, w)`: everything a row needs from this split,
+/// with every division done here. With `a = z + t(1−z)` (the feature's factor before the split
+/// while x follows it), `b_c = z_c + t(1−z_c)` (after x takes child c) and `u = (1−t)/a`:
+///
+/// ```text
+/// rows:    b_l/a · v_l | u | b_r/a · v_r | w·dz_l/(a·b_l) | w·dz_r/(a·b_r)
+/// scalars: r_l·v_l, r_r·v_r, z_l·v_l, z_r·v_r
+/// ```
+///
+/// A child's `P` is its split's times `b_c/a · v_c` when x follows the feature into it,
+/// `z_c·v_c · u` when x leaves the feature here, `r_c·v_c` when x had left it above; the
+/// backward pass weighs the hot child by `w·dz_c/(a·b_c)` and the cold one by
+/// `w/((1−t)·a) = u · w/(1−t)²`. Sharing `u` keeps the tables as small as the scalars and
+/// reciprocals they replace.
+fn write_record(s: &[f64; SCALARS], t: &[f64], w: &[f64], out: &mut Vec<f64>) {
+    let a = |k: usize| s[Z] + t[k] * (1.0 - s[Z]);
+    let b = |z: f64, k: usize| z + t[k] * (1.0 - z);
+    let q = t.len();
+    out.extend((0..q).map(|k| b(s[Z_LEFT], k) / a(k) * s[V_LEFT]));
+    out.extend((0..q).map(|k| (1.0 - t[k]) / a(k)));
+    out.extend((0..q).map(|k| b(s[Z_RIGHT], k) / a(k) * s[V_RIGHT]));
+    for (dz, z) in [(s[DZ_LEFT], s[Z_LEFT]), (s[DZ_LEFT + 1], s[Z_RIGHT])] {
+        out.extend((0..q).map(|k| w[k] * dz / (a(k) * b(z, k))));
     }
+    out.extend([
+        s[R_LEFT] * s[V_LEFT],
+        s[R_RIGHT] * s[V_RIGHT],
+        s[Z_LEFT] * s[V_LEFT],
+        s[Z_RIGHT] * s[V_RIGHT],
+    ]);
 }
 
 /// The quadrature size for a forest whose richest path has `d` distinct features (0: none fits).
@@ -310,17 +362,17 @@ impl ForestShap {
     /// model's: [`crate::booster`]); `max_nodes` is the largest tree's node count.
     pub(crate) fn of_trees(shaps: &[&TreeShap], max_nodes: usize) -> Self {
         let q = quad_size(shaps.iter().map(|s| s.path_features()).max().unwrap_or(0));
-        let (t, _) = quadrature(q);
+        let (t, w) = quadrature(q);
         let tables = if q == 0 {
             Vec::new()
         } else {
             shaps
                 .iter()
                 .map(|shap| {
-                    let mut out = Vec::with_capacity(shap.scalars.len() * 3 * q);
+                    let mut out = Vec::with_capacity(shap.scalars.len() * record_len(q));
                     shap.scalars
                         .iter()
-                        .for_each(|s| write_record(s, &t[..q], &mut out));
+                        .for_each(|s| write_record(s, &t[..q], &w[..q], &mut out));
                     Cow::Owned(out)
                 })
                 .collect()
@@ -439,141 +491,147 @@ pub(crate) fn ensemble_phi<'t>(
 ) {
     match shap.q {
         0 => {}
-        1 => run::<1>(shap, trees, x, phi),
-        2 => run::<2>(shap, trees, x, phi),
-        3 => run::<3>(shap, trees, x, phi),
-        4 => run::<4>(shap, trees, x, phi),
-        5 => run::<5>(shap, trees, x, phi),
-        6 => run::<6>(shap, trees, x, phi),
-        8 => run::<8>(shap, trees, x, phi),
-        12 => run::<12>(shap, trees, x, phi),
-        16 => run::<16>(shap, trees, x, phi),
-        24 => run::<24>(shap, trees, x, phi),
-        _ => run::<32>(shap, trees, x, phi),
+        1 => run::<1, 2>(shap, trees, x, phi),
+        2 => run::<2, 2>(shap, trees, x, phi),
+        3 => run::<3, 4>(shap, trees, x, phi),
+        4 => run::<4, 4>(shap, trees, x, phi),
+        5 => run::<5, 6>(shap, trees, x, phi),
+        6 => run::<6, 6>(shap, trees, x, phi),
+        8 => run::<8, 8>(shap, trees, x, phi),
+        12 => run::<12, 12>(shap, trees, x, phi),
+        16 => run::<16, 16>(shap, trees, x, phi),
+        24 => run::<24, 24>(shap, trees, x, phi),
+        _ => run::<32, 32>(shap, trees, x, phi),
     }
 }
 
-/// The quadrature rule as fixed-size arrays, plus `1−t` and `w/(1−t)`.
-struct Quad<const Q: usize> {
-    t: [f64; Q],
-    w: [f64; Q],
-    one_minus_t: [f64; Q],
-    w_cold: [f64; Q],
-}
+/// One node's lanes, aligned so that no load or store of them straddles a cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Lanes<const L: usize>([f64; L]);
 
-fn run<'t, const Q: usize>(
+fn run<'t, const Q: usize, const L: usize>(
     shap: &ForestShap,
     trees: impl Iterator<Item = &'t TreeShap>,
     x: &[f32],
     phi: &mut [f64],
 ) {
-    let mut quad = Quad {
-        t: [0.0; Q],
-        w: [0.0; Q],
-        one_minus_t: [0.0; Q],
-        w_cold: [0.0; Q],
-    };
-    for k in 0..Q {
-        quad.t[k] = shap.t[k];
-        quad.w[k] = shap.w[k];
-        quad.one_minus_t[k] = 1.0 - shap.t[k];
-        quad.w_cold[k] = shap.w[k] / (1.0 - shap.t[k]);
-    }
-    // P, then H, per node; and per split its hot-left/hot-right flags.
-    let mut stack_values = [0.0f64; STACK_SCRATCH];
-    let mut stack_flags = [0u8; STACK_FLAGS];
+    // Per point w/(1−t)²: a record's u times this is the cold child's weight.
+    let cold: [f64; Q] = core::array::from_fn(|k| {
+        let one_minus_t = 1.0 - shap.t[k];
+        shap.w[k] / (one_minus_t * one_minus_t)
+    });
+    // P, then H, per node; and per split its hot-left/hot-right flags. Both lengths are powers
+    // of two (see `tree_phi`).
+    let mut stack_values = [Lanes([0.0f64; L]); STACK_NODES];
+    let mut stack_flags = [0u8; 2 * STACK_NODES];
     let (mut heap_values, mut heap_flags) = (Vec::new(), Vec::new());
-    let need = shap.max_nodes * Q;
-    let values: &mut [f64] = if need <= STACK_SCRATCH {
-        &mut stack_values[..need]
+    let (values, flags): (&mut [Lanes<L>], &mut [u8]) = if shap.max_nodes <= STACK_NODES {
+        (&mut stack_values, &mut stack_flags)
     } else {
         // Only trees far larger than scikit-learn grows for ψ = 256 (≤ 511 nodes).
-        heap_values.resize(need, 0.0);
-        &mut heap_values
-    };
-    let flags: &mut [u8] = if shap.max_nodes < STACK_FLAGS {
-        &mut stack_flags
-    } else {
-        heap_flags.resize(shap.max_nodes + 1, 0);
-        &mut heap_flags
+        let n = shap.max_nodes.next_power_of_two();
+        heap_values.resize(n, Lanes([0.0; L]));
+        heap_flags.resize(2 * n, 0);
+        (&mut heap_values, &mut heap_flags)
     };
     for (tree, table) in trees.zip(&shap.tables) {
-        tree_phi(tree, table, x, &quad, values, flags, phi);
+        tree_phi::<Q, L>(tree, table, x, &cold, values, flags, phi);
     }
 }
 
-/// One tree's contribution: a forward pass over the splits, then a backward one. `values`
-/// holds `Q` per node (`P`, then `H`), `flags` 2 per split + 1.
+/// A flag (0 or 1) as a float, from bits rather than an int-to-float conversion: x86's
+/// `cvtsi2sd` merges into its destination register, a false dependency that chained each
+/// split to the previous one's arithmetic.
+#[inline(always)]
+fn unit(flag: usize) -> f64 {
+    f64::from_bits((flag as u64 & 1).wrapping_neg() & 1f64.to_bits())
+}
+
+/// One tree's contribution: a forward pass over the splits, then a backward one.
+///
+/// `values` holds one `P`, then `H`, per node: `Q` lanes padded to `L` (even), so that every
+/// load and store of a node's lanes has the same width and offsets and a value just stored
+/// is forwarded to the next load. `flags` holds 2 per split + 1. Both have power-of-two
+/// lengths, at least the largest tree's node count and twice it, and every index into them
+/// is masked to that length: in range by construction, so the loop carries no bounds checks,
+/// and for any table that installed (every split checked unless the caller vouched for them)
+/// the mask changes nothing. Rows of a record are indexed by constants below 9.
 #[inline(never)]
-fn tree_phi<const Q: usize>(
+fn tree_phi<const Q: usize, const L: usize>(
     tree: &TreeShap,
     table: &[f64],
     x: &[f32],
-    quad: &Quad<Q>,
-    values: &mut [f64],
+    cold: &[f64; Q],
+    values: &mut [Lanes<L>],
     flags: &mut [u8],
     phi: &mut [f64],
 ) {
+    debug_assert!(values.len().is_power_of_two() && flags.len() == 2 * values.len());
+    let (vmask, fmask) = (values.len() - 1, flags.len() - 1);
     let steps = &tree.steps[..];
-    let splits = steps
-        .iter()
-        .zip(tree.scalars.iter())
-        .zip(table.chunks_exact(3 * Q));
+    let splits = steps.iter().zip(table.chunks_exact(5 * Q + 4));
+    let row = |rec: &[f64], r: usize| -> [f64; Q] {
+        debug_assert!(rec.len() == 5 * Q + 4 && r < 5);
+        // SAFETY: `rec` has 5 rows of `Q` and 4 more values (chunks_exact), and every `r`
+        // passed is below 5.
+        unsafe { *(rec.as_ptr().add(r * Q) as *const [f64; Q]) }
+    };
+    // SAFETY (every get_unchecked below): the index is masked to the slice's length, a power
+    // of two.
+    let value = |values: &[Lanes<L>], i: usize| unsafe { values.get_unchecked(i & vmask).0 };
     // flags[2s] / flags[2s+1]: x took every edge on the split's feature down to its left /
     // right child (o after the edge). The slot after them is the always-hot root state.
-    flags[2 * steps.len()] = 1;
-    values[..Q].fill(1.0);
-    for (s, ((step, sc), recip)) in splits.clone().enumerate() {
-        let left_hot = x[usize::from(step.feature)] <= step.threshold;
-        let was_hot = flags[step.prev as usize];
-        let (o_l, o_r) = (was_hot & u8::from(left_hot), was_hot & u8::from(!left_hot));
-        flags[2 * s] = o_l;
-        flags[2 * s + 1] = o_r;
-        // f goes from a = z + t(1−z) to z_c + t(o_c − z_c) per child; if x already left this
-        // feature, from z(1−t) to z_c(1−t): the cover ratio. Leaves take their value here.
-        let hot = f64::from(was_hot);
-        let (o_l, o_r) = (f64::from(o_l), f64::from(o_r));
-        let (z_l, z_r) = (sc[Z_LEFT], sc[Z_RIGHT]);
-        let (c_l, c_r) = ((1.0 - hot) * sc[R_LEFT], (1.0 - hot) * sc[R_RIGHT]);
-        let (v_l, v_r) = (sc[V_LEFT], sc[V_RIGHT]);
-        let inv_a = &recip[..Q];
-        let node = step.node as usize * Q;
-        let p: [f64; Q] = values[node..node + Q].try_into().unwrap();
-        let (mut pl, mut pr) = ([0.0; Q], [0.0; Q]);
-        for k in 0..Q {
-            let t = quad.t[k];
-            let hi = hot * inv_a[k];
-            pl[k] = p[k] * ((z_l + t * (o_l - z_l)) * hi + c_l) * v_l;
-            pr[k] = p[k] * ((z_r + t * (o_r - z_r)) * hi + c_r) * v_r;
+    flags[(2 * steps.len()) & fmask] = 1;
+    values[0] = Lanes([1.0; L]);
+    for (s, (step, rec)) in splits.clone().enumerate() {
+        let left = usize::from(x[usize::from(step.feature)] <= step.threshold);
+        let was_hot = usize::from(unsafe { *flags.get_unchecked(step.prev as usize & fmask) } & 1);
+        let (o_l, o_r) = (was_hot & left, was_hot & (1 - left));
+        unsafe {
+            *flags.get_unchecked_mut((2 * s) & fmask) = o_l as u8;
+            *flags.get_unchecked_mut((2 * s + 1) & fmask) = o_r as u8;
         }
-        values[node + Q..node + 2 * Q].copy_from_slice(&pl);
-        let right = step.right as usize * Q;
-        values[right..right + Q].copy_from_slice(&pr);
+        // Each child's factor as `row · scale + add` (see `write_record`): the hot row, else
+        // u scaled by z_c·v_c, else 0·u + r_c·v_c. Selections by 0/1 factors are exact.
+        let sc = &rec[5 * Q..];
+        let (hot, fl, fr) = (unit(was_hot), unit(o_l), unit(o_r));
+        let scale_l = hot * (fl + (1.0 - fl) * sc[2]);
+        let scale_r = hot * (fr + (1.0 - fr) * sc[3]);
+        let (add_l, add_r) = ((1.0 - hot) * sc[0], (1.0 - hot) * sc[1]);
+        let (m_l, m_r) = (row(rec, 1 - o_l), row(rec, 1 + o_r));
+        let node = step.node as usize;
+        let p = value(values, node);
+        let (mut pl, mut pr) = ([0.0; L], [0.0; L]);
+        for k in 0..Q {
+            pl[k] = p[k] * (m_l[k] * scale_l + add_l);
+            pr[k] = p[k] * (m_r[k] * scale_r + add_r);
+        }
+        unsafe {
+            *values.get_unchecked_mut((node + 1) & vmask) = Lanes(pl);
+            *values.get_unchecked_mut(step.right as usize & vmask) = Lanes(pr);
+        }
     }
-    for (s, ((step, sc), recip)) in splits.enumerate().rev() {
-        // φ_f += Σ_k w_k/a_k · (z(1−r_hot)/b_hot · H_hot − H_cold/(1−t_k)) if x still followed
+    for (s, (step, rec)) in splits.enumerate().rev() {
+        // φ_f += Σ_k w_k/a_k · (dz_hot/b_hot · H_hot − H_cold/(1−t_k)) if x still followed
         // f above this split: the change of (o−z)/f between its children and the previous
         // split on f. The hot side is the one whose flag is set.
-        let (o_l, o_r) = (flags[2 * s], flags[2 * s + 1]);
-        let node = step.node as usize * Q;
-        let right = step.right as usize * Q;
-        let hl: [f64; Q] = values[node + Q..node + 2 * Q].try_into().unwrap();
-        let hr: [f64; Q] = values[right..right + Q].try_into().unwrap();
-        let right_hot = usize::from(o_r);
-        let (h_hot, h_cold) = if o_r == 1 { (hr, hl) } else { (hl, hr) };
-        let gate = f64::from(o_l | o_r);
-        let dz = sc[DZ_LEFT + right_hot] * gate;
-        let inv_a = &recip[..Q];
-        let inv_b = &recip[Q * (1 + right_hot)..Q * (2 + right_hot)];
+        let o_l = usize::from(unsafe { *flags.get_unchecked((2 * s) & fmask) } & 1);
+        let o_r = usize::from(unsafe { *flags.get_unchecked((2 * s + 1) & fmask) } & 1);
+        let node = step.node as usize;
+        let (left, right) = (node + 1, step.right as usize);
+        // The hot child and the other, swapped without a branch when the right one is hot.
+        let swap = o_r.wrapping_neg() & (left ^ right);
+        let (h_hot, h_cold) = (value(values, left ^ swap), value(values, right ^ swap));
+        let (alpha, u) = (row(rec, 3 + o_r), row(rec, 1));
         let mut acc = 0.0;
-        let mut h = [0.0; Q];
+        let mut h = [0.0; L];
         for k in 0..Q {
-            acc += inv_a[k]
-                * (quad.w[k] * dz * inv_b[k] * h_hot[k] - gate * quad.w_cold[k] * h_cold[k]);
-            h[k] = hl[k] + hr[k];
+            acc += alpha[k] * h_hot[k] - u[k] * cold[k] * h_cold[k];
+            h[k] = h_hot[k] + h_cold[k];
         }
-        values[node..node + Q].copy_from_slice(&h);
-        phi[usize::from(step.feature)] += acc;
+        unsafe { *values.get_unchecked_mut(node & vmask) = Lanes(h) };
+        phi[usize::from(step.feature)] += unit(o_l | o_r) * acc;
     }
 }
 
@@ -584,11 +642,12 @@ fn tree_phi<const Q: usize>(
 // Serialized form of the tables: see "Precomputed tables" in the module docs.
 
 const TABLES_MAGIC: [u8; 8] = *b"SFESHAP\0";
-const TABLES_VERSION: u32 = 1;
+/// The serialized tables' format version; a host that stores tables (the edge's key-value
+/// store) keeps it beside them and rebuilds tables of another version.
+pub const TABLES_VERSION: u32 = 2;
 const TABLES_HEADER: usize = 48;
 const TREE_ENTRY: usize = 16;
 const STEP_BYTES: usize = core::mem::size_of::<Step>();
-const SCALAR_BYTES: usize = SCALARS * 8;
 
 /// Why serialized explanation tables were not installed; the model is left unchanged and
 /// builds its tables on first use instead.
@@ -646,7 +705,7 @@ pub(crate) fn write_tables(forest: &Forest) -> Vec<u8> {
         TABLES_HEADER
             + TREE_ENTRY * trees.len()
             + (STEP_BYTES * n_steps).next_multiple_of(8)
-            + (SCALAR_BYTES + 24 * q) * n_steps,
+            + 8 * record_len(q) * n_steps,
     );
     out.extend_from_slice(&TABLES_MAGIC);
     out.extend_from_slice(&TABLES_VERSION.to_le_bytes());
@@ -670,10 +729,6 @@ pub(crate) fn write_tables(forest: &Forest) -> Vec<u8> {
         out.extend_from_slice(&0u16.to_le_bytes());
     }
     out.resize(out.len().next_multiple_of(8), 0);
-    for s in trees.iter().flat_map(|t| t.shap().scalars.iter()) {
-        s.iter()
-            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    }
     for table in &shap.tables {
         table
             .iter()
@@ -757,9 +812,9 @@ pub(crate) fn read_tables(
     }
     // In u64: n_steps is not yet known to be the model's, and usize may be 32 bits.
     let steps_at = (TABLES_HEADER + TREE_ENTRY * trees.len()) as u64;
-    let scalars_at = steps_at + (STEP_BYTES as u64 * n_steps).next_multiple_of(8);
-    let recips_at = scalars_at + SCALAR_BYTES as u64 * n_steps;
-    let expected = recips_at + 24 * q as u64 * n_steps;
+    let records_at = steps_at + (STEP_BYTES as u64 * n_steps).next_multiple_of(8);
+    let record_bytes = 8 * record_len(q);
+    let expected = records_at + record_bytes as u64 * n_steps;
     if bytes.len() as u64 != expected {
         return Err(TablesError::Length {
             expected: usize::try_from(expected).unwrap_or(usize::MAX),
@@ -767,8 +822,7 @@ pub(crate) fn read_tables(
         });
     }
     // Every offset is now within `bytes`, so fits a usize.
-    let (steps_at, scalars_at, recips_at) =
-        (steps_at as usize, scalars_at as usize, recips_at as usize);
+    let (steps_at, records_at) = (steps_at as usize, records_at as usize);
     if checks == TablesTrust::Untrusted {
         verify_checksum(bytes)?;
     }
@@ -798,12 +852,13 @@ pub(crate) fn read_tables(
         }
         shaps.push(TreeShap {
             steps,
-            scalars: view(range(scalars_at, SCALAR_BYTES)),
+            // Only building tables reads these; installed tables are already built.
+            scalars: Cow::Borrowed(&[]),
             root_value,
             path_features,
         });
         if q > 0 {
-            tables.push(view(range(recips_at, 24 * q)));
+            tables.push(view(range(records_at, record_bytes)));
         }
         max_features = max_features.max(path_features);
         first += count;
@@ -832,23 +887,63 @@ fn verify_checksum(bytes: &[u8]) -> Result<(), TablesError> {
     Ok(())
 }
 
-/// Checks that `steps` are the tree's splits in pre-order (which is node order) with the same
-/// children, features and thresholds, and that each flag slot is one `tree_phi` has written by
-/// then: what keeps every index in `tree_phi` in range. Returns the first bad step.
+/// Checks that `steps` are the tree's splits in level order (pre-order within a level, as
+/// `TreeShap::new` lays them out) with the same children, features and thresholds, and that
+/// each flag slot is one `tree_phi` has written by then. Returns the first bad step. Two passes
+/// over the nodes (depths, then positions); no copy of the tree.
 fn check_steps(tree: &Tree, steps: &[Step]) -> Result<(), usize> {
     let always_hot = 2 * steps.len() as u64;
-    let mut splits = tree.iter_nodes().enumerate().filter_map(|(i, n)| match n {
-        Node::Split {
+    // Each split's depth in pre-order: a stack of the depths of right children still to come.
+    let depths = || {
+        let mut pending: Vec<u32> = Vec::new();
+        let mut next = 0u32;
+        tree.iter_nodes().enumerate().map(move |(i, node)| {
+            let depth = next;
+            match node {
+                Node::Split { .. } => {
+                    pending.push(depth + 1);
+                    next = depth + 1;
+                }
+                Node::Leaf { .. } => next = pending.pop().unwrap_or(0),
+            }
+            (i, node, depth as usize)
+        })
+    };
+    let mut per_depth: Vec<usize> = Vec::new();
+    let mut n_splits = 0;
+    for (_, node, depth) in depths() {
+        if let Node::Split { .. } = node {
+            if per_depth.len() <= depth {
+                per_depth.resize(depth + 1, 0);
+            }
+            per_depth[depth] += 1;
+            n_splits += 1;
+        }
+    }
+    if n_splits != steps.len() {
+        return Err(n_splits.min(steps.len()));
+    }
+    // First position of each depth, then advanced as its splits appear in pre-order.
+    let mut at: Vec<usize> = per_depth
+        .iter()
+        .scan(0, |first, &n| {
+            let here = *first;
+            *first += n;
+            Some(here)
+        })
+        .collect();
+    for (i, node, depth) in depths() {
+        let Node::Split {
             feature,
             threshold,
             right,
-        } => Some((i, feature, threshold, right)),
-        Node::Leaf { .. } => None,
-    });
-    for (s, step) in steps.iter().enumerate() {
-        let Some((i, feature, threshold, right)) = splits.next() else {
-            return Err(s);
+        } = node
+        else {
+            continue;
         };
+        let s = at[depth];
+        at[depth] += 1;
+        let step = &steps[s];
         let prev = u64::from(step.prev);
         if step.node as usize != i
             || step.right != right
@@ -860,8 +955,5 @@ fn check_steps(tree: &Tree, steps: &[Step]) -> Result<(), usize> {
             return Err(s);
         }
     }
-    match splits.next() {
-        Some(_) => Err(steps.len()),
-        None => Ok(()),
-    }
+    Ok(())
 }

@@ -218,7 +218,7 @@ fn trusted_install_checks_structure_and_verify_checks_the_rest() {
         Ok(())
     );
 
-    // A flipped bit in the last reciprocal: accepted, visible in φ, caught by verify.
+    // A flipped bit in the last float: accepted, visible in φ, caught by verify.
     let mut bad = tables.clone();
     let last = bad.len() - 1;
     bad[last] ^= 0x40;

@@ -72,6 +72,11 @@ pub struct StoredModel {
     pub tables_len: usize,
     /// See `tables_len`.
     pub tables_parts: usize,
+    /// Their format ([`model_format::TABLES_VERSION`] of the worker that built them; copies
+    /// stored before this field have format 1). Tables of another format are not installed
+    /// but rebuilt: by a loading instance for itself, and stored again by the next refresh.
+    #[serde(default = "first_tables_format")]
+    pub tables_format: u32,
     /// When it was stored (ms since the epoch): a re-download after a refusal is a change.
     #[serde(default)]
     pub stored_at_ms: i64,
@@ -86,6 +91,10 @@ pub struct StoredModel {
     /// then). An instance loads the copy only while its key is still trusted.
     #[serde(default)]
     pub signature: Option<String>,
+}
+
+fn first_tables_format() -> u32 {
+    1
 }
 
 /// `model/channels`: what the edge serves.
@@ -403,11 +412,16 @@ async fn refresh<H: Host>(
             current.etag = None;
         }
     }
-    // A changed pin invalidates the ETag (the channels did not change, what we serve did).
+    // A changed pin invalidates the ETag (the channels did not change, what we serve did);
+    // so do live tables of another format (this worker's tables replace them).
+    let stale_tables = current
+        .live
+        .as_ref()
+        .is_some_and(|s| s.tables_format != model_format::TABLES_VERSION);
     let etag = current
         .etag
         .as_deref()
-        .filter(|_| current.pin == rollout.pin);
+        .filter(|_| current.pin == rollout.pin && !stale_tables);
     let url = format!("{}/v1/models/channels", store.url);
     let answer = host
         .get_bytes(&url, &store.token, etag, FETCH_TIMEOUT_NS)
@@ -446,7 +460,13 @@ async fn refresh<H: Host>(
     let trust = &rollout.trust;
     let stored_live = match (&live, keep(&live, &have)) {
         (None, _) => None,
-        (Some(_), Some(s)) if s.tables_parts > 0 && still_good(&s, &live) => Some(s),
+        (Some(_), Some(s))
+            if s.tables_parts > 0
+                && s.tables_format == model_format::TABLES_VERSION
+                && still_good(&s, &live) =>
+        {
+            Some(s)
+        }
         (Some(v), _) => Some(download(host, store, v, true, trust).await?),
     };
     let stored_shadow = match (&shadow, keep(&shadow, &have)) {
@@ -540,6 +560,7 @@ async fn download<H: Host>(
         file_parts,
         tables_len: tables.len(),
         tables_parts,
+        tables_format: model_format::TABLES_VERSION,
         stored_at_ms: host.now().timestamp_millis(),
         file_xxh3: xxh3_64(&answer.body),
         tables_xxh3: xxh3_64(&tables),
@@ -601,6 +622,9 @@ async fn load<H: Host>(
     stored: &StoredModel,
     with_tables: bool,
 ) -> Result<&'static Loaded, String> {
+    // Tables another worker version built in another format: this instance builds its own
+    // when it first explains (the next refresh stores them again).
+    let with_tables = with_tables && stored.tables_format == model_format::TABLES_VERSION;
     let v = &stored.version;
     let file = get_parts(
         host,

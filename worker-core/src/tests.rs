@@ -990,6 +990,45 @@ fn corrupt_stored_parts_are_refused_reported_and_replaced() {
 }
 
 #[test]
+fn tables_another_worker_version_stored_are_rebuilt_not_refused() {
+    let host = FakeHost::new(accept_all());
+    let vb = registry_serving(host, model_b());
+    let app = started(host, |_| {});
+    predict_and_settle(host, app, 0);
+    assert_eq!(predict_and_settle(host, app, 1), vb);
+
+    // As an older worker stored them: format 1, which this one cannot read.
+    let edit = |f: &dyn Fn(&mut EdgeChannels)| {
+        let mut kv = host.kv.borrow_mut();
+        let raw = kv.get_mut(CHANNELS_KEY).unwrap();
+        let mut channels: EdgeChannels = serde_json::from_slice(raw).unwrap();
+        f(&mut channels);
+        *raw = serde_json::to_vec(&channels).unwrap();
+    };
+    edit(&|c| c.live.as_mut().unwrap().tables_format = 1);
+    for key in host.keys("model/tables/") {
+        host.kv.borrow_mut().get_mut(&key).unwrap()[0] ^= 0xff;
+    }
+    // A new instance serves B and explains with tables it builds itself; nothing is refused.
+    let fresh = started(host, |_| {});
+    let (status, answer) = call(fresh, request("POST", "/api/predict", &tx(2).to_string()));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model_version"], vb.as_str());
+    assert!(answer["risk_factors"][0].is_object(), "{answer}");
+    let (_, health) = call(fresh, request("GET", "/api/health", ""));
+    assert_eq!(health["verification_failures"], 0, "{health}");
+
+    // The next refresh asks for the channels in full (not a 304) and stores B's tables again.
+    host.clock.set(host.clock.get() + 16_000_000_000);
+    predict_and_settle(host, fresh, 3);
+    let raw = host.kv.borrow()[CHANNELS_KEY].clone();
+    let channels: EdgeChannels = serde_json::from_slice(&raw).unwrap();
+    let live = channels.live.unwrap();
+    assert_eq!(live.version, vb);
+    assert_eq!(live.tables_format, model_format::TABLES_VERSION);
+}
+
+#[test]
 fn a_model_the_registry_serves_corrupt_is_never_served() {
     let host = FakeHost::new(accept_all());
     let embedded = loaded().unwrap().version().to_string();
