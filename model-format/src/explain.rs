@@ -556,7 +556,7 @@ fn unit(flag: usize) -> f64 {
 /// lengths, at least the largest tree's node count and twice it, and every index into them
 /// is masked to that length: in range by construction, so the loop carries no bounds checks,
 /// and for any table that installed (every split checked unless the caller vouched for them)
-/// the mask changes nothing. Rows of a record are indexed by constants below 9.
+/// the mask changes nothing. Rows of a record are indexed by 0/1 flags plus constants, below 5.
 #[inline(never)]
 fn tree_phi<const Q: usize, const L: usize>(
     tree: &TreeShap,
@@ -608,7 +608,7 @@ fn tree_phi<const Q: usize, const L: usize>(
             pr[k] = p[k] * (m_r[k] * scale_r + add_r);
         }
         unsafe {
-            *values.get_unchecked_mut((node + 1) & vmask) = Lanes(pl);
+            *values.get_unchecked_mut(node.wrapping_add(1) & vmask) = Lanes(pl);
             *values.get_unchecked_mut(step.right as usize & vmask) = Lanes(pr);
         }
     }
@@ -619,7 +619,7 @@ fn tree_phi<const Q: usize, const L: usize>(
         let o_l = usize::from(unsafe { *flags.get_unchecked((2 * s) & fmask) } & 1);
         let o_r = usize::from(unsafe { *flags.get_unchecked((2 * s + 1) & fmask) } & 1);
         let node = step.node as usize;
-        let (left, right) = (node + 1, step.right as usize);
+        let (left, right) = (node.wrapping_add(1), step.right as usize);
         // The hot child and the other, swapped without a branch when the right one is hot.
         let swap = o_r.wrapping_neg() & (left ^ right);
         let (h_hot, h_cold) = (value(values, left ^ swap), value(values, right ^ swap));
