@@ -3,6 +3,7 @@
 # (all the demo needs). With --tests also what the tests need: PostgreSQL server binaries
 # (throwaway clusters in the store, forwarding and trainer tests; Debian package `postgresql`),
 # Redis (`redis-server`: the shared key-value store of the multi-edge `spin up` tests),
+# Chromium and its WebDriver (`chromium`, `chromium-driver`: the analyst console's browser test),
 # a font for the trainer's plots; s3s-fs, the S3-compatible server the object-store tests start;
 # and .venv at the repo root with the pinned Python packages of tools/requirements.txt
 # (scikit-learn parity test, tools/export_sklearn.py, shap for TreeSHAP parity); and the Spin CLI
@@ -22,6 +23,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v pg_ctl >/dev/n
 [[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 # Redis: the key-value store several `spin up` edges share (tests/tests/spin_redis.rs).
 command -v redis-server >/dev/null || missing+=(redis-server)
+# Chromium driven through chromedriver (WebDriver): tests/tests/console.rs.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   sudo=; [[ $(id -u) == 0 ]] || sudo=sudo
   $sudo apt-get update -qq

@@ -1,5 +1,7 @@
 //! Events, their validation, batch parsing and the store's answers.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -118,11 +120,44 @@ pub struct ScoredTransaction {
     /// The supervised model's probability of fraud, in [0, 1] (models that have one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fraud_probability: Option<f64>,
+    /// Why the edge decided so: the deciding rule's reason, or the model's verdict (absent from
+    /// older edges). The review queue shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_reason: Option<String>,
+    /// The answer's risk factors, when the prediction was explained: what an analyst reads on
+    /// the transaction's page.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risk_factors: Vec<RiskFactor>,
+    /// The entity ids the payload named ([`crate::ENTITY_FIELDS`] → id): how an analyst finds
+    /// a card's other transactions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub entities: BTreeMap<String, String>,
     /// The edge gave up recording this transaction in its velocity state (too many concurrent
     /// updates of one entity): its velocity features are from the state before it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub velocity_stale: bool,
 }
+
+/// One of [`ScoredTransaction::risk_factors`]: a feature, its value, its contribution to the
+/// deciding model (TreeSHAP) and the words the answer used for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskFactor {
+    /// The feature.
+    pub feature: String,
+    /// Its value in the scored row.
+    pub value: f64,
+    /// Its TreeSHAP contribution.
+    pub contribution: f64,
+    /// In words, e.g. "at 03:00, outside the usual hours".
+    pub description: String,
+}
+
+/// Most risk factors one event may carry (the edge sends its answer's top three).
+pub const MAX_RISK_FACTORS: usize = 16;
+/// Longest entity id an event may carry, in bytes.
+pub const MAX_ENTITY_ID_LEN: usize = 256;
+/// Longest risk-factor description, in bytes.
+pub const MAX_DESCRIPTION_LEN: usize = 512;
 
 /// Decisions an event may carry.
 pub const DECISIONS: [&str; 3] = ["block", "review", "allow"];
@@ -272,6 +307,39 @@ impl Event {
                 }
                 for r in &s.rules_matched {
                     name("rules_matched", r)?;
+                }
+                if let Some(r) = &s.decision_reason {
+                    comment("decision_reason", r)?;
+                }
+                if s.risk_factors.len() > MAX_RISK_FACTORS {
+                    return Err(FieldError::new("risk_factors", "too many factors"));
+                }
+                for (field, id) in &s.entities {
+                    if !crate::ENTITY_FIELDS.contains(&field.as_str()) {
+                        return Err(FieldError::new(
+                            format!("entities.{field}"),
+                            "is not an entity field",
+                        ));
+                    }
+                    if id.is_empty() || id.len() > MAX_ENTITY_ID_LEN {
+                        return Err(FieldError::new(
+                            format!("entities.{field}"),
+                            format!("must be 1 to {MAX_ENTITY_ID_LEN} bytes"),
+                        ));
+                    }
+                    storable("entities", id)?;
+                }
+                for f in &s.risk_factors {
+                    name("risk_factors.feature", &f.feature)?;
+                    if f.description.len() > MAX_DESCRIPTION_LEN {
+                        return Err(FieldError::new(
+                            "risk_factors.description",
+                            format!("longer than {MAX_DESCRIPTION_LEN} bytes"),
+                        ));
+                    }
+                    storable("risk_factors.description", &f.description)?;
+                    finite("risk_factors.value", f.value)?;
+                    finite("risk_factors.contribution", f.contribution)?;
                 }
                 for (field, x) in [
                     ("anomaly_score", s.anomaly_score),
@@ -557,6 +625,13 @@ mod tests {
             "created_at":"2026-11-23T18:01:00Z"})
     }
 
+    fn contract_entities() -> BTreeMap<String, String> {
+        crate::ENTITY_FIELDS
+            .iter()
+            .map(|f| ((*f).to_string(), "i".repeat(MAX_ENTITY_ID_LEN)))
+            .collect()
+    }
+
     fn wide_event(features: usize, name_len: usize) -> Event {
         let names: Vec<String> = (0..features).map(|i| format!("{i:0>name_len$}")).collect();
         let values: Vec<f64> = (0..features).map(|i| -1.0 / (i as f64 + 3.0)).collect();
@@ -584,6 +659,16 @@ mod tests {
             decision: Some("block".into()),
             rules_matched: vec!["card_testing".into(), "blocked_card".into()],
             fraud_probability: Some(0.123_456_789_012_345_67),
+            decision_reason: Some("model: anomalous".into()),
+            risk_factors: (0..MAX_RISK_FACTORS)
+                .map(|i| RiskFactor {
+                    feature: names[i % names.len()].clone(),
+                    value: 4800.0,
+                    contribution: -3.4,
+                    description: "d".repeat(MAX_DESCRIPTION_LEN),
+                })
+                .collect(),
+            entities: contract_entities(),
             velocity_stale: false,
         })
     }
@@ -652,6 +737,9 @@ mod tests {
             *n = format!("{i:\u{1}>MAX_NAME_LEN$}");
         }
         s.explanation = Some(s.features.clone());
+        for f in &mut s.risk_factors {
+            f.description = "\u{1}".repeat(MAX_DESCRIPTION_LEN);
+        }
         let text = serde_json::to_string(&Event::ScoredTransaction(s)).unwrap();
         assert!(text.len() < FORWARD_MAX_BYTES, "{}", text.len());
     }

@@ -54,7 +54,7 @@ pub mod signing;
 
 pub use event::{
     BatchError, Event, FeatureMap, Feedback, FieldError, IngestAnswer, IngestRejection,
-    ScoredTransaction, ShadowScore, parse_json_array, parse_ndjson,
+    MAX_ENTITY_ID_LEN, RiskFactor, ScoredTransaction, ShadowScore, parse_json_array, parse_ndjson,
 };
 
 use model_format::normalize::Value as PayloadValue;

@@ -288,7 +288,25 @@ pub struct Comparison {
     /// Their supervised models' probabilities of fraud, when both have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fraud_probability: Option<FraudComparison>,
+    /// The two models' anomaly scores counted on the same bins, to draw them side by side
+    /// (None: no transactions, or every score equal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_histogram: Option<ScoreHistogram>,
 }
+
+/// [`Comparison::score_histogram`]: `edges` has one more entry than each count vector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreHistogram {
+    /// Bin edges, ascending (anomaly score: below 0 = anomalous).
+    pub edges: Vec<f64>,
+    /// The live model's count per bin.
+    pub live: Vec<i64>,
+    /// The shadow model's count per bin.
+    pub shadow: Vec<i64>,
+}
+
+/// Bins of [`ScoreHistogram`].
+pub const HISTOGRAM_BINS: usize = 20;
 
 /// [`Comparison::decisions`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

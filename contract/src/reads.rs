@@ -350,3 +350,114 @@ mod tests {
         assert!(serde_json::from_value::<Dashboard>(json!({"stats": {}})).is_err());
     }
 }
+
+/// One transaction of the review queue (`GET /v1/review`): what an analyst needs to decide
+/// whether to open it. Also the head of [`TransactionDetail`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewRow {
+    /// The transaction's UUID.
+    pub id: String,
+    /// The integer id legacy clients display, if the edge assigned one.
+    pub legacy_id: Option<i64>,
+    /// When it was scored (RFC 3339).
+    pub scored_at: String,
+    /// The `amount` feature, when the model had it.
+    pub amount: Option<f64>,
+    /// The entity ids the payload named (`card_id` → id, …; empty from older edges).
+    pub entities: Map<String, Value>,
+    /// Every feature the model read (name → value).
+    pub features: Map<String, Value>,
+    /// The forest's anomaly score (below 0 = anomalous).
+    pub anomaly_score: f64,
+    /// The forest's risk score in (0, 1].
+    pub risk_score: f64,
+    /// The forest's flag.
+    pub is_anomaly: bool,
+    /// The supervised model's probability of fraud, when the model has one.
+    pub fraud_probability: Option<f64>,
+    /// The edge's decision (`review` or `block` in the queue; a detail page may show an
+    /// `allow`, or None from an edge that predates decisions).
+    pub decision: Option<String>,
+    /// Why (absent from older edges).
+    pub decision_reason: Option<String>,
+    /// The rules that matched, in the policy's order.
+    pub rules_matched: Vec<String>,
+    /// The model that scored it.
+    pub model_version: String,
+    /// The current label, if any: true = fraud (the legacy feedback "the model was right"
+    /// read against the model's flag).
+    pub label: Option<bool>,
+    /// Who made it (an analyst's token name; None for feedback through an edge).
+    pub labelled_by: Option<String>,
+}
+
+/// A page of the review queue, with the keyset cursor of the next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewPage {
+    /// The page's transactions, in the order asked for.
+    pub transactions: Vec<ReviewRow>,
+    /// Pass as `cursor` for the next page; None on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The current label of a transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelState {
+    /// True = fraud.
+    pub label: bool,
+    /// The analyst's comment.
+    pub comment: Option<String>,
+    /// Who made it (None: feedback through an edge).
+    pub labelled_by: Option<String>,
+    /// When it was last changed (RFC 3339).
+    pub labelled_at: String,
+}
+
+/// One transaction with everything the store keeps of it (`GET /v1/transactions/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransactionDetail {
+    /// Queue fields (decision, scores, rules, label).
+    #[serde(flatten)]
+    pub row: ReviewRow,
+    /// TreeSHAP of the forest, feature → value (`{}` when not explained).
+    pub explanation: Map<String, Value>,
+    /// The answer's risk factors, in words (empty when not explained or from older edges).
+    pub risk_factors: Vec<crate::RiskFactor>,
+    /// The current label, if any.
+    pub label_state: Option<LabelState>,
+    /// The shadow model's version and scores, when one was set.
+    pub shadow: Option<crate::ShadowScore>,
+    /// The edge instance and region that scored it.
+    pub edge_instance: Option<String>,
+    /// The edge's region.
+    pub region: Option<String>,
+    /// The same card's most recent transactions (at most [`RECENT_OF_CARD`], newest first,
+    /// this one included); empty when the payload named no card.
+    pub card_recent: Vec<ReviewRow>,
+}
+
+/// Most transactions of a card a [`TransactionDetail`] lists.
+pub const RECENT_OF_CARD: i64 = 20;
+
+/// `POST /v1/labels`: an analyst's verdict on one transaction. Stored as feedback is (it joins
+/// the labelled export), replacing any earlier label, with the analyst's token name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequest {
+    /// The transaction's UUID.
+    pub transaction_id: String,
+    /// True = fraud, false = not fraud.
+    pub label: bool,
+    /// Why (at most [`crate::limits::MAX_COMMENT_LEN`] bytes).
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// `GET /v1/whoami`: the caller's token name and role, so a console shows what it may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// The token's name.
+    pub name: String,
+    /// Its role: edge, operator, reader, analyst or admin.
+    pub role: String,
+}

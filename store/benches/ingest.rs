@@ -69,7 +69,7 @@ async fn prefill(store: &store::Store, rows: u64, newest: chrono::DateTime<Utc>)
                             "INSERT INTO transactions (id, features, amount, hour, day_of_week, \
                                merchant_category, transaction_type, anomaly_score, risk_score, \
                                is_anomaly, confidence, explanation, model_version, edge_instance, \
-                               region, scored_at) \
+                               region, scored_at, decision, decision_reason, rules_matched) \
                              SELECT md5('prefill' || g)::uuid, \
                                jsonb_build_object('amount', a, 'hour', g % 24, 'day_of_week', g % 7, \
                                  'merchant_category', g % 10, 'transaction_type', g % 3), \
@@ -77,7 +77,12 @@ async fn prefill(store: &store::Store, rows: u64, newest: chrono::DateTime<Utc>)
                                g % 10 = 0, 0.1, \
                                '{\"amount\": 0.3, \"hour\": -0.1, \"day_of_week\": 0.02, \"merchant_category\": -0.01, \"transaction_type\": 0.0}'::jsonb, \
                                'if1-a1423274', 'edge-' || (g % 7), 'eu-west', \
-                               $3::timestamptz - g * interval '250 milliseconds' \
+                               $3::timestamptz - g * interval '250 milliseconds', \
+                               CASE WHEN g % 50 = 0 THEN 'review' WHEN g % 500 = 7 THEN 'block' \
+                                    ELSE 'allow' END, \
+                               CASE WHEN g % 500 = 7 THEN 'rule blocked_card' WHEN g % 50 = 0 \
+                                    THEN 'model: anomalous' END, \
+                               CASE WHEN g % 500 = 7 THEN '[\"blocked_card\"]'::jsonb END \
                              FROM (SELECT g, 10 + (g % 1000) * 1.25 AS a \
                                    FROM generate_series($1::int8, $2::int8) g) s",
                             &[&lo, &hi, &newest],
@@ -329,6 +334,48 @@ fn main() -> Result<()> {
                 &time_old_listing(&store, deep_offset, old_samples).await?,
             );
         }
+
+        // The review queue (2 % review, 0.2 % block in the prefill) as the console asks for it:
+        // the API call of each view, then the whole page as a browser loads it (page, script,
+        // style, who am I, first page of the queue), sequentially.
+        let review = [
+            ("queue: review, newest first", "/v1/review?per_page=50&labelled=no".to_string()),
+            ("queue: review+block, riskiest first", "/v1/review?per_page=50&decision=review,block&order=riskiest".to_string()),
+            ("queue: block, rule filter", "/v1/review?per_page=50&decision=block&rule=blocked_card".to_string()),
+        ];
+        for (what, path) in &review {
+            report(what, &time_listing(&http, &base_url, path, samples).await?);
+        }
+        let deep = {
+            let mut cursor: Option<String> = None;
+            for _ in 0..(deep_page / 50).clamp(1, 200) {
+                let mut path = "/v1/review?per_page=50".to_string();
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let page: Value = http.get(format!("{base_url}{path}")).bearer_auth(TOKEN).send().await?.json().await?;
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            cursor
+        };
+        if let Some(c) = deep {
+            report("queue: a deep page (keyset cursor)", &time_listing(&http, &base_url, &format!("/v1/review?per_page=50&cursor={c}"), samples).await?);
+        }
+        let mut page_loads = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let t = Instant::now();
+            for path in ["/console/", "/console/console.js", "/console/console.css", "/v1/whoami", "/v1/review?per_page=50&labelled=no&decision=review&order=newest"] {
+                let r = http.get(format!("{base_url}{path}")).bearer_auth(TOKEN).send().await?;
+                ensure!(r.status().is_success(), "{path}: {}", r.status());
+                r.bytes().await?;
+            }
+            page_loads.push(t.elapsed());
+        }
+        page_loads.sort();
+        report("console: queue page (5 requests in a row)", &page_loads);
         Ok(())
     })
 }

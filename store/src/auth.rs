@@ -33,13 +33,16 @@ pub enum Role {
     /// Reads for analysis: dashboard, listing, labelled export, registry listing, comparison,
     /// drift, history, model files and the policy.
     Reader,
+    /// A fraud analyst: reads as a reader does and labels transactions (fraud / not fraud);
+    /// the token's name is recorded with each label.
+    Analyst,
     /// Everything. Only the single `--token` of a development setup has it.
     Admin,
 }
 
 impl Role {
     /// The roles a tokens file may name (`admin` is only the development `--token`).
-    pub const GRANTABLE: [Role; 3] = [Role::Edge, Role::Operator, Role::Reader];
+    pub const GRANTABLE: [Role; 4] = [Role::Edge, Role::Operator, Role::Reader, Role::Analyst];
 
     /// The role's name in the tokens file and in messages.
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Role {
             Role::Edge => "edge",
             Role::Operator => "operator",
             Role::Reader => "reader",
+            Role::Analyst => "analyst",
             Role::Admin => "admin",
         }
     }
@@ -59,9 +63,16 @@ impl Role {
     fn satisfies(self, needed: Needed) -> bool {
         match self {
             Role::Admin => true,
-            Role::Operator => matches!(needed, Needed::Operator | Needed::Read | Needed::Serve),
-            Role::Reader => matches!(needed, Needed::Read | Needed::Serve),
-            Role::Edge => matches!(needed, Needed::Edge | Needed::Serve),
+            Role::Operator => matches!(
+                needed,
+                Needed::Operator | Needed::Read | Needed::Serve | Needed::Anyone
+            ),
+            Role::Reader => matches!(needed, Needed::Read | Needed::Serve | Needed::Anyone),
+            Role::Analyst => matches!(
+                needed,
+                Needed::Label | Needed::Read | Needed::Serve | Needed::Anyone
+            ),
+            Role::Edge => matches!(needed, Needed::Edge | Needed::Serve | Needed::Anyone),
         }
     }
 }
@@ -79,8 +90,12 @@ pub enum Needed {
     Edge,
     /// Operator: changing what edges serve.
     Operator,
-    /// Reader or operator: analysis reads.
+    /// Reader, analyst or operator: analysis reads.
     Read,
+    /// Analyst: labelling transactions.
+    Label,
+    /// Any known token: who am I.
+    Anyone,
     /// What an edge reads to serve (edge, reader or operator).
     Serve,
     /// Nobody: a route missing from the table is closed, not open.
@@ -93,8 +108,10 @@ impl Needed {
         match self {
             Needed::Edge => "edge",
             Needed::Operator => "operator",
-            Needed::Read => "reader or operator",
-            Needed::Serve => "edge, reader or operator",
+            Needed::Read => "reader, analyst or operator",
+            Needed::Label => "analyst",
+            Needed::Anyone => "any",
+            Needed::Serve => "edge, reader, analyst or operator",
             Needed::Nobody => "admin",
         }
     }
@@ -105,6 +122,8 @@ pub fn allowed(method: &Method, route: &str) -> Needed {
     let get = *method == Method::GET || *method == Method::HEAD;
     match (get, route) {
         (false, "/v1/events") => Needed::Edge,
+        (false, "/v1/labels") => Needed::Label,
+        (true, "/v1/whoami") => Needed::Anyone,
         (true, "/v1/dashboard" | "/v1/transactions") => Needed::Serve,
         (true, "/v1/models/channels" | "/v1/models/{version}/file" | "/v1/policy") => Needed::Serve,
         (
@@ -114,7 +133,9 @@ pub fn allowed(method: &Method, route: &str) -> Needed {
             | "/v1/models/{version}"
             | "/v1/models/compare"
             | "/v1/models/channels/history"
-            | "/v1/models/{version}/drift",
+            | "/v1/models/{version}/drift"
+            | "/v1/review"
+            | "/v1/transactions/{id}",
         ) => Needed::Read,
         (
             false,
@@ -206,8 +227,13 @@ pub fn generate(name: &str, role: Role) -> Result<(String, String), TokenError> 
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
     let token = format!("sfe_{}", hex::encode(bytes));
-    let line = format!("{name} {role} sha256:{}", hex::encode(hash(&token)));
+    let line = file_line(name, role, &token);
     Ok((token, line))
+}
+
+/// The tokens file's line for `token` (its hash, never the token), without a newline.
+pub fn file_line(name: &str, role: Role, token: &str) -> String {
+    format!("{name} {role} sha256:{}", hex::encode(hash(token)))
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -393,28 +419,36 @@ mod tests {
     #[test]
     fn the_route_table_gives_each_role_only_its_work() {
         let (get, put, post) = (Method::GET, Method::PUT, Method::POST);
-        let cases: [(&Method, &str, [bool; 3]); 12] = [
-            // route                                       edge   operator reader
-            (&post, "/v1/events", [true, false, false]),
-            (&get, "/v1/models/channels", [true, true, true]),
-            (&get, "/v1/models/{version}/file", [true, true, true]),
-            (&get, "/v1/policy", [true, true, true]),
-            (&get, "/v1/dashboard", [true, true, true]),
-            (&put, "/v1/policy", [false, true, false]),
-            (&post, "/v1/models", [false, true, false]),
-            (&put, "/v1/models/channels/{channel}", [false, true, false]),
+        let cases: [(&Method, &str, [bool; 4]); 16] = [
+            // route                                       edge operator reader analyst
+            (&post, "/v1/events", [true, false, false, false]),
+            (&get, "/v1/models/channels", [true, true, true, true]),
+            (&get, "/v1/models/{version}/file", [true, true, true, true]),
+            (&get, "/v1/policy", [true, true, true, true]),
+            (&get, "/v1/dashboard", [true, true, true, true]),
+            (&put, "/v1/policy", [false, true, false, false]),
+            (&post, "/v1/models", [false, true, false, false]),
+            (
+                &put,
+                "/v1/models/channels/{channel}",
+                [false, true, false, false],
+            ),
             (
                 &post,
                 "/v1/models/channels/{channel}/rollback",
-                [false, true, false],
+                [false, true, false, false],
             ),
-            (&get, "/v1/feedback/export", [false, true, true]),
-            (&get, "/v1/models/compare", [false, true, true]),
-            (&get, "/v1/some/new/route", [false, false, false]),
+            (&get, "/v1/feedback/export", [false, true, true, true]),
+            (&get, "/v1/models/compare", [false, true, true, true]),
+            (&post, "/v1/labels", [false, false, false, true]),
+            (&get, "/v1/review", [false, true, true, true]),
+            (&get, "/v1/transactions/{id}", [false, true, true, true]),
+            (&get, "/v1/whoami", [true, true, true, true]),
+            (&get, "/v1/some/new/route", [false, false, false, false]),
         ];
         for (method, route, expect) in cases {
             let needed = allowed(method, route);
-            for (role, want) in [Role::Edge, Role::Operator, Role::Reader]
+            for (role, want) in [Role::Edge, Role::Operator, Role::Reader, Role::Analyst]
                 .into_iter()
                 .zip(expect)
             {

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "shadow_decisions",
         include_str!("../migrations/0008_shadow_decisions.sql"),
     ),
+    (
+        9,
+        "review_and_labels",
+        include_str!("../migrations/0009_review_and_labels.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.

@@ -153,6 +153,7 @@ pub fn router(store: Store) -> Router {
         .route("/v1/feedback/export", get(get_export))
         .merge(crate::registry::routes())
         .merge(crate::policy::routes())
+        .merge(crate::review::routes())
         .route_layer(middleware::from_fn_with_state(store.clone(), require_token));
     Router::new()
         .route(
@@ -161,6 +162,7 @@ pub fn router(store: Store) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::console::routes())
         .merge(api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")

@@ -165,7 +165,32 @@ async fn insert_transactions(
     let mut shadow_decision = Vec::with_capacity(n);
     let mut decision = Vec::with_capacity(n);
     let mut fraud = Vec::with_capacity(n);
+    let mut reason = Vec::with_capacity(n);
+    let mut rules = Vec::with_capacity(n);
+    let mut factors = Vec::with_capacity(n);
+    let mut entities = Vec::with_capacity(n);
     for s in scored.iter() {
+        entities.push((!s.entities.is_empty()).then(|| {
+            Value::Object(
+                s.entities
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                    .collect(),
+            )
+        }));
+        reason.push(s.decision_reason.as_deref());
+        rules.push((!s.rules_matched.is_empty()).then(|| {
+            Value::from(
+                s.rules_matched
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            )
+        }));
+        factors.push(
+            (!s.risk_factors.is_empty())
+                .then(|| serde_json::to_value(&s.risk_factors).unwrap_or(Value::Null)),
+        );
         decision.push(s.decision.as_deref());
         fraud.push(s.fraud_probability);
         shadow_model.push(s.shadow.as_ref().map(|v| v.model_version.as_str()));
@@ -195,12 +220,13 @@ async fn insert_transactions(
                transaction_type, anomaly_score, risk_score, is_anomaly, confidence, explanation, \
                model_version, edge_instance, region, scored_at, legacy_id, \
                shadow_model_version, shadow_anomaly_score, shadow_is_anomaly, decision, \
-               fraud_probability, shadow_fraud_probability, shadow_decision) \
+               fraud_probability, shadow_fraud_probability, shadow_decision, decision_reason, \
+               rules_matched, risk_factors, entities) \
              SELECT * FROM UNNEST($1::uuid[], $2::jsonb[], $3::float8[], $4::float8[], $5::float8[], \
                $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::bool[], $11::float8[], \
                $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::int8[], \
                $18::text[], $19::float8[], $20::bool[], $21::text[], $22::float8[], $23::float8[], \
-               $24::text[]) \
+               $24::text[], $25::text[], $26::jsonb[], $27::jsonb[], $28::jsonb[]) \
              ON CONFLICT (id, scored_at) DO NOTHING",
         )
         .await?;
@@ -232,6 +258,10 @@ async fn insert_transactions(
             &fraud,
             &shadow_fraud,
             &shadow_decision,
+            &reason,
+            &rules,
+            &factors,
+            &entities,
         ],
     )
     .await?;
@@ -281,7 +311,7 @@ async fn adopt_pending_feedback(
              ON CONFLICT (transaction_id) DO UPDATE \
              SET label = EXCLUDED.label, comments = EXCLUDED.comments, \
                  created_at = EXCLUDED.created_at, updated_at = now(), \
-                 last_event_id = EXCLUDED.last_event_id \
+                 last_event_id = EXCLUDED.last_event_id, labelled_by = NULL \
              WHERE feedback.created_at <= EXCLUDED.created_at",
         )
         .await?;
@@ -446,7 +476,7 @@ async fn upsert_feedback(
          ON CONFLICT (transaction_id) DO UPDATE \
          SET label = EXCLUDED.label, comments = EXCLUDED.comments, \
              created_at = EXCLUDED.created_at, updated_at = now(), \
-             last_event_id = EXCLUDED.last_event_id \
+             last_event_id = EXCLUDED.last_event_id, labelled_by = NULL \
          WHERE feedback.created_at <= EXCLUDED.created_at",
     )
     .await

@@ -20,6 +20,7 @@
 //! reported the same way per request (503 + `Retry-After`) and heal by themselves.
 
 pub mod auth;
+pub mod console;
 pub mod db;
 pub mod http;
 pub mod ingest;
@@ -28,6 +29,7 @@ pub mod partitions;
 pub mod policy;
 pub mod query;
 pub mod registry;
+pub mod review;
 
 use std::future::Future;
 use std::path::PathBuf;

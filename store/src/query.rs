@@ -297,7 +297,13 @@ pub enum ExportFormat {
 }
 
 /// Meta columns of the export; a feature with one of these names is exported as `feature_<name>`.
-const META: [&str; 4] = ["transaction_id", "scored_at", "label", "model_version"];
+const META: [&str; 5] = [
+    "transaction_id",
+    "scored_at",
+    "label",
+    "model_version",
+    "labelled_by",
+];
 
 /// Starts the labelled export of transactions scored in `[since, until)` (either bound
 /// optional). Returns once the column set is known (so database errors still become a proper
@@ -367,8 +373,8 @@ async fn run_export(
         let portal = tx
             .bind(
                 &format!(
-                    "SELECT t.id, t.scored_at, t.features, t.is_anomaly, f.label, t.model_version \
-                     {FILTER} ORDER BY t.scored_at, t.id"
+                    "SELECT t.id, t.scored_at, t.features, t.is_anomaly, f.label, t.model_version, \
+                       f.labelled_by {FILTER} ORDER BY t.scored_at, t.id"
                 ),
                 &[&since, &until],
             )
@@ -406,7 +412,7 @@ async fn run_export(
             .into_iter()
             .map(str::to_owned)
             .chain(columns.iter().map(|c| spreadsheet_safe(c)))
-            .chain(["label".to_owned(), "model_version".to_owned()]);
+            .chain(["label", "model_version", "labelled_by"].map(str::to_owned));
         w.write_record(header)
             .map_err(|e| DbError::Other(e.to_string()))?;
         w.flush().map_err(|e| DbError::Other(e.to_string()))?;
@@ -420,6 +426,7 @@ async fn run_export(
             let is_anomaly: bool = r.get(3);
             let feedback: bool = r.get(4);
             let model_version: String = r.get(5);
+            let labelled_by: Option<String> = r.get(6);
             let label = u8::from(label(is_anomaly, feedback));
             let values: Vec<Option<f64>> = names
                 .iter()
@@ -438,6 +445,12 @@ async fn run_export(
                     );
                     record.push(label.to_string());
                     record.push(spreadsheet_safe(&model_version));
+                    record.push(
+                        labelled_by
+                            .as_deref()
+                            .map(spreadsheet_safe)
+                            .unwrap_or_default(),
+                    );
                     w.write_record(&record)
                         .map_err(|e| DbError::Other(e.to_string()))?;
                     w.flush().map_err(|e| DbError::Other(e.to_string()))?;
@@ -451,6 +464,7 @@ async fn run_export(
                     }
                     obj.insert("label".into(), json!(label));
                     obj.insert("model_version".into(), json!(model_version));
+                    obj.insert("labelled_by".into(), json!(labelled_by));
                     serde_json::to_writer(&mut out, &Value::Object(obj))
                         .map_err(|e| DbError::Other(e.to_string()))?;
                     out.push(b'\n');

@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use contract::limits::{MAX_NAME_LEN, MODEL_MAX_BYTES};
 use contract::models::{
     CHANNELS, ChannelChange, ChannelHistory, Channels, Comparison, DecisionComparison,
-    DecisionRates, Disagreement, Drift, DriftWindow, FraudComparison, ModelList, ModelVersion,
-    SetChannel, Target, Uploaded, population_stability_index,
+    DecisionRates, Disagreement, Drift, DriftWindow, FraudComparison, HISTOGRAM_BINS, ModelList,
+    ModelVersion, ScoreHistogram, SetChannel, Target, Uploaded, population_stability_index,
 };
 use deadpool_postgres::Pool;
 use serde_json::Value;
@@ -603,6 +603,7 @@ pub async fn comparison(
     let with_decisions: i64 = summary.get(5);
     let with_probabilities: i64 = summary.get(13);
     let fraud_correlation: Option<f64> = summary.get(16);
+    let score_histogram = histogram(&client, live, shadow, since).await?;
     Ok(Comparison {
         live: live.to_string(),
         shadow: shadow.to_string(),
@@ -647,7 +648,64 @@ pub async fn comparison(
             shadow_mean: summary.get(15),
             rank_correlation: fraud_correlation.filter(|c| c.is_finite()),
         }),
+        score_histogram,
     })
+}
+
+/// Both models' anomaly scores on [`HISTOGRAM_BINS`] equal bins spanning the two together.
+async fn histogram(
+    client: &deadpool_postgres::Object,
+    live: &str,
+    shadow: &str,
+    since: Option<DateTime<Utc>>,
+) -> Result<Option<ScoreHistogram>, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "WITH p AS ( \
+               SELECT anomaly_score AS a, shadow_anomaly_score AS b FROM transactions \
+               WHERE model_version = $1 AND shadow_model_version = $2 \
+                 AND shadow_anomaly_score IS NOT NULL \
+                 AND ($3::timestamptz IS NULL OR scored_at >= $3)), \
+             r AS (SELECT least(min(a), min(b)) AS lo, greatest(max(a), max(b)) AS hi FROM p) \
+             SELECT r.lo, r.hi, k.side, least(width_bucket(k.v, r.lo, r.hi, $4), $4) AS bin, \
+                    count(*) \
+             FROM p CROSS JOIN r CROSS JOIN LATERAL (VALUES (0, p.a), (1, p.b)) AS k(side, v) \
+             WHERE r.hi > r.lo \
+             GROUP BY r.lo, r.hi, k.side, bin",
+        )
+        .await?;
+    let bins = HISTOGRAM_BINS as i32;
+    let rows = client
+        .query(&stmt, &[&live, &shadow, &since, &bins])
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let (lo, hi): (f64, f64) = (first.get(0), first.get(1));
+    let mut out = ScoreHistogram {
+        edges: (0..=HISTOGRAM_BINS)
+            .map(|i| lo + (hi - lo) * i as f64 / HISTOGRAM_BINS as f64)
+            .collect(),
+        live: vec![0; HISTOGRAM_BINS],
+        shadow: vec![0; HISTOGRAM_BINS],
+    };
+    for r in &rows {
+        let side: i32 = r.get(2);
+        let bin: i32 = r.get(3);
+        let count: i64 = r.get(4);
+        let Some(i) = usize::try_from(bin - 1)
+            .ok()
+            .filter(|&i| i < HISTOGRAM_BINS)
+        else {
+            continue;
+        };
+        if side == 0 {
+            out.live[i] += count;
+        } else {
+            out.shadow[i] += count;
+        }
+    }
+    Ok(Some(out))
 }
 
 /// The dashboard's comparison: the current channels' pair since `since`, while a shadow is set.

@@ -449,7 +449,7 @@ async fn export_returns_labelled_rows() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "transaction_id,scored_at,amount,hour,day_of_week,merchant_category,transaction_type,velocity,label,model_version"
+        "transaction_id,scored_at,amount,hour,day_of_week,merchant_category,transaction_type,velocity,label,model_version,labelled_by"
     );
     assert_eq!(lines.len(), 5, "{csv}");
     // Oldest first: tx 4 (scored 4 s before base), 2, 1, 0.
@@ -462,22 +462,22 @@ async fn export_returns_labelled_rows() {
     };
     assert!(lines[1].starts_with(&tx_id(4).to_string()));
     assert!(
-        row(0).ends_with(",10.5,0,2,4,1,,1,if1-a1423274"),
+        row(0).ends_with(",10.5,0,2,4,1,,1,if1-a1423274,"),
         "{}",
         row(0)
     );
     assert!(
-        row(1).ends_with(",11.5,1,2,4,1,,0,if1-a1423274"),
+        row(1).ends_with(",11.5,1,2,4,1,,0,if1-a1423274,"),
         "{}",
         row(1)
     );
     assert!(
-        row(2).ends_with(",12.5,2,2,4,1,,1,if1-a1423274"),
+        row(2).ends_with(",12.5,2,2,4,1,,1,if1-a1423274,"),
         "{}",
         row(2)
     );
     assert!(
-        row(4).ends_with(",99,,,,,3.25,0,if1-a1423274"),
+        row(4).ends_with(",99,,,,,3.25,0,if1-a1423274,"),
         "{}",
         row(4)
     );
@@ -500,6 +500,11 @@ async fn export_returns_labelled_rows() {
     assert_eq!(rows[1]["transaction_id"], tx_id(1).to_string());
     assert_eq!(rows[1]["label"], 0);
     assert_eq!(rows[1]["model_version"], "if1-a1423274");
+    assert_eq!(
+        rows[1]["labelled_by"],
+        Value::Null,
+        "feedback through an edge is nobody's"
+    );
 
     let (status, _) = t.get_text("/v1/feedback/export?since=yesterday").await;
     assert_eq!(status, 400);
@@ -697,7 +702,7 @@ async fn export_streams_more_rows_than_one_cursor_fetch() {
     assert!(lines[2500].starts_with(&tx_id(0).to_string()));
     let ones = lines[1..]
         .iter()
-        .filter(|l| l.ends_with(",1,if1-a1423274"))
+        .filter(|l| l.ends_with(",1,if1-a1423274,"))
         .count();
     let expected = (0..2500u128)
         .filter(|n| (n % 5 == 0) == (n % 3 == 0))

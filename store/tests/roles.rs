@@ -10,38 +10,28 @@ use std::time::{Duration, Instant};
 use common::{TestStore, scored};
 use reqwest::Method;
 use serde_json::{Value, json};
+use store::auth::Role;
 
 const EDGE: &str = "edge-token-of-eu1-0123456789";
 const EDGE_NEXT: &str = "edge-token-of-eu1-next-0123456789";
 const OPERATOR: &str = "operator-token-alice-0123456789";
 const READER: &str = "reader-token-bob-0123456789";
 
-fn line(name: &str, role: &str, token: &str) -> String {
-    format!(
-        "{name} {role} sha256:{}\n",
-        hex::encode(store::auth::hash(token))
-    )
+/// A tokens-file line.
+fn line(name: &str, role: Role, token: &str) -> String {
+    store::auth::file_line(name, role, token) + "\n"
 }
 
-/// A store that knows only the tokens in `text` (no development token).
 async fn start(text: &str) -> (TestStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens");
-    std::fs::write(&path, text).unwrap();
-    let t = TestStore::start_with(|c| {
-        c.token = None;
-        c.tokens_file = Some(path);
-    })
-    .await;
-    (t, dir)
+    TestStore::with_tokens(text).await
 }
 
 fn all_roles() -> String {
     [
         "# name role hash\n".to_string(),
-        line("edge-eu1", "edge", EDGE),
-        line("alice", "operator", OPERATOR),
-        line("bob", "reader", READER),
+        line("edge-eu1", Role::Edge, EDGE),
+        line("alice", Role::Operator, OPERATOR),
+        line("bob", Role::Reader, READER),
     ]
     .concat()
 }
@@ -295,7 +285,7 @@ async fn until_status(t: &TestStore, token: &str, want: u16) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_rotated_by_editing_the_file_while_the_store_runs() {
-    let (t, dir) = start(&line("edge-eu1", "edge", EDGE)).await;
+    let (t, dir) = start(&line("edge-eu1", Role::Edge, EDGE)).await;
     let path = dir.path().join("tokens");
     let known = call(
         &t,
@@ -309,8 +299,8 @@ async fn a_token_is_rotated_by_editing_the_file_while_the_store_runs() {
 
     // 1. Add the successor: both work at once (the edges move over without downtime).
     let both = [
-        line("edge-eu1", "edge", EDGE),
-        line("edge-eu1-next", "edge", EDGE_NEXT),
+        line("edge-eu1", Role::Edge, EDGE),
+        line("edge-eu1-next", Role::Edge, EDGE_NEXT),
     ]
     .concat();
     std::fs::write(&path, &both).unwrap();
@@ -324,7 +314,7 @@ async fn a_token_is_rotated_by_editing_the_file_while_the_store_runs() {
     assert_eq!(until_status(&t, EDGE_NEXT, 200).await, 200);
 
     // 3. Remove the old one: refused from the next reload on; the new one keeps working.
-    std::fs::write(&path, line("edge-eu1-next", "edge", EDGE_NEXT)).unwrap();
+    std::fs::write(&path, line("edge-eu1-next", Role::Edge, EDGE_NEXT)).unwrap();
     assert_eq!(until_status(&t, EDGE, 401).await, 401);
     assert_eq!(until_status(&t, EDGE_NEXT, 200).await, 200);
     // The edge, moved to its new token, goes on sending.

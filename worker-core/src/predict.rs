@@ -1,6 +1,8 @@
 //! `/api/predict` and `/api/predict-batch`: normalize, score, explain, answer, and build the
 //! store's event for each prediction.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use contract::limits::PREDICT_MAX_BATCH_ITEMS;
 use contract::{Event, FeatureMap, ScoredTransaction};
@@ -67,6 +69,9 @@ pub(crate) struct Prediction<'a> {
     /// The normalized feature row (forwarded to the store, not part of the answer).
     #[serde(skip)]
     row: Vec<f64>,
+    /// The entity ids the payload named (forwarded to the store, for the analyst console).
+    #[serde(skip)]
+    entities: BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -263,7 +268,21 @@ pub(crate) fn score_transaction<'a>(
         scored_at: stamp.at,
         uuid: stamp.uuid,
         row: row.to_vec(),
+        entities: entities_of(payload),
     })
+}
+
+/// The payload's entity ids ([`contract::ENTITY_FIELDS`] given as strings; the normalizer has
+/// refused any other type already).
+fn entities_of(payload: &Value) -> BTreeMap<String, String> {
+    contract::ENTITY_FIELDS
+        .iter()
+        .filter_map(|f| {
+            let id = payload.get(*f)?.as_str()?;
+            (!id.is_empty() && id.len() <= contract::MAX_ENTITY_ID_LEN)
+                .then(|| ((*f).to_string(), id.to_string()))
+        })
+        .collect()
 }
 
 /// Whether `payload` would be scored (a 400 otherwise), checked before its velocity state is
@@ -344,6 +363,19 @@ impl Prediction<'_> {
             decision: Some(self.decision.to_string()),
             rules_matched: self.rules_matched.clone(),
             fraud_probability: self.fraud_probability,
+            decision_reason: Some(self.decision_reason.clone()),
+            risk_factors: self
+                .risk_factors
+                .iter()
+                .flatten()
+                .map(|f| contract::RiskFactor {
+                    feature: f.feature.to_string(),
+                    value: f.value,
+                    contribution: f.contribution,
+                    description: f.description.clone(),
+                })
+                .collect(),
+            entities: self.entities.clone(),
             velocity_stale: self.velocity_stale,
         })
     }

@@ -37,6 +37,19 @@ impl TestStore {
         Self::serve(pg, store).await
     }
 
+    /// A store that knows only the tokens in `text` (a tokens file; no development token).
+    pub async fn with_tokens(text: &str) -> (TestStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, text).unwrap();
+        let t = Self::start_with(|c| {
+            c.token = None;
+            c.tokens_file = Some(path);
+        })
+        .await;
+        (t, dir)
+    }
+
     /// Serves an already built store (migrated or not).
     pub async fn serve(pg: TempPostgres, store: Store) -> TestStore {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

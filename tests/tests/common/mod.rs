@@ -92,6 +92,29 @@ pub fn build_component(model: &Path) -> PathBuf {
     target.join("wasm32-wasip2/release/worker.wasm")
 }
 
+/// The workspace's `trainer` binary beside this test binary (built when missing), for tests
+/// that run the operator's commands as an operator would.
+pub fn trainer_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let binary = profile_dir.join("trainer");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(root())
+            .args(["build", "-p", "trainer", "--bin", "trainer"]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        assert!(
+            build.status().unwrap().success(),
+            "building the trainer failed"
+        );
+    }
+    binary
+}
+
 /// An HTTP client that hands back 4xx/5xx answers instead of failing on them.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -118,6 +141,19 @@ impl StoreService {
 
     /// On `addr` (e.g. the address of a store stopped before, to bring it back).
     pub fn start_at(database_url: &str, addr: SocketAddr) -> Self {
+        Self::start_configured(database_url, addr, None)
+    }
+
+    /// Knowing the named tokens of `tokens_file` besides [`STORE_TOKEN`].
+    pub fn start_with_tokens(database_url: &str, tokens_file: &Path) -> Self {
+        Self::start_configured(
+            database_url,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(tokens_file.to_path_buf()),
+        )
+    }
+
+    fn start_configured(database_url: &str, addr: SocketAddr, tokens: Option<PathBuf>) -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let url = database_url.to_owned();
@@ -128,7 +164,9 @@ impl StoreService {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let store = store::Store::new(store::Config::new(url, STORE_TOKEN)).unwrap();
+                let mut config = store::Config::new(url, STORE_TOKEN);
+                config.tokens_file = tokens;
+                let store = store::Store::new(config).unwrap();
                 store.migrate().await.unwrap();
                 let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
