@@ -10,6 +10,8 @@
 # /api/health at 1 connection (the host's floor), and a plain hyper server with a constant body
 # at 1, 16 and 150 connections (tests/examples/http_floor.rs: the machine's floor, what wrk,
 # loopback, the kernel and the VM cost at that moment, with no WebAssembly at all).
+# The table is also drawn as a chart (trainer/examples/bench_chart.rs), one panel per connection
+# count, written to $BENCH_CHART (default $CARGO_TARGET_DIR/bench-predict.png).
 # Usage: scripts/bench-predict.sh [seconds per run, default 10] [harness|spin|both, default both]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,7 +93,7 @@ measure() {
   local during; during=$(rss_mb "$pid")
   sleep 3
   printf '  %-26s c=%-3d %s  rss %s/%s/%s MB  [load %s]\n' "$label" "$c" "$result" \
-    "$before" "$during" "$(rss_mb "$pid")" "$load"
+    "$before" "$during" "$(rss_mb "$pid")" "$load" | tee -a "$work/out.txt"
   # A run that errs or prints no summary is a failure, not a figure (0 errors is a goal).
   [[ $result =~ errors\ 0$ ]] || failed+=("$host $label c=$c")
   stop
@@ -104,7 +106,7 @@ echo "component: $(stat -c %s "$component") bytes; model: $(stat -c %s data/mode
 compute() { "$@" data/model.sfm 2>/dev/null | sed -n "/^data\/model.sfm/,\$p" | grep -E "^ +(score|explain) " | xargs || true; }
 echo "anchor (model-format on data/model.sfm, native): $(compute "$target/release/examples/bench_explain")"
 echo "anchor (the same as WebAssembly under wasmtime): $(compute "$target/release/examples/run_command" "$target/wasm32-wasip2/release/examples/bench_explain.wasm")"
-echo "floor (plain hyper server, constant body, no WebAssembly):"
+echo "floor (plain hyper server, constant body, no WebAssembly):" | tee -a "$work/out.txt"
 for c in 1 16 150; do measure floor "" "$c" /api/predict predict.lua "floor"; done
 
 # docs/edge.md ("Instance reuse"): instances kept rather than replaced every 128 requests.
@@ -117,7 +119,7 @@ fi
 for host in "${hosts[@]}"; do
   for cfg in "defaults|" "recommended|$recommended"; do
     name=${cfg%%|*}; flags=${cfg#*|}
-    echo "$host, $name${flags:+ ($flags)}:"
+    echo "$host, $name${flags:+ ($flags)}:" | tee -a "$work/out.txt"
     measure "$host" "$flags" 1 /api/health get.lua "health (anchor)"
     measure "$host" "$flags" 1 /api/predict predict.lua "explained"
     measure "$host" "$flags" 1 "/api/predict?explain=false" predict.lua "explain=false"
@@ -126,6 +128,8 @@ for host in "${hosts[@]}"; do
     measure "$host" "$flags" 150 /api/predict predict.lua "explained"
   done
 done
+chart="${BENCH_CHART:-$target/bench-predict.png}"
+"$target/release/examples/bench_chart" "$work/out.txt" "$chart"
 if ((${#failed[@]})); then
   printf 'failed: %s\n' "${failed[@]}" >&2
   exit 1

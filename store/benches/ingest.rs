@@ -69,7 +69,7 @@ async fn prefill(store: &store::Store, rows: u64, newest: chrono::DateTime<Utc>)
                             "INSERT INTO transactions (id, features, amount, hour, day_of_week, \
                                merchant_category, transaction_type, anomaly_score, risk_score, \
                                is_anomaly, confidence, explanation, model_version, edge_instance, \
-                               region, scored_at, decision, decision_reason, rules_matched) \
+                               region, scored_at, decision, decision_reason, rules_matched, entities) \
                              SELECT md5('prefill' || g)::uuid, \
                                jsonb_build_object('amount', a, 'hour', g % 24, 'day_of_week', g % 7, \
                                  'merchant_category', g % 10, 'transaction_type', g % 3), \
@@ -82,7 +82,8 @@ async fn prefill(store: &store::Store, rows: u64, newest: chrono::DateTime<Utc>)
                                     ELSE 'allow' END, \
                                CASE WHEN g % 500 = 7 THEN 'rule blocked_card' WHEN g % 50 = 0 \
                                     THEN 'model: anomalous' END, \
-                               CASE WHEN g % 500 = 7 THEN '[\"blocked_card\"]'::jsonb END \
+                               CASE WHEN g % 500 = 7 THEN '[\"blocked_card\"]'::jsonb END, \
+                               jsonb_build_object('card_id', 'card-' || (g % 1000003)) \
                              FROM (SELECT g, 10 + (g % 1000) * 1.25 AS a \
                                    FROM generate_series($1::int8, $2::int8) g) s",
                             &[&lo, &hi, &newest],
@@ -123,6 +124,18 @@ async fn time_listing(
     path: &str,
     samples: usize,
 ) -> Result<Vec<Duration>> {
+    let mut out = time_listing_in_order(http, base, path, samples).await?;
+    out.sort();
+    Ok(out)
+}
+
+/// Like [`time_listing`], in the order the requests were made (not sorted).
+async fn time_listing_in_order(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    samples: usize,
+) -> Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
         let t = Instant::now();
@@ -141,7 +154,6 @@ async fn time_listing(
         );
         out.push(t.elapsed());
     }
-    out.sort();
     Ok(out)
 }
 
@@ -344,7 +356,23 @@ fn main() -> Result<()> {
             ("queue: block, rule filter", "/v1/review?per_page=50&decision=block&rule=blocked_card".to_string()),
         ];
         for (what, path) in &review {
-            report(what, &time_listing(&http, &base_url, path, samples).await?);
+            let lat = time_listing_in_order(&http, &base_url, path, samples).await?;
+            let first: Vec<String> = lat.iter().take(8).map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).collect();
+            let mut sorted = lat.clone();
+            sorted.sort();
+            report(what, &sorted);
+            println!("listing:   its first 8 requests in order (ms): {}", first.join(" "));
+        }
+        if std::env::var_os("BENCH_EXPLAIN").is_some() {
+            // The statement the rule filter runs (store::review's shape and settings).
+            let plan = pg.psql(
+                "SET enable_sort = off; SET jit = off; EXPLAIN (ANALYZE, BUFFERS) SELECT t.id FROM transactions t \
+                 LEFT JOIN feedback f ON f.transaction_id = t.id \
+                 WHERE t.decision IN ('review', 'block') AND t.decision = ANY('{block}'::text[]) \
+                   AND t.rules_matched ? 'blocked_card' \
+                 ORDER BY t.scored_at DESC, t.id DESC LIMIT 51",
+            )?;
+            println!("explain: queue, block, rule filter\n{plan}");
         }
         let deep = {
             let mut cursor: Option<String> = None;

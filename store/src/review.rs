@@ -293,15 +293,26 @@ fn queue_statement(q: &QueueQuery) -> (String, Vec<Box<dyn ToSql + Sync + Send>>
 }
 
 /// `GET /v1/review`: a page of the queue.
+///
+/// Every shape of the queue's statement has a partial index in its order, and a page is its
+/// first `per_page` rows, so walking that index and stopping is always the right plan. The
+/// planner does not always see it: a rule or model filter it thinks rare makes it estimate a
+/// few dozen matches, and it then prefers scanning every partition and sorting (measured at 10M
+/// rows: 0.8 s instead of 1 ms, most of it JIT compilation). So the statement runs with sorting
+/// and JIT off for its transaction only.
 pub async fn review_page(pool: &Pool, q: &QueueQuery) -> Result<ReviewPage, DbError> {
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
     let (sql, params) = queue_statement(q);
-    let stmt = client.prepare_cached(&sql).await?;
+    let tx = client.build_transaction().read_only(true).start().await?;
+    tx.batch_execute("SET LOCAL enable_sort = off; SET LOCAL jit = off")
+        .await?;
+    let stmt = tx.prepare_cached(&sql).await?;
     let refs: Vec<&(dyn ToSql + Sync)> = params
         .iter()
         .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect();
-    let rows = client.query(&stmt, &refs).await?;
+    let rows = tx.query(&stmt, &refs).await?;
+    tx.commit().await?;
     let more = rows.len() as i64 > q.per_page;
     let page: Vec<_> = rows.iter().take(q.per_page as usize).collect();
     let next_cursor = page.last().filter(|_| more).map(|r| {

@@ -97,6 +97,25 @@ async fn wait_for(c: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("{css} never appeared: {e}"));
 }
 
+/// Waits until `css` exists and its text is `want`.
+async fn wait_for_text(c: &Client, css: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = c
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.textContent : null",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap();
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{css} shows {got}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -113,6 +132,22 @@ async fn shot(c: &Client, name: &str) {
         std::fs::write(&path, png).unwrap();
         eprintln!("screenshot: {}", path.display());
     }
+}
+
+/// Fills the sign-in form with `token` and submits it.
+async fn sign_in(c: &Client, token: &str) {
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#signin button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 /// Presses one key on the page (the queue listens on the document).
@@ -235,18 +270,7 @@ async fn an_analyst_labels_the_review_queue_with_the_keyboard_in_a_real_browser(
     // Sign in as the analyst; an empty store says so instead of showing an empty table.
     c.goto(&console).await.unwrap();
     wait_for(&c, "#token").await;
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(ANALYST)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#signin button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&c, ANALYST).await;
     wait_for(&c, "#queue-empty").await;
     assert_eq!(text(&c, "#who").await, "dana (analyst)");
     shot(&c, "1-queue-empty").await;
@@ -388,6 +412,25 @@ async fn an_analyst_labels_the_review_queue_with_the_keyboard_in_a_real_browser(
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // The same comparison and drift from the operator's command line, drawn.
+    for (args, file) in [
+        (["compare", "--chart"], "compare.png"),
+        (["drift", "--chart"], "drift.png"),
+    ] {
+        let png = dir.path().join(file);
+        let mut args = args.to_vec();
+        args.push(png.to_str().unwrap());
+        let out: Value = serde_json::from_str(&trainer_models(&store_url, &args)).unwrap();
+        assert!(out.is_object(), "{out}");
+        let png = std::fs::read(&png).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+        assert_eq!((be(16), be(20)), (1000, 560), "{file}");
+        if let Some(dir) = std::env::var_os("SFE_CONSOLE_SHOTS") {
+            std::fs::write(PathBuf::from(dir).join(file), &png).unwrap();
+        }
+    }
+
     c.goto(&format!("{console}#/models")).await.unwrap();
     wait_for(&c, "#score-histogram").await;
     assert_eq!(text(&c, "#live-version").await, live);
@@ -397,6 +440,76 @@ async fn an_analyst_labels_the_review_queue_with_the_keyboard_in_a_real_browser(
     // An analyst may not promote: the page offers no button.
     assert!(c.find(Locator::Css("#promote")).await.is_err());
     shot(&c, "4-models").await;
+
+    // An operator may: sign out, sign in as one, promote the shadow (confirming), roll back.
+    c.find(Locator::Css("#signout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&c, "#token").await;
+    sign_in(&c, OPERATOR).await;
+    // Signed in again on the page it was on: the models.
+    wait_for(&c, "#promote").await;
+    assert_eq!(text(&c, "#who").await, "otto (operator)");
+    c.find(Locator::Css("#promote"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    let live_now = |want: &str| {
+        let (_, body) = get(&format!("{store_url}/v1/models/channels"), READER);
+        let channels: Value = serde_json::from_str(&body).unwrap();
+        channels["live"]["version"] == want
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !live_now(&shadow) {
+        assert!(
+            Instant::now() < deadline,
+            "the promotion never reached the store"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The page re-reads the channels after the promotion: wait for it to show the new live
+    // model before touching its buttons.
+    wait_for_text(&c, "#live-version", &shadow).await;
+    c.find(Locator::Css("#rollback"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !live_now(&live) {
+        assert!(
+            Instant::now() < deadline,
+            "the rollback never reached the store"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The page shows the rollback in its history once it has re-read it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let history = c
+            .execute(
+                "const h = document.querySelector('#history'); return h ? h.textContent : ''",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if history.as_str().is_some_and(|h| h.contains("rollback")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rollback in the page's history: {history}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The database goes away: the page says so instead of showing nothing.
     let mut pg = pg;

@@ -419,6 +419,25 @@ fn histogram(path: &Path, decision: &[f64], labels: Option<&[bool]>, text: bool)
     Ok(())
 }
 
+/// A chart builder with the charts' margin, and (when a font was found) a caption and label
+/// areas of the given sizes.
+fn builder<'a, 'b, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    text: bool,
+    label_areas: (u32, u32),
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(15);
+    if text {
+        builder
+            .caption(title, ("sans-serif", 22))
+            .x_label_area_size(label_areas.0)
+            .y_label_area_size(label_areas.1);
+    }
+    builder
+}
+
 fn line_plot(
     path: &Path,
     title: &str,
@@ -428,14 +447,7 @@ fn line_plot(
 ) -> PlotResult {
     let root = BitMapBackend::new(path, (600, 600)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut builder = ChartBuilder::on(&root);
-    builder.margin(15);
-    if text {
-        builder
-            .caption(title, ("sans-serif", 22))
-            .x_label_area_size(40)
-            .y_label_area_size(50);
-    }
+    let mut builder = builder(&root, title, text, (40, 50));
     let mut chart = builder.build_cartesian_2d(0.0..1.0, 0.0..1.05)?;
     if text {
         chart.configure_mesh().x_desc(xy.0).y_desc(xy.1).draw()?;
@@ -491,17 +503,54 @@ pub fn bar_chart(
     groups: &[String],
     series: &[(String, Vec<Option<f64>>)],
 ) -> Result<()> {
+    let panel = Panel {
+        title: title.to_string(),
+        y_desc: y_desc.to_string(),
+        groups: groups.to_vec(),
+        series: series.to_vec(),
+        y_max: 1.0,
+    };
+    panels_chart(path, (1000, 560), &[panel])
+}
+
+/// One chart of [`panels_chart`]: grouped bars on a linear scale from 0 to `y_max`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    /// Its caption.
+    pub title: String,
+    /// What the y axis measures.
+    pub y_desc: String,
+    /// One group of bars per entry, left to right.
+    pub groups: Vec<String>,
+    /// (legend, one height per group; None leaves a gap).
+    pub series: Vec<(String, Vec<Option<f64>>)>,
+    /// Top of the scale (heights above it are cut).
+    pub y_max: f64,
+}
+
+/// Grouped-bar panels stacked vertically in one PNG of `size` pixels (the same drawing as
+/// [`bar_chart`], e.g. latency percentiles at 1, 16 and 150 connections).
+pub fn panels_chart(path: &Path, size: (u32, u32), panels: &[Panel]) -> Result<()> {
     let text = register_font();
-    grouped_bars(path, title, y_desc, groups, series, text)
-        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+    let draw = || -> PlotResult {
+        let root = BitMapBackend::new(path, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        for (area, panel) in root
+            .split_evenly((panels.len().max(1), 1))
+            .iter()
+            .zip(panels)
+        {
+            grouped_bars(area, panel, text)?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
 }
 
 fn grouped_bars(
-    path: &Path,
-    title: &str,
-    y_desc: &str,
-    groups: &[String],
-    series: &[(String, Vec<Option<f64>>)],
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    panel: &Panel,
     text: bool,
 ) -> PlotResult {
     const COLORS: [RGBColor; 6] = [
@@ -512,22 +561,27 @@ fn grouped_bars(
         RGBColor(0x81, 0x72, 0xb3),
         RGBColor(0x93, 0x78, 0x60),
     ];
-    let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut builder = ChartBuilder::on(&root);
-    builder.margin(15);
-    if text {
-        builder
-            .caption(title, ("sans-serif", 22))
-            .x_label_area_size(45)
-            .y_label_area_size(50);
-    }
+    let Panel {
+        title,
+        y_desc,
+        groups,
+        series,
+        y_max,
+    } = panel;
+    let y_max = if y_max.is_finite() && *y_max > 0.0 {
+        *y_max
+    } else {
+        1.0
+    };
+    let mut builder = builder(area, title, text, (45, 60));
     let n = groups.len().max(1);
-    // Headroom above 1 for the legend, so it never hides a bar.
-    let mut chart =
-        builder.build_cartesian_2d(0.0..n as f64, 0.0..1.0 + 0.08 * (series.len() as f64 + 1.0))?;
+    // Headroom above the scale for the legend, so it never hides a bar.
+    let mut chart = builder.build_cartesian_2d(
+        0.0..n as f64,
+        0.0..y_max * (1.0 + 0.08 * (series.len() as f64 + 1.0)),
+    )?;
     if text {
-        let names = groups.to_vec();
+        let names = groups.clone();
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -541,7 +595,7 @@ fn grouped_bars(
                     String::new()
                 }
             })
-            .y_desc(y_desc)
+            .y_desc(y_desc.as_str())
             .draw()?;
     }
     let width = 0.8 / series.len().max(1) as f64;
@@ -551,7 +605,7 @@ fn grouped_bars(
             let v = (*v)?;
             let x0 = g as f64 + 0.1 + k as f64 * width;
             Some(Rectangle::new(
-                [(x0, 0.0), (x0 + width * 0.9, v.clamp(0.0, 1.0))],
+                [(x0, 0.0), (x0 + width * 0.9, v.clamp(0.0, y_max))],
                 color.filled(),
             ))
         });
@@ -570,8 +624,140 @@ fn grouped_bars(
             .border_style(BLACK)
             .draw()?;
     }
-    root.present()?;
     Ok(())
+}
+
+/// A line per series over a shared x axis (e.g. PSI and alert rate per hour), 1000 × 560
+/// pixels, with the same look as the other charts.
+pub fn lines_chart(
+    path: &Path,
+    title: &str,
+    axes: (&str, &str),
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let text = register_font();
+    let draw = || -> PlotResult {
+        let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let points = series.iter().flat_map(|(_, p)| p.iter());
+        let (x0, x1, y1) = points.fold((f64::MAX, f64::MIN, 0.0f64), |(a, b, c), &(x, y)| {
+            (a.min(x), b.max(x), c.max(y))
+        });
+        // One hour (or none) still gets an axis around it.
+        let (x0, x1) = if x0 < x1 {
+            (x0, x1)
+        } else if x0 <= x1 {
+            (x0 - 1.0, x1 + 1.0)
+        } else {
+            (0.0, 1.0)
+        };
+        let mut builder = builder(&root, title, text, (45, 60));
+        let mut chart = builder.build_cartesian_2d(x0..x1, 0.0..(y1 * 1.15).max(1e-9))?;
+        if text {
+            chart
+                .configure_mesh()
+                .x_desc(axes.0)
+                .y_desc(axes.1)
+                .draw()?;
+        }
+        for (k, (name, points)) in series.iter().enumerate() {
+            let color = [RED, BLUE, GREEN, BLACK][k % 4];
+            // Points as well as the line, so a lone hour shows.
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+            let drawn =
+                chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+            if text {
+                drawn.label(name.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2))
+                });
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE)
+                .border_style(BLACK)
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))
+}
+
+/// The panels of `scripts/bench-predict.sh`'s output: one per connection count, one group per
+/// measured line (host, settings, what), p50 / p90 / p99 in µs. Lines that are not
+/// measurements are skipped.
+pub fn bench_predict_panels(output: &str) -> Vec<Panel> {
+    let mut section = String::new();
+    // connections -> (group names, [p50, p90, p99] per group)
+    let mut by_c: std::collections::BTreeMap<u32, (Vec<String>, Vec<[f64; 3]>)> =
+        std::collections::BTreeMap::new();
+    for line in output.lines() {
+        if !line.starts_with(' ') && line.trim_end().ends_with(':') {
+            // "harness, recommended (--max-instance-reuse-count 100000):" -> "harness rec."
+            let head = line.trim_end().trim_end_matches(':');
+            let head = head.split(" (").next().unwrap_or(head);
+            section = head
+                .replace(", defaults", "")
+                .replace(", recommended", " rec.");
+            if section.starts_with("floor") {
+                section = "floor".into();
+            }
+            continue;
+        }
+        let Some((label, rest)) = line.trim_start().split_once(" c=") else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let Some(c) = words.first().and_then(|w| w.parse::<u32>().ok()) else {
+            continue;
+        };
+        let after = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let (Some(p50), Some(p90), Some(p99)) = (after("p50"), after("p90"), after("p99")) else {
+            continue;
+        };
+        let label = label.trim().replace(" (anchor)", "");
+        let name = if section == "floor" || label == "floor" {
+            "floor".to_string()
+        } else {
+            format!("{section} {label}")
+        };
+        let entry = by_c.entry(c).or_default();
+        entry.0.push(name);
+        entry.1.push([p50, p90, p99]);
+    }
+    by_c.into_iter()
+        .map(|(c, (groups, values))| {
+            let y_max = values.iter().flatten().fold(0.0f64, |m, &v| m.max(v));
+            Panel {
+                title: format!(
+                    "POST /api/predict at {c} connection{}: latency percentiles",
+                    if c == 1 { "" } else { "s" }
+                ),
+                y_desc: "µs".into(),
+                groups,
+                series: ["p50", "p90", "p99"]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, name)| {
+                        (
+                            name.to_string(),
+                            values.iter().map(|v| Some(v[k])).collect(),
+                        )
+                    })
+                    .collect(),
+                y_max: y_max * 1.05,
+            }
+        })
+        .collect()
 }
 
 /// Writes `report.json`, `report.md` and the plots into `dir`.
@@ -598,6 +784,85 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Width and height from a PNG's IHDR chunk.
+    fn png_size(png: &[u8]) -> (u32, u32) {
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+        let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+        (be(16), be(20))
+    }
+
+    const BENCH_OUTPUT: &str = "\
+machine: 2 cores, AMD EPYC; load 1.2 1.3 1.4
+anchor (model-format on data/model.sfm, native): score 2.8 us explain 61.8 us
+floor (plain hyper server, constant body, no WebAssembly):
+  floor                      c=1   p50     62 us  p90     80 us  p99    120 us  p99.9    300 us   15000 req/s  errors 0  rss 5/6/6 MB  [load 1.0 1.0 1.0]
+  floor                      c=16  p50    400 us  p90    600 us  p99    900 us  p99.9   2000 us   38000 req/s  errors 0  rss 5/6/6 MB  [load 1.0 1.0 1.0]
+harness, defaults:
+  health (anchor)            c=1   p50    110 us  p90    150 us  p99    300 us  p99.9    800 us    8000 req/s  errors 0  rss 50/60/60 MB  [load 1.1 1.0 1.0]
+  explained                  c=1   p50    404 us  p90    500 us  p99    900 us  p99.9   3000 us    2300 req/s  errors 0  rss 50/60/60 MB  [load 1.1 1.0 1.0]
+  explained                  c=16  p50   4000 us  p90   6000 us  p99   9000 us  p99.9  12000 us    3500 req/s  errors 0  rss 50/80/70 MB  [load 1.1 1.0 1.0]
+harness, recommended (--max-instance-reuse-count 100000):
+  explained                  c=1   p50    410 us  p90    520 us  p99    950 us  p99.9   3100 us    2200 req/s  errors 0  rss 50/60/60 MB  [load 1.1 1.0 1.0]
+";
+
+    #[test]
+    fn bench_predict_output_becomes_one_panel_per_connection_count() {
+        let panels = bench_predict_panels(BENCH_OUTPUT);
+        assert_eq!(panels.len(), 2);
+        let one = &panels[0];
+        assert_eq!(
+            one.groups,
+            [
+                "floor",
+                "harness health",
+                "harness explained",
+                "harness rec. explained"
+            ]
+        );
+        assert_eq!(one.series[0].0, "p50");
+        assert_eq!(
+            one.series[0].1,
+            [Some(62.0), Some(110.0), Some(404.0), Some(410.0)]
+        );
+        assert_eq!(one.series[2].1[2], Some(900.0));
+        assert!(panels[1].title.contains("16 connections"));
+        assert_eq!(panels[1].groups, ["floor", "harness explained"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latency.png");
+        panels_chart(&path, (1000, 1120), &panels).unwrap();
+        assert_eq!(png_size(&std::fs::read(&path).unwrap()), (1000, 1120));
+    }
+
+    #[test]
+    fn lines_chart_draws_a_png_of_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drift.png");
+        let psi: Vec<(f64, f64)> = (0..48)
+            .map(|h| (f64::from(h) - 47.0, 0.01 * f64::from(h % 7)))
+            .collect();
+        lines_chart(
+            &path,
+            "drift",
+            ("hours", "PSI"),
+            &[("PSI".into(), psi), ("empty".into(), Vec::new())],
+        )
+        .unwrap();
+        assert_eq!(png_size(&std::fs::read(&path).unwrap()), (1000, 560));
+        // One hour: an axis around it and a visible point (not an empty frame).
+        let one = dir.path().join("one.png");
+        lines_chart(
+            &one,
+            "one hour",
+            ("hours", "rate"),
+            &[("alert rate".into(), vec![(0.0, 0.12)])],
+        )
+        .unwrap();
+        if let Some(keep) = std::env::var_os("SFE_KEEP_CHART") {
+            std::fs::copy(&one, keep).unwrap();
+        }
+    }
 
     #[test]
     fn metrics_match_hand_computed_values() {

@@ -9,7 +9,9 @@
 //! bad token, model file refused), or it answered something this client cannot read
 //! ([`RegistryError::BadAnswer`]).
 
-use contract::models::{ChannelHistory, Channels, ModelList, ModelVersion, SetChannel, Uploaded};
+use contract::models::{
+    ChannelHistory, Channels, Comparison, Drift, ModelList, ModelVersion, SetChannel, Uploaded,
+};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use url::Url;
@@ -300,6 +302,33 @@ impl Client {
     /// `GET /v1/models/{version}`.
     pub fn show(&self, version: &str) -> Result<ModelVersion, RegistryError> {
         self.json(reqwest::Method::GET, &["v1", "models", version], |b| b)
+    }
+
+    /// `GET /v1/models/compare`: `live` against `shadow` on the transactions both scored
+    /// (`since`: RFC 3339, else all).
+    pub fn compare(
+        &self,
+        live: &str,
+        shadow: &str,
+        since: Option<&str>,
+    ) -> Result<Comparison, RegistryError> {
+        self.json(reqwest::Method::GET, &["v1", "models", "compare"], |b| {
+            let b = b.query(&[("live", live), ("shadow", shadow)]);
+            match since {
+                Some(t) => b.query(&[("since", t)]),
+                None => b,
+            }
+        })
+    }
+
+    /// `GET /v1/models/{version}/drift?hours=`: its scores against its training distribution,
+    /// per hour.
+    pub fn drift(&self, version: &str, hours: u32) -> Result<Drift, RegistryError> {
+        self.json(
+            reqwest::Method::GET,
+            &["v1", "models", version, "drift"],
+            |b| b.query(&[("hours", hours)]),
+        )
     }
 
     /// `GET /v1/models/{version}/file`: the model file's bytes.

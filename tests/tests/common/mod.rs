@@ -92,27 +92,38 @@ pub fn build_component(model: &Path) -> PathBuf {
     target.join("wasm32-wasip2/release/worker.wasm")
 }
 
-/// The workspace's `trainer` binary beside this test binary (built when missing), for tests
-/// that run the operator's commands as an operator would.
+/// The workspace's `trainer` binary beside this test binary, for tests that run the operator's
+/// commands as an operator would. `cargo test --release` (the workspace) builds it; a run of
+/// this package alone does not, and cannot from inside the test (cargo holds the build lock),
+/// so a missing or older-than-its-sources binary is a clear failure instead of a wrong result.
 pub fn trainer_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let binary = profile_dir.join("trainer");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .current_dir(root())
-            .args(["build", "-p", "trainer", "--bin", "trainer"]);
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        assert!(
-            build.status().unwrap().success(),
-            "building the trainer failed"
-        );
-    }
+    let binary = exe.parent().and_then(Path::parent).unwrap().join("trainer");
+    let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
+    let newest_source = walk(&root().join("trainer/src"))
+        .into_iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max();
+    assert!(
+        built.is_some_and(|b| newest_source.is_none_or(|s| s <= b)),
+        "{} is missing or older than trainer/src: run `cargo build --release -p trainer` \
+         (or the whole `cargo test --release`) first",
+        binary.display()
+    );
     binary
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// An HTTP client that hands back 4xx/5xx answers instead of failing on them.

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use trainer::registry::{Channel, Client};
 
-use contract::models::{ChannelHistory, Channels, ModelList, ModelVersion};
+use contract::models::{ChannelHistory, Channels, Comparison, Drift, ModelList, ModelVersion};
 
 use crate::failure::{Classify, Failure};
 use crate::output::Log;
@@ -100,6 +100,41 @@ enum Command {
         /// The channel to roll back.
         #[arg(long, value_enum, default_value = "live")]
         channel: Channel,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The live model against the shadow on the transactions both scored: alert rates,
+    /// agreement, rank correlation, decisions, the largest disagreements. `--chart` draws both
+    /// score distributions on the same bins (PNG).
+    #[command(after_help = AFTER_HELP)]
+    Compare {
+        /// The live side (default: the live channel).
+        #[arg(long)]
+        live: Option<String>,
+        /// The shadow side (default: the shadow channel).
+        #[arg(long)]
+        shadow: Option<String>,
+        /// Only transactions scored at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Write the score distributions as a PNG here.
+        #[arg(long, value_name = "FILE.png")]
+        chart: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A model's drift: PSI against its training distribution and alert rate, per hour.
+    /// `--chart` draws both per hour (PNG).
+    #[command(after_help = AFTER_HELP)]
+    Drift {
+        /// The version (default: the live channel's).
+        version: Option<String>,
+        /// How many hours back (1 to 720).
+        #[arg(long, default_value_t = 48)]
+        hours: u32,
+        /// Write PSI and alert rate per hour as a PNG here.
+        #[arg(long, value_name = "FILE.png")]
+        chart: Option<PathBuf>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -198,6 +233,61 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
             let after = client.rollback(channel)?;
             let line = change_line(channel, &before, &after);
             emit(&conn, log, "channel", &line, &format!("{line}\n"), &after)
+        }
+        Command::Compare {
+            live,
+            shadow,
+            since,
+            chart,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let channels = client.channels()?;
+            let live = live.or_else(|| Channel::Live.of(&channels).map(str::to_string));
+            let shadow = shadow.or_else(|| Channel::Shadow.of(&channels).map(str::to_string));
+            let (Some(live), Some(shadow)) = (live, shadow) else {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "nothing to compare: name --live and --shadow, or set both channels"
+                )));
+            };
+            let c = client.compare(&live, &shadow, since.as_deref())?;
+            if let Some(path) = &chart {
+                comparison_chart(path, &c).map_err(Failure::Data)?;
+            }
+            let summary = format!(
+                "{live} vs {shadow}: {} transactions, agreement {:.3}",
+                c.transactions, c.agreement
+            );
+            emit(&conn, log, "comparison", &summary, &comparison_text(&c), &c)
+        }
+        Command::Drift {
+            version,
+            hours,
+            chart,
+            conn,
+        } => {
+            let client = conn.client()?;
+            let version = match version {
+                Some(v) => v,
+                None => Channel::Live
+                    .of(&client.channels()?)
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        Failure::Usage(anyhow::anyhow!(
+                            "the live channel is the edges' embedded model: name a version"
+                        ))
+                    })?,
+            };
+            let d = client.drift(&version, hours)?;
+            if let Some(path) = &chart {
+                drift_chart(path, &d).map_err(Failure::Data)?;
+            }
+            let summary = format!(
+                "{version}: {} transactions in {hours} h, PSI {}",
+                d.overall.transactions,
+                d.overall.psi.map_or("n/a".into(), |p| format!("{p:.4}"))
+            );
+            emit(&conn, log, "drift", &summary, &drift_text(&d), &d)
         }
         Command::History { conn } => {
             let history = conn.client()?.history()?;
@@ -404,6 +494,108 @@ fn show_text(m: &ModelVersion) -> String {
         }
     }
     out
+}
+
+/// Both score distributions as shares per bin, side by side (trainer evaluate's bars).
+fn comparison_chart(path: &std::path::Path, c: &Comparison) -> anyhow::Result<()> {
+    let h = c
+        .score_histogram
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no transactions scored by both: nothing to draw"))?;
+    let share = |counts: &[i64]| {
+        let total = counts.iter().sum::<i64>().max(1) as f64;
+        counts
+            .iter()
+            .map(|&n| Some(n as f64 / total))
+            .collect::<Vec<_>>()
+    };
+    let (live, shadow) = (share(&h.live), share(&h.shadow));
+    let y_max = live
+        .iter()
+        .chain(&shadow)
+        .flatten()
+        .fold(0.0f64, |m, &v| m.max(v));
+    let groups = h
+        .edges
+        .windows(2)
+        .map(|w| format!("{:.2}", (w[0] + w[1]) / 2.0))
+        .collect();
+    trainer::evaluate::panels_chart(
+        path,
+        (1000, 560),
+        &[trainer::evaluate::Panel {
+            title: format!(
+                "anomaly score, {} transactions scored by both (below 0 = anomalous)",
+                c.transactions
+            ),
+            y_desc: "share of the model's transactions".into(),
+            groups,
+            series: vec![
+                (format!("live {}", c.live), live),
+                (format!("shadow {}", c.shadow), shadow),
+            ],
+            y_max: y_max * 1.05,
+        }],
+    )
+}
+
+/// PSI and alert rate per hour, oldest on the left (x = hours before the newest).
+fn drift_chart(path: &std::path::Path, d: &Drift) -> anyhow::Result<()> {
+    let newest = d.hours.first().and_then(|h| h.hour);
+    let x = |h: &contract::models::DriftWindow| match (h.hour, newest) {
+        (Some(at), Some(newest)) => (at - newest).num_minutes() as f64 / 60.0,
+        _ => 0.0,
+    };
+    let psi = d
+        .hours
+        .iter()
+        .filter_map(|h| Some((x(h), h.psi?)))
+        .rev()
+        .collect();
+    let alerts = d.hours.iter().map(|h| (x(h), h.alert_rate)).rev().collect();
+    trainer::evaluate::lines_chart(
+        path,
+        &format!("drift of {} per hour", d.version),
+        ("hours before the newest hour", "PSI / alert rate"),
+        &[("PSI".into(), psi), ("alert rate".into(), alerts)],
+    )
+}
+
+fn comparison_text(c: &Comparison) -> String {
+    let mut out = format!(
+        "live {} vs shadow {}: {} transactions\nalert rate {:.4} vs {:.4}, agreement {:.4}, rank correlation {}\n",
+        c.live,
+        c.shadow,
+        c.transactions,
+        c.live_alert_rate,
+        c.shadow_alert_rate,
+        c.agreement,
+        c.rank_correlation
+            .map_or("n/a".into(), |r| format!("{r:.4}"))
+    );
+    if let Some(d) = &c.decisions {
+        out.push_str(&format!(
+            "review {:.4} vs {:.4}, block {:.4} vs {:.4}, decisions agree {:.4}\n",
+            d.live.review, d.shadow.review, d.live.block, d.shadow.block, d.agreement
+        ));
+    }
+    out
+}
+
+fn drift_text(d: &Drift) -> String {
+    let rows: Vec<Vec<String>> = d
+        .hours
+        .iter()
+        .map(|h| {
+            vec![
+                time(h.hour.as_ref()),
+                h.transactions.to_string(),
+                format!("{:.4}", h.alert_rate),
+                h.psi.map_or("n/a".into(), |p| format!("{p:.4}")),
+            ]
+        })
+        .collect();
+    table(&["hour", "transactions", "alert rate", "PSI"], &rows)
 }
 
 fn history_text(h: &ChannelHistory) -> String {
