@@ -7,7 +7,8 @@
 //!
 //! `cargo bench -p store --bench ingest` (env: BENCH_CLIENTS=4, BENCH_BATCHES=150 per client,
 //! BENCH_BATCH_SIZE=100, BENCH_POOL=16, BENCH_PREFILL_ROWS=0, BENCH_DEEP_PAGE=10000,
-//! BENCH_LIST_SAMPLES=200). Everything is generated deterministically. The machine's load
+//! BENCH_LIST_SAMPLES=200; BENCH_HOLD=1 keeps serving afterwards, to look at the console on the
+//! grown store). Everything is generated deterministically. The machine's load
 //! average is printed beside each figure.
 
 use std::time::{Duration, Instant};
@@ -404,6 +405,11 @@ fn main() -> Result<()> {
         }
         page_loads.sort();
         report("console: queue page (5 requests in a row)", &page_loads);
+        if std::env::var_os("BENCH_HOLD").is_some() {
+            // To look at the console on the grown store: serve until the process is stopped.
+            println!("holding: {base_url}/console/ (token {TOKEN}); stop with Ctrl-C");
+            std::future::pending::<()>().await;
+        }
         Ok(())
     })
 }
