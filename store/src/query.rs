@@ -20,7 +20,7 @@ use contract::reads::{
     LegacyNumber, ListingCursor, Pagination, TransactionPage, TransactionRow,
 };
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
@@ -132,7 +132,7 @@ pub async fn dashboard(pool: &Pool) -> Result<Dashboard, DbError> {
 }
 
 /// A JSON column that should hold an object; anything else reads as an empty one.
-fn object(v: Option<Value>) -> Map<String, Value> {
+pub(crate) fn object(v: Option<Value>) -> Map<String, Value> {
     match v {
         Some(Value::Object(m)) => m,
         _ => Map::new(),

@@ -14,13 +14,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use contract::limits::{MAX_COMMENT_LEN, MAX_NAME_LEN};
 use contract::reads::{
     LabelRequest, LabelState, RECENT_OF_CARD, ReviewPage, ReviewRow, TransactionDetail, WhoAmI,
 };
 use deadpool_postgres::Pool;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -28,6 +28,7 @@ use crate::Store;
 use crate::auth::Caller;
 use crate::db::DbError;
 use crate::http::{ApiError, MAX_PER_PAGE, time_param};
+use crate::query::{object, rfc3339};
 
 pub fn routes() -> Router<Store> {
     Router::new()
@@ -35,10 +36,6 @@ pub fn routes() -> Router<Store> {
         .route("/v1/transactions/{id}", get(detail))
         .route("/v1/labels", post(label))
         .route("/v1/whoami", get(whoami))
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// The queue's order.
@@ -222,13 +219,6 @@ fn review_row(r: &tokio_postgres::Row) -> ReviewRow {
         model_version: r.get(12),
         label: r.get(13),
         labelled_by: r.get(14),
-    }
-}
-
-fn object(v: Option<Value>) -> Map<String, Value> {
-    match v {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
     }
 }
 
