@@ -433,6 +433,8 @@ async fn an_analyst_labels_the_review_queue_with_the_keyboard_in_a_real_browser(
 
     c.goto(&format!("{console}#/models")).await.unwrap();
     wait_for(&c, "#score-histogram").await;
+    // The live model's drift per hour is drawn too.
+    wait_for(&c, "#drift-chart").await;
     assert_eq!(text(&c, "#live-version").await, live);
     assert_eq!(text(&c, "#shadow-version").await, shadow);
     wait_for(&c, "#history").await;
