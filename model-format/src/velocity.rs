@@ -541,13 +541,42 @@ impl VelocitySpec {
         Ok(())
     }
 
-    /// The key-value key of one entity's state (ids are hashed: keys stay short).
-    pub fn state_key(&self, entity: usize, id: &str) -> String {
-        format!(
-            "vel/{}/{:016x}",
-            self.entities[entity],
-            xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+    /// Where one entity's state lives at the edge: the key-value key of its slot (one of
+    /// `slots` per entity field: the store holds at most that many, however many cards pass)
+    /// and the entity's fingerprint within the slot (XXH3-64 of the id).
+    pub fn state_slot(&self, entity: usize, id: &str, slots: u32) -> (String, u64) {
+        let fingerprint = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
+        let slot = fingerprint % u64::from(slots.max(1));
+        (
+            format!("vel/{}/s{slot:x}", self.entities[entity]),
+            fingerprint,
         )
+    }
+
+    /// How long an entity's state can change a feature: the longest window among its
+    /// features, 30 days if one is `seconds_since_last`.
+    pub fn horizon_ms(&self, entity: usize) -> i64 {
+        self.features
+            .iter()
+            .filter(|f| f.entity == entity)
+            .map(|f| {
+                f.definition
+                    .window
+                    .map_or(SINCE_LAST_CAP_SECS as i64 * 1000, |w| {
+                        w.buckets() * w.bucket_ms()
+                    })
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether `state` (of entity field `entity`) can no longer change the features of an
+    /// event at `t_ms`: empty, or its newest event more than [`Self::horizon_ms`] before. Such
+    /// an event gets exactly the no-history values, so the edge may drop the state.
+    pub fn outlived(&self, entity: usize, state: &EntityState, t_ms: i64) -> bool {
+        state
+            .last_ms
+            .is_none_or(|last| t_ms.saturating_sub(last) > self.horizon_ms(entity))
     }
 
     /// Writes every feature's no-history value into `values` (one slot per feature).
@@ -572,6 +601,12 @@ impl VelocitySpec {
         payload: &impl Payload,
         values: &mut [f64],
     ) {
+        // Past the horizon the state cannot change this event's features; dropping it here
+        // (trainer and edge alike) also keeps a late event after a long gap from meeting
+        // buckets the edge has already let go of.
+        if self.outlived(entity, state, t_ms) {
+            *state = EntityState::default();
+        }
         let accs = &self.accumulators[entity];
         state.align(accs);
         for (slot, f) in values.iter_mut().zip(&self.features) {
@@ -764,6 +799,11 @@ pub struct EntityState {
 const STATE_VERSION: u8 = 1;
 
 impl EntityState {
+    /// The time of the newest event recorded (ms since the epoch), if any.
+    pub fn last_ms(&self) -> Option<i64> {
+        self.last_ms
+    }
+
     /// Matches the stored slots to the spec's accumulators by id: slots of accumulators the
     /// model no longer has are dropped, new ones start empty (so unchanged definitions keep
     /// their history across model versions).
@@ -1009,6 +1049,63 @@ mod tests {
         assert_eq!(v[1], 66.0, "but it was in the hour's");
         // The other entity's slots are untouched.
         assert_eq!(v[6], 0.0);
+    }
+
+    #[test]
+    fn a_state_past_its_horizon_is_dropped_and_changes_nothing() {
+        let s = VelocitySpec::new(
+            "timestamp",
+            &[
+                ("n", "count by card_id over 10m"),
+                ("total", "sum(amount) by card_id over 1h every 6m"),
+                ("since", "seconds_since_last by ip"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.horizon_ms(0), 3_600_000);
+        assert_eq!(s.horizon_ms(1), 30 * 86_400_000);
+        let minute = 60_000;
+        let paid = |x: f64| P(vec![("amount", Value::Number(x))]);
+        let mut old = EntityState::default();
+        assert!(s.outlived(0, &old, 0), "an empty state has nothing to give");
+        let mut v = vec![0.0; 3];
+        for m in [0, 5, 30] {
+            s.observe(0, &mut old, m * minute, &paid(10.0), &mut v);
+        }
+        assert_eq!(old.last_ms(), Some(30 * minute));
+        // Outlived strictly after one horizon (bucket edges can end a window's reach earlier).
+        assert!(!s.outlived(0, &old, 90 * minute));
+        assert!(s.outlived(0, &old, 90 * minute + 1));
+        // Past the horizon: the no-history values, and the state is the one a new card gets.
+        let later = 90 * minute + 1;
+        let (mut kept, mut fresh) = (old.clone(), EntityState::default());
+        let (mut a, mut b) = (vec![7.0; 3], vec![7.0; 3]);
+        s.observe(0, &mut kept, later, &P(vec![]), &mut a);
+        s.observe(0, &mut fresh, later, &P(vec![]), &mut b);
+        assert_eq!(a, b);
+        assert_eq!(a[..2], [0.0, 0.0]);
+        assert_eq!(
+            kept, fresh,
+            "an event without an amount keeps no old sum buckets"
+        );
+        // Within the horizon the old events still count.
+        let mut within = old.clone();
+        s.observe(0, &mut within, 55 * minute, &paid(1.0), &mut a);
+        assert_eq!(a[..2], [0.0, 30.0]);
+    }
+
+    #[test]
+    fn slots_bound_the_keys_and_fingerprints_tell_entities_apart() {
+        let s = VelocitySpec::new("timestamp", &[("n", "count by card_id over 10m")]).unwrap();
+        let (key, fp) = s.state_slot(0, "c1", 1 << 20);
+        assert_eq!(fp, xxhash_rust::xxh3::xxh3_64(b"c1"));
+        assert_eq!(key, format!("vel/card_id/s{:x}", fp % (1 << 20)));
+        let keys: std::collections::HashSet<String> = (0..1000)
+            .map(|i| s.state_slot(0, &format!("card-{i}"), 16).0)
+            .collect();
+        assert_eq!(keys.len(), 16);
+        // A slot count of 0 is taken as 1, not a division by zero.
+        assert_eq!(s.state_slot(0, "c1", 0).0, "vel/card_id/s0");
     }
 
     #[test]

@@ -145,6 +145,25 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
         cards.len()
     );
 
+    // Velocity state in few slots, so that cards share them (one value holding several cards'
+    // states, every one live for 30 days): the fewest that still fit each slot's cards.
+    let velocity = model_format::velocity::VelocitySpec::new("timestamp", &VELOCITY).unwrap();
+    let fullest = |slots: u32| {
+        let mut per_slot: HashMap<String, usize> = HashMap::new();
+        for card in &cards {
+            let id = card.trim().to_ascii_lowercase();
+            *per_slot
+                .entry(velocity.state_slot(0, &id, slots).0)
+                .or_default() += 1;
+        }
+        per_slot.into_values().max().unwrap()
+    };
+    let slots = (3..16)
+        .map(|bits| 1u32 << bits)
+        .find(|&s| fullest(s) <= worker_core::SLOT_ENTITIES)
+        .unwrap();
+    assert!(fullest(slots) >= 2, "{} cards, {slots} slots", cards.len());
+
     let pg = harness::postgres::TempPostgres::start().unwrap();
     let store = StoreService::start(&pg.url());
     let kv = tempfile::tempdir().unwrap();
@@ -152,6 +171,7 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
     config.variables = vec![
         ("store_url".into(), store.url()),
         ("store_token".into(), TOKEN.into()),
+        ("velocity_slots".into(), slots.to_string()),
     ];
     // As spin.toml and runtime-config.toml: velocity state in the in-memory `velocity` store.
     config.key_value_stores = vec!["default".into(), "velocity".into()];
@@ -217,8 +237,8 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
         }
     }
     common::report(format!(
-        "velocity parity: {} transactions ({} cards, {late} late arrivals) replayed in {replay:.1?}, \
-         {} values compared, {mismatches} mismatches",
+        "velocity parity: {} transactions ({} cards in {slots} slots, {late} late arrivals) replayed \
+         in {replay:.1?}, {} values compared, {mismatches} mismatches",
         payloads.len(),
         cards.len(),
         payloads.len() * names.len()

@@ -43,8 +43,10 @@ pub use model::Loaded;
 pub use response::{ApiError, json};
 pub use rollout::{CHANNELS_KEY, EdgeChannels, PART_BYTES, REFRESH_KEY, RefreshState, StoredModel};
 pub use settings::{
-    BadVariable, DEFAULT_MODEL_REFRESH_SECS, IdFormat, Settings, StoreConfig, Variables,
+    BadVariable, DEFAULT_MODEL_REFRESH_SECS, DEFAULT_VELOCITY_SLOTS, IdFormat, Settings,
+    StoreConfig, Variables,
 };
+pub use velocity::SLOT_ENTITIES;
 
 use contract::limits::PREDICT_MAX_BODY_BYTES;
 use predict::Stamp;
@@ -345,6 +347,7 @@ impl<H: Host + 'static> App<H> {
                     fields,
                     &self.velocity_locks,
                     self.settings.velocity_atomic,
+                    self.settings.velocity_slots,
                 )
                 .await
                 .map(Some)

@@ -33,6 +33,9 @@ pub struct Variables {
     /// `velocity_writes`: `atomic` (default; compare-and-swap) or `plain` (read, then write:
     /// concurrent updates of one entity may be lost).
     pub velocity_writes: String,
+    /// `velocity_slots`: key-value values per entity field holding velocity state (default
+    /// [`DEFAULT_VELOCITY_SLOTS`]); every edge sharing a store must use the same number.
+    pub velocity_slots: String,
     /// `trusted_keys`: public keys (`ed25519:<hex>`, comma-separated) whose signatures on
     /// models and policies the edge accepts.
     pub trusted_keys: String,
@@ -74,6 +77,8 @@ pub struct Settings {
     pub(crate) rollout: Rollout,
     /// Velocity state updated by compare-and-swap (`velocity_writes = atomic`).
     pub(crate) velocity_atomic: bool,
+    /// Slots per entity field of velocity state (`velocity_slots`).
+    pub(crate) velocity_slots: u32,
     /// Events journaled in the outbox before the answer (`forward_journal = on`).
     pub(crate) forward_journal: bool,
 }
@@ -101,6 +106,10 @@ pub(crate) struct Rollout {
     /// Whose models and policies are served.
     pub(crate) trust: crate::trust::Trust,
 }
+
+/// Default of `velocity_slots`: room for about a million entities active within a model's
+/// longest window (per entity field) before two of them meet in a full slot.
+pub const DEFAULT_VELOCITY_SLOTS: u32 = 1 << 20;
 
 /// Default of `model_refresh_secs`: a promotion reaches every instance within about this plus
 /// the instances' 1 s key-value check.
@@ -223,6 +232,19 @@ impl Settings {
                 true
             }
         };
+        let velocity_slots = match v.velocity_slots.trim() {
+            "" => DEFAULT_VELOCITY_SLOTS,
+            raw => match raw.replace('_', "").parse::<u32>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    bad.push(BadVariable {
+                        name: "velocity_slots",
+                        problem: format!("{raw:?} is not a whole number from 1 to 4294967295"),
+                    });
+                    DEFAULT_VELOCITY_SLOTS
+                }
+            },
+        };
         let forward_journal = match v.forward_journal.trim() {
             "" | "on" => true,
             "off" => false,
@@ -277,6 +299,7 @@ impl Settings {
             id_format,
             rollout,
             velocity_atomic,
+            velocity_slots,
             forward_journal,
         };
         (settings, bad)

@@ -1156,13 +1156,14 @@ fn phantom_writer(card: &'static str, minute: u32) -> impl FnMut(&mut BTreeMap<S
         let tx: Value = serde_json::from_str(&card_tx(&json!(card), minute)).unwrap();
         let fields = tx.as_object().unwrap();
         let payload = contract::JsonPayload(fields);
-        let key = spec.state_key(0, card);
+        let (key, fingerprint) = spec.state_slot(0, card, crate::settings::DEFAULT_VELOCITY_SLOTS);
         let mut stored = kv
             .get(&key)
             .map(|b| velocity::Stored::decode(b).unwrap())
             .unwrap_or_default();
         let t = spec.event_time(&payload, 0).unwrap();
-        spec.observe(0, &mut stored.state, t, &payload, &mut [0.0]);
+        let (state, _) = stored.entity(fingerprint, |s| spec.outlived(0, s, t));
+        spec.observe(0, state, t, &payload, &mut [0.0]);
         n += 1;
         stored.record(0xdead_0000 + n);
         kv.insert(key, stored.encode());
@@ -1737,4 +1738,91 @@ reason = "likely fraud"
     );
     let a = ask(50.0, false);
     assert_eq!(a["decision_reason"], rules::REASON_FRAUD_LOW, "{a}");
+}
+
+/// Velocity state stays within `velocity_slots` values per entity field however many cards
+/// pass, while every card's features stay those of its full history (the trainer's: one state
+/// per card, never dropped). Each card transacts once, one every 1.8 s of event time (2,000
+/// per hour: the one-hour sum is the longest window), and 50 regular cards every 7 minutes
+/// throughout. `SFE_STATE_CARDS` / `SFE_STATE_SLOTS` change the numbers (docs/edge.md measures
+/// a million cards), `--nocapture` prints the store's size beside one key per card.
+#[test]
+fn velocity_state_is_bounded_by_the_slots_whatever_the_number_of_cards() {
+    use model_format::velocity::{EntityState, VelocitySpec};
+    use std::collections::HashMap;
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .map_or(default, |v| v.parse().expect(name))
+    };
+    let cards = env("SFE_STATE_CARDS", 20_000);
+    let slots = u32::try_from(env("SFE_STATE_SLOTS", 2_048)).unwrap();
+    let spec = VelocitySpec::new(
+        "timestamp",
+        &[
+            ("n", "count by card_id over 10m"),
+            ("total", "sum(amount) by card_id over 1h every 6m"),
+        ],
+    )
+    .unwrap();
+    let size = |host: &FakeHost| {
+        let kv = host.kv.borrow();
+        let bytes: usize = kv.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (kv.len(), bytes)
+    };
+    let run = |slots: u32, check: bool| {
+        let host = FakeHost::new(accept_all());
+        let locks = velocity::Locks::default();
+        let mut reference: HashMap<String, EntityState> = HashMap::new();
+        let step_ms = 1_800;
+        let mut tx = |card: String, t: i64| {
+            let mut fields = serde_json::Map::new();
+            fields.insert("card_id".into(), json!(card));
+            fields.insert("amount".into(), json!(10.0));
+            let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
+            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            fields.insert("timestamp".into(), json!(at));
+            let (values, stale) = futures::executor::block_on(velocity::observe(
+                host, &spec, &fields, &locks, true, slots,
+            ))
+            .unwrap();
+            assert!(!stale);
+            if check {
+                let mut want = vec![0.0; 2];
+                let payload = contract::JsonPayload(&fields);
+                spec.observe(
+                    0,
+                    reference.entry(card).or_default(),
+                    t,
+                    &payload,
+                    &mut want,
+                );
+                assert_eq!(values, want, "at {t}");
+            }
+        };
+        let t0 = 1_700_000_000_000_i64;
+        for i in 0..cards {
+            let t = t0 + i as i64 * step_ms;
+            tx(format!("card-{i}"), t);
+            // Every 7 minutes of event time, each regular card once.
+            if i % (7 * 60_000 / step_ms as u64) == 0 {
+                for r in 0..50 {
+                    tx(format!("regular-{r}"), t);
+                }
+            }
+        }
+        size(host)
+    };
+    let (keys, bytes) = run(slots, true);
+    // At most one value and one birth counter per slot.
+    assert!(keys <= 2 * slots as usize, "{keys} keys for {slots} slots");
+    // The same stream with a slot per card, as every card had its own key before slots.
+    let (one_per_card, one_per_card_bytes) = run(u32::MAX, false);
+    println!(
+        "velocity state after {cards} cards: {keys} keys, {bytes} bytes with {slots} slots; \
+         one key per card: {one_per_card} keys, {one_per_card_bytes} bytes"
+    );
+    // (A slot per card: two keys a card, but for the odd card sharing a hash modulo 2^32 - 1.)
+    assert!(one_per_card as u64 > cards * 19 / 10, "{one_per_card}");
+    assert!(bytes * 5 < one_per_card_bytes);
 }

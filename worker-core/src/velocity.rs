@@ -3,8 +3,8 @@
 //!
 //! The definition and the state machine are model-format's ([`VelocitySpec::observe`]), the
 //! same code the trainer runs over history. What this module adds is where the state lives and
-//! how concurrent updates of one entity stay whole: one value per entity
-//! (`vel/<field>/<hash of the id>`), read and replaced with a compare-and-swap
+//! how concurrent updates of one entity stay whole: one value per slot
+//! (`vel/<field>/s<slot>`, [`VelocitySpec::state_slot`]), read and replaced with a compare-and-swap
 //! (`wasi:keyvalue/atomics`), retried on conflict. The features of a transaction are computed
 //! from exactly the state its swap replaced, so every transaction of a card counts in the later
 //! ones' windows, whichever instance or edge answered it. The write is done before the answer:
@@ -27,7 +27,18 @@
 //! [`UPDATE_BUDGET_NS`] (and [`MAX_ATTEMPTS`] tries); then the transaction is scored from the last state read, its update is not recorded,
 //! and the answer and the event say `velocity_stale: true`.
 //!
-//! Within one instance (Spin runs up to 16 requests at once in one), the requests of one entity
+//! **Bounded state.** An entity's state lives in one of `velocity_slots` values per entity field
+//! (by a hash of its id), beside the states of the other entities hashed there, each under its
+//! fingerprint. A write to a slot first drops every state that can no longer change a feature
+//! ([`VelocitySpec::outlived`]: past the entity's longest window, 30 days with
+//! `seconds_since_last`), so an inactive card costs nothing once its horizon has passed and
+//! the next write to its slot comes, and the store never holds more than `velocity_slots`
+//! values (and birth counters) per entity field, however many cards it has seen. A slot keeps
+//! at most [`SLOT_ENTITIES`] live states; a further entity pushes out the least recently seen
+//! (logged: that entity starts afresh, as the trainer's history would not), which a slot count
+//! above the number of entities active within a horizon makes rare.
+//!
+//! Within one instance (Spin runs up to 16 requests at once in one), the requests of one slot
 //! take turns ([`Locks`], waited for at most [`LOCK_WAIT_NS`]): they would otherwise only
 //! conflict with each other.
 
@@ -56,8 +67,10 @@ const BACKOFF_NS: u64 = 20_000;
 const MAX_BACKOFF_NS: u64 = 4_000_000;
 /// Writes whose nonces a stored state remembers (see [`Stored`]).
 pub const RING: usize = 16;
-/// First byte of an enveloped state; model-format's bare state starts with its version (1).
-const ENVELOPE: u8 = 0xE7;
+/// First byte of a slot's value.
+const ENVELOPE: u8 = 0xE8;
+/// Most live entity states one slot keeps.
+pub const SLOT_ENTITIES: usize = 8;
 
 /// The entity keys this instance's requests are updating.
 #[derive(Default)]
@@ -77,57 +90,108 @@ impl Drop for Held<'_> {
     }
 }
 
-/// One entity's stored value: model-format's state plus what shows whether a write landed.
+/// One slot's stored value: the states of the entities hashed to it, plus what shows whether a
+/// write landed.
 ///
-/// Bytes: `0xE7`, `seq` (u64 LE, the number of writes so far), `n` (u8 ≤ [`RING`]), `n` nonces
-/// (u64 LE, oldest first; the last is write `seq`'s), then [`EntityState::encode`]. A value
-/// starting with anything else is a bare state from an older edge (`seq` 0, no nonces).
+/// Bytes: `0xE8`, `seq` (u64 LE, the number of writes so far), `n` (u8 ≤ [`RING`]), `n` nonces
+/// (u64 LE, oldest first; the last is write `seq`'s), `m` (u8 ≤ [`SLOT_ENTITIES`]), then `m`
+/// times: the entity's fingerprint (u64 LE), the length of its state (u32 LE) and
+/// [`EntityState::encode`]'s bytes.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Stored {
     pub(crate) seq: u64,
     pub(crate) nonces: Vec<u64>,
-    pub(crate) state: EntityState,
+    pub(crate) entities: Vec<(u64, EntityState)>,
 }
 
 impl Stored {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, String> {
+        let truncated = || "velocity state: truncated".to_string();
         if bytes.first() != Some(&ENVELOPE) {
-            let state = EntityState::decode(bytes).map_err(|e| e.to_string())?;
-            return Ok(Stored {
-                state,
-                ..Stored::default()
-            });
+            return Err("velocity state: not a slot value".into());
         }
-        let head = bytes
-            .get(1..10)
-            .ok_or("velocity state: truncated envelope")?;
+        let head = bytes.get(1..10).ok_or_else(truncated)?;
         let seq = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
         let n = usize::from(head[8]);
         if n > RING {
             return Err("velocity state: too many nonces".into());
         }
-        let ring = bytes
-            .get(10..10 + 8 * n)
-            .ok_or("velocity state: truncated envelope")?;
+        let ring = bytes.get(10..10 + 8 * n).ok_or_else(truncated)?;
         let nonces = ring
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
-        let state = EntityState::decode(&bytes[10 + 8 * n..]).map_err(|e| e.to_string())?;
-        Ok(Stored { seq, nonces, state })
+        let mut at = 10 + 8 * n;
+        let m = usize::from(*bytes.get(at).ok_or_else(truncated)?);
+        if m > SLOT_ENTITIES {
+            return Err("velocity state: too many entities".into());
+        }
+        at += 1;
+        let mut entities = Vec::with_capacity(m);
+        for _ in 0..m {
+            let head = bytes.get(at..at + 12).ok_or_else(truncated)?;
+            let fingerprint = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+            let len = u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) as usize;
+            at += 12;
+            let state = bytes
+                .get(at..at.saturating_add(len))
+                .ok_or_else(truncated)?;
+            at += len;
+            let state = EntityState::decode(state).map_err(|e| e.to_string())?;
+            entities.push((fingerprint, state));
+        }
+        if at != bytes.len() {
+            return Err("velocity state: trailing bytes".into());
+        }
+        Ok(Stored {
+            seq,
+            nonces,
+            entities,
+        })
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let state = self.state.encode();
-        let mut out = Vec::with_capacity(10 + 8 * self.nonces.len() + state.len());
+        let states: Vec<Vec<u8>> = self.entities.iter().map(|(_, s)| s.encode()).collect();
+        let size = states.iter().map(|s| 12 + s.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(11 + 8 * self.nonces.len() + size);
         out.push(ENVELOPE);
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.push(self.nonces.len() as u8);
         for n in &self.nonces {
             out.extend_from_slice(&n.to_le_bytes());
         }
-        out.extend_from_slice(&state);
+        out.push(self.entities.len() as u8);
+        for ((fingerprint, _), state) in self.entities.iter().zip(&states) {
+            out.extend_from_slice(&fingerprint.to_le_bytes());
+            out.extend_from_slice(&(state.len() as u32).to_le_bytes());
+            out.extend_from_slice(state);
+        }
         out
+    }
+
+    /// The state of the entity `fingerprint`, made room for: the states `outlived` says can no
+    /// longer change a feature are dropped first; then, if the slot is full, the least recently
+    /// seen goes (its fingerprint is returned).
+    pub(crate) fn entity(
+        &mut self,
+        fingerprint: u64,
+        outlived: impl Fn(&EntityState) -> bool,
+    ) -> (&mut EntityState, Option<u64>) {
+        self.entities
+            .retain(|(f, s)| *f == fingerprint || !outlived(s));
+        let mut evicted = None;
+        let found = self.entities.iter().position(|(f, _)| *f == fingerprint);
+        let at = found.unwrap_or_else(|| {
+            if self.entities.len() >= SLOT_ENTITIES {
+                let oldest = (0..self.entities.len())
+                    .min_by_key(|&i| self.entities[i].1.last_ms())
+                    .expect("a full slot");
+                evicted = Some(self.entities.remove(oldest).0);
+            }
+            self.entities.push((fingerprint, EntityState::default()));
+            self.entities.len() - 1
+        });
+        (&mut self.entities[at].1, evicted)
     }
 
     /// This state with one more write, `nonce`'s.
@@ -162,6 +226,7 @@ pub(crate) async fn observe<H: Host>(
     fields: &Map<String, Value>,
     locks: &Locks,
     atomic: bool,
+    slots: u32,
 ) -> Result<(Vec<f64>, bool), ApiError> {
     let payload = contract::JsonPayload(fields);
     let bad = |e: model_format::velocity::VelocityError| ApiError::bad_request(e.to_string());
@@ -176,9 +241,14 @@ pub(crate) async fn observe<H: Host>(
         let Some(id) = spec.entity_id(&payload, e).map_err(bad)? else {
             continue;
         };
-        let key = spec.state_key(e, &id);
+        let (key, fingerprint) = spec.state_slot(e, &id, slots);
         let _held = hold(host, locks, &key).await;
-        let apply = |state: &mut EntityState| spec.observe(e, state, t, &payload, &mut values);
+        let mut evicted = None;
+        let apply = |stored: &mut Stored| {
+            let (state, out) = stored.entity(fingerprint, |s| spec.outlived(e, s, t));
+            spec.observe(e, state, t, &payload, &mut values);
+            evicted = out;
+        };
         let written = if atomic {
             update(host, &key, apply).await
         } else {
@@ -193,6 +263,11 @@ pub(crate) async fn observe<H: Host>(
             )
         })?;
         stale |= !written;
+        if let Some(other) = evicted.filter(|_| written) {
+            eprintln!(
+                "worker: {key}: full of live states; entity {other:016x} starts afresh (raise velocity_slots)"
+            );
+        }
     }
     Ok((values, stale))
 }
@@ -230,10 +305,10 @@ fn decode_or_fresh(key: &str, bytes: Option<Vec<u8>>) -> Stored {
 async fn update_plainly<H: Host>(
     host: &H,
     key: &str,
-    apply: impl FnOnce(&mut EntityState),
+    apply: impl FnOnce(&mut Stored),
 ) -> Result<bool, String> {
     let mut stored = decode_or_fresh(key, host.state_get(key).await?);
-    apply(&mut stored.state);
+    apply(&mut stored);
     let nonce = u64::from_le_bytes(host.random_bytes::<8>());
     stored.record(nonce);
     if let Err(e) = host.state_set(key, &stored.encode()).await {
@@ -255,7 +330,7 @@ pub(crate) fn birth_key(key: &str) -> String {
 async fn update<H: Host>(
     host: &H,
     key: &str,
-    mut apply: impl FnMut(&mut EntityState),
+    mut apply: impl FnMut(&mut Stored),
 ) -> Result<bool, String> {
     let nonce = u64::from_le_bytes(host.random_bytes::<8>());
     let mut cas = host.state_cas(key).await?;
@@ -284,7 +359,7 @@ async fn update<H: Host>(
             }
         }
         let mut stored = decode_or_fresh(key, current);
-        apply(&mut stored.state);
+        apply(&mut stored);
         stored.record(nonce);
         let seq = stored.seq;
         match host.state_swap(cas, stored.encode()).await? {
@@ -313,7 +388,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stored_state_round_trips_and_reads_an_older_edges_bare_state() {
+    fn stored_slots_round_trip_and_refuse_damage() {
         let mut s = Stored::default();
         for n in 1..=20 {
             s.record(n);
@@ -321,10 +396,55 @@ mod tests {
         assert_eq!(s.seq, 20);
         assert_eq!(s.nonces, (5..=20).collect::<Vec<_>>());
         assert_eq!(Stored::decode(&s.encode()).unwrap(), s);
-        let bare = EntityState::default().encode();
-        assert_eq!(Stored::decode(&bare).unwrap(), Stored::default());
-        assert!(Stored::decode(&s.encode()[..12]).is_err());
+        s.entities.push((7, EntityState::default()));
+        s.entities.push((9, EntityState::default()));
+        let bytes = s.encode();
+        assert_eq!(Stored::decode(&bytes).unwrap(), s);
+        for cut in 0..bytes.len() {
+            assert!(Stored::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Stored::decode(&longer).is_err());
+        // A value from an edge before slots (an entity's state alone) is not read as a slot.
+        assert!(Stored::decode(&EntityState::default().encode()).is_err());
         assert!(Stored::decode(&[ENVELOPE, 0, 0, 0, 0, 0, 0, 0, 0, 99]).is_err());
+    }
+
+    #[test]
+    fn a_slot_drops_outlived_states_and_pushes_out_the_least_recently_seen_when_full() {
+        use model_format::velocity::VelocitySpec;
+        let spec = VelocitySpec::new("timestamp", &[("n", "count by card_id over 10m")]).unwrap();
+        let p = serde_json::Map::new();
+        let payload = contract::JsonPayload(&p);
+        let minute = 60_000;
+        let mut slot = Stored::default();
+        let mut values = [0.0];
+        // Eight cards seen at minutes 0..8 fill the slot.
+        for card in 0..SLOT_ENTITIES as u64 {
+            let t = card as i64 * minute;
+            let (state, out) = slot.entity(card, |s| spec.outlived(0, s, t));
+            assert_eq!(out, None);
+            spec.observe(0, state, t, &payload, &mut values);
+        }
+        // Card 0 again: found, nothing pushed out.
+        let t = 9 * minute;
+        let (state, out) = slot.entity(0, |s| spec.outlived(0, s, t));
+        assert_eq!(out, None);
+        spec.observe(0, state, t, &payload, &mut values);
+        assert_eq!(values, [1.0]);
+        // A ninth card while all are live: the least recently seen (card 1) makes room.
+        let t = 10 * minute;
+        let (_, out) = slot.entity(100, |s| spec.outlived(0, s, t));
+        assert_eq!(out, Some(1));
+        assert_eq!(slot.entities.len(), SLOT_ENTITIES);
+        // At minute 18 every state but card 0's (minute 9) has outlived its 10 minutes (card
+        // 100's never recorded anything): they are gone before anything is pushed out.
+        let t = 18 * minute;
+        let (_, out) = slot.entity(200, |s| spec.outlived(0, s, t));
+        assert_eq!(out, None);
+        let kept: Vec<u64> = slot.entities.iter().map(|(f, _)| *f).collect();
+        assert_eq!(kept, [0, 200]);
     }
 
     #[test]

@@ -337,6 +337,7 @@ async fn variables() -> Variables {
         model_pin: var("model_pin").await,
         model_refresh_secs: var("model_refresh_secs").await,
         velocity_writes: var("velocity_writes").await,
+        velocity_slots: var("velocity_slots").await,
         trusted_keys: var("trusted_keys").await,
         accept_unsigned: var("accept_unsigned").await,
         forward_journal: var("forward_journal").await,
