@@ -1826,3 +1826,35 @@ fn velocity_state_is_bounded_by_the_slots_whatever_the_number_of_cards() {
     assert!(one_per_card as u64 > cards * 19 / 10, "{one_per_card}");
     assert!(bytes * 5 < one_per_card_bytes);
 }
+
+/// A transaction dated far ahead of the edge's clock does not wipe the history of the other
+/// cards sharing its slot: their expiry is judged at the clock, not at the caller's date.
+#[test]
+fn a_transaction_dated_in_the_future_keeps_its_slot_mates_history() {
+    use model_format::velocity::VelocitySpec;
+    let spec = VelocitySpec::new("timestamp", &[("n", "count by card_id over 10m")]).unwrap();
+    let host = FakeHost::new(accept_all());
+    let locks = velocity::Locks::default();
+    let now = host.now().timestamp_millis();
+    let count = |card: &str, t: i64| {
+        let mut fields = serde_json::Map::new();
+        fields.insert("card_id".into(), json!(card));
+        let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        fields.insert("timestamp".into(), json!(at));
+        // One slot: every card shares it.
+        let (values, _) = futures::executor::block_on(velocity::observe(
+            host, &spec, &fields, &locks, true, 1,
+        ))
+        .unwrap();
+        values[0]
+    };
+    assert_eq!(count("a", now - 60_000), 0.0);
+    assert_eq!(count("a", now - 30_000), 1.0);
+    // A year ahead: its own state starts there, card a's stays.
+    assert_eq!(count("b", now + 365 * 86_400_000), 0.0);
+    assert_eq!(count("a", now), 2.0);
+    // A real gap past the window still ends a card's history.
+    host.clock.set(host.clock.get() + 11 * 60 * 1_000_000_000);
+    assert_eq!(count("a", now + 11 * 60_000 + 1), 0.0);
+}

@@ -231,9 +231,11 @@ pub(crate) async fn observe<H: Host>(
     let payload = contract::JsonPayload(fields);
     let bad = |e: model_format::velocity::VelocityError| ApiError::bad_request(e.to_string());
     spec.check(&payload).map_err(bad)?;
-    let t = spec
-        .event_time(&payload, host.now().timestamp_millis())
-        .map_err(bad)?;
+    let now = host.now().timestamp_millis();
+    let t = spec.event_time(&payload, now).map_err(bad)?;
+    // Other entities' states are judged at the edge's clock when the caller dates its event
+    // ahead of it: a transaction dated next year must not make its slot-mates look outlived.
+    let judged_at = t.min(now);
     let mut values = vec![0.0; spec.features().len()];
     spec.no_history(&mut values);
     let mut stale = false;
@@ -245,7 +247,7 @@ pub(crate) async fn observe<H: Host>(
         let _held = hold(host, locks, &key).await;
         let mut evicted = None;
         let apply = |stored: &mut Stored| {
-            let (state, out) = stored.entity(fingerprint, |s| spec.outlived(e, s, t));
+            let (state, out) = stored.entity(fingerprint, |s| spec.outlived(e, s, judged_at));
             spec.observe(e, state, t, &payload, &mut values);
             evicted = out;
         };
