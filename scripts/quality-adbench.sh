@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data_dir="${1:-../shared/data/adbench}"
 seeds="${SEEDS:-0,1,2,3,4}"
-target="${CARGO_TARGET_DIR:-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secureflow-edge/target}"
+target=$CARGO_TARGET_DIR
 py=.venv/bin/python
 [ -x "$py" ] || { echo "no $py: run scripts/setup.sh --tests first" >&2; exit 1; }
 shopt -s nullglob
@@ -21,7 +22,8 @@ trap 'rm -rf "$work"' EXIT
 if [ -n "${TRAINER:-}" ]; then
   trainer=$TRAINER
 else
-  cargo build --release -p trainer >&2
+  # The build the tests use (one feature set: `-p trainer` alone would compile polars again).
+  cargo test --release --no-run 2>&1 | grep -v '^ *Executable' >&2
   trainer="$target/release/trainer"
 fi
 for set in "${sets[@]}"; do

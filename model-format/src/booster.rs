@@ -56,6 +56,9 @@ pub enum Verdict {
     Block,
     Review,
     Allow,
+    /// Allowed although the stored thresholds say review: the review budget is spent
+    /// ([`crate::budget::ReviewBudget::verdict`]; [`Thresholds::verdict`] never says it).
+    OverBudget,
 }
 
 impl Thresholds {

@@ -28,6 +28,7 @@
 
 pub mod batch;
 pub mod booster;
+pub mod budget;
 mod codec;
 mod error;
 pub mod explain;

@@ -15,6 +15,10 @@ pub const REASON_FRAUD_BLOCK: &str = "model: fraud probability at or above the b
 pub const REASON_FRAUD_REVIEW: &str = "model: fraud probability at or above the review threshold";
 /// Reason of a supervised model's allow (no rule matched).
 pub const REASON_FRAUD_LOW: &str = "model: fraud probability below the review threshold";
+/// Reason of a supervised model's allow in its stored review band when the review budget is
+/// spent (model-format's `budget`: the threshold in force was raised).
+pub const REASON_FRAUD_OVER_BUDGET: &str =
+    "model: fraud probability in the review band, but the review budget is spent";
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CompiledRule {

@@ -69,7 +69,7 @@
 //!   `by_rule = None`. A host whose model has a supervised classifier passes that model's own
 //!   verdict instead ([`Compiled::evaluate_or`]: block / review / allow by its thresholds on
 //!   `fraud_probability`, reasons [`REASON_FRAUD_BLOCK`], [`REASON_FRAUD_REVIEW`],
-//!   [`REASON_FRAUD_LOW`]).
+//!   [`REASON_FRAUD_LOW`], [`REASON_FRAUD_OVER_BUDGET`]).
 //! * **Unknown values.** [`Operand::Missing`], and a number that is NaN, make every comparison
 //!   false (including `!=`), every `in` and every `not in` false, and are false as a bare
 //!   operand.
@@ -132,8 +132,8 @@ mod policy;
 
 pub use error::{ParseError, ParseErrorKind, PolicyError};
 pub use eval::{
-    Compiled, REASON_ANOMALOUS, REASON_FRAUD_BLOCK, REASON_FRAUD_LOW, REASON_FRAUD_REVIEW,
-    REASON_NORMAL, Verdict,
+    Compiled, REASON_ANOMALOUS, REASON_FRAUD_BLOCK, REASON_FRAUD_LOW, REASON_FRAUD_OVER_BUDGET,
+    REASON_FRAUD_REVIEW, REASON_NORMAL, Verdict,
 };
 pub use operand::Operand;
 pub use outcome::{Outcome, ParseOutcomeError};

@@ -16,6 +16,8 @@ use serde::Serialize;
 
 use crate::evaluate::{average_precision, roc_auc};
 use crate::spec::{FeatureSpec, Raw, raw_columns};
+use crate::supervised::{BudgetReplay, default_decision, verdict_outcome};
+use model_format::booster::Verdict;
 
 /// One model's ranking quality on the history.
 #[derive(Debug, Serialize)]
@@ -62,6 +64,21 @@ pub struct Report {
     pub rules: Vec<RuleReport>,
     /// Transactions per decision (rules on the first model).
     pub decisions: Vec<(String, usize)>,
+    /// The first model's review budget, as the edge holds it, when it has one.
+    pub review_budget: Option<BudgetReport>,
+}
+
+/// How the review budget held over the history (replayed in arrival order as one edge).
+#[derive(Debug, Serialize)]
+pub struct BudgetReport {
+    /// The share of traffic the model may send to review.
+    pub rate: f64,
+    /// Transactions that share is counted over.
+    pub window: u64,
+    /// Transactions in the stored review band that the model allowed, the budget being spent.
+    pub over_budget: usize,
+    /// The review threshold in force at the end.
+    pub review_threshold: Option<f64>,
 }
 
 /// One column of a local file as text (numbers printed), for segments and carried columns.
@@ -160,6 +177,8 @@ pub fn run(
     let (model, data, scores) = first.expect("at least one model");
     let labels = data.labels.as_deref();
     let mut rule_reports = Vec::new();
+    let mut over_budget = 0usize;
+    let budget;
     let mut decisions: Vec<(String, usize)> = Outcome::ALL
         .iter()
         .map(|o| (o.as_str().to_string(), 0))
@@ -198,6 +217,7 @@ pub fn run(
         }
         let compiled = policy.compile(&variables)?;
         let probabilities = crate::supervised::probabilities(model, &data.table)?;
+        let mut replay = BudgetReplay::new(model);
         let names = compiled.rule_names().to_vec();
         let mut hits = vec![0usize; names.len()];
         let mut true_hits = vec![0usize; names.len()];
@@ -218,11 +238,14 @@ pub fn run(
                     }),
                 })
                 .collect();
-            let verdict = match (model.supervised(), &probabilities) {
-                (Some(b), Some(p)) => {
-                    compiled.evaluate_or(&values, crate::supervised::verdict_outcome(b, p[row]))
+            let verdict = match replay.verdict(probabilities.as_ref().map(|p| p[row])) {
+                Some(v) => {
+                    let decided = compiled.evaluate_or(&values, verdict_outcome(v));
+                    over_budget +=
+                        usize::from(v == Verdict::OverBudget && decided.by_rule.is_none());
+                    decided
                 }
-                _ => compiled.evaluate(&values, s.is_anomaly()),
+                None => compiled.evaluate(&values, s.is_anomaly()),
             };
             for &i in &verdict.matched {
                 hits[usize::from(i)] += 1;
@@ -240,6 +263,7 @@ pub fn run(
                 d.1 += 1;
             }
         }
+        budget = replay.state();
         let positives = labels.map(|l| l.iter().filter(|&&b| b).count());
         for (i, rule) in names.into_iter().enumerate() {
             rule_reports.push(RuleReport {
@@ -255,16 +279,16 @@ pub fn run(
         }
     } else {
         let probabilities = crate::supervised::probabilities(model, &data.table)?;
+        let mut replay = BudgetReplay::new(model);
         for (row, s) in scores.rows.iter().enumerate() {
-            let d = crate::supervised::default_decision(
-                model,
-                s.is_anomaly(),
-                probabilities.as_ref().map(|p| p[row]),
-            );
+            let v = replay.verdict(probabilities.as_ref().map(|p| p[row]));
+            over_budget += usize::from(v == Some(Verdict::OverBudget));
+            let d = default_decision(s.is_anomaly(), v);
             if let Some(x) = decisions.iter_mut().find(|(n, _)| n == d) {
                 x.1 += 1;
             }
         }
+        budget = replay.state();
     }
     Ok(Report {
         rows: scores.rows.len(),
@@ -272,6 +296,12 @@ pub fn run(
         models: reports,
         rules: rule_reports,
         decisions,
+        review_budget: budget.map(|(rate, window, threshold)| BudgetReport {
+            rate,
+            window,
+            over_budget,
+            review_threshold: threshold,
+        }),
     })
 }
 
@@ -379,6 +409,26 @@ impl Report {
             out += &format!(" {d} {n}");
         }
         out.push('\n');
+        if let Some(b) = &self.review_budget {
+            let reviews = self
+                .decisions
+                .iter()
+                .find(|(d, _)| d == "review")
+                .map_or(0, |(_, n)| *n);
+            out += &format!(
+                "review budget {:.2} % of traffic (counted over {} transactions): {:.2} % \
+                 reviewed, {} more in the stored review band allowed over budget; review \
+                 threshold in force at the end {}\n",
+                100.0 * b.rate,
+                b.window,
+                100.0 * reviews as f64 / self.rows.max(1) as f64,
+                b.over_budget,
+                b.review_threshold
+                    .map_or("none (the budget is spent)".to_string(), |t| format!(
+                        "{t:.4}"
+                    )),
+            );
+        }
         out
     }
 }

@@ -6,7 +6,8 @@
 //! chooses the thresholds, so nothing is tuned on rows older than what it is checked on, and a
 //! run of fraud on one card never straddles a random cut.
 
-use model_format::booster::{BoostTree, Booster, Calibration, Thresholds};
+use model_format::booster::{BoostTree, Booster, Calibration, Thresholds, Verdict};
+use model_format::budget::{BudgetWindow, ReviewBudget};
 use model_format::{MAX_FEATURES, Model};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -23,6 +24,8 @@ pub struct SupervisedParams {
     pub validation_fraction: f64,
     /// Share of traffic the team can review (0.005 = 0.5 %).
     pub review_rate: f64,
+    /// Transactions the edge counts that share over (model-format's `budget`).
+    pub review_window: u64,
     /// Precision required to block outright; `None` = never block by probability.
     pub block_precision: Option<f64>,
     /// Fewer labelled positives than this (or fewer than a fifth of it in the validation
@@ -36,6 +39,7 @@ impl Default for SupervisedParams {
             gbdt: GbdtParams::default(),
             validation_fraction: 0.2,
             review_rate: 0.005,
+            review_window: model_format::budget::DEFAULT_WINDOW,
             block_precision: Some(0.95),
             min_positives: 50,
         }
@@ -146,28 +150,58 @@ pub fn probabilities(model: &Model, table: &Table) -> anyhow::Result<Option<Vec<
     Ok(Some(p))
 }
 
-/// The decision without a rule policy, as the edge makes it: by the supervised thresholds
-/// when the model has a supervised classifier, else review what the forest flags.
-pub fn default_decision(model: &Model, is_anomaly: bool, probability: Option<f64>) -> &'static str {
-    use model_format::booster::Verdict;
-    match (model.supervised(), probability) {
-        (Some(b), Some(p)) => match b.thresholds().verdict(p) {
-            Verdict::Block => "block",
-            Verdict::Review => "review",
-            Verdict::Allow => "allow",
-        },
-        _ if is_anomaly => "review",
-        _ => "allow",
+/// The edge's supervised verdicts replayed in arrival order: the stored thresholds, with the
+/// review threshold raised as the review budget would have raised it at one edge that saw the
+/// same transactions (model-format's `budget`).
+pub struct BudgetReplay {
+    budget: Option<ReviewBudget>,
+    stored: Option<Thresholds>,
+    window: BudgetWindow,
+}
+
+impl BudgetReplay {
+    /// For `model`'s supervised classifier (none: every verdict is `None`).
+    pub fn new(model: &Model) -> Self {
+        BudgetReplay {
+            budget: ReviewBudget::of(model),
+            stored: model.supervised().map(Booster::thresholds),
+            window: BudgetWindow::default(),
+        }
+    }
+
+    /// The verdict for the next transaction's probability; the transaction is then counted.
+    pub fn verdict(&mut self, p: Option<f64>) -> Option<Verdict> {
+        let p = p?;
+        let Some(b) = &self.budget else {
+            return self.stored.map(|t| t.verdict(p));
+        };
+        Some(b.decide(None, &mut self.window, p))
+    }
+
+    /// The budget held (rate, window) and the review threshold in force after the replay.
+    pub fn state(&self) -> Option<(f64, u64, Option<f64>)> {
+        self.budget
+            .map(|b| (b.rate(), b.window(), b.thresholds(&[&self.window]).review))
     }
 }
 
-/// A supervised model's own decision and reason for a probability (rules come first).
-pub fn verdict_outcome(b: &Booster, p: f64) -> (rules::Outcome, &'static str) {
-    use model_format::booster::Verdict;
-    match b.thresholds().verdict(p) {
+/// The decision without a rule policy, as the edge makes it: by the supervised verdict when
+/// the model has a supervised classifier, else review what the forest flags.
+pub fn default_decision(is_anomaly: bool, verdict: Option<Verdict>) -> &'static str {
+    match verdict {
+        Some(v) => verdict_outcome(v).0.as_str(),
+        None if is_anomaly => "review",
+        None => "allow",
+    }
+}
+
+/// A supervised model's own decision and reason for its verdict (rules come first).
+pub fn verdict_outcome(v: Verdict) -> (rules::Outcome, &'static str) {
+    match v {
         Verdict::Block => (rules::Outcome::Block, rules::REASON_FRAUD_BLOCK),
         Verdict::Review => (rules::Outcome::Review, rules::REASON_FRAUD_REVIEW),
         Verdict::Allow => (rules::Outcome::Allow, rules::REASON_FRAUD_LOW),
+        Verdict::OverBudget => (rules::Outcome::Allow, rules::REASON_FRAUD_OVER_BUDGET),
     }
 }
 
@@ -333,6 +367,7 @@ pub fn fit(
     let model = model
         .with_meta("supervised_trees", &fitted.trees.len().to_string())
         .with_meta("review_rate", &params.review_rate.to_string())
+        .with_meta("review_window", &params.review_window.to_string())
         .with_meta(
             "block_precision",
             &params

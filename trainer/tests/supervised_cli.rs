@@ -181,6 +181,21 @@ fn the_supervised_model_learns_fraud_the_forest_only_finds_unusual() {
         report(&format!("operating point: {o}"));
     }
     report(&format!("decisions: {}", r["decisions"]));
+    report(&format!("review budget: {}", r["review_budget"]));
+    // Default decisions at 6 % fraud (1 % in training): the review budget (0.5 % by default)
+    // holds within 20 %, where the stored threshold alone sent 1.2 % of traffic to review.
+    let reviews = r["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d[0] == "review")
+        .unwrap()[1]
+        .as_f64()
+        .unwrap();
+    let rate = reviews / r["rows"].as_f64().unwrap();
+    assert_eq!(r["review_budget"]["rate"], 0.005);
+    assert!((0.004..=0.006).contains(&rate), "review rate {rate}");
+    assert!(r["review_budget"]["over_budget"].as_u64().unwrap() > 0);
 
     // Goals (issue: supervised, per pattern with ≥ 50 training positives).
     for pattern in PATTERNS {

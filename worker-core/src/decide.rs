@@ -158,14 +158,32 @@ pub(crate) struct Scored {
     pub(crate) supervised_default: Option<(Outcome, &'static str)>,
 }
 
-/// A supervised model's decision and reason for `p`, by its thresholds.
-pub(crate) fn supervised_default(model: &Model, p: f64) -> Option<(Outcome, &'static str)> {
+/// What decides a scored transaction: the rules in force (if any), then the models, the
+/// supervised one under its review budget.
+#[derive(Clone, Copy)]
+pub(crate) struct Deciders<'b> {
+    pub(crate) rules: Option<&'b Bound>,
+    pub(crate) budgets: &'b crate::budget::Budgets,
+}
+
+/// A supervised model's decision and reason for `p`: by the thresholds in force under its
+/// review budget when `budgets` is given and holds one for it (`p` is then counted), else by
+/// its stored thresholds.
+pub(crate) fn supervised_default(
+    l: &crate::model::Loaded,
+    p: f64,
+    budgets: Option<&crate::budget::Budgets>,
+) -> Option<(Outcome, &'static str)> {
     use model_format::booster::Verdict;
-    let b = model.supervised()?;
-    Some(match b.thresholds().verdict(p) {
+    let b = l.model.supervised()?;
+    let verdict = budgets
+        .and_then(|x| x.verdict(l, p))
+        .unwrap_or_else(|| b.thresholds().verdict(p));
+    Some(match verdict {
         Verdict::Block => (Outcome::Block, rules::REASON_FRAUD_BLOCK),
         Verdict::Review => (Outcome::Review, rules::REASON_FRAUD_REVIEW),
         Verdict::Allow => (Outcome::Allow, rules::REASON_FRAUD_LOW),
+        Verdict::OverBudget => (Outcome::Allow, rules::REASON_FRAUD_OVER_BUDGET),
     })
 }
 

@@ -12,6 +12,7 @@
 
 #![deny(missing_docs)]
 
+mod budget;
 mod decide;
 mod feedback;
 mod forward;
@@ -35,6 +36,7 @@ use model_format::{FORMAT_VERSION, Model};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use budget::BUDGET_PREFIX;
 pub use decide::{POLICY_KEY, POLICY_SIGNATURE_KEY};
 pub use forward::{DEAD_LETTER, Forwarder, OUTBOX};
 pub use host::{Fetched, Host, PostAnswer, Swap, Task};
@@ -65,6 +67,7 @@ pub struct App<H: Host + 'static> {
     policies: decide::Policies,
     velocity_locks: velocity::Locks,
     limiter: limits::Limiter,
+    budgets: budget::Budgets,
 }
 
 enum Route {
@@ -99,6 +102,7 @@ impl<H: Host + 'static> App<H> {
             policies: decide::Policies::default(),
             velocity_locks: velocity::Locks::default(),
             limiter: limits::Limiter::default(),
+            budgets: budget::Budgets::default(),
         }
     }
 
@@ -365,6 +369,7 @@ impl<H: Host + 'static> App<H> {
         // Recorded before scoring (and so before the answer: the caller's next transaction
         // sees this one).
         let velocity = self.velocity_of(l, payload).await?;
+        self.budgets.prepare(self.host, l).await;
         let rules = self.rules_for(l);
         let bound = rules.as_deref().and_then(|r| r.as_ref().ok());
         let mut p = predict::score_transaction(
@@ -374,10 +379,14 @@ impl<H: Host + 'static> App<H> {
             explain,
             self.stamp(),
             velocity.as_ref().map(|(v, _)| v.as_slice()),
-            bound,
+            decide::Deciders {
+                rules: bound,
+                budgets: &self.budgets,
+            },
         )?;
         p.velocity_stale = velocity.is_some_and(|(_, stale)| stale);
         let resp = json(StatusCode::OK, &p);
+        self.budgets.write_if_due(self.host).await;
         if self.settings.store.is_some() {
             let shadow = self
                 .models
@@ -409,6 +418,7 @@ impl<H: Host + 'static> App<H> {
         for item in items {
             velocities.push(self.velocity_of(l, item).await);
         }
+        self.budgets.prepare(self.host, l).await;
         let results: Vec<Value> = items
             .iter()
             .zip(velocities)
@@ -424,7 +434,10 @@ impl<H: Host + 'static> App<H> {
                             explain,
                             self.stamp(),
                             v.as_ref().map(|(v, _)| v.as_slice()),
-                            bound,
+                            decide::Deciders {
+                                rules: bound,
+                                budgets: &self.budgets,
+                            },
                         )?;
                         p.velocity_stale = v.is_some_and(|(_, stale)| stale);
                         Ok(p)
@@ -458,6 +471,7 @@ impl<H: Host + 'static> App<H> {
                 timestamp: predict::iso_millis(self.host.now()),
             },
         );
+        self.budgets.write_if_due(self.host).await;
         self.forward(events).await?;
         Ok(resp)
     }

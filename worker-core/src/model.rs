@@ -13,6 +13,8 @@ pub struct Loaded {
     pub(crate) checksum: String,
     pub(crate) file: &'static [u8],
     pub(crate) tables: &'static [u8],
+    /// The supervised model's review budget, when it has one.
+    pub(crate) budget: Option<model_format::budget::ReviewBudget>,
 }
 
 impl Loaded {
@@ -25,6 +27,7 @@ impl Loaded {
         tables_installed: bool,
     ) -> Self {
         Loaded {
+            budget: model_format::budget::ReviewBudget::of(&model),
             model,
             tables_installed,
             version: id.version(),

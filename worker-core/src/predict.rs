@@ -179,7 +179,7 @@ pub(crate) fn score_transaction<'a>(
     explain: bool,
     stamp: Stamp,
     velocity: Option<&[f64]>,
-    rules: Option<&crate::decide::Bound>,
+    deciders: crate::decide::Deciders<'_>,
 ) -> Result<Prediction<'a>, ItemError> {
     let mut row = [0f64; MAX_FEATURES];
     let fields = normalize(l, payload, velocity, &mut row)?;
@@ -215,9 +215,9 @@ pub(crate) fn score_transaction<'a>(
         is_anomaly: score.is_anomaly(),
         fraud_probability,
         supervised_default: fraud_probability
-            .and_then(|p| crate::decide::supervised_default(&l.model, p)),
+            .and_then(|p| crate::decide::supervised_default(l, p, Some(deciders.budgets))),
     };
-    let decided = match rules {
+    let decided = match deciders.rules {
         Some(b) => b.decide(fields, row, &scored),
         None => crate::decide::Decision::by_models(&scored),
     };
@@ -395,8 +395,9 @@ pub(crate) fn shadow_score(shadow: &Loaded, payload: &Value) -> Option<contract:
         .ok()?;
     let (score, fraud) = shadow.model.score_fraud(&row[..n]).ok()?;
     let p = fraud.map(|f| f.probability);
-    // What the shadow would decide by itself: its own thresholds, not the live policy.
-    let decision = match p.and_then(|p| crate::decide::supervised_default(&shadow.model, p)) {
+    // What the shadow would decide by itself: its own stored thresholds (no review budget: it
+    // reviews nothing), not the live policy.
+    let decision = match p.and_then(|p| crate::decide::supervised_default(shadow, p, None)) {
         Some((outcome, _)) => outcome,
         None if score.is_anomaly() => rules::Outcome::Review,
         None => rules::Outcome::Allow,

@@ -1611,6 +1611,11 @@ fn the_stores_policy_reaches_running_instances_without_a_restart() {
 /// The embedded model with a supervised classifier on the amount: ≤ 1,000 allow, ≤ 3,000
 /// review, above block (thresholds 0.5 and 0.999 on the identity-calibrated margin).
 fn supervised_loaded() -> Result<Loaded, String> {
+    supervised_loaded_with(&[])
+}
+
+/// [`supervised_loaded`] with `meta` in the model's metadata (e.g. its review budget).
+fn supervised_loaded_with(meta: &[(&str, &str)]) -> Result<Loaded, String> {
     use model_format::Node;
     use model_format::booster::{BoostTree, Booster, Calibration, Thresholds};
     static FILE: &[u8] = include_bytes!("../../data/model.sfm");
@@ -1646,7 +1651,11 @@ fn supervised_loaded() -> Result<Loaded, String> {
         m.features().len() + 1,
     )
     .unwrap();
-    let model = m.with_supervised(booster).unwrap();
+    let model = meta
+        .iter()
+        .fold(m, |m, (k, v)| m.with_meta(k, v))
+        .with_supervised(booster)
+        .unwrap();
     let bytes: &'static [u8] = Vec::leak(model.to_bytes().unwrap());
     let model = Model::from_bytes(bytes).map_err(|e| e.to_string())?;
     let id = model_format::ModelId::of(bytes).map_err(|e| e.to_string())?;
@@ -1843,10 +1852,9 @@ fn a_transaction_dated_in_the_future_keeps_its_slot_mates_history() {
         let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         fields.insert("timestamp".into(), json!(at));
         // One slot: every card shares it.
-        let (values, _) = futures::executor::block_on(velocity::observe(
-            host, &spec, &fields, &locks, true, 1,
-        ))
-        .unwrap();
+        let (values, _) =
+            futures::executor::block_on(velocity::observe(host, &spec, &fields, &locks, true, 1))
+                .unwrap();
         values[0]
     };
     assert_eq!(count("a", now - 60_000), 0.0);
@@ -1857,4 +1865,56 @@ fn a_transaction_dated_in_the_future_keeps_its_slot_mates_history() {
     // A real gap past the window still ends a card's history.
     host.clock.set(host.clock.get() + 11 * 60 * 1_000_000_000);
     assert_eq!(count("a", now + 11 * 60_000 + 1), 0.0);
+}
+
+/// The review budget at the edge: when far more traffic lands in the stored review band than
+/// the model's `review_rate`, the band is held to the budget (the rest allowed with their own
+/// reason), and the window is shared: a fresh instance decides by what the others counted.
+#[test]
+fn the_review_band_is_held_to_the_budget_across_instances() {
+    let host = FakeHost::new(accept_all());
+    let v = Variables::default();
+    let meta = [("review_rate", "0.02"), ("review_window", "400")];
+    let start = || -> &'static App<FakeHost> {
+        Box::leak(Box::new(futures::executor::block_on(App::start(
+            host,
+            &v,
+            supervised_loaded_with(&meta),
+        ))))
+    };
+    let (a, b) = (start(), start());
+    // One in ten in the review band (2,000: p = σ(3.5)), the rest low.
+    let mut reviews = 0;
+    let mut over_budget = 0;
+    let n = 1_000;
+    for i in 0..n {
+        let app = if i % 3 == 0 { a } else { b };
+        let answer = ask_amount(app, if i % 10 == 0 { 2000.0 } else { 50.0 }, false);
+        match answer["decision_reason"].as_str().unwrap() {
+            rules::REASON_FRAUD_REVIEW => reviews += 1,
+            rules::REASON_FRAUD_OVER_BUDGET => {
+                assert_eq!(answer["decision"], "allow");
+                over_budget += 1;
+            }
+            _ => {}
+        }
+    }
+    // 2 % of 1,000 = 20 at most (each instance may add what it has not written yet: 2 × 64 ×
+    // 2 % ≈ 3); the stored threshold alone reviews 100.
+    assert!((4..=23).contains(&reviews), "{reviews} reviews");
+    assert_eq!(reviews + over_budget, n / 10);
+    // The window in the store counted what the instances wrote, 64 at a time (so a half
+    // closes up to 63 past its 200).
+    let id = supervised_loaded_with(&meta).unwrap().version;
+    let stored = host.kv.borrow()[&format!("{BUDGET_PREFIX}{id}")].clone();
+    let w = model_format::budget::BudgetWindow::decode(&stored).unwrap();
+    assert!((200..=400 + 2 * 63).contains(&w.seen()), "{}", w.seen());
+    // A fresh instance reads it: its first transaction in the band is over budget already.
+    let fresh = start();
+    let answer = ask_amount(fresh, 2000.0, false);
+    assert_eq!(
+        answer["decision_reason"],
+        rules::REASON_FRAUD_OVER_BUDGET,
+        "{answer}"
+    );
 }

@@ -58,6 +58,11 @@ pub struct SupervisedArgs {
     /// Alert budget: the share of traffic to send to review, e.g. `0.5%` or `0.005`.
     #[arg(long, default_value = "0.5%", value_parser = parse_share)]
     pub review_rate: f64,
+    /// Transactions the edge counts the review share over: when the traffic shifts, it raises
+    /// the review threshold so that no more than the budget of its last this-many transactions
+    /// goes to review.
+    #[arg(long, default_value_t = model_format::budget::DEFAULT_WINDOW, value_parser = clap::value_parser!(u64).range(2..))]
+    pub review_window: u64,
     /// Block outright where the validation window shows at least this precision (`off`: never
     /// block by probability).
     #[arg(long, default_value = "0.95")]
@@ -194,6 +199,7 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
                 ..Default::default()
             },
             review_rate: supervised.review_rate,
+            review_window: supervised.review_window,
             block_precision: supervised.block_precision.0,
             min_positives: supervised.min_positives,
             ..Default::default()
