@@ -136,6 +136,12 @@ pub struct ScoredTransaction {
     /// updates of one entity): its velocity features are from the state before it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub velocity_stale: bool,
+    /// The transaction's own time, when its payload carried one the edge could read (the
+    /// model's velocity time field, else `timestamp`; offset applied). The edge computes
+    /// velocity features at this instant (else at its clock, ≈ `scored_at`), so the trainer
+    /// recomputes them from the store at the same instants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_time: Option<DateTime<Utc>>,
 }
 
 /// One of [`ScoredTransaction::risk_factors`]: a feature, its value, its contribution to the
@@ -670,6 +676,7 @@ mod tests {
                 .collect(),
             entities: contract_entities(),
             velocity_stale: false,
+            transaction_time: Some("2026-11-30T23:59:58.250Z".parse().unwrap()),
         })
     }
 

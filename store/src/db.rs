@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "review_and_labels",
         include_str!("../migrations/0009_review_and_labels.sql"),
     ),
+    (
+        10,
+        "transaction_time",
+        include_str!("../migrations/0010_transaction_time.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the advisory lock that serializes migrations.

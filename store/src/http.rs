@@ -473,7 +473,12 @@ async fn get_export(
         Some("ndjson") => ExportFormat::Ndjson,
         Some(_) => return Err(ApiError::bad_request("`format` must be csv or ndjson")),
     };
-    let mut chunks = query::export(&store.inner.pool, since, until, format).await?;
+    let history = match params.get("history").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::bad_request("`history` must be true or false")),
+    };
+    let mut chunks = query::export(&store.inner.pool, since, until, format, history).await?;
     let stream = futures::stream::poll_fn(move |cx| chunks.poll_recv(cx));
     let (content_type, file) = match format {
         ExportFormat::Csv => ("text/csv; charset=utf-8", "feedback.csv"),

@@ -169,7 +169,9 @@ async fn insert_transactions(
     let mut rules = Vec::with_capacity(n);
     let mut factors = Vec::with_capacity(n);
     let mut entities = Vec::with_capacity(n);
+    let mut transaction_time = Vec::with_capacity(n);
     for s in scored.iter() {
+        transaction_time.push(s.transaction_time);
         entities.push((!s.entities.is_empty()).then(|| {
             Value::Object(
                 s.entities
@@ -221,12 +223,13 @@ async fn insert_transactions(
                model_version, edge_instance, region, scored_at, legacy_id, \
                shadow_model_version, shadow_anomaly_score, shadow_is_anomaly, decision, \
                fraud_probability, shadow_fraud_probability, shadow_decision, decision_reason, \
-               rules_matched, risk_factors, entities) \
+               rules_matched, risk_factors, entities, transaction_time) \
              SELECT * FROM UNNEST($1::uuid[], $2::jsonb[], $3::float8[], $4::float8[], $5::float8[], \
                $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::bool[], $11::float8[], \
                $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::int8[], \
                $18::text[], $19::float8[], $20::bool[], $21::text[], $22::float8[], $23::float8[], \
-               $24::text[], $25::text[], $26::jsonb[], $27::jsonb[], $28::jsonb[]) \
+               $24::text[], $25::text[], $26::jsonb[], $27::jsonb[], $28::jsonb[], \
+               $29::timestamptz[]) \
              ON CONFLICT (id, scored_at) DO NOTHING",
         )
         .await?;
@@ -262,6 +265,7 @@ async fn insert_transactions(
             &rules,
             &factors,
             &entities,
+            &transaction_time,
         ],
     )
     .await?;

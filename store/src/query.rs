@@ -305,15 +305,31 @@ const META: [&str; 5] = [
     "labelled_by",
 ];
 
+/// Columns a `history` export adds after the features: the entity ids, then the time the
+/// edge computed velocity features at (the payload's own time, else `scored_at`) under the
+/// name velocity specs read it by default.
+const HISTORY_COLUMNS: [&str; 6] = [
+    "card_id",
+    "customer_id",
+    "device_id",
+    "ip",
+    "merchant_id",
+    "timestamp",
+];
+
 /// Starts the labelled export of transactions scored in `[since, until)` (either bound
 /// optional). Returns once the column set is known (so database errors still become a proper
 /// status code); the rows then arrive through the returned channel, fetched in chunks from a
 /// cursor in a read-only snapshot so memory stays bounded whatever the size.
+///
+/// `history`: every transaction of the window, an unlabelled one with an empty label, plus
+/// [`HISTORY_COLUMNS`]: what the trainer recomputes velocity features over.
 pub async fn export(
     pool: &Pool,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     format: ExportFormat,
+    history: bool,
 ) -> Result<mpsc::Receiver<Result<Bytes, std::io::Error>>, DbError> {
     let client = pool.get().await?;
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -325,6 +341,7 @@ pub async fn export(
             since,
             until,
             format,
+            history,
             ready_tx,
             chunks_tx.clone(),
         )
@@ -348,17 +365,30 @@ async fn run_export(
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     format: ExportFormat,
+    history: bool,
     ready: oneshot::Sender<Result<(), DbError>>,
     chunks: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Result<(), DbError> {
-    const FILTER: &str = "FROM feedback f JOIN transactions t ON t.id = f.transaction_id \
-        WHERE ($1::timestamptz IS NULL OR t.scored_at >= $1) \
-          AND ($2::timestamptz IS NULL OR t.scored_at < $2)";
+    let filter = |join: &str| {
+        let from = if history {
+            "transactions t LEFT JOIN feedback f ON f.transaction_id = t.id"
+        } else {
+            "feedback f JOIN transactions t ON t.id = f.transaction_id"
+        };
+        format!(
+            "FROM {from}{join} WHERE ($1::timestamptz IS NULL OR t.scored_at >= $1) \
+               AND ($2::timestamptz IS NULL OR t.scored_at < $2)"
+        )
+    };
+    let meta = |n: &str| META.contains(&n) || (history && HISTORY_COLUMNS.contains(&n));
     let start = async {
         let tx = snapshot(client).await?;
         let keys = tx
             .query(
-                &format!("SELECT DISTINCT k {FILTER_KEYS}"),
+                &format!(
+                    "SELECT DISTINCT k {}",
+                    filter(", LATERAL jsonb_object_keys(t.features) AS k")
+                ),
                 &[&since, &until],
             )
             .await?;
@@ -374,17 +404,14 @@ async fn run_export(
             .bind(
                 &format!(
                     "SELECT t.id, t.scored_at, t.features, t.is_anomaly, f.label, t.model_version, \
-                       f.labelled_by {FILTER} ORDER BY t.scored_at, t.id"
+                       f.labelled_by, t.entities, t.transaction_time {} ORDER BY t.scored_at, t.id",
+                    filter("")
                 ),
                 &[&since, &until],
             )
             .await?;
         Ok::<_, DbError>((tx, names, portal))
     };
-    const FILTER_KEYS: &str = "FROM feedback f JOIN transactions t ON t.id = f.transaction_id, \
-        LATERAL jsonb_object_keys(t.features) AS k \
-        WHERE ($1::timestamptz IS NULL OR t.scored_at >= $1) \
-          AND ($2::timestamptz IS NULL OR t.scored_at < $2)";
     let (tx, names, portal) = match start.await {
         Ok(v) => {
             let _ = ready.send(Ok(()));
@@ -398,13 +425,14 @@ async fn run_export(
     let columns: Vec<String> = names
         .iter()
         .map(|n| {
-            if META.contains(&n.as_str()) {
+            if meta(n) {
                 format!("feature_{n}")
             } else {
                 n.clone()
             }
         })
         .collect();
+    let history_columns: &[&str] = if history { &HISTORY_COLUMNS } else { &[] };
     let mut out = Vec::with_capacity(64 * 1024);
     if format == ExportFormat::Csv {
         let mut w = csv::Writer::from_writer(&mut out);
@@ -412,6 +440,7 @@ async fn run_export(
             .into_iter()
             .map(str::to_owned)
             .chain(columns.iter().map(|c| spreadsheet_safe(c)))
+            .chain(history_columns.iter().map(|c| (*c).to_owned()))
             .chain(["label", "model_version", "labelled_by"].map(str::to_owned));
         w.write_record(header)
             .map_err(|e| DbError::Other(e.to_string()))?;
@@ -424,10 +453,24 @@ async fn run_export(
             let scored_at: DateTime<Utc> = r.get(1);
             let features: Value = r.get(2);
             let is_anomaly: bool = r.get(3);
-            let feedback: bool = r.get(4);
+            let feedback: Option<bool> = r.get(4);
             let model_version: String = r.get(5);
             let labelled_by: Option<String> = r.get(6);
-            let label = u8::from(label(is_anomaly, feedback));
+            let label = feedback.map(|f| u8::from(label(is_anomaly, f)));
+            let entities: Option<Value> = r.get(7);
+            let time: Option<DateTime<Utc>> = r.get(8);
+            // The entity ids, then the velocity time.
+            let extra: Vec<Option<String>> = history_columns
+                .iter()
+                .map(|c| match *c {
+                    "timestamp" => Some(rfc3339(time.unwrap_or(scored_at))),
+                    e => entities
+                        .as_ref()
+                        .and_then(|v| v.get(e))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                })
+                .collect();
             let values: Vec<Option<f64>> = names
                 .iter()
                 .map(|n| features.get(n).and_then(Value::as_f64))
@@ -443,7 +486,12 @@ async fn run_export(
                             .iter()
                             .map(|v| v.map(|x| x.to_string()).unwrap_or_default()),
                     );
-                    record.push(label.to_string());
+                    record.extend(
+                        extra
+                            .iter()
+                            .map(|v| v.as_deref().map(spreadsheet_safe).unwrap_or_default()),
+                    );
+                    record.push(label.map(|l| l.to_string()).unwrap_or_default());
                     record.push(spreadsheet_safe(&model_version));
                     record.push(
                         labelled_by
@@ -461,6 +509,9 @@ async fn run_export(
                     obj.insert("scored_at".into(), json!(rfc3339(scored_at)));
                     for (c, v) in columns.iter().zip(&values) {
                         obj.insert(c.clone(), json!(v));
+                    }
+                    for (c, v) in history_columns.iter().zip(&extra) {
+                        obj.insert((*c).to_owned(), json!(v));
                     }
                     obj.insert("label".into(), json!(label));
                     obj.insert("model_version".into(), json!(model_version));

@@ -437,6 +437,9 @@ async fn export_returns_labelled_rows() {
     let mut batch: Vec<Value> = (0..6).map(|n| scored(n, base)).collect();
     // A transaction with a non-legacy feature set.
     batch[4]["features"] = json!({"velocity": 3.25, "amount": 99.0});
+    // One that named a card and carried its own time (no feedback: history only).
+    batch[5]["entities"] = json!({"card_id": "c-7"});
+    batch[5]["transaction_time"] = json!("2026-11-30T12:00:00.5Z");
     batch.push(feedback(10, tx_id(0), true, base)); // anomalous, confirmed -> 1
     batch.push(feedback(11, tx_id(1), true, base)); // normal, confirmed -> 0
     batch.push(feedback(12, tx_id(2), false, base)); // normal, model wrong -> 1
@@ -506,9 +509,44 @@ async fn export_returns_labelled_rows() {
         "feedback through an edge is nobody's"
     );
 
+    // With the history: every transaction of the window (unlabelled ones with an empty
+    // label), their entity ids and the time the edge computed velocity at.
+    let (status, csv) = t.get_text("/v1/feedback/export?history=true").await;
+    assert_eq!(status, 200);
+    let lines: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        lines[0].join(","),
+        "transaction_id,scored_at,amount,hour,day_of_week,merchant_category,transaction_type,\
+         velocity,card_id,customer_id,device_id,ip,merchant_id,timestamp,label,model_version,\
+         labelled_by"
+    );
+    assert_eq!(lines.len(), 7, "{csv}");
+    let ids: Vec<String> = (0..6).rev().map(|n| tx_id(n).to_string()).collect();
+    assert_eq!(lines[1..].iter().map(|l| l[0]).collect::<Vec<_>>(), ids);
+    let labels: Vec<&str> = lines[1..].iter().map(|l| l[14]).collect();
+    assert_eq!(labels, ["", "0", "", "1", "0", "1"], "{csv}");
+    assert_eq!(lines[1][8], "c-7");
+    assert_eq!(
+        lines[1][13], "2026-11-30T12:00:00.500Z",
+        "the payload's own time"
+    );
+    for l in &lines[2..] {
+        assert_eq!(l[8], "", "no card");
+        assert_eq!(l[13], l[1], "no payload time: the edge's clock");
+    }
+    let (status, nd) = t
+        .get_text("/v1/feedback/export?history=true&format=ndjson")
+        .await;
+    assert_eq!(status, 200);
+    let first: Value = serde_json::from_str(nd.lines().next().unwrap()).unwrap();
+    assert_eq!(first["card_id"], "c-7");
+    assert_eq!(first["label"], Value::Null);
+
     let (status, _) = t.get_text("/v1/feedback/export?since=yesterday").await;
     assert_eq!(status, 400);
     let (status, _) = t.get_text("/v1/feedback/export?format=xml").await;
+    assert_eq!(status, 400);
+    let (status, _) = t.get_text("/v1/feedback/export?history=yes").await;
     assert_eq!(status, 400);
 }
 

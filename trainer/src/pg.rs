@@ -29,6 +29,12 @@ pub struct PgOptions {
     pub until: Option<String>,
     /// Add a `label` column from the `feedback` table and keep only rows with feedback.
     pub labels_from_feedback: bool,
+    /// With `labels_from_feedback`, for velocity features: keep the window's transactions
+    /// without feedback too (an empty `label`: history the features are computed over, not
+    /// training rows), and add the entity ids ([`contract::ENTITY_FIELDS`]) and the
+    /// transaction's time (the edge's instant for velocity) as columns; this names the time
+    /// column (the spec's time field). The store's `transactions` table only.
+    pub velocity_history: Option<String>,
 }
 
 impl Default for PgOptions {
@@ -40,6 +46,7 @@ impl Default for PgOptions {
             since: None,
             until: None,
             labels_from_feedback: false,
+            velocity_history: None,
         }
     }
 }
@@ -91,8 +98,43 @@ pub fn select_sql(opts: &PgOptions, feedback_column: Option<&str>) -> Result<Str
     if let Some(u) = &opts.until {
         filters.push(format!("{time} < {}", bound(u, "--until")?));
     }
-    let (select, join) = match feedback_column {
-        Some(col) => (
+    let history = match (&opts.velocity_history, feedback_column) {
+        (Some(time), Some(_)) => {
+            if opts.query.is_some() {
+                bail!(
+                    "velocity features from feedback labels read the store's transactions table, \
+                     not --query"
+                );
+            }
+            Some(time)
+        }
+        _ => None,
+    };
+    let (select, join) = match (feedback_column, history) {
+        (Some(col), Some(time)) => {
+            let fb = format!("fb.{}", quote_ident(col));
+            let mut select = format!(
+                "src.*, CASE WHEN {fb} IS NULL THEN NULL ELSE {} END AS \"label\"",
+                contract::legacy::label_sql("src.\"is_anomaly\"", &fb)
+            );
+            for e in contract::ENTITY_FIELDS {
+                select.push_str(&format!(
+                    ", src.\"entities\" ->> '{e}' AS {}",
+                    quote_ident(e)
+                ));
+            }
+            // The instant the edge computed velocity at: the payload's time, else its clock.
+            select.push_str(&format!(
+                ", to_char(COALESCE(src.\"transaction_time\", src.\"scored_at\") \
+                 AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {}",
+                quote_ident(time),
+            ));
+            (
+                select,
+                " LEFT JOIN \"feedback\" AS fb ON fb.\"transaction_id\" = src.\"id\"".to_string(),
+            )
+        }
+        (Some(col), None) => (
             // The store's label rule (the contract crate: one definition for both).
             format!(
                 "src.*, {} AS \"label\"",
@@ -103,14 +145,17 @@ pub fn select_sql(opts: &PgOptions, feedback_column: Option<&str>) -> Result<Str
             ),
             " JOIN \"feedback\" AS fb ON fb.\"transaction_id\" = src.\"id\"".to_string(),
         ),
-        None => ("src.*".to_string(), String::new()),
+        (None, _) => ("src.*".to_string(), String::new()),
     };
     let filter = if filters.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", filters.join(" AND "))
     };
-    let order = if opts.query.is_none() || opts.since.is_some() || opts.until.is_some() {
+    let order = if history.is_some() {
+        // Arrival order, ties (the same microsecond) by the time-ordered id.
+        format!(" ORDER BY {time}, src.\"id\"")
+    } else if opts.query.is_none() || opts.since.is_some() || opts.until.is_some() {
         format!(" ORDER BY {time}")
     } else {
         String::new()
@@ -207,5 +252,39 @@ mod tests {
             ..Default::default()
         };
         assert!(select_sql(&both, None).is_err());
+    }
+
+    #[test]
+    fn velocity_history_keeps_unlabelled_rows_with_entities_and_time() {
+        let opts = PgOptions {
+            labels_from_feedback: true,
+            velocity_history: Some("timestamp".into()),
+            ..Default::default()
+        };
+        let sql = select_sql(&opts, Some("label")).unwrap();
+        assert!(sql.contains(" LEFT JOIN \"feedback\" AS fb"), "{sql}");
+        assert!(
+            sql.contains("CASE WHEN fb.\"label\" IS NULL THEN NULL"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("src.\"entities\" ->> 'card_id' AS \"card_id\""),
+            "{sql}"
+        );
+        assert!(sql.contains(") AS \"timestamp\""), "{sql}");
+        assert!(
+            sql.ends_with("ORDER BY src.\"scored_at\", src.\"id\""),
+            "{sql}"
+        );
+        // Without feedback labels the option changes nothing.
+        assert_eq!(
+            select_sql(&opts, None).unwrap(),
+            "SELECT src.* FROM \"transactions\" AS src ORDER BY src.\"scored_at\""
+        );
+        let query = PgOptions {
+            query: Some("SELECT * FROM transactions".into()),
+            ..opts
+        };
+        assert!(select_sql(&query, Some("label")).is_err());
     }
 }

@@ -311,6 +311,9 @@ impl Plan {
 pub struct Dataset {
     pub table: Table,
     pub labels: Option<Vec<bool>>,
+    /// Rows without a label that were read only as velocity history (their transactions
+    /// count in the labelled rows' velocity features; they are not in `table`).
+    pub history_rows: usize,
 }
 
 /// One raw column in memory.
@@ -410,6 +413,7 @@ pub fn load(lf: LazyFrame, plan: &Plan, what: &str) -> Result<Dataset> {
         names.extend(v.features().iter().map(|f| f.name.clone()));
     }
 
+    let mut history_rows = 0;
     let labels = match &plan.label {
         None => None,
         Some(name) => {
@@ -418,13 +422,28 @@ pub fn load(lf: LazyFrame, plan: &Plan, what: &str) -> Result<Dataset> {
                 .as_materialized_series()
                 .cast(&DataType::String)?;
             let ca = s.str()?;
-            anyhow::ensure!(
-                ca.null_count() == 0,
-                "label column {name:?} has {} missing values",
-                ca.null_count()
-            );
+            if ca.null_count() > 0 {
+                // With velocity features an unlabelled row is history (the store's window
+                // around its labelled transactions): its features were computed above, now it
+                // leaves. Without them a missing label is a hole in the data.
+                anyhow::ensure!(
+                    plan.velocity.is_some(),
+                    "label column {name:?} has {} missing values",
+                    ca.null_count()
+                );
+                history_rows = ca.null_count();
+                let keep: Vec<bool> = ca.iter().map(|v| v.is_some()).collect();
+                for c in &mut columns {
+                    let mut row = 0;
+                    c.retain(|_| {
+                        row += 1;
+                        keep[row - 1]
+                    });
+                }
+            }
             Some(
-                ca.no_null_iter()
+                ca.iter()
+                    .flatten()
                     .map(|v| is_positive(v, plan.label_positive.as_deref()))
                     .collect(),
             )
@@ -433,6 +452,7 @@ pub fn load(lf: LazyFrame, plan: &Plan, what: &str) -> Result<Dataset> {
     Ok(Dataset {
         table: Table { names, columns },
         labels,
+        history_rows,
     })
 }
 
@@ -506,5 +526,38 @@ mod tests {
         }
         assert!(is_positive("chargeback", Some("ChargeBack")));
         assert!(!is_positive("1", Some("chargeback")));
+    }
+
+    /// An unlabelled row is velocity history when the spec has velocity features (the store's
+    /// window around its labelled transactions), and a hole in the data otherwise.
+    #[test]
+    fn unlabelled_rows_are_velocity_history_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("window.csv");
+        std::fs::write(
+            &path,
+            "amount,card_id,timestamp,label\n\
+             10,a,2026-11-30T12:00:00Z,0\n\
+             20,a,2026-11-30T12:01:00Z,\n\
+             30,a,2026-11-30T12:02:00Z,1\n",
+        )
+        .unwrap();
+        let plain = FeatureSpec {
+            features: Some(vec!["amount".into()]),
+            ..Default::default()
+        };
+        let err = load_file(&path, &plain, true).err().unwrap();
+        assert!(err.to_string().contains("1 missing values"), "{err:#}");
+        let with_velocity = FeatureSpec {
+            velocity: vec![VelocityDecl {
+                name: "card_count_1h".into(),
+                definition: "count by card_id over 1h".into(),
+            }],
+            ..plain
+        };
+        let data = load_file(&path, &with_velocity, true).unwrap();
+        assert_eq!(data.history_rows, 1);
+        assert_eq!(data.labels, Some(vec![false, true]));
+        assert_eq!(data.table.columns, [vec![10.0, 30.0], vec![0.0, 2.0]]);
     }
 }

@@ -72,6 +72,10 @@ pub(crate) struct Prediction<'a> {
     /// The entity ids the payload named (forwarded to the store, for the analyst console).
     #[serde(skip)]
     entities: BTreeMap<String, String>,
+    /// The payload's own time, when it had one (forwarded: the trainer recomputes velocity
+    /// features from the store at it).
+    #[serde(skip)]
+    transaction_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize)]
@@ -269,7 +273,16 @@ pub(crate) fn score_transaction<'a>(
         uuid: stamp.uuid,
         row: row.to_vec(),
         entities: entities_of(payload),
+        transaction_time: transaction_time(l, payload),
     })
+}
+
+/// The payload's time as velocity reads it (the model's velocity time field, else the
+/// legacy `timestamp`): absent when the field is missing or not a timestamp.
+fn transaction_time(l: &Loaded, payload: &Value) -> Option<DateTime<Utc>> {
+    let field = l.model.velocity().map_or("timestamp", |v| v.time_field());
+    let text = payload.get(field)?.as_str()?;
+    DateTime::from_timestamp_millis(model_format::normalize::timestamp_millis(text)?)
 }
 
 /// The payload's entity ids ([`contract::ENTITY_FIELDS`] given as strings; the normalizer has
@@ -377,6 +390,7 @@ impl Prediction<'_> {
                 .collect(),
             entities: self.entities.clone(),
             velocity_stale: self.velocity_stale,
+            transaction_time: self.transaction_time,
         })
     }
 }

@@ -43,7 +43,9 @@ pub struct PgArgs {
     #[arg(long)]
     pub until: Option<String>,
     /// Postgres inputs: keep only transactions with analyst feedback and derive `label` from
-    /// it (anomalous = flagged and confirmed, or not flagged and reported).
+    /// it (anomalous = flagged and confirmed, or not flagged and reported). With velocity
+    /// features, the window's other transactions are read too, as the history they are
+    /// computed over (not as training rows).
     #[arg(long)]
     pub labels_from_feedback: bool,
 }
@@ -83,6 +85,7 @@ impl InputArgs {
                 since: p.since.clone(),
                 until: p.until.clone(),
                 labels_from_feedback: p.labels_from_feedback,
+                velocity_history: None,
             },
             ..self.store.options()
         }
@@ -160,7 +163,12 @@ pub fn load(
     require_label: bool,
     fixed_features: Option<&[String]>,
 ) -> Result<(spec::Dataset, Vec<String>)> {
-    let inputs = source::resolve(&input.input, input.format, &input.options())?;
+    let mut options = input.options();
+    if let Some(v) = spec.velocity_spec()? {
+        // Feedback labels then come with the whole window as velocity history.
+        options.postgres.velocity_history = Some(v.time_field().to_string());
+    }
+    let inputs = source::resolve(&input.input, input.format, &options)?;
     let origins: Vec<String> = inputs.files.iter().map(|f| f.origin.clone()).collect();
     let lf = source::scan(&inputs)?;
     let schema = lf

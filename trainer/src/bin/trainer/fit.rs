@@ -164,11 +164,16 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
     log.event(
         "loaded",
         &format!(
-            "read {} rows, features {}",
+            "read {} rows, features {}{}",
             table.rows(),
-            table.names.join(",")
+            table.names.join(","),
+            match dataset.history_rows {
+                0 => String::new(),
+                h => format!(" ({h} more without a label read as velocity history only)"),
+            }
         ),
-        serde_json::json!({"rows": table.rows(), "features": table.names, "inputs": origins}),
+        serde_json::json!({"rows": table.rows(), "features": table.names, "inputs": origins,
+                           "history_rows": dataset.history_rows}),
     );
     let params = IsolationForestParams {
         n_estimators,
