@@ -20,6 +20,18 @@ pub const REASON_FRAUD_LOW: &str = "model: fraud probability below the review th
 pub const REASON_FRAUD_OVER_BUDGET: &str =
     "model: fraud probability in the review band, but the review budget is spent";
 
+/// What a supervised model's verdict decides when no rule does, and why: the one mapping the
+/// edge and the trainer's backtest share.
+pub fn fraud_outcome(verdict: model_format::booster::Verdict) -> (Outcome, &'static str) {
+    use model_format::booster::Verdict;
+    match verdict {
+        Verdict::Block => (Outcome::Block, REASON_FRAUD_BLOCK),
+        Verdict::Review => (Outcome::Review, REASON_FRAUD_REVIEW),
+        Verdict::Allow => (Outcome::Allow, REASON_FRAUD_LOW),
+        Verdict::OverBudget => (Outcome::Allow, REASON_FRAUD_OVER_BUDGET),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CompiledRule {
     pub expr: Expr<usize>,

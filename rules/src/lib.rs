@@ -133,7 +133,7 @@ mod policy;
 pub use error::{ParseError, ParseErrorKind, PolicyError};
 pub use eval::{
     Compiled, REASON_ANOMALOUS, REASON_FRAUD_BLOCK, REASON_FRAUD_LOW, REASON_FRAUD_OVER_BUDGET,
-    REASON_FRAUD_REVIEW, REASON_NORMAL, Verdict,
+    REASON_FRAUD_REVIEW, REASON_NORMAL, Verdict, fraud_outcome,
 };
 pub use operand::Operand;
 pub use outcome::{Outcome, ParseOutcomeError};

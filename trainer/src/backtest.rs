@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::evaluate::{average_precision, roc_auc};
 use crate::spec::{FeatureSpec, Raw, raw_columns};
-use crate::supervised::{BudgetReplay, default_decision, verdict_outcome};
+use crate::supervised::{BudgetReplay, default_decision};
 use model_format::booster::Verdict;
 
 /// One model's ranking quality on the history.
@@ -240,7 +240,7 @@ pub fn run(
                 .collect();
             let verdict = match replay.verdict(probabilities.as_ref().map(|p| p[row])) {
                 Some(v) => {
-                    let decided = compiled.evaluate_or(&values, verdict_outcome(v));
+                    let decided = compiled.evaluate_or(&values, rules::fraud_outcome(v));
                     over_budget +=
                         usize::from(v == Verdict::OverBudget && decided.by_rule.is_none());
                     decided

@@ -189,19 +189,9 @@ impl BudgetReplay {
 /// the model has a supervised classifier, else review what the forest flags.
 pub fn default_decision(is_anomaly: bool, verdict: Option<Verdict>) -> &'static str {
     match verdict {
-        Some(v) => verdict_outcome(v).0.as_str(),
+        Some(v) => rules::fraud_outcome(v).0.as_str(),
         None if is_anomaly => "review",
         None => "allow",
-    }
-}
-
-/// A supervised model's own decision and reason for its verdict (rules come first).
-pub fn verdict_outcome(v: Verdict) -> (rules::Outcome, &'static str) {
-    match v {
-        Verdict::Block => (rules::Outcome::Block, rules::REASON_FRAUD_BLOCK),
-        Verdict::Review => (rules::Outcome::Review, rules::REASON_FRAUD_REVIEW),
-        Verdict::Allow => (rules::Outcome::Allow, rules::REASON_FRAUD_LOW),
-        Verdict::OverBudget => (rules::Outcome::Allow, rules::REASON_FRAUD_OVER_BUDGET),
     }
 }
 

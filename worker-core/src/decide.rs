@@ -174,17 +174,11 @@ pub(crate) fn supervised_default(
     p: f64,
     budgets: Option<&crate::budget::Budgets>,
 ) -> Option<(Outcome, &'static str)> {
-    use model_format::booster::Verdict;
     let b = l.model.supervised()?;
     let verdict = budgets
         .and_then(|x| x.verdict(l, p))
         .unwrap_or_else(|| b.thresholds().verdict(p));
-    Some(match verdict {
-        Verdict::Block => (Outcome::Block, rules::REASON_FRAUD_BLOCK),
-        Verdict::Review => (Outcome::Review, rules::REASON_FRAUD_REVIEW),
-        Verdict::Allow => (Outcome::Allow, rules::REASON_FRAUD_LOW),
-        Verdict::OverBudget => (Outcome::Allow, rules::REASON_FRAUD_OVER_BUDGET),
-    })
+    Some(rules::fraud_outcome(verdict))
 }
 
 impl Decision {
