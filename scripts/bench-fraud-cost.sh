@@ -2,16 +2,17 @@
 # What the supervised model costs an explained prediction: two components built alike, one
 # embedding a forest alone and one the same forest with its supervised model (GBDT section),
 # both fitted by `trainer fit --seed 1` on the same independent labelled stream
-# (tools/fraud_streams.py, 61,000 rows at 1 % fraud, the legacy five features). Each round
-# starts a fresh server for A, measures, stops it, then the same for B (alternating, so a
-# change in the machine's load hits both), at 1 connection, explained and ?explain=false,
-# under the harness and `spin up` with the recommended reuse flag; then the median p50 of the
-# rounds and the difference B − A. Goal (#27): explained p50 at most +30 µs.
-# Usage: scripts/bench-fraud-cost.sh [seconds per run, default 5] [rounds, default 3]
+# (tools/fraud_streams.py, 61,000 rows at 1 % fraud, the legacy five features). Per host (the
+# harness, then `spin up`, with the recommended reuse flag) and per path (explained, then
+# ?explain=false), both are started fresh side by side and measured in turns, A then B, for
+# `rounds` turns of `secs` seconds at 1 connection: a change in the machine's speed hits both.
+# Then the median p50 of the turns, and the median of the paired differences B − A.
+# Goal (#27): explained p50 at most +30 µs.
+# Usage: scripts/bench-fraud-cost.sh [seconds per turn, default 3] [turns, default 9]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs="${1:-5}"
-rounds="${2:-3}"
+secs="${1:-3}"
+rounds="${2:-9}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secureflow-edge/target}"
 target=$CARGO_TARGET_DIR
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -36,29 +37,45 @@ done
 # The shipped component embeds data/model.sfm again.
 cargo build --release --target wasm32-wasip2 -p worker 2>&1 | tail -n1 >&2
 
-echo "machine: $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); ${secs} s per run, ${rounds} rounds, wrk -t1 -c1"
+echo "machine: $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); ${secs} s per turn, ${rounds} turns, wrk -t1 -c1"
 echo "A: forest alone ($(stat -c %s "$work/forest.sfm") bytes); B: forest + supervised ($(stat -c %s "$work/supervised.sfm") bytes)"
 recommended="--max-instance-reuse-count 100000"
 hosts=(harness)
 [[ -n $spin ]] && hosts+=(spin)
+servers=()
+stop_all() { for g in "${servers[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done; servers=(); }
+trap 'stop_all; stop; rm -rf "$work"' EXIT
+p50() { awk '{for(i=1;i<=NF;i++) if($i=="p50") print $(i+1)}'; }
+median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 for host in "${hosts[@]}"; do
   for path in /api/predict "/api/predict?explain=false"; do
+    declare -A url=()
+    for m in forest supervised; do
+      component="$work/$m.wasm" state_dir="$work/state-$m"
+      # shellcheck disable=SC2086
+      start "$host" $recommended
+      servers+=("$pid"); url[$m]="$base$path"; pid=
+      # Each server logs to server.log: keep the second from overwriting the first.
+      mv "$work/server.log" "$work/server-$m.log"
+    done
+    : >"$work/turns.txt"
     for r in $(seq 1 "$rounds"); do
       for m in forest supervised; do
-        component="$work/$m.wasm"
-        measure "$host" "$recommended" 1 "$path" predict.lua "$host $m $path #$r"
+        load=$(cut -d' ' -f1-3 /proc/loadavg)
+        result=$(wrk -t1 -c1 -d"${secs}s" -s "$work/predict.lua" "${url[$m]}" | tail -n1)
+        [[ $result =~ errors\ 0$ ]] || failed+=("$host $m $path #$r")
+        printf '  %-8s %-28s %-10s #%-2d %s  [load %s]\n' "$host" "$path" "$m" "$r" "$result" "$load" | tee -a "$work/turns.txt"
       done
     done
+    stop_all
+    a=$(grep -F " forest " "$work/turns.txt" | p50 | median)
+    b=$(grep -F " supervised " "$work/turns.txt" | p50 | median)
+    d=$(paste <(grep -F " forest " "$work/turns.txt" | p50) <(grep -F " supervised " "$work/turns.txt" | p50) | awk '{print $2 - $1}' | median)
+    printf '%-8s %-28s median p50: A forest %d µs, B + supervised %d µs; median of the paired B − A: %+d µs\n' \
+      "$host" "$path" "$a" "$b" "$d" | tee -a "$work/summary.txt"
   done
 done
-echo "median p50 over the rounds (µs): A forest, B + supervised, B − A"
-for host in "${hosts[@]}"; do
-  for path in /api/predict "/api/predict?explain=false"; do
-    med() { grep -F "$host $1 $path #" "$work/out.txt" | awk '{for(i=1;i<=NF;i++) if($i=="p50") print $(i+1)}' | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-    a=$(med forest); b=$(med supervised)
-    printf '  %-8s %-28s A %5d  B %5d  B−A %+5d\n' "$host" "$path" "$a" "$b" "$((b - a))"
-  done
-done
+echo "summary:"; cat "$work/summary.txt"
 if ((${#failed[@]})); then
   printf 'failed: %s\n' "${failed[@]}" >&2
   exit 1

@@ -1,7 +1,7 @@
 # Shared by the latency benchmarks (bench-predict.sh, bench-fraud-cost.sh): fresh servers in
 # their own process groups, wrk on the same machine, the load average beside every figure.
 # The caller sets: target (cargo target dir), component (the worker.wasm to serve), spin (a
-# Spin CLI or empty), secs (seconds per run). Sourcing makes $work (removed at exit), the wrk
+# Spin CLI or empty), secs (seconds per run); optionally state_dir (spin up's, default $work/state). Sourcing makes $work (removed at exit), the wrk
 # scripts predict.lua (POST $BENCH_BODY, default the legacy five) and get.lua, and $work/spin.toml.
 
 work=$(mktemp -d)
@@ -42,12 +42,13 @@ start() {
     for _ in $(seq 1 600); do grep -q '^listening on ' "$log" && break; sleep 0.1; done
     base=$(sed -n 's/^listening on //p' "$log" | head -n1)
   else
-    rm -rf "$work/state"
+    local state="${state_dir:-$work/state}"
+    rm -rf "$state"
     # Spin's manifest, unchanged but for the component's path (spin up does not build);
     # written at each start, so a caller may switch $component between runs.
     sed "s#^source = .*#source = \"$component\"#" spin.toml >"$work/spin.toml"
     # The repository's runtime config, as docs/edge.md runs it (it declares the `velocity` store).
-    setsid "$spin" up --from "$work/spin.toml" --listen 127.0.0.1:0 --state-dir "$work/state" \
+    setsid "$spin" up --from "$work/spin.toml" --listen 127.0.0.1:0 --state-dir "$state" \
       --runtime-config-file runtime-config.toml "$@" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 1800); do grep -q '^Serving http://' "$log" && break; sleep 0.1; done
