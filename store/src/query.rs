@@ -305,17 +305,10 @@ const META: [&str; 5] = [
     "labelled_by",
 ];
 
-/// Columns a `history` export adds after the features: the entity ids, then the time the
-/// edge computed velocity features at (the payload's own time, else `scored_at`) under the
-/// name velocity specs read it by default.
-const HISTORY_COLUMNS: [&str; 6] = [
-    "card_id",
-    "customer_id",
-    "device_id",
-    "ip",
-    "merchant_id",
-    "timestamp",
-];
+/// The column a `history` export adds after the entity ids ([`contract::ENTITY_FIELDS`]): the
+/// time the edge computed velocity features at (the payload's own time, else `scored_at`),
+/// under the name velocity specs read it by default.
+const VELOCITY_TIME_COLUMN: &str = "timestamp";
 
 /// Starts the labelled export of transactions scored in `[since, until)` (either bound
 /// optional). Returns once the column set is known (so database errors still become a proper
@@ -323,7 +316,8 @@ const HISTORY_COLUMNS: [&str; 6] = [
 /// cursor in a read-only snapshot so memory stays bounded whatever the size.
 ///
 /// `history`: every transaction of the window, an unlabelled one with an empty label, plus
-/// [`HISTORY_COLUMNS`]: what the trainer recomputes velocity features over.
+/// the entity ids and [`VELOCITY_TIME_COLUMN`]: what the trainer recomputes velocity features
+/// over.
 pub async fn export(
     pool: &Pool,
     since: Option<DateTime<Utc>>,
@@ -380,7 +374,15 @@ async fn run_export(
                AND ($2::timestamptz IS NULL OR t.scored_at < $2)"
         )
     };
-    let meta = |n: &str| META.contains(&n) || (history && HISTORY_COLUMNS.contains(&n));
+    let history_columns: Vec<&str> = if history {
+        contract::ENTITY_FIELDS
+            .into_iter()
+            .chain([VELOCITY_TIME_COLUMN])
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let meta = |n: &str| META.contains(&n) || history_columns.contains(&n);
     let start = async {
         let tx = snapshot(client).await?;
         let keys = tx
@@ -432,7 +434,6 @@ async fn run_export(
             }
         })
         .collect();
-    let history_columns: &[&str] = if history { &HISTORY_COLUMNS } else { &[] };
     let mut out = Vec::with_capacity(64 * 1024);
     if format == ExportFormat::Csv {
         let mut w = csv::Writer::from_writer(&mut out);
@@ -462,8 +463,8 @@ async fn run_export(
             // The entity ids, then the velocity time.
             let extra: Vec<Option<String>> = history_columns
                 .iter()
-                .map(|c| match *c {
-                    "timestamp" => Some(rfc3339(time.unwrap_or(scored_at))),
+                .map(|&c| match c {
+                    VELOCITY_TIME_COLUMN => Some(rfc3339(time.unwrap_or(scored_at))),
                     e => entities
                         .as_ref()
                         .and_then(|v| v.get(e))

@@ -381,12 +381,14 @@ fn race_setups(
 }
 
 /// Sends `n` transactions on `card` from `connections` clients at once (spread over `urls`),
-/// all within one minute.
-fn burst(urls: &[String], card: &str, connections: usize, n: usize) {
+/// all within one minute. Returns how many answers said `velocity_stale` (the edge gave up
+/// recording them after its bounded retries).
+fn burst(urls: &[String], card: &str, connections: usize, n: usize) -> usize {
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let stale = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for c in 0..connections {
-            let (url, next) = (&urls[c % urls.len()], &next);
+            let (url, next, stale) = (&urls[c % urls.len()], &next, &stale);
             s.spawn(move || {
                 let agent = common::agent();
                 loop {
@@ -401,10 +403,14 @@ fn burst(urls: &[String], card: &str, connections: usize, n: usize) {
                         .unwrap();
                     let answer: Value = r.body_mut().read_json().unwrap();
                     assert_eq!(r.status(), 200, "{answer}");
+                    if answer["velocity_stale"] == true {
+                        stale.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             });
         }
     });
+    stale.into_inner()
 }
 
 fn race_body(card: &str, minute: usize, second: usize) -> String {
@@ -417,7 +423,10 @@ fn race_body(card: &str, minute: usize, second: usize) -> String {
 /// Many requests updating one card at the same moment, from many connections, on every store
 /// the host offers (and two edges sharing one Redis): the next transaction of the card counts
 /// every one of them. Each update is a compare-and-swap, checked after it lands (see
-/// worker-core's velocity module). Reports what each burst lost; asserts that none did.
+/// worker-core's velocity module). Reports what each burst lost; asserts that none was lost
+/// silently: an update the edge gave up on after its bounded retries (2 s of conflicts, seen
+/// once in many runs at load 5 on two cores) must have said so in its answer, and such give-ups
+/// stay rare (at most 1 in 1,000).
 #[test]
 fn concurrent_updates_of_one_card_are_all_counted_on_every_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -444,7 +453,7 @@ fn concurrent_updates_of_one_card_are_all_counted_on_every_store() {
                 continue;
             }
             let card = format!("card-race-{k}-{connections}");
-            burst(&urls, &card, connections, sent);
+            let stale = burst(&urls, &card, connections, sent);
             // The next transaction, alone: what does it count?
             let mut r = common::agent()
                 .post(&urls[0])
@@ -470,11 +479,13 @@ fn concurrent_updates_of_one_card_are_all_counted_on_every_store() {
             let lost = sent as f64 - count;
             common::report(format!(
                 "velocity races, {}: {sent} transactions on one card from {connections} \
-                 connections at once, {count} counted by the next one, {lost} lost",
+                 connections at once, {count} counted by the next one, {lost} lost \
+                 ({stale} answered velocity_stale)",
                 setup.name
             ));
-            if lost != 0.0 && setup.atomic {
-                lost_any.push(format!("{}: {lost} of {sent}", setup.name));
+            let silent = lost != stale as f64;
+            if setup.atomic && (silent || stale * 1000 > sent) {
+                lost_any.push(format!("{}: {lost} of {sent}, {stale} said so", setup.name));
             }
         }
     }
