@@ -141,8 +141,12 @@ pub struct BatchForest {
 
 impl BatchForest {
     /// Flattens `forest`'s trees (already validated by [`crate::Tree::new`]); `None` if
-    /// one is deeper than [`MAX_BATCH_DEPTH`].
+    /// one is deeper than [`MAX_BATCH_DEPTH`] or the trees are in feature groups (one sum per
+    /// row does not score those).
     pub fn new(forest: &Forest) -> Option<Self> {
+        if forest.groups().is_some() {
+            return None;
+        }
         let trees = forest
             .trees()
             .iter()

@@ -340,7 +340,7 @@ impl Booster {
             return Err(too_complex(shap.trees.iter()));
         }
         phi.fill(0.0);
-        ensemble_phi(&shap.rule, shap.trees.iter(), x, phi);
+        ensemble_phi(&shap.rule, shap.trees.iter(), 0, x, phi);
         let slope = self.calibration.slope;
         for v in phi.iter_mut() {
             *v *= slope;

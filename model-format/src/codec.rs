@@ -40,6 +40,7 @@ const FOREST: [u8; 4] = *b"FRST";
 const SCORE_DISTRIBUTION: [u8; 4] = *b"SDST";
 const VELOCITY: [u8; 4] = *b"VELO";
 const SUPERVISED: [u8; 4] = *b"GBDT";
+const TREE_GROUPS: [u8; 4] = *b"GRPS";
 
 pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
     let mut sections: Vec<([u8; 4], u32, Vec<u8>)> = Vec::with_capacity(4);
@@ -90,6 +91,19 @@ pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
         put_tree(&mut frst, tree.nodes(), t)?;
     }
     sections.push((FOREST, FLAG_REQUIRED, frst));
+
+    // Required: a reader that scored the trees as one forest would give other scores.
+    if let Some(groups) = forest.groups() {
+        let mut grps = Vec::with_capacity(8 + 12 * groups.ends().len());
+        put_u32(&mut grps, groups.ends().len() as u32);
+        put_u32(&mut grps, 0);
+        groups.ends().iter().for_each(|&e| put_u32(&mut grps, e));
+        groups
+            .tails()
+            .iter()
+            .for_each(|t| grps.extend_from_slice(&t.to_le_bytes()));
+        sections.push((TREE_GROUPS, FLAG_REQUIRED, grps));
+    }
 
     // Optional: only drift monitoring reads it; scoring never does.
     if let Some(quantiles) = model.score_distribution() {
@@ -357,6 +371,7 @@ fn decode_with<'a>(
 
     let (mut meta, mut schema, mut norm, mut scaler, mut forest) = (None, None, None, None, None);
     let (mut distribution, mut velocity, mut supervised) = (None, None, None);
+    let mut groups = None;
     for _ in 0..n_sections {
         let (section, payload) = next_section(&mut r)?;
         let tag = section.tag;
@@ -377,6 +392,7 @@ fn decode_with<'a>(
                 .is_some(),
             VELOCITY => velocity.replace(read_velocity(&mut p)?).is_some(),
             SUPERVISED => supervised.replace(read_supervised(&mut p)?).is_some(),
+            TREE_GROUPS => groups.replace(read_tree_groups(&mut p)?).is_some(),
             _ if section.required => {
                 return Err(DecodeError::UnknownRequiredSection { tag });
             }
@@ -405,6 +421,10 @@ fn decode_with<'a>(
     let schema = schema.ok_or(DecodeError::MissingSection { tag: SCHEMA })?;
     let scaler = scaler.ok_or(DecodeError::MissingSection { tag: SCALER })?;
     let forest = forest.ok_or(DecodeError::MissingSection { tag: FOREST })?;
+    let forest = match groups {
+        Some(g) => forest.with_groups(g)?,
+        None => forest,
+    };
     let model = Model::new(schema, scaler, forest, meta.unwrap_or_default())?;
     let model = match norm {
         Some(norm) => model.with_normalization(norm)?,
@@ -548,6 +568,20 @@ fn read_velocity(p: &mut Reader) -> Result<crate::velocity::VelocitySpec, Decode
     }
     crate::velocity::VelocitySpec::new(&time_field, &pairs)
         .map_err(|e| InvalidModel::Velocity(e.to_string()).into())
+}
+
+fn read_tree_groups(p: &mut Reader) -> Result<crate::TreeGroups, DecodeError> {
+    let n = p.count("feature groups", 4)?;
+    if p.u32("feature groups reserved")? != 0 {
+        return Err(DecodeError::Reserved { offset: p.pos - 4 });
+    }
+    let ends = (0..n)
+        .map(|_| p.u32("feature group end"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tails = (1..n.max(1))
+        .map(|_| p.f64("feature group tail"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::TreeGroups::new(ends, tails)?)
 }
 
 fn read_score_distribution(p: &mut Reader) -> Result<Vec<f64>, DecodeError> {

@@ -39,6 +39,8 @@ pub enum InvalidModel {
     Velocity(String),
     #[error("supervised model: {0}")]
     Supervised(String),
+    #[error("feature groups of the forest: {0}")]
+    TreeGroups(String),
 }
 
 /// What is wrong with one tree's node array.

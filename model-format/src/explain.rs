@@ -459,14 +459,26 @@ fn gauss_legendre_01(t: &mut [f64], w: &mut [f64]) {
     }
 }
 
-/// Adds every tree's attributions (unscaled: each leaf worth its full path length) to `phi`.
-/// `x` must cover every split feature and `phi.len() == x.len()`.
-pub(crate) fn forest_phi(forest: &Forest, x: &[f32], phi: &mut [f64]) -> Result<(), ExplainError> {
+/// Adds the attributions of the forest's trees `trees` (unscaled: each leaf worth its full
+/// path length) to `phi`. `x` must cover every split feature and `phi.len() == x.len()`.
+pub(crate) fn forest_phi(
+    forest: &Forest,
+    x: &[f32],
+    phi: &mut [f64],
+    trees: std::ops::Range<usize>,
+) -> Result<(), ExplainError> {
     let shap = forest.shap();
     if !shap.supported() {
         return Err(too_complex(forest.trees().iter().map(Tree::shap)));
     }
-    ensemble_phi(shap, forest.trees().iter().map(Tree::shap), x, phi);
+    let first = trees.start;
+    ensemble_phi(
+        shap,
+        forest.trees()[trees].iter().map(Tree::shap),
+        first,
+        x,
+        phi,
+    );
     Ok(())
 }
 
@@ -481,27 +493,30 @@ pub(crate) fn too_complex<'t>(trees: impl Iterator<Item = &'t TreeShap>) -> Expl
 }
 
 /// Adds the attributions of every tree in `trees` (each leaf worth its own value) to `phi`,
-/// with the rule and tables of `shap` (built for exactly these trees, in this order, and
-/// `supported`). `x` must cover every split feature and `phi.len() == x.len()`.
+/// with the rule and tables of `shap` (built for an ensemble whose trees from index `first` on
+/// are these, in this order, and `supported`). `x` must cover every split feature and
+/// `phi.len() == x.len()`.
 pub(crate) fn ensemble_phi<'t>(
     shap: &ForestShap,
     trees: impl Iterator<Item = &'t TreeShap>,
+    first: usize,
     x: &[f32],
     phi: &mut [f64],
 ) {
+    let tables = shap.tables.get(first..).unwrap_or_default();
     match shap.q {
         0 => {}
-        1 => run::<1, 2>(shap, trees, x, phi),
-        2 => run::<2, 2>(shap, trees, x, phi),
-        3 => run::<3, 4>(shap, trees, x, phi),
-        4 => run::<4, 4>(shap, trees, x, phi),
-        5 => run::<5, 6>(shap, trees, x, phi),
-        6 => run::<6, 6>(shap, trees, x, phi),
-        8 => run::<8, 8>(shap, trees, x, phi),
-        12 => run::<12, 12>(shap, trees, x, phi),
-        16 => run::<16, 16>(shap, trees, x, phi),
-        24 => run::<24, 24>(shap, trees, x, phi),
-        _ => run::<32, 32>(shap, trees, x, phi),
+        1 => run::<1, 2>(shap, trees, tables, x, phi),
+        2 => run::<2, 2>(shap, trees, tables, x, phi),
+        3 => run::<3, 4>(shap, trees, tables, x, phi),
+        4 => run::<4, 4>(shap, trees, tables, x, phi),
+        5 => run::<5, 6>(shap, trees, tables, x, phi),
+        6 => run::<6, 6>(shap, trees, tables, x, phi),
+        8 => run::<8, 8>(shap, trees, tables, x, phi),
+        12 => run::<12, 12>(shap, trees, tables, x, phi),
+        16 => run::<16, 16>(shap, trees, tables, x, phi),
+        24 => run::<24, 24>(shap, trees, tables, x, phi),
+        _ => run::<32, 32>(shap, trees, tables, x, phi),
     }
 }
 
@@ -513,6 +528,7 @@ struct Lanes<const L: usize>([f64; L]);
 fn run<'t, const Q: usize, const L: usize>(
     shap: &ForestShap,
     trees: impl Iterator<Item = &'t TreeShap>,
+    tables: &[Cow<'static, [f64]>],
     x: &[f32],
     phi: &mut [f64],
 ) {
@@ -535,7 +551,7 @@ fn run<'t, const Q: usize, const L: usize>(
         heap_flags.resize(2 * n, 0);
         (&mut heap_values, &mut heap_flags)
     };
-    for (tree, table) in trees.zip(&shap.tables) {
+    for (tree, table) in trees.zip(tables) {
         tree_phi::<Q, L>(tree, table, x, &cold, values, flags, phi);
     }
 }

@@ -42,7 +42,9 @@ pub use booster::{Booster, FraudScore};
 pub use codec::{FORMAT_VERSION, MAGIC, SectionInfo, section_table};
 pub use error::{DecodeError, EncodeError, ExplainError, InvalidModel, ScoreError};
 pub use explain::{MAX_PATH_FEATURES, TABLES_VERSION, TablesError, TablesTrust};
-pub use forest::{Forest, Node, Tree, average_path_length, leaf_path_length};
+pub use forest::{
+    Forest, MAX_TREE_GROUPS, Node, Tree, TreeGroups, average_path_length, leaf_path_length,
+};
 pub use normalize::{Normalization, NormalizeError, Payload};
 pub use scaler::Scaler;
 

@@ -235,13 +235,30 @@ impl ValidParams {
     ///
     /// `columns` must hold the `n_features` columns the parameters were checked for.
     pub fn grow_trees(&self, columns: &[Vec<f32>]) -> Vec<Tree> {
+        self.grow(columns, None, 0)
+    }
+
+    /// Grows `n_estimators` trees that split only on `features` (ascending column indices;
+    /// `max_features` draws within them), tree `t` on stream `first_stream + t` of the seed: one
+    /// group of a forest grown in feature groups ([`model_format::TreeGroups`]).
+    pub fn grow_trees_on(
+        &self,
+        columns: &[Vec<f32>],
+        features: &[usize],
+        first_stream: u64,
+    ) -> Vec<Tree> {
+        self.grow(columns, Some(features), first_stream)
+    }
+
+    fn grow(&self, columns: &[Vec<f32>], only: Option<&[usize]>, first_stream: u64) -> Vec<Tree> {
         debug_assert_eq!(columns.len(), self.n_features);
         let n_rows = columns.first().map_or(0, Vec::len);
+        let pool: Vec<usize> = only.map_or_else(|| (0..columns.len()).collect(), <[usize]>::to_vec);
         (0..self.n_estimators)
             .into_par_iter()
             .map(|t| {
                 let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-                rng.set_stream(t as u64);
+                rng.set_stream(first_stream + t as u64);
                 let mut rows: Vec<u32> = if self.bootstrap {
                     (0..self.psi)
                         .map(|_| rng.random_range(0..n_rows) as u32)
@@ -252,13 +269,16 @@ impl ValidParams {
                         .map(|i| i as u32)
                         .collect()
                 };
-                let features: Vec<usize> = if self.max_features < columns.len() {
-                    let mut subset =
-                        index::sample(&mut rng, columns.len(), self.max_features).into_vec();
+                let features: Vec<usize> = if self.max_features < pool.len() {
+                    let mut subset: Vec<usize> =
+                        index::sample(&mut rng, pool.len(), self.max_features)
+                            .into_iter()
+                            .map(|i| pool[i])
+                            .collect();
                     subset.sort_unstable();
                     subset
                 } else {
-                    (0..columns.len()).collect()
+                    pool.clone()
                 };
                 let mut grower = Grower {
                     columns,

@@ -64,6 +64,35 @@ pub fn fit_with_velocity(
     params: &IsolationForestParams,
     velocity: Option<&model_format::velocity::VelocitySpec>,
 ) -> Result<Model, FitError> {
+    fit_forest(table, params, velocity, VelocityForest::Mixed)
+}
+
+/// How a forest treats velocity features.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VelocityForest {
+    /// One forest over every feature (each tree may split on any of them).
+    #[default]
+    Mixed,
+    /// `n_estimators` trees on the per-transaction features and as many on the velocity
+    /// features, the second group adding only in its tail ([`VELOCITY_TAIL`]): velocity then
+    /// finds bursts without blurring what one transaction alone shows
+    /// ([`model_format::TreeGroups`]).
+    Separate,
+}
+
+/// The share of training rows in the velocity group's tail: a row adds the velocity trees'
+/// evidence only where their path length is below this quantile of the training rows'.
+pub const VELOCITY_TAIL: f64 = 0.1;
+
+/// [`fit_with_velocity`] with the velocity features in a forest of their own when `how` is
+/// [`VelocityForest::Separate`] (and the table has both kinds of features).
+pub fn fit_forest(
+    table: &data::Table,
+    params: &IsolationForestParams,
+    velocity: Option<&model_format::velocity::VelocitySpec>,
+    how: VelocityForest,
+) -> Result<Model, FitError> {
     let mut timer = Timings::from_env();
     let n_rows = table.rows();
     let valid = params.check(n_rows, table.columns.len())?;
@@ -83,7 +112,27 @@ pub fn fit_with_velocity(
         })
         .collect();
     timer.lap("scale");
-    let trees = valid.grow_trees(&scaled);
+    let n_velocity = velocity.map_or(0, |v| v.features().len());
+    let n_base = table.columns.len() - n_velocity;
+    let grouped = how == VelocityForest::Separate && n_velocity > 0 && n_base > 0;
+    let (trees, velocity_trees) = if grouped {
+        let base: Vec<usize> = (0..n_base).collect();
+        let rest: Vec<usize> = (n_base..table.columns.len()).collect();
+        let velocity_params = forest::ValidParams {
+            max_features: valid.max_features.min(rest.len()),
+            ..valid
+        };
+        let base_params = forest::ValidParams {
+            max_features: valid.max_features.min(base.len()),
+            ..valid
+        };
+        (
+            base_params.grow_trees_on(&scaled, &base, 0),
+            velocity_params.grow_trees_on(&scaled, &rest, valid.n_estimators as u64),
+        )
+    } else {
+        (valid.grow_trees(&scaled), Vec::new())
+    };
     timer.lap("trees");
 
     let mut metadata = vec![
@@ -105,40 +154,45 @@ pub fn fit_with_velocity(
     if valid.bootstrap {
         metadata.push(("bootstrap".to_string(), "true".to_string()));
     }
+    if grouped {
+        metadata.push(("velocity_forest".to_string(), "separate".to_string()));
+    }
     timer.lap("fingerprint");
-    let mut forest = Forest::new(trees, valid.psi as u32, -0.5).map_err(internal)?;
+    let psi = valid.psi as u32;
     // Every training row's score: the contamination offset (scikit-learn's) is one of their
     // quantiles, and the model carries their distribution for drift monitoring. The rows are
     // already scaled to f32 exactly as Model::score scales them, so the batch scorer gives the
     // same scores without scaling again.
-    let mut scores = vec![0.0; n_rows];
-    if let Some(batch) = model_format::batch::BatchForest::new(&forest) {
-        let block_rows = model_format::batch::BLOCK;
-        score::path_length_sums(&batch, scaled.len(), &mut scores, |start, block, len| {
-            for (f, col) in scaled.iter().enumerate() {
-                block[f * block_rows..f * block_rows + len]
-                    .copy_from_slice(&col[start..start + len]);
-            }
-        });
-        scores
-            .par_iter_mut()
-            .for_each(|s| *s = forest.score_path_sum(*s).score_samples);
-    } else {
-        // Trees too deep to lay out flat (ψ above 65,536): one row at a time.
-        scores
-            .par_iter_mut()
-            .enumerate()
-            .try_for_each_init(
-                || Vec::with_capacity(scaled.len()),
-                |row, (i, s)| {
-                    row.clear();
-                    row.extend(scaled.iter().map(|c| c[i]));
-                    *s = forest.score_scaled(row)?.score_samples;
-                    Ok::<_, model_format::ScoreError>(())
-                },
-            )
+    let base = Forest::new(trees, psi, -0.5).map_err(internal)?;
+    let sums = training_path_sums(&base, &scaled)?;
+    let (mut forest, mut scores): (Forest, Vec<f64>) = if grouped {
+        // The velocity group's tail: the VELOCITY_TAIL quantile of its training path lengths.
+        let rest = Forest::new(velocity_trees, psi, -0.5).map_err(internal)?;
+        let rest_sums = training_path_sums(&rest, &scaled)?;
+        let n = rest.trees().len() as f64;
+        let mut means: Vec<f64> = rest_sums.iter().map(|s| s / n).collect();
+        let tail = forest::percentile(&mut means, 100.0 * VELOCITY_TAIL);
+        let n0 = base.trees().len() as u32;
+        let groups =
+            model_format::TreeGroups::new(vec![n0, n0 + rest.trees().len() as u32], vec![tail])
+                .map_err(internal)?;
+        let trees = [base.trees(), rest.trees()].concat();
+        let forest = Forest::new(trees, psi, -0.5)
+            .and_then(|f| f.with_groups(groups))
             .map_err(internal)?;
-    }
+        let scores = sums
+            .par_iter()
+            .zip(&rest_sums)
+            .map(|(&a, &b)| forest.score_group_sums(&[a, b]).score_samples)
+            .collect();
+        (forest, scores)
+    } else {
+        let scores = sums
+            .par_iter()
+            .map(|&s| base.score_path_sum(s).score_samples)
+            .collect();
+        (base, scores)
+    };
     timer.lap("training scores");
     if let Contamination::Fraction(c) = valid.contamination {
         // Offset = the contamination quantile of the training scores, as scikit-learn does.
@@ -164,6 +218,37 @@ pub fn fit_with_velocity(
         Some(v) => model.with_velocity(v.clone()).map_err(internal),
         None => Ok(model),
     }
+}
+
+/// Every training row's path lengths summed over `forest`'s trees in tree order, from rows
+/// already scaled to f32 (`scaled[feature][row]`).
+fn training_path_sums(forest: &Forest, scaled: &[Vec<f32>]) -> Result<Vec<f64>, FitError> {
+    let n_rows = scaled.first().map_or(0, Vec::len);
+    let mut sums = vec![0.0; n_rows];
+    if let Some(batch) = model_format::batch::BatchForest::new(forest) {
+        let block_rows = model_format::batch::BLOCK;
+        score::path_length_sums(&batch, scaled.len(), &mut sums, |start, block, len| {
+            for (f, col) in scaled.iter().enumerate() {
+                block[f * block_rows..f * block_rows + len]
+                    .copy_from_slice(&col[start..start + len]);
+            }
+        });
+    } else {
+        // Trees too deep to lay out flat (ψ above 65,536): one row at a time.
+        sums.par_iter_mut()
+            .enumerate()
+            .try_for_each_init(
+                || Vec::with_capacity(scaled.len()),
+                |row, (i, s)| {
+                    row.clear();
+                    row.extend(scaled.iter().map(|c| c[i]));
+                    *s = forest.path_length_sum(row)?;
+                    Ok::<_, model_format::ScoreError>(())
+                },
+            )
+            .map_err(internal)?;
+    }
+    Ok(sums)
 }
 
 /// Points of the training score distribution a fitted model carries: the deciles, minimum and

@@ -11,6 +11,7 @@
 //! derive = "auto"                 # auto | legacy | none
 //! time_field = "timestamp"        # velocity features: the transaction time column
 //! supervised = true               # also learn from the label (`trainer fit --supervised`)
+//! velocity_forest = "separate"     # velocity features in trees of their own (`--velocity-forest`)
 //!
 //! [[velocity]]                    # per-entity history features (model-format's velocity)
 //! name = "card_count_10m"
@@ -65,6 +66,8 @@ pub struct FeatureSpec {
     /// Also fit the supervised model on the label (as `trainer fit --supervised`).
     #[serde(default)]
     pub supervised: bool,
+    /// How the forest treats velocity features (as `trainer fit --velocity-forest`).
+    pub velocity_forest: Option<crate::VelocityForest>,
 }
 
 /// One `[[velocity]]` entry.

@@ -1,6 +1,7 @@
 //! The supervised model on traffic the trainer did not generate: `tools/fraud_streams.py`
 //! (other habits, other fraud patterns than `trainer synth`), trained at 1 % fraud and
-//! backtested on a later stream at 6 %, against the forest alone with and without velocity.
+//! backtested on a later stream at 6 %, against the forest alone with and without velocity; and
+//! the forest with velocity features in trees of their own.
 //!
 //! Python comes from `SFE_PYTHON`, else `.venv/bin/python` at the repo root (scripts/setup.sh).
 //! Run with `--nocapture` for the per-pattern table.
@@ -268,4 +269,110 @@ fn the_supervised_model_learns_fraud_the_forest_only_finds_unusual() {
         p(&d("x.sfm")),
     ]);
     assert!(!out.status.success());
+}
+
+/// The forest alone, on the other profile's habits (b: seeds 3 and 4): velocity features in
+/// one forest with the legacy five (`mixed`) blur what a single transaction shows; in trees of
+/// their own that add only in their tail (`--velocity-forest separate`) they do not, and still
+/// reach sequences the legacy five cannot see.
+#[test]
+fn velocity_in_trees_of_its_own_adds_without_taking_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let spec = std::fs::read_to_string(repo_root().join("trainer/tests/data/streams-spec.toml"))
+        .unwrap()
+        .replace("supervised = true", "supervised = false");
+    std::fs::write(d("velocity.toml"), &spec).unwrap();
+    let legacy: String = spec
+        .lines()
+        .take_while(|l| !l.starts_with("[[velocity]]"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(d("legacy.toml"), legacy).unwrap();
+    stream(&d("train.csv"), 61_000, 0.01, 3, "b");
+    stream(&d("test.csv"), 41_000, 0.06, 4, "b");
+    let fit = |spec: &str, how: &str, out: &str| {
+        ok(&[
+            "fit",
+            "--input",
+            p(&d("train.csv")),
+            "--spec",
+            p(&d(spec)),
+            "--seed",
+            "1",
+            "--velocity-forest",
+            how,
+            "--output",
+            p(&d(out)),
+        ]);
+    };
+    fit("legacy.toml", "separate", "legacy.sfm"); // no velocity features: one plain forest
+    fit("velocity.toml", "mixed", "mixed.sfm");
+    fit("velocity.toml", "separate", "separate.sfm");
+    fit("velocity.toml", "separate", "again.sfm");
+    let bytes = std::fs::read(d("separate.sfm")).unwrap();
+    assert_eq!(bytes, std::fs::read(d("again.sfm")).unwrap());
+    let model = model_format::Model::from_bytes(&bytes).unwrap();
+    let groups = model.forest().groups().expect("two groups");
+    assert_eq!(groups.ends(), &[100, 200]);
+    assert_eq!(model.meta("velocity_forest"), Some("separate"));
+    let legacy = model_format::Model::from_bytes(&std::fs::read(d("legacy.sfm")).unwrap()).unwrap();
+    assert!(legacy.forest().groups().is_none());
+
+    ok(&[
+        "backtest",
+        "--model",
+        p(&d("legacy.sfm")),
+        "--model",
+        p(&d("mixed.sfm")),
+        "--model",
+        p(&d("separate.sfm")),
+        "--input",
+        p(&d("test.csv")),
+        "--spec",
+        p(&d("velocity.toml")),
+        "--segment",
+        "pattern",
+        "--output",
+        p(&d("report.json")),
+    ]);
+    let r: Value = serde_json::from_slice(&std::fs::read(d("report.json")).unwrap()).unwrap();
+    let models = r["models"].as_array().unwrap();
+    let auc = |m: usize, pattern: &str| {
+        segment(&models[m], pattern).unwrap()["roc_auc"]
+            .as_f64()
+            .unwrap()
+    };
+    report("pattern | legacy five | + velocity, mixed | + velocity, separate (ROC-AUC)");
+    for pattern in PATTERNS {
+        report(&format!(
+            "{pattern} | {:.3} | {:.3} | {:.3}",
+            auc(0, pattern),
+            auc(1, pattern),
+            auc(2, pattern)
+        ));
+    }
+    // What one transaction shows: mixed loses more than 0.02 somewhere, separate nowhere.
+    let single = ["amount_outlier", "cash_out", "dormant_takeover"];
+    assert!(
+        single.iter().any(|p| auc(1, p) < auc(0, p) - 0.02),
+        "the mixed forest no longer blurs single transactions: update the docs"
+    );
+    for pattern in single {
+        assert!(
+            auc(2, pattern) >= auc(0, pattern) - 0.02,
+            "{pattern}: {} with velocity apart vs {} without",
+            auc(2, pattern),
+            auc(0, pattern)
+        );
+    }
+    // Sequences: the velocity group still adds.
+    for pattern in ["slow_card_testing", "new_merchant_spree"] {
+        assert!(
+            auc(2, pattern) >= auc(0, pattern) + 0.05,
+            "{pattern}: {} with velocity apart vs {} without",
+            auc(2, pattern),
+            auc(0, pattern)
+        );
+    }
 }
