@@ -58,9 +58,15 @@ fn write_stream(dir: &Path, name: &str, rows: usize, seed: u64) -> std::path::Pa
     path
 }
 
-/// Fits a model with [`VELOCITY`] on a `rows`-transaction stream of `seed` and builds the
-/// worker around it (in `dir`).
-fn velocity_component(dir: &Path, rows: usize, seed: u64, trees: usize) -> std::path::PathBuf {
+/// Fits a model with [`VELOCITY`] on a `rows`-transaction stream of `seed` (the velocity
+/// features `how` the forest treats them) and builds the worker around it (in `dir`).
+fn velocity_component(
+    dir: &Path,
+    rows: usize,
+    seed: u64,
+    trees: usize,
+    how: trainer::VelocityForest,
+) -> std::path::PathBuf {
     let train = write_stream(dir, "train.parquet", rows, seed);
     let data = trainer::spec::load_file(&train, &spec(), false).unwrap();
     let params = IsolationForestParams {
@@ -71,7 +77,14 @@ fn velocity_component(dir: &Path, rows: usize, seed: u64, trees: usize) -> std::
         ..IsolationForestParams::default()
     };
     let velocity = spec().velocity_spec().unwrap().unwrap();
-    let model = trainer::fit_with_velocity(&data.table, &params, Some(&velocity)).unwrap();
+    let model = trainer::fit_forest(
+        &data.table,
+        &params,
+        Some(&velocity),
+        how,
+        trainer::DEFAULT_VELOCITY_TAIL,
+    )
+    .unwrap();
     // With the supervised classifier beside the forest (the labels of the same stream), so
     // the parity covers fraud_probability and its explanation too.
     let supervised = trainer::supervised::SupervisedParams {
@@ -124,8 +137,11 @@ fn payloads(csv: &Path) -> Vec<Map<String, Value>> {
 #[test]
 fn the_edge_computes_the_trainers_velocity_features_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    // The model: trained on another stream of the same generator.
-    let component = velocity_component(dir.path(), 20_000, 5, 50);
+    // The model: trained on another stream of the same generator, its velocity features in
+    // trees of their own (so the forest's score and explanation in feature groups are
+    // compared too).
+    let component =
+        velocity_component(dir.path(), 20_000, 5, 50, trainer::VelocityForest::Separate);
 
     // The stream: 10,000 transactions, replayed in file (arrival) order.
     let stream = write_stream(dir.path(), "stream.csv", 10_000, 7);
@@ -252,8 +268,54 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
     let probabilities = trainer::supervised::probabilities(&model, &expected.table)
         .unwrap()
         .unwrap();
+    assert!(model.forest().groups().is_some());
     let n = model.features().len();
     let (mut p_mismatches, mut phi_mismatches, mut factors) = (0, 0, 0);
+    // The forest in feature groups: its score and exact explanation, edge against trainer.
+    let (mut forest_mismatches, mut shortened) = (0, 0);
+    let mut forest_phi = vec![0.0; n];
+    // The per-transaction trees alone: how often the velocity trees changed a score.
+    let first = model.forest().groups().unwrap().range(0);
+    let alone = model_format::Model::new(
+        model.features().to_vec(),
+        model.scaler().clone(),
+        model_format::Forest::new(
+            model.forest().trees()[first].to_vec(),
+            model.forest().max_samples(),
+            -0.5,
+        )
+        .unwrap(),
+        vec![],
+    )
+    .unwrap();
+    for (row, answer) in answers.iter().enumerate() {
+        let x = expected.table.row(row);
+        let e = model.explain(&x, &mut forest_phi).unwrap();
+        let shap = &answer["explanation"];
+        let same = answer["risk_score"].as_f64().map(f64::to_bits)
+            == Some(e.score.risk().to_bits())
+            && shap["mean_path_length"].as_f64().map(f64::to_bits)
+                == Some(e.mean_path_length().to_bits())
+            && model.features().iter().zip(&forest_phi).all(|(name, v)| {
+                shap["values"][name.as_str()].as_f64().map(f64::to_bits) == Some(v.to_bits())
+            });
+        if !same {
+            forest_mismatches += 1;
+            if forest_mismatches <= 5 {
+                eprintln!("row {row}: edge {answer}, trainer {e:?} {forest_phi:?}");
+            }
+        }
+        if alone.score(&x).unwrap().mean_path_length != e.mean_path_length() {
+            shortened += 1;
+        }
+    }
+    common::report(format!(
+        "grouped forest parity: {} scores and explanations compared, {forest_mismatches} \
+         mismatches ({shortened} rows shortened by the velocity trees)",
+        answers.len()
+    ));
+    assert_eq!(forest_mismatches, 0);
+    assert!(shortened > 100, "{shortened}");
     for (row, answer) in answers.iter().enumerate() {
         let got = answer["fraud_probability"].as_f64().unwrap();
         if got.to_bits() != probabilities[row].to_bits() {
@@ -430,7 +492,7 @@ fn race_body(card: &str, minute: usize, second: usize) -> String {
 #[test]
 fn concurrent_updates_of_one_card_are_all_counted_on_every_store() {
     let dir = tempfile::tempdir().unwrap();
-    let component = velocity_component(dir.path(), 5_000, 3, 20);
+    let component = velocity_component(dir.path(), 5_000, 3, 20, trainer::VelocityForest::Mixed);
     let pg = harness::postgres::TempPostgres::start().unwrap();
     let store = StoreService::start(&pg.url());
     let redis = matches!(harness::EdgeHost::from_env(), harness::EdgeHost::Spin)
@@ -575,7 +637,7 @@ fn a_policy_pushed_to_the_store_reaches_the_running_edge() {
 fn the_harness_binary_grants_what_spin_toml_declares() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let component = velocity_component(dir.path(), 5_000, 3, 20);
+    let component = velocity_component(dir.path(), 5_000, 3, 20, trainer::VelocityForest::Mixed);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
         .current_dir(common::root())
         .args([

@@ -158,6 +158,8 @@ pub enum ParamError {
     },
     #[error("at most {max} training rows are supported, got {rows}", max = u32::MAX)]
     TooManyRows { rows: usize },
+    #[error("the velocity tail must be a share in (0, 0.5], got {0}")]
+    VelocityTail(f64),
 }
 
 /// Parameters checked against a data size: ψ resolved and the tree depth limit derived.

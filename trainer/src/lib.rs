@@ -64,7 +64,13 @@ pub fn fit_with_velocity(
     params: &IsolationForestParams,
     velocity: Option<&model_format::velocity::VelocitySpec>,
 ) -> Result<Model, FitError> {
-    fit_forest(table, params, velocity, VelocityForest::Mixed)
+    fit_forest(
+        table,
+        params,
+        velocity,
+        VelocityForest::Mixed,
+        DEFAULT_VELOCITY_TAIL,
+    )
 }
 
 /// How a forest treats velocity features.
@@ -75,24 +81,31 @@ pub enum VelocityForest {
     #[default]
     Mixed,
     /// `n_estimators` trees on the per-transaction features and as many on the velocity
-    /// features, the second group adding only in its tail ([`VELOCITY_TAIL`]): velocity then
-    /// finds bursts without blurring what one transaction alone shows
+    /// features, the second group adding only in its tail (the velocity tail share): velocity
+    /// then finds bursts without blurring what one transaction alone shows
     /// ([`model_format::TreeGroups`]).
     Separate,
 }
 
-/// The share of training rows in the velocity group's tail: a row adds the velocity trees'
-/// evidence only where their path length is below this quantile of the training rows'.
-pub const VELOCITY_TAIL: f64 = 0.1;
+/// The default share of training rows in the velocity group's tail: a row adds the velocity
+/// trees' evidence only where their path length is below this quantile of the training rows'.
+/// Larger shares reach more of the sequences and blur more of the single transactions
+/// (tools/forest_groups.py measures the trade-off on a labelled stream).
+pub const DEFAULT_VELOCITY_TAIL: f64 = 0.1;
 
 /// [`fit_with_velocity`] with the velocity features in a forest of their own when `how` is
-/// [`VelocityForest::Separate`] (and the table has both kinds of features).
+/// [`VelocityForest::Separate`] (and the table has both kinds of features), adding in the
+/// `velocity_tail` share (in (0, 0.5]) of the training rows most unusual there.
 pub fn fit_forest(
     table: &data::Table,
     params: &IsolationForestParams,
     velocity: Option<&model_format::velocity::VelocitySpec>,
     how: VelocityForest,
+    velocity_tail: f64,
 ) -> Result<Model, FitError> {
+    if !(velocity_tail > 0.0 && velocity_tail <= 0.5) {
+        return Err(forest::ParamError::VelocityTail(velocity_tail).into());
+    }
     let mut timer = Timings::from_env();
     let n_rows = table.rows();
     let valid = params.check(n_rows, table.columns.len())?;
@@ -156,6 +169,7 @@ pub fn fit_forest(
     }
     if grouped {
         metadata.push(("velocity_forest".to_string(), "separate".to_string()));
+        metadata.push(("velocity_tail".to_string(), velocity_tail.to_string()));
     }
     timer.lap("fingerprint");
     let psi = valid.psi as u32;
@@ -166,12 +180,12 @@ pub fn fit_forest(
     let base = Forest::new(trees, psi, -0.5).map_err(internal)?;
     let sums = training_path_sums(&base, &scaled)?;
     let (mut forest, mut scores): (Forest, Vec<f64>) = if grouped {
-        // The velocity group's tail: the VELOCITY_TAIL quantile of its training path lengths.
+        // The velocity group's tail: that quantile of its training path lengths.
         let rest = Forest::new(velocity_trees, psi, -0.5).map_err(internal)?;
         let rest_sums = training_path_sums(&rest, &scaled)?;
         let n = rest.trees().len() as f64;
         let mut means: Vec<f64> = rest_sums.iter().map(|s| s / n).collect();
-        let tail = forest::percentile(&mut means, 100.0 * VELOCITY_TAIL);
+        let tail = forest::percentile(&mut means, 100.0 * velocity_tail);
         let n0 = base.trees().len() as u32;
         let groups =
             model_format::TreeGroups::new(vec![n0, n0 + rest.trees().len() as u32], vec![tail])

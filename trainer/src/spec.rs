@@ -12,6 +12,7 @@
 //! time_field = "timestamp"        # velocity features: the transaction time column
 //! supervised = true               # also learn from the label (`trainer fit --supervised`)
 //! velocity_forest = "separate"     # velocity features in trees of their own (`--velocity-forest`)
+//! velocity_tail = 0.1             # … adding for this share of training rows (`--velocity-tail`)
 //!
 //! [[velocity]]                    # per-entity history features (model-format's velocity)
 //! name = "card_count_10m"
@@ -68,6 +69,8 @@ pub struct FeatureSpec {
     pub supervised: bool,
     /// How the forest treats velocity features (as `trainer fit --velocity-forest`).
     pub velocity_forest: Option<crate::VelocityForest>,
+    /// The velocity trees' tail share (as `trainer fit --velocity-tail`).
+    pub velocity_tail: Option<f64>,
 }
 
 /// One `[[velocity]]` entry.

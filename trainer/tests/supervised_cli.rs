@@ -291,33 +291,60 @@ fn velocity_in_trees_of_its_own_adds_without_taking_away() {
     std::fs::write(d("legacy.toml"), legacy).unwrap();
     stream(&d("train.csv"), 61_000, 0.01, 3, "b");
     stream(&d("test.csv"), 41_000, 0.06, 4, "b");
-    let fit = |spec: &str, how: &str, out: &str| {
-        ok(&[
+    // `trainer fit` on the training stream, seed 1, with `extra` arguments.
+    let fit = |spec: &str, out: &str, extra: &[&str]| {
+        let (input, spec, out) = (d("train.csv"), d(spec), d(out));
+        let mut args = vec![
             "fit",
             "--input",
-            p(&d("train.csv")),
+            p(&input),
             "--spec",
-            p(&d(spec)),
+            p(&spec),
             "--seed",
             "1",
-            "--velocity-forest",
-            how,
-            "--output",
-            p(&d(out)),
-        ]);
+        ];
+        args.extend_from_slice(&["--output", p(&out)]);
+        args.extend_from_slice(extra);
+        common::trainer(&args)
     };
-    fit("legacy.toml", "separate", "legacy.sfm"); // no velocity features: one plain forest
-    fit("velocity.toml", "mixed", "mixed.sfm");
-    fit("velocity.toml", "separate", "separate.sfm");
-    fit("velocity.toml", "separate", "again.sfm");
+    let separate = ["--velocity-forest", "separate"];
+    for (spec, how, out) in [
+        ("legacy.toml", "separate", "legacy.sfm"), // no velocity features: one plain forest
+        ("velocity.toml", "mixed", "mixed.sfm"),
+        ("velocity.toml", "separate", "separate.sfm"),
+        ("velocity.toml", "separate", "again.sfm"),
+    ] {
+        let run = fit(spec, out, &["--velocity-forest", how]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
     let bytes = std::fs::read(d("separate.sfm")).unwrap();
     assert_eq!(bytes, std::fs::read(d("again.sfm")).unwrap());
     let model = model_format::Model::from_bytes(&bytes).unwrap();
     let groups = model.forest().groups().expect("two groups");
     assert_eq!(groups.ends(), &[100, 200]);
     assert_eq!(model.meta("velocity_forest"), Some("separate"));
-    let legacy = model_format::Model::from_bytes(&std::fs::read(d("legacy.sfm")).unwrap()).unwrap();
-    assert!(legacy.forest().groups().is_none());
+    assert_eq!(model.meta("velocity_tail"), Some("0.1"));
+    // A wider tail share: a higher path length for the velocity trees to add below.
+    let wide = fit(
+        "velocity.toml",
+        "wide.sfm",
+        &[&separate[..], &["--velocity-tail", "20%"]].concat(),
+    );
+    assert!(wide.status.success());
+    let wide = model_format::Model::from_bytes(&std::fs::read(d("wide.sfm")).unwrap()).unwrap();
+    assert!(wide.forest().groups().unwrap().tails()[0] > groups.tails()[0]);
+    let refused = fit(
+        "velocity.toml",
+        "refused.sfm",
+        &[&separate[..], &["--velocity-tail", "0.6"]].concat(),
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("velocity tail"), "{err}");
 
     ok(&[
         "backtest",

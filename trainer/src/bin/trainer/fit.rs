@@ -40,11 +40,17 @@ pub struct Args {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Velocity features in the forest: `mixed` (one forest over every feature) or `separate`
-    /// (as many trees again on the velocity features alone, adding only for the most unusual
-    /// 10 % of the training rows there, so velocity does not blur single-transaction
-    /// anomalies). Default: the spec's `velocity_forest`, else mixed.
+    /// (as many trees again on the velocity features alone, adding only for the training rows
+    /// most unusual there, so velocity does not blur single-transaction anomalies). Default:
+    /// the spec's `velocity_forest`, else mixed.
     #[arg(long, value_enum)]
     pub velocity_forest: Option<trainer::VelocityForest>,
+    /// With `--velocity-forest separate`: the share of training rows, most unusual in their
+    /// velocity, for which the velocity trees add (e.g. `10%`, in (0, 50 %]). Larger reaches
+    /// more bursts and blurs more single transactions. Default: the spec's `velocity_tail`,
+    /// else 10 %.
+    #[arg(long, value_parser = parse_share)]
+    pub velocity_tail: Option<f64>,
     #[command(flatten)]
     pub supervised: SupervisedArgs,
     #[command(flatten)]
@@ -135,6 +141,7 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
         bootstrap,
         seed,
         velocity_forest,
+        velocity_tail,
         supervised,
         publish,
     } = args;
@@ -194,7 +201,10 @@ pub fn run(args: Args, log: &Log) -> Result<(), Failure> {
     // The exit code follows the error's type (parameters, data, or a bug).
     let velocity = spec.velocity_spec().usage()?;
     let how = velocity_forest.or(spec.velocity_forest).unwrap_or_default();
-    let model = trainer::fit_forest(table, &params, velocity.as_ref(), how)?;
+    let tail = velocity_tail
+        .or(spec.velocity_tail)
+        .unwrap_or(trainer::DEFAULT_VELOCITY_TAIL);
+    let model = trainer::fit_forest(table, &params, velocity.as_ref(), how, tail)?;
     drop(step);
     let model = if want_supervised {
         let labels = dataset.labels.as_deref().ok_or_else(|| {
