@@ -4,7 +4,9 @@
 # 1 and 16 connections, explained, for two components built side by side in one run —
 #   off: the legacy five features, no policy;
 #   on:  the same five + six velocity features by card_id (state in the `velocity` key-value
-#        store, in memory as runtime-config.toml sets it) and a policy of three rules and a list.
+#        store, in memory as runtime-config.toml sets it) and a policy of three rules and a list;
+#   plain: "on" with `velocity_writes = plain` (read, then write: what each update cost before
+#        compare-and-swap), so the atomic path's own cost is on − plain, in the same run.
 # Both models are fitted here on the same synthetic card stream; every request names one of
 # 1,000 cards (so state is read and written for real) and carries no timestamp (edge clock).
 # Under Spin twice: velocity state in Spin's in-memory store (runtime-config.toml, `spin`) and in
@@ -95,24 +97,27 @@ LUA
 hex=$(printf 'policy/current' | od -An -tx1 | tr -d ' \n')
 start() { # start HOST VARIANT: a fresh server; sets $pid and $base
   local host=$1 v=$2 log="$work/server.log"
+  local wasm=$work/${v/plain/on}.wasm writes=atomic
+  [[ $v == plain ]] && writes=plain
   rm -rf "$work/state"; mkdir -p "$work/state/default"
   if [[ $host == harness ]]; then
-    [[ $v == on ]] && cp "$work/policy.toml" "$work/state/default/k$hex"
-    setsid "$target/release/harness" --component "$work/$v.wasm" --listen 127.0.0.1:0 \
+    [[ $v != off ]] && cp "$work/policy.toml" "$work/state/default/k$hex"
+    # The harness grants spin.toml's variables, SPIN_VARIABLE_* overriding them, as Spin does.
+    SPIN_VARIABLE_VELOCITY_WRITES=$writes setsid "$target/release/harness" --component "$wasm" --listen 127.0.0.1:0 \
       --kv-dir "$work/state" --kv-store default --kv-store velocity --kv-memory velocity >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 600); do grep -q '^listening on ' "$log" && break; sleep 0.1; done
     base=$(sed -n 's/^listening on //p' "$log" | head -n1)
   else
-    [[ $v == on ]] && python3 - "$work/state/sqlite_key_value.db" "$work/policy.toml" <<'PY'
+    [[ $v != off ]] && python3 - "$work/state/sqlite_key_value.db" "$work/policy.toml" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 db.execute("CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key))")
 db.execute("INSERT INTO spin_key_value VALUES ('default', 'policy/current', ?)", (open(sys.argv[2], 'rb').read(),))
 db.commit()
 PY
-    sed "s#^source = .*#source = \"$work/$v.wasm\"#" spin.toml >"$work/spin.toml"
-    local config=runtime-config.toml writes=atomic
+    sed "s#^source = .*#source = \"$wasm\"#" spin.toml >"$work/spin.toml"
+    local config=runtime-config.toml
     if [[ $host == spin+redis ]]; then
       config="$work/runtime-config.redis.toml"
       # As deploy/spinapp.yaml: Spin's Redis store cannot compare-and-swap under load.
@@ -128,7 +133,7 @@ PY
   [[ -n $base ]] || { cat "$log" >&2; exit 1; }
   # The policy must be in force for "on" (and absent for "off").
   local rules; rules=$(curl -s "$base/api/health" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("policy_rules"))')
-  [[ ($v == on && $rules == 3) || ($v == off && $rules == 0) ]] || { echo "$host $v: policy_rules $rules" >&2; cat "$log" >&2; exit 1; }
+  [[ ($v != off && $rules == 3) || ($v == off && $rules == 0) ]] || { echo "$host $v: policy_rules $rules" >&2; cat "$log" >&2; exit 1; }
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg); ${secs} s per run"
@@ -144,13 +149,15 @@ if [[ " ${hosts[*]} " == *" spin "* ]] && command -v redis-server >/dev/null; th
   for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 for host in "${hosts[@]}"; do
+  variants=(off plain on)
+  [[ $host == spin+redis ]] && variants=(off on) # "on" is already plain there
   for c in 1 16; do
-    for v in off on; do
+    for v in "${variants[@]}"; do
       start "$host" "$v"
       threads=1; ((c > 1)) && threads=2
       load=$(cut -d' ' -f1-3 /proc/loadavg)
       result=$(wrk -t"$threads" -c"$c" -d"${secs}s" -s "$work/predict.lua" "$base/api/predict" | tail -n1)
-      printf '  %-10s velocity+rules %-3s c=%-3d %s  [load %s]\n' "$host" "$v" "$c" "$result" "$load"
+      printf '  %-10s velocity+rules %-5s c=%-3d %s  [load %s]\n' "$host" "$v" "$c" "$result" "$load"
       stop
     done
   done
