@@ -34,7 +34,10 @@ pub struct Report {
     pub nodes: usize,
     pub max_samples: u32,
     pub offset: f64,
+    /// The base of explanations (with feature groups: the first group's).
     pub expected_value: f64,
+    /// The trees' feature groups (SPEC §4.8), when the forest was grown in groups.
+    pub tree_groups: Option<Vec<TreeGroup>>,
     /// The training score distribution (SDST: `anomaly_score` at evenly spaced quantiles), when
     /// the file carries one.
     pub score_distribution: Option<Vec<f64>>,
@@ -44,6 +47,49 @@ pub struct Report {
     pub training_rows: Option<String>,
     pub training_data_fingerprint: Option<String>,
     pub metadata: BTreeMap<String, String>,
+}
+
+/// One feature group of a grouped forest.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TreeGroup {
+    /// First tree and the tree after the last.
+    pub trees: [usize; 2],
+    /// The features its trees split on, in schema order.
+    pub features: Vec<String>,
+    /// The mean path length below which it shortens a row's (none for the first group).
+    pub tail: Option<f64>,
+}
+
+/// The forest's feature groups as [`TreeGroup`]s.
+fn tree_groups(model: &Model) -> Option<Vec<TreeGroup>> {
+    let forest = model.forest();
+    let groups = forest.groups()?;
+    Some(
+        (0..groups.ends().len())
+            .map(|g| {
+                let range = groups.range(g);
+                let mut used = vec![false; model.features().len()];
+                for tree in &forest.trees()[range.clone()] {
+                    for node in tree.nodes() {
+                        if let model_format::Node::Split { feature, .. } = *node {
+                            used[usize::from(feature)] = true;
+                        }
+                    }
+                }
+                TreeGroup {
+                    trees: [range.start, range.end],
+                    features: model
+                        .features()
+                        .iter()
+                        .zip(&used)
+                        .filter(|(_, u)| **u)
+                        .map(|(f, _)| f.clone())
+                        .collect(),
+                    tail: g.checked_sub(1).map(|i| groups.tails()[i]),
+                }
+            })
+            .collect(),
+    )
 }
 
 /// The section table, as model-format reads it.
@@ -79,6 +125,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Report> {
         max_samples: model.forest().max_samples(),
         offset: model.forest().offset(),
         expected_value: model.expected_value(),
+        tree_groups: tree_groups(&model),
         score_distribution: model.score_distribution().map(<[f64]>::to_vec),
         scaler_mean: model.scaler().mean().to_vec(),
         scaler_scale: model.scaler().scale().to_vec(),
@@ -115,6 +162,18 @@ impl Report {
             "forest       {} trees, {} nodes, max_samples {}, offset {}, expected path length {:.6}",
             self.trees, self.nodes, self.max_samples, self.offset, self.expected_value
         );
+        for (g, group) in self.tree_groups.iter().flatten().enumerate() {
+            let [a, b] = group.trees;
+            let tail = match group.tail {
+                None => String::new(),
+                Some(t) => format!(", adding below mean path length {t:.6}"),
+            };
+            let _ = writeln!(
+                s,
+                "  group {g}    trees {a}..{b} on {}{tail}",
+                group.features.join(",")
+            );
+        }
         let _ = writeln!(s, "payload      {} rules", self.payload_rules);
         if let Some(q) = &self.score_distribution {
             let q: Vec<String> = q.iter().map(|v| format!("{v:.4}")).collect();

@@ -328,6 +328,23 @@ fn velocity_in_trees_of_its_own_adds_without_taking_away() {
     assert_eq!(groups.ends(), &[100, 200]);
     assert_eq!(model.meta("velocity_forest"), Some("separate"));
     assert_eq!(model.meta("velocity_tail"), Some("0.1"));
+    // What an operator sees: each group's trees, features and tail.
+    let inspected: Value =
+        serde_json::from_str(&ok(&["inspect", "--json", p(&d("separate.sfm"))])).unwrap();
+    let listed = inspected["tree_groups"].as_array().unwrap();
+    assert_eq!(listed[0]["trees"], serde_json::json!([0, 100]));
+    assert_eq!(listed[0]["features"][0], "amount");
+    assert!(listed[0]["tail"].is_null());
+    assert_eq!(listed[1]["trees"], serde_json::json!([100, 200]));
+    assert_eq!(listed[1]["tail"].as_f64(), Some(groups.tails()[0]));
+    assert!(
+        listed[1]["features"].as_array().unwrap().iter().all(|f| f
+            .as_str()
+            .unwrap()
+            .starts_with("card_")
+            || f.as_str().unwrap().starts_with("merchant_")),
+        "{inspected}"
+    );
     // A wider tail share: a higher path length for the velocity trees to add below.
     let wide = fit(
         "velocity.toml",
