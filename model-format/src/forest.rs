@@ -826,6 +826,15 @@ impl TreeGroups {
         start..self.ends[g] as usize
     }
 
+    /// Each group's mean path length from its sum.
+    fn means(&self, sums: &[f64]) -> [f64; MAX_TREE_GROUPS] {
+        let mut means = [0.0; MAX_TREE_GROUPS];
+        for (g, (m, s)) in means.iter_mut().zip(sums).enumerate() {
+            *m = s / self.range(g).len() as f64;
+        }
+        means
+    }
+
     /// The combined mean path length from each group's mean, and the factor the later groups'
     /// shortening was scaled by to keep it at or above 0 (1 unless clamped).
     fn combine(&self, means: &[f64]) -> (f64, f64) {
@@ -956,7 +965,18 @@ impl Forest {
     /// overwrites `phi` (one slot per entry of `x`) so that
     /// `Σphi + expected_value() = score.mean_path_length`. See [`crate::explain`].
     pub fn explain_scaled(&self, x: &[f32], phi: &mut [f64]) -> Result<Score, ExplainError> {
-        let score = self.score_scaled(x)?;
+        // A grouped forest's score and its groups' means come from one walk of the trees.
+        let (score, sums) = match &self.groups {
+            None => (self.score_scaled(x)?, None),
+            Some(groups) => {
+                self.check_width(x)?;
+                let sums = self.group_sums(x, groups);
+                (
+                    self.score_group_sums(&sums[..groups.ends.len()]),
+                    Some(sums),
+                )
+            }
+        };
         if phi.len() != x.len() {
             return Err(ExplainError::PhiWidth {
                 expected: x.len(),
@@ -974,7 +994,7 @@ impl Forest {
         };
         // Group 0 as a forest of its own; each later group in its tail: its exact attributions
         // (summing to E_g − its expected value) scaled to sum to what it subtracts, E_g − tail.
-        let means = self.group_means(x, groups, &mut [0.0; MAX_TREE_GROUPS]);
+        let means = groups.means(&sums.expect("summed for groups")[..groups.ends.len()]);
         let range = groups.range(0);
         let scale = 1.0 / range.len() as f64;
         crate::explain::forest_phi(self, x, phi, range)?;
@@ -1009,38 +1029,31 @@ impl Forest {
         Ok(score)
     }
 
-    /// Each group's path lengths for a scaled row, summed in tree order, and their means.
-    fn group_means(
-        &self,
-        x: &[f32],
-        groups: &TreeGroups,
-        sums: &mut [f64; MAX_TREE_GROUPS],
-    ) -> [f64; MAX_TREE_GROUPS] {
-        let small = small_c();
-        let mut means = [0.0; MAX_TREE_GROUPS];
-        for g in 0..groups.ends.len() {
-            let range = groups.range(g);
-            let n = range.len() as f64;
-            let mut depths = 0.0;
-            for tree in &self.trees[range] {
-                depths += tree.path_length(x, small);
-            }
-            sums[g] = depths;
-            means[g] = depths / n;
+    /// Each group's path lengths for a scaled row, summed in tree order.
+    fn group_sums(&self, x: &[f32], groups: &TreeGroups) -> [f64; MAX_TREE_GROUPS] {
+        let mut sums = [0.0; MAX_TREE_GROUPS];
+        for (g, sum) in sums.iter_mut().enumerate().take(groups.ends.len()) {
+            *sum = self.sum_paths(x, groups.range(g));
         }
-        means
+        sums
+    }
+
+    /// Path lengths of `trees` for a scaled row of checked width, added in tree order from 0
+    /// (the one summation every score goes through).
+    fn sum_paths(&self, x: &[f32], trees: std::ops::Range<usize>) -> f64 {
+        let small = small_c();
+        let mut depths = 0.0;
+        for tree in &self.trees[trees] {
+            depths += tree.path_length(x, small);
+        }
+        depths
     }
 
     /// The sum of an already scaled row's path lengths over every tree, in tree order (what
     /// [`Forest::score_path_sum`] and, per group, [`Forest::score_group_sums`] take).
     pub fn path_length_sum(&self, x: &[f32]) -> Result<f64, ScoreError> {
         self.check_width(x)?;
-        let small = small_c();
-        Ok(self
-            .trees
-            .iter()
-            .map(|t| t.path_length(x, small))
-            .fold(0.0, |a, h| a + h))
+        Ok(self.sum_paths(x, 0..self.trees.len()))
     }
 
     /// The row must cover every feature a split reads.
@@ -1058,17 +1071,11 @@ impl Forest {
     pub fn score_scaled(&self, x: &[f32]) -> Result<Score, ScoreError> {
         self.check_width(x)?;
         if let Some(groups) = &self.groups {
-            let mut sums = [0.0; MAX_TREE_GROUPS];
-            self.group_means(x, groups, &mut sums);
+            let sums = self.group_sums(x, groups);
             return Ok(self.score_group_sums(&sums[..groups.ends.len()]));
         }
         // Sum in tree order, then normalise, exactly like scikit-learn's _compute_score_samples.
-        let small = small_c();
-        let mut depths = 0.0;
-        for tree in &self.trees {
-            depths += tree.path_length(x, small);
-        }
-        Ok(self.score_path_sum(depths))
+        Ok(self.score_path_sum(self.sum_paths(x, 0..self.trees.len())))
     }
 
     /// The score of a row from the sum of its path lengths over the trees, added in tree
@@ -1095,10 +1102,7 @@ impl Forest {
         let Some(groups) = &self.groups else {
             return self.score_path_sum(sums[0]);
         };
-        let mut means = [0.0; MAX_TREE_GROUPS];
-        for (g, (m, s)) in means.iter_mut().zip(sums).enumerate() {
-            *m = s / groups.range(g).len() as f64;
-        }
+        let means = groups.means(sums);
         let (mean, _) = groups.combine(&means[..groups.ends.len()]);
         let c = average_path_length(self.max_samples);
         let ratio = if mean == means[0] {
