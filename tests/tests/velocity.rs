@@ -486,9 +486,10 @@ fn race_body(card: &str, minute: usize, second: usize) -> String {
 /// the host offers (and two edges sharing one Redis): the next transaction of the card counts
 /// every one of them. Each update is a compare-and-swap, checked after it lands (see
 /// worker-core's velocity module). Reports what each burst lost; asserts that none was lost
-/// silently: an update the edge gave up on after its bounded retries (2 s of conflicts, seen
-/// once in many runs at load 5 on two cores) must have said so in its answer, and such give-ups
-/// stay rare (at most 1 in 1,000).
+/// silently: an update the edge gave up on after its bounded retries (3 s of conflicts between
+/// instances; before an instance's requests were written together, 2 s gave up 6 times in 2,000
+/// on a loaded CI machine) must have said so in its answer, and such give-ups stay rare (at
+/// most 1 in 1,000).
 #[test]
 fn concurrent_updates_of_one_card_are_all_counted_on_every_store() {
     let dir = tempfile::tempdir().unwrap();

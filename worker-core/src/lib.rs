@@ -339,7 +339,7 @@ impl<H: Host + 'static> App<H> {
     /// touched, and so is not counted (see `predict::check_transaction`).
     async fn velocity_of(
         &self,
-        l: &Loaded,
+        l: &'static Loaded,
         payload: &Value,
     ) -> Result<Option<(Vec<f64>, bool)>, ApiError> {
         match (l.model.velocity(), payload) {

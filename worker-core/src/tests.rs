@@ -26,6 +26,11 @@ struct FakeHost {
     /// Swaps report `Written` even when the value changed and nothing was written, as Spin's
     /// Redis store does.
     swap_lies: Cell<bool>,
+    /// Swaps and sleeps yield to the executor once before they complete, as a real store's and
+    /// clock's do (concurrent requests of one instance interleave).
+    yields: Cell<bool>,
+    /// Velocity swaps attempted.
+    swaps: Cell<u32>,
     store: RefCell<StoreScript>,
     /// Every body POSTed to the store, parsed.
     posts: RefCell<Vec<Vec<Value>>>,
@@ -37,6 +42,21 @@ struct FakeHost {
 }
 
 type Interference = Box<dyn FnMut(&mut BTreeMap<String, Vec<u8>>)>;
+
+/// Pending once (waking itself), then ready: the executor runs its other futures in between.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
 
 /// A compare-and-swap on the fake key-value map: the key and the value `state_current` read.
 struct FakeCas {
@@ -68,6 +88,8 @@ impl FakeHost {
             increment_down: Cell::new(false),
             interfere: RefCell::new(None),
             swap_lies: Cell::new(false),
+            yields: Cell::new(false),
+            swaps: Cell::new(0),
             store: RefCell::new(store),
             posts: RefCell::new(Vec::new()),
             gets: RefCell::new(Vec::new()),
@@ -130,6 +152,9 @@ impl Host for FakeHost {
     }
     async fn sleep(&self, ns: u64) {
         self.clock.set(self.clock.get() + ns);
+        if self.yields.get() {
+            yield_now().await;
+        }
     }
     async fn post_json(&self, url: &str, token: &str, body: String, _: u64) -> PostAnswer {
         assert!(url.ends_with("/v1/events"), "{url}");
@@ -198,6 +223,10 @@ impl Host for FakeHost {
         Ok(value)
     }
     async fn state_swap(&self, cas: FakeCas, value: Vec<u8>) -> Result<Swap<FakeCas>, String> {
+        self.swaps.set(self.swaps.get() + 1);
+        if self.yields.get() {
+            yield_now().await;
+        }
         if self.kv_down.get() {
             return Err("kv down".into());
         }
@@ -1774,6 +1803,7 @@ fn velocity_state_is_bounded_by_the_slots_whatever_the_number_of_cards() {
         ],
     )
     .unwrap();
+    let spec: &'static VelocitySpec = Box::leak(Box::new(spec));
     let size = |host: &FakeHost| {
         let kv = host.kv.borrow();
         let bytes: usize = kv.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -1792,7 +1822,7 @@ fn velocity_state_is_bounded_by_the_slots_whatever_the_number_of_cards() {
             let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             fields.insert("timestamp".into(), json!(at));
             let (values, stale) = futures::executor::block_on(velocity::observe(
-                host, &spec, &fields, &locks, true, slots,
+                host, spec, &fields, &locks, true, slots,
             ))
             .unwrap();
             assert!(!stale);
@@ -1842,6 +1872,7 @@ fn velocity_state_is_bounded_by_the_slots_whatever_the_number_of_cards() {
 fn a_transaction_dated_in_the_future_keeps_its_slot_mates_history() {
     use model_format::velocity::VelocitySpec;
     let spec = VelocitySpec::new("timestamp", &[("n", "count by card_id over 10m")]).unwrap();
+    let spec: &'static VelocitySpec = Box::leak(Box::new(spec));
     let host = FakeHost::new(accept_all());
     let locks = velocity::Locks::default();
     let now = host.now().timestamp_millis();
@@ -1853,7 +1884,7 @@ fn a_transaction_dated_in_the_future_keeps_its_slot_mates_history() {
         fields.insert("timestamp".into(), json!(at));
         // One slot: every card shares it.
         let (values, _) =
-            futures::executor::block_on(velocity::observe(host, &spec, &fields, &locks, true, 1))
+            futures::executor::block_on(velocity::observe(host, spec, &fields, &locks, true, 1))
                 .unwrap();
         values[0]
     };
@@ -1865,6 +1896,69 @@ fn a_transaction_dated_in_the_future_keeps_its_slot_mates_history() {
     // A real gap past the window still ends a card's history.
     host.clock.set(host.clock.get() + 11 * 60 * 1_000_000_000);
     assert_eq!(count("a", now + 11 * 60_000 + 1), 0.0);
+}
+
+/// Requests of one instance updating one card at the same moment are written together: each
+/// counts every one that went before it, none is lost, and the burst takes two swaps rather
+/// than sixteen (the first request's, and one for all that queued behind it).
+#[test]
+fn a_burst_on_one_card_in_one_instance_is_written_in_a_few_swaps() {
+    use model_format::velocity::VelocitySpec;
+    let spec = VelocitySpec::new("timestamp", &[("n", "count by card_id over 10m")]).unwrap();
+    let spec: &'static VelocitySpec = Box::leak(Box::new(spec));
+    let host = FakeHost::new(accept_all());
+    host.yields.set(true);
+    let locks = velocity::Locks::default();
+    let at = host
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let tx = |card: &str| {
+        let mut fields = serde_json::Map::new();
+        fields.insert("card_id".into(), json!(card));
+        fields.insert("timestamp".into(), json!(at));
+        fields
+    };
+    let burst: Vec<_> = (0..16).map(|_| tx("bot")).collect();
+    let answers = futures::executor::block_on(futures::future::join_all(
+        burst
+            .iter()
+            .map(|fields| velocity::observe(host, spec, fields, &locks, true, 64)),
+    ));
+    let mut counts: Vec<f64> = answers
+        .into_iter()
+        .map(|a| {
+            let (values, stale) = a.unwrap();
+            assert!(!stale);
+            values[0]
+        })
+        .collect();
+    counts.sort_by(f64::total_cmp);
+    assert_eq!(counts, (0..16).map(f64::from).collect::<Vec<_>>());
+    assert_eq!(host.swaps.get(), 2);
+    let next =
+        futures::executor::block_on(velocity::observe(host, spec, &tx("bot"), &locks, true, 64));
+    assert_eq!(next.unwrap().0, vec![16.0]);
+    // Plain writes are queued the same way (one write per turn, none lost within an instance).
+    let plain: Vec<_> = (0..16).map(|_| tx("other")).collect();
+    let answers = futures::executor::block_on(futures::future::join_all(
+        plain
+            .iter()
+            .map(|fields| velocity::observe(host, spec, fields, &locks, false, 64)),
+    ));
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().is_ok_and(|(_, stale)| !stale))
+    );
+    let next = futures::executor::block_on(velocity::observe(
+        host,
+        spec,
+        &tx("other"),
+        &locks,
+        true,
+        64,
+    ));
+    assert_eq!(next.unwrap().0, vec![16.0]);
 }
 
 /// The review budget at the edge: when far more traffic lands in the stored review band than

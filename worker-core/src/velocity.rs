@@ -24,8 +24,9 @@
 //! finds the key absent waits for the state to appear (within the same bound as conflicts).
 //!
 //! **Bounded effort.** Tries go on, with a randomised, growing pause between them, for at most
-//! [`UPDATE_BUDGET_NS`] (and [`MAX_ATTEMPTS`] tries); then the transaction is scored from the last state read, its update is not recorded,
-//! and the answer and the event say `velocity_stale: true`.
+//! [`UPDATE_BUDGET_NS`] (and [`MAX_ATTEMPTS`] tries) per turn; then the turn's transactions are
+//! scored from the last state read, their updates are not recorded, and their answers and events
+//! say `velocity_stale: true`.
 //!
 //! **Bounded state.** An entity's state lives in one of `velocity_slots` values per entity field
 //! (by a hash of its id), beside the states of the other entities hashed there, each under its
@@ -38,12 +39,15 @@
 //! (logged: that entity starts afresh, as the trainer's history would not), which a slot count
 //! above the number of entities active within a horizon makes rare.
 //!
-//! Within one instance (Spin runs up to 16 requests at once in one), the requests of one slot
-//! take turns ([`Locks`], waited for at most [`LOCK_WAIT_NS`]): they would otherwise only
-//! conflict with each other.
+//! **Group commit.** Within one instance (Spin runs up to 16 requests at once in one), the
+//! requests of one slot do not race each other: while one writes the slot, the others queue
+//! their observations, and the next to find it free writes them all with one swap
+//! ([`Locks::write`]). A bot firing at one card costs a store write per turn, not per
+//! transaction, and only other instances and edges can conflict with a turn.
 
-use std::cell::RefCell;
-use std::collections::HashSet;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use model_format::velocity::{EntityState, VelocitySpec};
 use serde_json::{Map, Value};
@@ -52,16 +56,21 @@ use crate::Host;
 use crate::host::Swap;
 use crate::response::ApiError;
 
-/// Longest wait for another request of this instance to finish with an entity (then it goes
-/// ahead and may conflict: slower, never wrong).
-pub const LOCK_WAIT_NS: u64 = 1_000_000_000;
+/// Longest wait in an instance's queue for a slot (see [`Locks::write`]) before a request
+/// writes its observation alone (and perhaps conflicts: slower, never wrong). A queued request
+/// waits for at most the turn in progress, which [`UPDATE_BUDGET_NS`] bounds; this is for a
+/// turn whose store calls hang.
+pub const LOCK_WAIT_NS: u64 = UPDATE_BUDGET_NS + 1_000_000_000;
+/// First pause between looks at a held lock; it doubles up to [`LOCK_POLL_MAX_NS`] (16 waiters
+/// looking every 50 µs would cost the instance more than the holder's work).
 const LOCK_POLL_NS: u64 = 50_000;
-/// Longest time one entity's update of one transaction keeps trying. Generous: a durable
-/// store under a burst of 64 connections on one card writes one update per commit (~1–3 ms
-/// here), so the last writer in line waits for all the others.
-pub const UPDATE_BUDGET_NS: u64 = 2_000_000_000;
+const LOCK_POLL_MAX_NS: u64 = 1_000_000;
+/// Longest time one write of a slot keeps trying. Generous: under a burst of 64 connections on
+/// one card, the edge's instances take turns at a durable store that commits one swap at a
+/// time (a few ms each, tens at load 10), and a turn can lose to the others many times over.
+pub const UPDATE_BUDGET_NS: u64 = 3_000_000_000;
 /// Most compare-and-swap attempts for one entity of one transaction.
-pub const MAX_ATTEMPTS: u32 = 1_000;
+pub const MAX_ATTEMPTS: u32 = 2_000;
 /// First pause between attempts; it doubles (randomised) up to [`MAX_BACKOFF_NS`].
 const BACKOFF_NS: u64 = 20_000;
 const MAX_BACKOFF_NS: u64 = 4_000_000;
@@ -72,21 +81,157 @@ const ENVELOPE: u8 = 0xE8;
 /// Most live entity states one slot keeps.
 pub const SLOT_ENTITIES: usize = 8;
 
-/// The entity keys this instance's requests are updating.
+/// The slots this instance's requests are writing, and the observations waiting for the next
+/// write of each (see [`Locks::write`]).
 #[derive(Default)]
-pub(crate) struct Locks(RefCell<HashSet<String>>);
+pub(crate) struct Locks(RefCell<HashMap<String, Lane>>);
 
-/// Releases a key of [`Locks`] when dropped.
-struct Held<'l> {
-    locks: &'l Locks,
-    key: Option<String>,
+/// One slot's traffic in this instance.
+#[derive(Default)]
+struct Lane {
+    /// A request is writing the slot.
+    busy: bool,
+    /// Observations queued for the next write, in arrival order.
+    waiting: Vec<Rc<Job>>,
 }
 
-impl Drop for Held<'_> {
+/// One entity's observation of one transaction, as any request of the instance can apply it.
+struct Job {
+    spec: &'static VelocitySpec,
+    entity: usize,
+    fingerprint: u64,
+    t: i64,
+    judged_at: i64,
+    payload: Rc<Map<String, Value>>,
+    /// The transaction's velocity values: this entity's are filled in by [`Job::apply`].
+    values: RefCell<Vec<f64>>,
+    /// The entity pushed out of the slot to make room for this one, if any.
+    evicted: Cell<Option<u64>>,
+    /// Set once the write that carried it is over: whether it landed, or the store's error.
+    outcome: RefCell<Option<Result<bool, String>>>,
+}
+
+impl Job {
+    fn apply(&self, stored: &mut Stored) {
+        let (spec, e) = (self.spec, self.entity);
+        let (state, out) = stored.entity(self.fingerprint, |s| spec.outlived(e, s, self.judged_at));
+        let payload = contract::JsonPayload(&self.payload);
+        spec.observe(e, state, self.t, &payload, &mut self.values.borrow_mut());
+        self.evicted.set(out);
+    }
+}
+
+/// A request's turn at writing a slot; ends the turn when dropped, also when the request is
+/// dropped mid-write (its batch then answers as given up: whether that write landed is unknown,
+/// and a stale answer is the honest one).
+struct Turn<'l> {
+    locks: &'l Locks,
+    key: &'l str,
+    batch: Vec<Rc<Job>>,
+}
+
+impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        if let Some(k) = &self.key {
-            self.locks.0.borrow_mut().remove(k);
+        for job in &self.batch {
+            job.outcome.borrow_mut().get_or_insert(Ok(false));
         }
+        let mut lanes = self.locks.0.borrow_mut();
+        if let Some(lane) = lanes.get_mut(self.key) {
+            lane.busy = false;
+            if lane.waiting.is_empty() {
+                lanes.remove(self.key);
+            }
+        }
+    }
+}
+
+impl Locks {
+    /// Applies `job` to the slot under `key` and writes it, together with whatever else this
+    /// instance has queued for that slot (group commit): while one request writes a slot, the
+    /// observations of the others queue, and the next of them to find the slot free writes them
+    /// all, in arrival order, with one swap. A burst on one card then costs one durable write
+    /// per turn rather than one per transaction, and the instance's requests never conflict
+    /// with each other. After [`LOCK_WAIT_NS`] in the queue a job is written alone.
+    async fn write<H: Host>(
+        &self,
+        host: &H,
+        key: &str,
+        job: Rc<Job>,
+        atomic: bool,
+    ) -> Result<bool, String> {
+        self.0
+            .borrow_mut()
+            .entry(key.to_owned())
+            .or_default()
+            .waiting
+            .push(job.clone());
+        let start = host.monotonic_ns();
+        let mut pause = LOCK_POLL_NS;
+        loop {
+            if let Some(outcome) = job.outcome.borrow_mut().take() {
+                return outcome;
+            }
+            let next = {
+                let late = host.monotonic_ns().saturating_sub(start) >= LOCK_WAIT_NS;
+                let mut lanes = self.0.borrow_mut();
+                match lanes.get_mut(key) {
+                    Some(lane) => match lane.waiting.iter().position(|j| Rc::ptr_eq(j, &job)) {
+                        // Not queued and not answered: a turn carries it; wait for that turn.
+                        None => Next::Wait,
+                        Some(_) if !lane.busy => {
+                            lane.busy = true;
+                            Next::Turn(std::mem::take(&mut lane.waiting))
+                        }
+                        // Queued behind a turn that does not end: go ahead alone (and perhaps
+                        // conflict with that turn: slower, never wrong).
+                        Some(i) if late => Next::Alone(lane.waiting.remove(i)),
+                        Some(_) => Next::Wait,
+                    },
+                    // (Cannot happen: a lane lives while a job is queued or carried.)
+                    None => Next::Alone(job.clone()),
+                }
+            };
+            match next {
+                Next::Wait => {
+                    host.sleep(pause).await;
+                    pause = (pause * 2).min(LOCK_POLL_MAX_NS);
+                }
+                Next::Alone(job) => return write_batch(host, key, &[job], atomic).await,
+                Next::Turn(batch) => {
+                    let turn = Turn {
+                        locks: self,
+                        key,
+                        batch,
+                    };
+                    let outcome = write_batch(host, key, &turn.batch, atomic).await;
+                    for j in &turn.batch {
+                        *j.outcome.borrow_mut() = Some(outcome.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a queued request does next.
+enum Next {
+    Wait,
+    Turn(Vec<Rc<Job>>),
+    Alone(Rc<Job>),
+}
+
+/// Writes `batch`'s observations of the slot under `key` with one update.
+async fn write_batch<H: Host>(
+    host: &H,
+    key: &str,
+    batch: &[Rc<Job>],
+    atomic: bool,
+) -> Result<bool, String> {
+    let apply = |stored: &mut Stored| batch.iter().for_each(|j| j.apply(stored));
+    if atomic {
+        update(host, key, apply).await
+    } else {
+        update_plainly(host, key, apply).await
     }
 }
 
@@ -222,7 +367,7 @@ impl Stored {
 /// are unusable (400) or the store failed (503).
 pub(crate) async fn observe<H: Host>(
     host: &H,
-    spec: &VelocitySpec,
+    spec: &'static VelocitySpec,
     fields: &Map<String, Value>,
     locks: &Locks,
     atomic: bool,
@@ -239,23 +384,27 @@ pub(crate) async fn observe<H: Host>(
     let mut values = vec![0.0; spec.features().len()];
     spec.no_history(&mut values);
     let mut stale = false;
+    let mut shared: Option<Rc<Map<String, Value>>> = None;
     for e in 0..spec.entities().len() {
         let Some(id) = spec.entity_id(&payload, e).map_err(bad)? else {
             continue;
         };
         let (key, fingerprint) = spec.state_slot(e, &id, slots);
-        let _held = hold(host, locks, &key).await;
-        let mut evicted = None;
-        let apply = |stored: &mut Stored| {
-            let (state, out) = stored.entity(fingerprint, |s| spec.outlived(e, s, judged_at));
-            spec.observe(e, state, t, &payload, &mut values);
-            evicted = out;
-        };
-        let written = if atomic {
-            update(host, &key, apply).await
-        } else {
-            update_plainly(host, &key, apply).await
-        };
+        let job = Rc::new(Job {
+            spec,
+            entity: e,
+            fingerprint,
+            t,
+            judged_at,
+            payload: shared
+                .get_or_insert_with(|| Rc::new(fields.clone()))
+                .clone(),
+            values: RefCell::new(values),
+            evicted: Cell::new(None),
+            outcome: RefCell::new(None),
+        });
+        let written = locks.write(host, &key, job.clone(), atomic).await;
+        values = job.values.take();
         let written = written.map_err(|err| {
             // Scoring without history would answer with numbers the model never saw for
             // this entity: refuse instead (503: worth retrying).
@@ -265,31 +414,13 @@ pub(crate) async fn observe<H: Host>(
             )
         })?;
         stale |= !written;
-        if let Some(other) = evicted.filter(|_| written) {
+        if let Some(other) = job.evicted.get().filter(|_| written) {
             eprintln!(
                 "worker: {key}: full of live states; entity {other:016x} starts afresh (raise velocity_slots)"
             );
         }
     }
     Ok((values, stale))
-}
-
-/// Takes `key` in this instance's locks (or goes ahead unlocked after [`LOCK_WAIT_NS`]).
-async fn hold<'l, H: Host>(host: &H, locks: &'l Locks, key: &str) -> Held<'l> {
-    let mut waited = 0;
-    loop {
-        if locks.0.borrow_mut().insert(key.to_owned()) {
-            return Held {
-                locks,
-                key: Some(key.to_owned()),
-            };
-        }
-        if waited >= LOCK_WAIT_NS {
-            return Held { locks, key: None };
-        }
-        host.sleep(LOCK_POLL_NS).await;
-        waited += LOCK_POLL_NS;
-    }
 }
 
 /// The stored state in `bytes`, or a fresh one (absent, or corrupt: logged).
