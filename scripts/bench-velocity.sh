@@ -6,7 +6,9 @@
 #   on:  the same five + six velocity features by card_id (state in the `velocity` key-value
 #        store, in memory as runtime-config.toml sets it) and a policy of three rules and a list;
 #   plain: "on" with `velocity_writes = plain` (read, then write: what each update cost before
-#        compare-and-swap), so the atomic path's own cost is on − plain, in the same run.
+#        compare-and-swap), so the atomic path's own cost is on − plain, in the same run;
+#   verified: "on" with `velocity_writes = verified` (every swap read back, as every atomic
+#        write was before the default trusted the SQLite stores' refusals).
 # Both models are fitted here on the same synthetic card stream; every request names one of
 # 1,000 cards (so state is read and written for real) and carries no timestamp (edge clock).
 # Under Spin twice: velocity state in Spin's in-memory store (runtime-config.toml, `spin`) and in
@@ -97,8 +99,9 @@ LUA
 hex=$(printf 'policy/current' | od -An -tx1 | tr -d ' \n')
 start() { # start HOST VARIANT: a fresh server; sets $pid and $base
   local host=$1 v=$2 log="$work/server.log"
-  local wasm=$work/${v/plain/on}.wasm writes=atomic
-  [[ $v == plain ]] && writes=plain
+  local wasm=$work/on.wasm writes=atomic
+  [[ $v == off ]] && wasm=$work/off.wasm
+  [[ $v == plain || $v == verified ]] && writes=$v
   rm -rf "$work/state"; mkdir -p "$work/state/default"
   if [[ $host == harness ]]; then
     [[ $v != off ]] && cp "$work/policy.toml" "$work/state/default/k$hex"
@@ -149,7 +152,7 @@ if [[ " ${hosts[*]} " == *" spin "* ]] && command -v redis-server >/dev/null; th
   for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 for host in "${hosts[@]}"; do
-  variants=(off plain on)
+  variants=(off plain verified on)
   [[ $host == spin+redis ]] && variants=(off on) # "on" is already plain there
   for c in 1 16; do
     for v in "${variants[@]}"; do
@@ -157,7 +160,7 @@ for host in "${hosts[@]}"; do
       threads=1; ((c > 1)) && threads=2
       load=$(cut -d' ' -f1-3 /proc/loadavg)
       result=$(wrk -t"$threads" -c"$c" -d"${secs}s" -s "$work/predict.lua" "$base/api/predict" | tail -n1)
-      printf '  %-10s velocity+rules %-5s c=%-3d %s  [load %s]\n' "$host" "$v" "$c" "$result" "$load"
+      printf '  %-10s velocity+rules %-8s c=%-3d %s  [load %s]\n' "$host" "$v" "$c" "$result" "$load"
       stop
     done
   done

@@ -350,7 +350,7 @@ impl<H: Host + 'static> App<H> {
                     spec,
                     fields,
                     &self.velocity_locks,
-                    self.settings.velocity_atomic,
+                    self.settings.velocity_writes,
                     self.settings.velocity_slots,
                 )
                 .await

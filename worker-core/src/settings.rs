@@ -1,6 +1,7 @@
 //! Configuration from Spin variables (`[component.worker.variables]` in spin.toml), parsed once
 //! per instance, and the checks it drives: API keys and CORS.
 
+use crate::velocity::Writes;
 use http::{HeaderMap, HeaderValue};
 
 /// The raw variable values (unset = empty).
@@ -30,8 +31,9 @@ pub struct Variables {
     pub model_pin: String,
     /// `model_refresh_secs`: how often one instance of the edge asks the registry (default 15).
     pub model_refresh_secs: String,
-    /// `velocity_writes`: `atomic` (default; compare-and-swap) or `plain` (read, then write:
-    /// concurrent updates of one entity may be lost).
+    /// `velocity_writes`: `atomic` (default; compare-and-swap), `verified` (compare-and-swap,
+    /// every write read back) or `plain` (read, then write: concurrent updates of one entity
+    /// may be lost). See [`crate::velocity::Writes`].
     pub velocity_writes: String,
     /// `velocity_slots`: key-value values per entity field holding velocity state (default
     /// [`DEFAULT_VELOCITY_SLOTS`]); every edge sharing a store must use the same number.
@@ -75,8 +77,8 @@ pub struct Settings {
     pub(crate) region: Option<String>,
     pub(crate) id_format: IdFormat,
     pub(crate) rollout: Rollout,
-    /// Velocity state updated by compare-and-swap (`velocity_writes = atomic`).
-    pub(crate) velocity_atomic: bool,
+    /// How velocity state is written (`velocity_writes`).
+    pub(crate) velocity_writes: Writes,
     /// Slots per entity field of velocity state (`velocity_slots`).
     pub(crate) velocity_slots: u32,
     /// Events journaled in the outbox before the answer (`forward_journal = on`).
@@ -221,15 +223,16 @@ impl Settings {
                 }
             },
         };
-        let velocity_atomic = match v.velocity_writes.trim() {
-            "" | "atomic" => true,
-            "plain" => false,
+        let velocity_writes = match v.velocity_writes.trim() {
+            "" | "atomic" => Writes::Atomic,
+            "verified" => Writes::Verified,
+            "plain" => Writes::Plain,
             other => {
                 bad.push(BadVariable {
                     name: "velocity_writes",
-                    problem: format!("{other:?} is neither \"atomic\" nor \"plain\""),
+                    problem: format!("{other:?} is not \"atomic\", \"verified\" or \"plain\""),
                 });
-                true
+                Writes::Atomic
             }
         };
         let velocity_slots = match v.velocity_slots.trim() {
@@ -298,7 +301,7 @@ impl Settings {
             region,
             id_format,
             rollout,
-            velocity_atomic,
+            velocity_writes,
             velocity_slots,
             forward_journal,
         };

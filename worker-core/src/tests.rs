@@ -31,6 +31,8 @@ struct FakeHost {
     yields: Cell<bool>,
     /// Velocity swaps attempted.
     swaps: Cell<u32>,
+    /// Velocity state read with `state_get` (outside a compare-and-swap).
+    state_reads: Cell<u32>,
     store: RefCell<StoreScript>,
     /// Every body POSTed to the store, parsed.
     posts: RefCell<Vec<Vec<Value>>>,
@@ -90,6 +92,7 @@ impl FakeHost {
             swap_lies: Cell::new(false),
             yields: Cell::new(false),
             swaps: Cell::new(0),
+            state_reads: Cell::new(0),
             store: RefCell::new(store),
             posts: RefCell::new(Vec::new()),
             gets: RefCell::new(Vec::new()),
@@ -206,6 +209,7 @@ impl Host for FakeHost {
         Ok(())
     }
     async fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.state_reads.set(self.state_reads.get() + 1);
         self.kv_get(key).await
     }
     async fn state_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
@@ -1204,7 +1208,8 @@ fn concurrent_velocity_updates_are_all_counted_even_when_a_swap_misreports() {
     for lies in [false, true] {
         let host = FakeHost::new(accept_all());
         host.swap_lies.set(lies);
-        let app = velocity_app(host);
+        // A store that misreports swaps needs every write read back.
+        let app = velocity_app_writing(host, if lies { "verified" } else { "atomic" });
         // Three other writers land between this transaction's reads and its swaps.
         let mut writer = phantom_writer("c9", 0);
         let mut left = 3;
@@ -1263,8 +1268,20 @@ fn plain_velocity_writes_count_in_turn_without_compare_and_swap() {
         ..Variables::default()
     };
     let (settings, bad) = Settings::parse(&v, "x".into());
-    assert!(settings.velocity_atomic);
+    assert_eq!(settings.velocity_writes, velocity::Writes::Atomic);
     assert_eq!(bad[0].name, "velocity_writes");
+    for (raw, want) in [
+        ("atomic", velocity::Writes::Atomic),
+        ("verified", velocity::Writes::Verified),
+        (" plain ", velocity::Writes::Plain),
+    ] {
+        let v = Variables {
+            velocity_writes: raw.into(),
+            ..Variables::default()
+        };
+        let (settings, bad) = Settings::parse(&v, "x".into());
+        assert_eq!((settings.velocity_writes, bad.len()), (want, 0), "{raw}");
+    }
 }
 
 #[test]
@@ -1822,7 +1839,12 @@ fn velocity_state_is_bounded_by_the_slots_whatever_the_number_of_cards() {
             let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             fields.insert("timestamp".into(), json!(at));
             let (values, stale) = futures::executor::block_on(velocity::observe(
-                host, spec, &fields, &locks, true, slots,
+                host,
+                spec,
+                &fields,
+                &locks,
+                velocity::Writes::Atomic,
+                slots,
             ))
             .unwrap();
             assert!(!stale);
@@ -1866,26 +1888,48 @@ fn velocity_state_is_bounded_by_the_slots_whatever_the_number_of_cards() {
     assert!(bytes * 5 < one_per_card_bytes);
 }
 
+/// One velocity feature: transactions per card over 10 minutes.
+fn count_by_card() -> &'static model_format::velocity::VelocitySpec {
+    let spec = model_format::velocity::VelocitySpec::new(
+        "timestamp",
+        &[("n", "count by card_id over 10m")],
+    )
+    .unwrap();
+    Box::leak(Box::new(spec))
+}
+
+/// A payload of `card` at `at` (RFC 3339).
+fn card_at(card: &str, at: &str) -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("card_id".into(), json!(card));
+    fields.insert("timestamp".into(), json!(at));
+    fields
+}
+
 /// A transaction dated far ahead of the edge's clock does not wipe the history of the other
 /// cards sharing its slot: their expiry is judged at the clock, not at the caller's date.
 #[test]
 fn a_transaction_dated_in_the_future_keeps_its_slot_mates_history() {
-    use model_format::velocity::VelocitySpec;
-    let spec = VelocitySpec::new("timestamp", &[("n", "count by card_id over 10m")]).unwrap();
-    let spec: &'static VelocitySpec = Box::leak(Box::new(spec));
+    let spec = count_by_card();
     let host = FakeHost::new(accept_all());
     let locks = velocity::Locks::default();
     let now = host.now().timestamp_millis();
     let count = |card: &str, t: i64| {
-        let mut fields = serde_json::Map::new();
-        fields.insert("card_id".into(), json!(card));
         let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
-        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        fields.insert("timestamp".into(), json!(at));
+        let fields = card_at(
+            card,
+            &at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
         // One slot: every card shares it.
-        let (values, _) =
-            futures::executor::block_on(velocity::observe(host, spec, &fields, &locks, true, 1))
-                .unwrap();
+        let (values, _) = futures::executor::block_on(velocity::observe(
+            host,
+            spec,
+            &fields,
+            &locks,
+            velocity::Writes::Atomic,
+            1,
+        ))
+        .unwrap();
         values[0]
     };
     assert_eq!(count("a", now - 60_000), 0.0);
@@ -1903,27 +1947,19 @@ fn a_transaction_dated_in_the_future_keeps_its_slot_mates_history() {
 /// than sixteen (the first request's, and one for all that queued behind it).
 #[test]
 fn a_burst_on_one_card_in_one_instance_is_written_in_a_few_swaps() {
-    use model_format::velocity::VelocitySpec;
-    let spec = VelocitySpec::new("timestamp", &[("n", "count by card_id over 10m")]).unwrap();
-    let spec: &'static VelocitySpec = Box::leak(Box::new(spec));
+    let spec = count_by_card();
     let host = FakeHost::new(accept_all());
     host.yields.set(true);
     let locks = velocity::Locks::default();
     let at = host
         .now()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let tx = |card: &str| {
-        let mut fields = serde_json::Map::new();
-        fields.insert("card_id".into(), json!(card));
-        fields.insert("timestamp".into(), json!(at));
-        fields
-    };
+    let tx = |card: &str| card_at(card, &at);
     let burst: Vec<_> = (0..16).map(|_| tx("bot")).collect();
-    let answers = futures::executor::block_on(futures::future::join_all(
-        burst
-            .iter()
-            .map(|fields| velocity::observe(host, spec, fields, &locks, true, 64)),
-    ));
+    let answers =
+        futures::executor::block_on(futures::future::join_all(burst.iter().map(|fields| {
+            velocity::observe(host, spec, fields, &locks, velocity::Writes::Atomic, 64)
+        })));
     let mut counts: Vec<f64> = answers
         .into_iter()
         .map(|a| {
@@ -1935,16 +1971,21 @@ fn a_burst_on_one_card_in_one_instance_is_written_in_a_few_swaps() {
     counts.sort_by(f64::total_cmp);
     assert_eq!(counts, (0..16).map(f64::from).collect::<Vec<_>>());
     assert_eq!(host.swaps.get(), 2);
-    let next =
-        futures::executor::block_on(velocity::observe(host, spec, &tx("bot"), &locks, true, 64));
+    let next = futures::executor::block_on(velocity::observe(
+        host,
+        spec,
+        &tx("bot"),
+        &locks,
+        velocity::Writes::Atomic,
+        64,
+    ));
     assert_eq!(next.unwrap().0, vec![16.0]);
     // Plain writes are queued the same way (one write per turn, none lost within an instance).
     let plain: Vec<_> = (0..16).map(|_| tx("other")).collect();
-    let answers = futures::executor::block_on(futures::future::join_all(
-        plain
-            .iter()
-            .map(|fields| velocity::observe(host, spec, fields, &locks, false, 64)),
-    ));
+    let answers =
+        futures::executor::block_on(futures::future::join_all(plain.iter().map(|fields| {
+            velocity::observe(host, spec, fields, &locks, velocity::Writes::Plain, 64)
+        })));
     assert!(
         answers
             .iter()
@@ -1955,10 +1996,40 @@ fn a_burst_on_one_card_in_one_instance_is_written_in_a_few_swaps() {
         spec,
         &tx("other"),
         &locks,
-        true,
+        velocity::Writes::Atomic,
         64,
     ));
     assert_eq!(next.unwrap().0, vec![16.0]);
+}
+
+/// `atomic` trusts the store's refusal of a stale swap and reads a slot back only after creating
+/// it; `verified` reads back every write (for a store that may report a swap it did not make).
+#[test]
+fn only_verified_writes_read_every_swap_back() {
+    let spec = count_by_card();
+    let host = FakeHost::new(accept_all());
+    let locks = velocity::Locks::default();
+    let at = host
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let reads = |writes, card: &str| {
+        let fields = card_at(card, &at);
+        let before = host.state_reads.get();
+        let (_, stale) =
+            futures::executor::block_on(velocity::observe(host, spec, &fields, &locks, writes, 64))
+                .unwrap();
+        assert!(!stale);
+        host.state_reads.get() - before
+    };
+    use velocity::Writes::{Atomic, Verified};
+    assert_eq!(
+        reads(Atomic, "a"),
+        1,
+        "the write that creates the slot is read back"
+    );
+    assert_eq!(reads(Atomic, "a"), 0);
+    assert_eq!(reads(Verified, "a"), 1);
+    assert_eq!(reads(Verified, "b"), 1);
 }
 
 /// The review budget at the edge: when far more traffic lands in the stored review band than

@@ -14,8 +14,11 @@
 //! store writes unconditionally when the key was absent at the read (two first writers both
 //! "succeed"), and its Redis store reports success when Redis aborted the transaction (redis-rs
 //! turns EXEC's nil into `Ok(())`). So every stored state carries a write sequence number and
-//! the nonces of its last [`RING`] writes ([`Stored`]); after a swap the value is read back and
-//! a write whose nonce is missing while the ring still covers its sequence number is redone.
+//! the nonces of its last [`RING`] writes ([`Stored`]); after a swap that created the key (and
+//! after every swap with [`Writes::Verified`], for a store like Redis's) the value is read back
+//! and a write whose nonce is missing while the ring still covers its sequence number is redone.
+//! A swap of a present key in Spin's SQLite stores is `UPDATE … WHERE value = old`, which
+//! reports a conflict truthfully, so [`Writes::Atomic`] spares that read.
 //!
 //! **Creating a key.** A swap on a key that was absent when read is, in Spin's SQLite store, an
 //! unconditional write: a writer that found the key absent may overwrite a state created (and
@@ -80,6 +83,20 @@ pub const RING: usize = 16;
 const ENVELOPE: u8 = 0xE8;
 /// Most live entity states one slot keeps.
 pub const SLOT_ENTITIES: usize = 8;
+
+/// How velocity state is written (`velocity_writes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writes {
+    /// `atomic` (default): compare-and-swap, trusting the store to refuse a swap whose value
+    /// changed (Spin's SQLite stores, in memory or on file, do: `UPDATE … WHERE value = old`).
+    /// Only the write that creates a slot is read back (that one is unconditional there).
+    Atomic,
+    /// `verified`: compare-and-swap with every write read back, for a store that may report a
+    /// swap it did not make (Spin 4.1's Redis store). One more read per entity and request.
+    Verified,
+    /// `plain`: read, then write; concurrent writes from other instances may be lost.
+    Plain,
+}
 
 /// The slots this instance's requests are writing, and the observations waiting for the next
 /// write of each (see [`Locks::write`]).
@@ -157,7 +174,7 @@ impl Locks {
         host: &H,
         key: &str,
         job: Rc<Job>,
-        atomic: bool,
+        writes: Writes,
     ) -> Result<bool, String> {
         self.0
             .borrow_mut()
@@ -196,14 +213,14 @@ impl Locks {
                     host.sleep(pause).await;
                     pause = (pause * 2).min(LOCK_POLL_MAX_NS);
                 }
-                Next::Alone(job) => return write_batch(host, key, &[job], atomic).await,
+                Next::Alone(job) => return write_batch(host, key, &[job], writes).await,
                 Next::Turn(batch) => {
                     let turn = Turn {
                         locks: self,
                         key,
                         batch,
                     };
-                    let outcome = write_batch(host, key, &turn.batch, atomic).await;
+                    let outcome = write_batch(host, key, &turn.batch, writes).await;
                     for j in &turn.batch {
                         *j.outcome.borrow_mut() = Some(outcome.clone());
                     }
@@ -225,13 +242,13 @@ async fn write_batch<H: Host>(
     host: &H,
     key: &str,
     batch: &[Rc<Job>],
-    atomic: bool,
+    writes: Writes,
 ) -> Result<bool, String> {
     let apply = |stored: &mut Stored| batch.iter().for_each(|j| j.apply(stored));
-    if atomic {
-        update(host, key, apply).await
-    } else {
-        update_plainly(host, key, apply).await
+    match writes {
+        Writes::Atomic => update(host, key, apply, false).await,
+        Writes::Verified => update(host, key, apply, true).await,
+        Writes::Plain => update_plainly(host, key, apply).await,
     }
 }
 
@@ -370,7 +387,7 @@ pub(crate) async fn observe<H: Host>(
     spec: &'static VelocitySpec,
     fields: &Map<String, Value>,
     locks: &Locks,
-    atomic: bool,
+    writes: Writes,
     slots: u32,
 ) -> Result<(Vec<f64>, bool), ApiError> {
     let payload = contract::JsonPayload(fields);
@@ -403,7 +420,7 @@ pub(crate) async fn observe<H: Host>(
             evicted: Cell::new(None),
             outcome: RefCell::new(None),
         });
-        let written = locks.write(host, &key, job.clone(), atomic).await;
+        let written = locks.write(host, &key, job.clone(), writes).await;
         values = job.values.take();
         let written = written.map_err(|err| {
             // Scoring without history would answer with numbers the model never saw for
@@ -456,14 +473,16 @@ pub(crate) fn birth_key(key: &str) -> String {
     format!("{key}/born")
 }
 
-/// Applies `apply` to the state under `key` and swaps the result in, until a write is seen to
-/// land. `apply` runs once per attempt on the state as read (its side effects — the feature
+/// Applies `apply` to the state under `key` and swaps the result in, until a write lands: the
+/// store accepts the swap and, when `verify` (or the write created the key), the value read back
+/// holds it. `apply` runs once per attempt on the state as read (its side effects — the feature
 /// values — are those of the last attempt). Ok(false): out of time or attempts, nothing
 /// recorded.
 async fn update<H: Host>(
     host: &H,
     key: &str,
     mut apply: impl FnMut(&mut Stored),
+    verify: bool,
 ) -> Result<bool, String> {
     let nonce = u64::from_le_bytes(host.random_bytes::<8>());
     let mut cas = host.state_cas(key).await?;
@@ -491,12 +510,14 @@ async fn update<H: Host>(
                 continue;
             }
         }
+        let creating = current.is_none();
         let mut stored = decode_or_fresh(key, current);
         apply(&mut stored);
         stored.record(nonce);
         let seq = stored.seq;
         match host.state_swap(cas, stored.encode()).await? {
             Swap::Conflict(next) => cas = next,
+            Swap::Written if !verify && !creating => return Ok(true),
             Swap::Written => {
                 let now = match host.state_get(key).await? {
                     Some(bytes) => Stored::decode(&bytes).ok(),
