@@ -662,12 +662,13 @@ fn shape_ok<const RING: usize, const GUARD: bool>(words: &[u64], stack: &mut [u3
         let leaf = feature == LEAF;
         // In a valid prefix, end > i always, so a leaf ends its subtree iff end <= i + 1; with
         // a leaf's offset 0, `right + 1` is i + 1.
-        let right = i as u32 + u32::from(delta);
-        let bound = right + u32::from(leaf);
+        // Wrapping: a corrupt offset must fail the check below, not overflow (debug builds).
+        let right = (i as u32).wrapping_add(u32::from(delta));
+        let bound = right.wrapping_add(u32::from(leaf));
         ok &= (stack[sp % RING] > bound) != leaf;
         // Harmless for a leaf: the slot above the top is dead.
-        stack[(sp + 1) % RING] = right;
-        sp = select(leaf, sp.wrapping_sub(1), sp + 1);
+        stack[sp.wrapping_add(1) % RING] = right;
+        sp = select(leaf, sp.wrapping_sub(1), sp.wrapping_add(1));
         if GUARD {
             seen |= sp;
         }
