@@ -1030,6 +1030,47 @@ impl Forest {
         Ok(score)
     }
 
+    /// [`Forest::explain_scaled`] for [`ROWS`](crate::explain::ROWS) scaled rows at once, bit
+    /// for bit what it gives each row (see [`crate::explain::forest_phi_rows`]); pushes their
+    /// scores to `scores` in order. A grouped forest explains them one by one.
+    pub(crate) fn explain_scaled_rows(
+        &self,
+        xs: [&[f32]; crate::explain::ROWS],
+        phis: &mut [&mut [f64]; crate::explain::ROWS],
+        scratch: &mut crate::explain::RowsScratch,
+        scores: &mut Vec<Score>,
+    ) -> Result<(), ExplainError> {
+        if self.groups.is_some() {
+            for (x, phi) in xs.into_iter().zip(phis.iter_mut()) {
+                scores.push(self.explain_scaled(x, phi)?);
+            }
+            return Ok(());
+        }
+        let start = scores.len();
+        for (x, phi) in xs.into_iter().zip(phis.iter()) {
+            let score = self.score_scaled(x);
+            if phi.len() != x.len() || score.is_err() {
+                scores.truncate(start);
+                return Err(match score {
+                    Err(e) => e.into(),
+                    Ok(_) => ExplainError::PhiWidth {
+                        expected: x.len(),
+                        found: phi.len(),
+                    },
+                });
+            }
+            scores.extend(score);
+        }
+        phis.iter_mut().for_each(|phi| phi.fill(0.0));
+        crate::explain::forest_phi_rows(self, xs, phis, 0..self.trees.len(), scratch)
+            .inspect_err(|_| scores.truncate(start))?;
+        let scale = 1.0 / self.trees.len() as f64;
+        for v in phis.iter_mut().flat_map(|phi| phi.iter_mut()) {
+            *v *= scale;
+        }
+        Ok(())
+    }
+
     /// Each group's path lengths for a scaled row, summed in tree order.
     fn group_sums(&self, x: &[f32], groups: &TreeGroups) -> [f64; MAX_TREE_GROUPS] {
         let mut sums = [0.0; MAX_TREE_GROUPS];

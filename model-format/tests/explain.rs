@@ -245,6 +245,91 @@ fn additivity_on_a_grown_forest() {
     }
 }
 
+/// `explain_rows` gives every row exactly what `explain` gives it alone (bits, not a
+/// tolerance), whatever rows share its batch; `count` need not be a multiple of the batch.
+fn check_rows_match_one_by_one(model: &Model, rows: &[Vec<f64>]) {
+    let m = model.features().len();
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let mut phi = vec![f64::NAN; flat.len()];
+    let mut out = Vec::new();
+    model.explain_rows(&flat, &mut phi, &mut out).unwrap();
+    assert_eq!(out.len(), rows.len());
+    let mut one = vec![f64::NAN; m];
+    for (i, row) in rows.iter().enumerate() {
+        let e = model.explain(row, &mut one).unwrap();
+        assert_eq!(out[i], e, "row {i}");
+        let got = &phi[i * m..(i + 1) * m];
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(got), bits(&one), "row {i}: {got:?} vs {one:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Batched explanations on random forests (ties, repeated features, every rule size up to
+    /// 6 features) equal one-by-one explanations to the bit.
+    #[test]
+    fn rows_at_once_equal_rows_one_by_one(
+        seed in any::<u64>(),
+        m in 1usize..=6,
+        n_trees in 1usize..=4,
+        max_depth in 0u32..=8,
+        count in 0usize..=11,
+    ) {
+        let mut rng = SplitMix(seed);
+        let trees = (0..n_trees).map(|_| random_tree(&mut rng, m, max_depth, 0.3)).collect();
+        let model = model(m, Scaler::identity(m), trees);
+        let rows: Vec<Vec<f64>> = (0..count).map(|_| random_row(&mut rng, m)).collect();
+        check_rows_match_one_by_one(&model, &rows);
+    }
+}
+
+/// The same on a realistic forest and on rules for many features (q up to 8).
+#[test]
+fn rows_at_once_on_grown_and_wide_forests() {
+    let rows = synthetic_rows(1003, 5);
+    check_rows_match_one_by_one(&grow_model(&rows, 100, 256, 3), &rows);
+    for (m, seed) in [(8, 1u64), (16, 3)] {
+        let mut rng = SplitMix(seed);
+        let trees = (0..3)
+            .map(|_| random_tree(&mut rng, m, m as u32 + 2, 0.45))
+            .collect();
+        let model = model(m, Scaler::identity(m), trees);
+        let rows: Vec<Vec<f64>> = (0..13).map(|_| random_row(&mut rng, m)).collect();
+        check_rows_match_one_by_one(&model, &rows);
+    }
+}
+
+/// A bad row stops the batch there: an error, and the rows before it explained.
+#[test]
+fn rows_at_once_stop_at_the_first_bad_row() {
+    let rows = synthetic_rows(10, 9);
+    let model = grow_model(&rows, 10, 64, 1);
+    for bad in [0, 3, 6, 9] {
+        let mut flat: Vec<f64> = rows.iter().flatten().copied().collect();
+        flat[bad * 5 + 2] = f64::NAN;
+        let mut phi = vec![0.0; flat.len()];
+        let mut out = Vec::new();
+        let err = model.explain_rows(&flat, &mut phi, &mut out).unwrap_err();
+        assert!(
+            matches!(err, ExplainError::Score(ScoreError::NotFinite { .. })),
+            "{err:?}"
+        );
+        assert_eq!(out.len(), bad, "rows explained before row {bad}");
+    }
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let mut out = Vec::new();
+    let short = model.explain_rows(&flat, &mut vec![0.0; flat.len() - 1], &mut out);
+    assert!(matches!(short, Err(ExplainError::PhiWidth { .. })));
+    let partial = model.explain_rows(&flat[..7], &mut [0.0; 7], &mut out);
+    assert!(matches!(
+        partial,
+        Err(ExplainError::Score(ScoreError::Width { .. }))
+    ));
+    assert!(out.is_empty());
+}
+
 /// One split, checkable by hand: x0 <= 0 → leaf of 1 sample at depth 1 (h = 1); else a leaf of
 /// 3 samples (h = 1 + c(3)). Covers 1 and 3.
 #[test]

@@ -168,31 +168,42 @@ fn score_rows_one_by_one(model: &Model, table: &Table) -> Result<Scores, BatchEr
     })
 }
 
-/// [`score_table`] with explanations; the width is already checked.
+/// [`score_table`] with explanations; the width is already checked. Chunks of rows go to the
+/// cores, and each chunk is explained several rows at a time ([`Model::explain_rows`]: the
+/// same bits as [`Model::explain`] row by row, about twice as fast on one core).
 fn explain_table(model: &Model, table: &Table) -> Result<Scores, BatchError> {
+    /// Rows per task: enough to amortize the task, few enough to spread over the cores.
+    const CHUNK: usize = 2048;
     let width = model.features().len();
-    // Row-major attributions, one chunk of `width` per row, collected in row order.
-    let explained = (0..table.rows())
+    let n = table.rows();
+    // Per chunk: its explanations and its attributions, row-major.
+    let chunks = (0..n.div_ceil(CHUNK))
         .into_par_iter()
-        .map_init(
-            || Vec::with_capacity(width),
-            |row, i| {
-                row.clear();
-                row.extend(table.columns.iter().map(|c| c[i]));
-                let mut phi = vec![0.0; width];
-                model
-                    .explain(row, &mut phi)
-                    .map(|e| (e.score, phi))
-                    .map_err(|source| BatchError::Explain { row: i, source })
-            },
-        )
+        .map(|c| {
+            let range = c * CHUNK..((c + 1) * CHUNK).min(n);
+            let mut rows = Vec::with_capacity(range.len() * width);
+            for i in range.clone() {
+                rows.extend(table.columns.iter().map(|col| col[i]));
+            }
+            let mut phi = vec![0.0; rows.len()];
+            let mut out = Vec::with_capacity(range.len());
+            model
+                .explain_rows(&rows, &mut phi, &mut out)
+                .map_err(|source| BatchError::Explain {
+                    row: range.start + out.len(),
+                    source,
+                })?;
+            Ok((out, phi))
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut phi = vec![Vec::with_capacity(explained.len()); width];
-    let mut rows = Vec::with_capacity(explained.len());
-    for (score, row_phi) in explained {
-        rows.push(score);
-        for (col, v) in phi.iter_mut().zip(row_phi) {
-            col.push(v);
+    let mut phi = vec![Vec::with_capacity(n); width];
+    let mut rows = Vec::with_capacity(n);
+    for (explained, chunk_phi) in chunks {
+        rows.extend(explained.iter().map(|e| e.score));
+        for row_phi in chunk_phi.chunks_exact(width.max(1)) {
+            for (col, &v) in phi.iter_mut().zip(row_phi) {
+                col.push(v);
+            }
         }
     }
     Ok(Scores {
