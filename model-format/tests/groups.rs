@@ -105,6 +105,24 @@ fn explanations_add_up_and_credit_a_group_only_in_its_tail() {
     assert!(worst <= 1e-9, "additivity error {worst}");
 }
 
+/// A batch job explains a grouped forest's rows as `explain` does, to the bit.
+#[test]
+fn rows_at_once_explain_a_grouped_forest_as_one_by_one() {
+    let (rows, a, b) = parts();
+    let m = grouped(&a, &b, median_path_length(&b, &rows));
+    let rows = &rows[..37];
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let (mut phi, mut out) = (vec![0.0; flat.len()], Vec::new());
+    m.explain_rows(&flat, &mut phi, &mut out).unwrap();
+    let mut one = [0.0; 5];
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(out[i], m.explain(row, &mut one).unwrap());
+        for (got, want) in phi[5 * i..5 * i + 5].iter().zip(one) {
+            assert_eq!(got.to_bits(), want.to_bits(), "row {i}");
+        }
+    }
+}
+
 #[test]
 fn a_shortening_beyond_group_0_is_clamped_at_zero_and_still_adds_up() {
     let (rows, a, b) = parts();
