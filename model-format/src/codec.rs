@@ -96,7 +96,8 @@ pub(crate) fn encode(model: &Model) -> Result<Vec<u8>, EncodeError> {
     if let Some(groups) = forest.groups() {
         let mut grps = Vec::with_capacity(8 + 12 * groups.ends().len());
         put_u32(&mut grps, groups.ends().len() as u32);
-        put_u32(&mut grps, 0);
+        // Weight 1 as 0: the bytes files had before weights.
+        put_u32(&mut grps, groups.weight() * u32::from(groups.weight() != 1));
         groups.ends().iter().for_each(|&e| put_u32(&mut grps, e));
         groups
             .tails()
@@ -572,16 +573,14 @@ fn read_velocity(p: &mut Reader) -> Result<crate::velocity::VelocitySpec, Decode
 
 fn read_tree_groups(p: &mut Reader) -> Result<crate::TreeGroups, DecodeError> {
     let n = p.count("feature groups", 4)?;
-    if p.u32("feature groups reserved")? != 0 {
-        return Err(DecodeError::Reserved { offset: p.pos - 4 });
-    }
+    let weight = p.u32("feature groups weight")?.max(1);
     let ends = (0..n)
         .map(|_| p.u32("feature group end"))
         .collect::<Result<Vec<_>, _>>()?;
     let tails = (1..n.max(1))
         .map(|_| p.f64("feature group tail"))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(crate::TreeGroups::new(ends, tails)?)
+    Ok(crate::TreeGroups::new(ends, tails)?.with_weight(weight)?)
 }
 
 fn read_score_distribution(p: &mut Reader) -> Result<Vec<f64>, DecodeError> {

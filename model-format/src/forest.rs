@@ -762,16 +762,22 @@ pub struct Forest {
 /// group (busy cards) from burying another group's anomalies (a 40× amount).
 ///
 /// With `E_g` the mean path length over group `g`'s trees, a row's mean path length is
-/// `max(0, E_0 − Σ_{g≥1} max(0, tail_g − E_g))`: group 0 as a plain forest, and each later
+/// `max(0, E_0 − w · Σ_{g≥1} max(0, tail_g − E_g))`: group 0 as a plain forest, and each later
 /// group shortening it by how far below its tail (a low quantile of its training path
-/// lengths) the row falls there.
+/// lengths) the row falls there, times the groups' weight `w` (1 unless set: a shortening is
+/// measured on the later group's scale, which can be narrower than group 0's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TreeGroups {
     /// Exclusive end of each group's trees, increasing; the last is the tree count.
     ends: Vec<u32>,
     /// Per group after the first: the mean path length below which it adds.
     tails: Vec<f64>,
+    /// What the later groups' shortening is multiplied by, 1 to [`MAX_TREE_GROUP_WEIGHT`].
+    weight: u32,
 }
+
+/// Largest weight of the later groups' shortening ([`TreeGroups::with_weight`]).
+pub const MAX_TREE_GROUP_WEIGHT: u32 = 16;
 
 /// Most feature groups a forest may have.
 pub const MAX_TREE_GROUPS: usize = 16;
@@ -808,7 +814,28 @@ impl TreeGroups {
         {
             return bad(format!("group {}'s tail {t} is not a path length", g + 1));
         }
-        Ok(TreeGroups { ends, tails })
+        Ok(TreeGroups {
+            ends,
+            tails,
+            weight: 1,
+        })
+    }
+
+    /// The same groups with the later groups' shortening multiplied by `weight` (1 to
+    /// [`MAX_TREE_GROUP_WEIGHT`]; 1 is what [`TreeGroups::new`] gives).
+    pub fn with_weight(mut self, weight: u32) -> Result<Self, InvalidModel> {
+        if !(1..=MAX_TREE_GROUP_WEIGHT).contains(&weight) {
+            return Err(InvalidModel::TreeGroups(format!(
+                "weight {weight}; need 1 to {MAX_TREE_GROUP_WEIGHT}"
+            )));
+        }
+        self.weight = weight;
+        Ok(self)
+    }
+
+    /// What the later groups' shortening is multiplied by.
+    pub fn weight(&self) -> u32 {
+        self.weight
     }
 
     /// Each group's exclusive tree end.
@@ -844,7 +871,8 @@ impl TreeGroups {
             .iter()
             .zip(&means[1..])
             .map(|(&tail, &e)| (tail - e).max(0.0))
-            .sum();
+            .sum::<f64>()
+            * f64::from(self.weight);
         if shortening <= means[0] {
             (means[0] - shortening, 1.0)
         } else {
@@ -1018,12 +1046,12 @@ impl Forest {
             // otherwise spread evenly, so the sum still holds.
             let ratio = (means[g] - tail) / (means[g] - expected);
             if ratio.is_finite() && (0.0..=1.0).contains(&ratio) {
-                let f = ratio / n * clamp;
+                let f = ratio * f64::from(groups.weight) / n * clamp;
                 phi.iter_mut()
                     .zip(part.iter())
                     .for_each(|(p, v)| *p += v * f);
             } else {
-                let each = -shortening * clamp / x.len() as f64;
+                let each = -(shortening * f64::from(groups.weight)) * clamp / x.len() as f64;
                 phi.iter_mut().for_each(|p| *p += each);
             }
         }

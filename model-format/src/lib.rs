@@ -43,7 +43,8 @@ pub use codec::{FORMAT_VERSION, MAGIC, SectionInfo, section_table};
 pub use error::{DecodeError, EncodeError, ExplainError, InvalidModel, ScoreError};
 pub use explain::{MAX_PATH_FEATURES, TABLES_VERSION, TablesError, TablesTrust};
 pub use forest::{
-    Forest, MAX_TREE_GROUPS, Node, Tree, TreeGroups, average_path_length, leaf_path_length,
+    Forest, MAX_TREE_GROUP_WEIGHT, MAX_TREE_GROUPS, Node, Tree, TreeGroups, average_path_length,
+    leaf_path_length,
 };
 pub use normalize::{Normalization, NormalizeError, Payload};
 pub use scaler::Scaler;

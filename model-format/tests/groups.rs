@@ -105,6 +105,73 @@ fn explanations_add_up_and_credit_a_group_only_in_its_tail() {
     assert!(worst <= 1e-9, "additivity error {worst}");
 }
 
+/// A weight multiplies the later groups' shortening, in the score and in the explanation; the
+/// file keeps it, and a weight of 1 keeps the bytes a file had before weights.
+#[test]
+fn a_weight_multiplies_the_shortening_and_survives_the_file() {
+    let (rows, a, b) = parts();
+    let tail = median_path_length(&b, &rows);
+    let one = grouped(&a, &b, tail);
+    let groups = one
+        .forest()
+        .groups()
+        .unwrap()
+        .clone()
+        .with_weight(2)
+        .unwrap();
+    let forest = one.forest().clone().with_groups(groups).unwrap();
+    let m = Model::new(
+        a.features().to_vec(),
+        a.scaler().clone(),
+        forest,
+        a.metadata().to_vec(),
+    )
+    .unwrap();
+    let (mut phi, mut phi_one) = ([0.0; 5], [0.0; 5]);
+    let mut shortened = 0;
+    for row in rows.iter().step_by(7) {
+        let e0 = a.score(row).unwrap().mean_path_length;
+        let e1 = b.score(row).unwrap().mean_path_length;
+        let want = (e0 - 2.0 * (tail - e1).max(0.0)).max(0.0);
+        let e = m.explain(row, &mut phi).unwrap();
+        assert_eq!(e.score, m.score(row).unwrap());
+        assert_eq!(e.mean_path_length().to_bits(), want.to_bits());
+        let total = phi.iter().sum::<f64>() + e.expected_value;
+        assert!((total - e.mean_path_length()).abs() <= 1e-9);
+        let e_one = one.explain(row, &mut phi_one).unwrap();
+        if e1 < tail && want > 0.0 {
+            shortened += 1;
+            // Twice the later group's part of the weight-1 explanation.
+            let phi_a = {
+                let mut p = [0.0; 5];
+                a.explain(row, &mut p).unwrap();
+                p
+            };
+            for i in 0..5 {
+                let want = phi_a[i] + 2.0 * (phi_one[i] - phi_a[i]);
+                assert!((phi[i] - want).abs() <= 1e-12, "{i}: {} vs {want}", phi[i]);
+            }
+        } else if e1 >= tail {
+            assert_eq!(e.score, e_one.score);
+            assert_eq!(phi, phi_one);
+        }
+    }
+    assert!(shortened > 50, "{shortened}");
+    let bytes = m.to_bytes().unwrap();
+    let back = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(back.forest().groups().unwrap().weight(), 2);
+    assert_eq!(back, m);
+    // Weight 1 is written as the 0 of files before weights.
+    let old = one.to_bytes().unwrap();
+    let at = old.windows(4).position(|w| w == b"GRPS").unwrap() + 16 + 4;
+    assert_eq!(old[at..at + 4], [0, 0, 0, 0]);
+    assert_eq!(bytes[at..at + 4], 2u32.to_le_bytes());
+    for w in [0, model_format::MAX_TREE_GROUP_WEIGHT + 1] {
+        let g = one.forest().groups().unwrap().clone();
+        assert!(matches!(g.with_weight(w), Err(InvalidModel::TreeGroups(_))));
+    }
+}
+
 /// A batch job explains a grouped forest's rows as `explain` does, to the bit.
 #[test]
 fn rows_at_once_explain_a_grouped_forest_as_one_by_one() {

@@ -82,7 +82,7 @@ fn velocity_component(
         &params,
         Some(&velocity),
         how,
-        trainer::DEFAULT_VELOCITY_TAIL,
+        trainer::VelocityTail::default(),
     )
     .unwrap();
     // With the supervised classifier beside the forest (the labels of the same stream), so

@@ -160,6 +160,8 @@ pub enum ParamError {
     TooManyRows { rows: usize },
     #[error("the velocity tail must be a share in (0, 0.5], got {0}")]
     VelocityTail(f64),
+    #[error("the velocity weight must be 1 to {max}, got {0}", max = model_format::MAX_TREE_GROUP_WEIGHT)]
+    VelocityWeight(u32),
 }
 
 /// Parameters checked against a data size: ψ resolved and the tree depth limit derived.

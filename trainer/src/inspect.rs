@@ -58,6 +58,8 @@ pub struct TreeGroup {
     pub features: Vec<String>,
     /// The mean path length below which it shortens a row's (none for the first group).
     pub tail: Option<f64>,
+    /// What its shortening is multiplied by (none for the first group).
+    pub weight: Option<u32>,
 }
 
 /// The forest's feature groups as [`TreeGroup`]s.
@@ -86,6 +88,7 @@ fn tree_groups(model: &Model) -> Option<Vec<TreeGroup>> {
                         .map(|(f, _)| f.clone())
                         .collect(),
                     tail: g.checked_sub(1).map(|i| groups.tails()[i]),
+                    weight: g.checked_sub(1).map(|_| groups.weight()),
                 }
             })
             .collect(),
@@ -166,7 +169,10 @@ impl Report {
             let [a, b] = group.trees;
             let tail = match group.tail {
                 None => String::new(),
-                Some(t) => format!(", adding below mean path length {t:.6}"),
+                Some(t) => format!(
+                    ", adding below mean path length {t:.6}, times {}",
+                    group.weight.unwrap_or(1)
+                ),
             };
             let _ = writeln!(
                 s,

@@ -69,7 +69,7 @@ pub fn fit_with_velocity(
         params,
         velocity,
         VelocityForest::Mixed,
-        DEFAULT_VELOCITY_TAIL,
+        VelocityTail::default(),
     )
 }
 
@@ -93,18 +93,46 @@ pub enum VelocityForest {
 /// (tools/forest_groups.py measures the trade-off on a labelled stream).
 pub const DEFAULT_VELOCITY_TAIL: f64 = 0.1;
 
+/// Where and how much a separate velocity forest adds (`trainer fit --velocity-tail`,
+/// `--velocity-weight`; model-format's `TreeGroups`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VelocityTail {
+    /// The share (in (0, 0.5]) of training rows, most unusual in their velocity, for which
+    /// the velocity trees add.
+    pub share: f64,
+    /// What their shortening of the path length is multiplied by (1 to
+    /// `model_format::MAX_TREE_GROUP_WEIGHT`).
+    pub weight: u32,
+}
+
+impl Default for VelocityTail {
+    fn default() -> Self {
+        Self {
+            share: DEFAULT_VELOCITY_TAIL,
+            weight: 1,
+        }
+    }
+}
+
 /// [`fit_with_velocity`] with the velocity features in a forest of their own when `how` is
-/// [`VelocityForest::Separate`] (and the table has both kinds of features), adding in the
-/// `velocity_tail` share (in (0, 0.5]) of the training rows most unusual there.
+/// [`VelocityForest::Separate`] (and the table has both kinds of features), adding as `tail`
+/// says for the training rows most unusual there.
 pub fn fit_forest(
     table: &data::Table,
     params: &IsolationForestParams,
     velocity: Option<&model_format::velocity::VelocitySpec>,
     how: VelocityForest,
-    velocity_tail: f64,
+    tail: VelocityTail,
 ) -> Result<Model, FitError> {
+    let VelocityTail {
+        share: velocity_tail,
+        weight: velocity_weight,
+    } = tail;
     if !(velocity_tail > 0.0 && velocity_tail <= 0.5) {
         return Err(forest::ParamError::VelocityTail(velocity_tail).into());
+    }
+    if !(1..=model_format::MAX_TREE_GROUP_WEIGHT).contains(&velocity_weight) {
+        return Err(forest::ParamError::VelocityWeight(velocity_weight).into());
     }
     let mut timer = Timings::from_env();
     let n_rows = table.rows();
@@ -170,6 +198,10 @@ pub fn fit_forest(
     if grouped {
         metadata.push(("velocity_forest".to_string(), "separate".to_string()));
         metadata.push(("velocity_tail".to_string(), velocity_tail.to_string()));
+        // Recorded only when set, so models fitted before weights keep their bytes.
+        if velocity_weight != 1 {
+            metadata.push(("velocity_weight".to_string(), velocity_weight.to_string()));
+        }
     }
     timer.lap("fingerprint");
     let psi = valid.psi as u32;
@@ -189,6 +221,7 @@ pub fn fit_forest(
         let n0 = base.trees().len() as u32;
         let groups =
             model_format::TreeGroups::new(vec![n0, n0 + rest.trees().len() as u32], vec![tail])
+                .and_then(|g| g.with_weight(velocity_weight))
                 .map_err(internal)?;
         let trees = [base.trees(), rest.trees()].concat();
         let forest = Forest::new(trees, psi, -0.5)

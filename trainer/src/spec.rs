@@ -13,6 +13,7 @@
 //! supervised = true               # also learn from the label (`trainer fit --supervised`)
 //! velocity_forest = "separate"     # velocity features in trees of their own (`--velocity-forest`)
 //! velocity_tail = 0.1             # … adding for this share of training rows (`--velocity-tail`)
+//! velocity_weight = 1             # … by this multiple of how far below the tail (`--velocity-weight`)
 //!
 //! [[velocity]]                    # per-entity history features (model-format's velocity)
 //! name = "card_count_10m"
@@ -71,6 +72,8 @@ pub struct FeatureSpec {
     pub velocity_forest: Option<crate::VelocityForest>,
     /// The velocity trees' tail share (as `trainer fit --velocity-tail`).
     pub velocity_tail: Option<f64>,
+    /// The velocity trees' weight (as `trainer fit --velocity-weight`).
+    pub velocity_weight: Option<u32>,
 }
 
 /// One `[[velocity]]` entry.
