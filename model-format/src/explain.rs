@@ -670,6 +670,20 @@ fn tree_phi<const Q: usize, const L: usize>(
 /// arithmetic per row as one row alone, so each row's result is bit for bit what it gets alone.
 pub const ROWS: usize = 16;
 
+/// Whether [`forest_phi_rows`] beats one row at a time on this processor: with AVX2 only. As
+/// WebAssembly (no SIMD in the component) it took 2.3× as long per row as `forest_phi`
+/// (`bench_explain` under wasmtime), the lanes being scalar loops there.
+pub(crate) fn rows_at_once_pay() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Scratch for [`forest_phi_rows`], reused across calls: per node `Q × ROWS` lanes (held as
 /// up to 32 × ROWS), per split two flags per row, per feature the rows' sums.
 pub(crate) struct RowsScratch {

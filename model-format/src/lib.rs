@@ -436,7 +436,8 @@ impl Model {
     /// what [`Model::explain`] gives it alone, to the bit; the rows go through each tree
     /// several at a time ([`explain`] module: each split's record is read once for all of
     /// them and their arithmetic shares vector lanes), which is what makes a batch faster
-    /// than a loop over `explain` on the same core.
+    /// than a loop over `explain` on the same core — with AVX2; elsewhere (WebAssembly, x86
+    /// without AVX2) it explains them one by one, which is faster there.
     ///
     /// Errors like [`Model::explain`] for the first row it refuses; `out` then holds the
     /// explanations of the rows before that one, so the rows pushed in this call are its
@@ -461,6 +462,13 @@ impl Model {
                 found: rows.len() % n.max(1),
             }
             .into());
+        }
+        if !explain::rows_at_once_pay() {
+            // The same bits either way; without AVX2 one row at a time is the faster.
+            for (row, phi) in rows.chunks_exact(n).zip(phi.chunks_exact_mut(n)) {
+                out.push(self.explain(row, phi)?);
+            }
+            return Ok(());
         }
         let expected_value = self.expected_value();
         let mut scratch = explain::RowsScratch::new();
