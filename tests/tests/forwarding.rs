@@ -343,12 +343,13 @@ fn feedback_reaches_the_dashboard_and_listing() {
     let list: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(list["pagination"]["total"], 12);
     assert_eq!(list["transactions"].as_array().unwrap().len(), 5);
-    // Newest first.
-    let stamps: Vec<&str> = list["transactions"]
+    // Newest first, as times: RFC 3339 text does not sort (`…15.225Z` is a whole millisecond,
+    // after `…15.225727Z` as text).
+    let stamps: Vec<std::time::SystemTime> = list["transactions"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["timestamp"].as_str().unwrap())
+        .map(|t| humantime::parse_rfc3339(t["timestamp"].as_str().unwrap()).unwrap())
         .collect();
     assert!(stamps.windows(2).all(|w| w[0] >= w[1]), "{stamps:?}");
 }
