@@ -12,7 +12,9 @@ use model_format::normalize::{FeatureRule, LEGACY_FEATURES, Normalization, Sourc
 use model_format::{Forest, Model, Node, Scaler, Tree};
 
 fn main() -> std::io::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    // Cargo's run-time variable, not `env!`: a reused build would carry another checkout's path.
+    let package = std::env::var_os("CARGO_MANIFEST_DIR").expect("run with `cargo run --example`");
+    let root = Path::new(&package).join("fuzz/corpus");
     let decode = root.join("decode");
     let normalize = root.join("normalize");
     fs::create_dir_all(&decode)?;

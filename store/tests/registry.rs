@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 /// The repository's model, and the same forest under other metadata (so another version).
 fn models() -> (Vec<u8>, Vec<u8>) {
-    let a = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/model.sfm")).unwrap();
+    let a = std::fs::read(harness::repo_root().join("data/model.sfm")).unwrap();
     let m = Model::from_bytes(&a).unwrap();
     let b = Model::new(
         m.features().to_vec(),

@@ -62,7 +62,7 @@ async fn call(
 
 /// The repository's model file.
 fn model_bytes() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/model.sfm")).unwrap()
+    std::fs::read(harness::repo_root().join("data/model.sfm")).unwrap()
 }
 
 const POLICY: &str = "[[rule]]\nname = \"big\"\nwhen = \"amount > 9000\"\noutcome = \"review\"\n";

@@ -71,6 +71,18 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+/// The repository root: the parent of the running package's directory (every package is one
+/// level down), read at run time from cargo's `CARGO_MANIFEST_DIR`. Not `env!`: cargo's
+/// fingerprints do not see a checkout move, so a build reused from another checkout through a
+/// shared target directory would carry that checkout's path, and read its files.
+pub fn repo_root() -> PathBuf {
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    package
+        .parent()
+        .map_or(package.clone(), std::path::Path::to_path_buf)
+}
+
 pub mod edge;
 pub mod key_value;
 pub mod manifest;

@@ -137,8 +137,8 @@ pub fn memory_stores(path: &Path) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    fn root() -> &'static Path {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+    fn root() -> std::path::PathBuf {
+        crate::repo_root()
     }
 
     #[test]

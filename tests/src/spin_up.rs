@@ -59,7 +59,7 @@ pub fn spin_binary() -> PathBuf {
 
 /// The repository's `spin.toml`.
 pub fn repo_manifest() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../spin.toml")
+    crate::repo_root().join("spin.toml")
 }
 
 /// The repository's manifest, pointed at `component` and granted `key_value_stores`.

@@ -19,7 +19,7 @@ const TEMPLATE_LABEL: &str = "app.kubernetes.io/component";
 const TEMPLATE_VALUE: &str = "secret-template";
 
 fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    harness::repo_root()
 }
 
 fn read(rel: &str) -> String {

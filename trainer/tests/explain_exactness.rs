@@ -171,9 +171,7 @@ fn textbook(model: &Model, row: &[f64]) -> Vec<f64> {
 }
 
 fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared")
-        .join(rel)
+    harness::repo_root().join("../shared").join(rel)
 }
 
 /// Fits a default forest (100 trees, ψ = 256) to `path` and compares both explainers on

@@ -210,8 +210,7 @@ fn legacy_features_are_derived_from_raw_fields_like_the_edge_does() {
 
 #[test]
 fn adbench_files_train_on_every_numeric_column_but_the_label() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/adbench/cardio.parquet");
+    let path = harness::repo_root().join("../shared/data/adbench/cardio.parquet");
     assert!(path.exists(), "{} is missing", path.display());
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("cardio.sfm");

@@ -11,8 +11,8 @@ use std::time::Duration;
 use trainer::forest::{Contamination, IsolationForestParams, MaxSamples};
 
 /// The repository root.
-pub fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+pub fn root() -> PathBuf {
+    harness::repo_root()
 }
 
 /// A fitted model and a component embedding it, both inside `dir`.
@@ -74,7 +74,7 @@ pub fn build_component(model: &Path) -> PathBuf {
     });
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .current_dir(other.as_deref().unwrap_or(root()))
+        .current_dir(other.clone().unwrap_or_else(root))
         .args([
             "build",
             "--release",

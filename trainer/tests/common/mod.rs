@@ -30,10 +30,7 @@ pub fn p(path: &Path) -> &str {
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("trainer/ sits in the repo root")
-        .to_path_buf()
+    harness::repo_root()
 }
 
 /// Python for the tools: `SFE_PYTHON`, else `.venv/bin/python` at the repo root (made by
