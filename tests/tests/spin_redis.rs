@@ -223,6 +223,7 @@ fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_
     let outage = down.elapsed();
     std::thread::sleep(Duration::from_secs(4));
     load.stop();
+    let stopped = Instant::now();
     for c in clients {
         c.join().unwrap();
     }
@@ -245,14 +246,17 @@ fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_
             break rows;
         }
     };
+    let drained = stopped.elapsed();
     let distinct = common::count(&pg, "select count(distinct id) from transactions");
     let left = outbox(&redis);
     common::report(format!(
         "spin redis: 2 edges on one Redis under load (2 clients each), store down {:.1} s: \
          edge 1 answered {ok1} (failed {failed1}), edge 2 {ok2} (failed {failed2}) under load, \
          {answered} predictions in all, {waiting} outbox entries 5 s into the outage; {rows} rows, \
-         {distinct} distinct ids, {left} outbox entries left; edge 2 started on {vb} from Redis",
-        outage.as_secs_f64()
+         {distinct} distinct ids, {left} outbox entries left {:.1} s after the load stopped; \
+         edge 2 started on {vb} from Redis",
+        outage.as_secs_f64(),
+        drained.as_secs_f64()
     ));
     assert_eq!(
         (failed1, failed2),

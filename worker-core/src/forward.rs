@@ -16,10 +16,15 @@
 //! sends what has queued up as one batch (at most [`FORWARD_MAX_EVENTS`] events and
 //! [`FORWARD_MAX_BYTES`] bytes), retrying with exponential backoff, and deletes the journal
 //! entries it delivered. Events the store would still not take stay in (or, without the
-//! journal, are written to) the outbox and are sent again, oldest first, by later drains once
-//! the store answers. A drain takes the entries this instance failed to deliver and others'
-//! only once they are [`ORPHAN_AFTER_MS`] old (younger ones belong to a live instance's
-//! flush); it runs at most once a second per instance, and is started by any request — also `/api/health`, so a liveness probe drains an otherwise idle edge.
+//! journal, are written to) the outbox and are sent again by later drains once the store
+//! answers. A drain takes the entries this instance failed to deliver and others' only once
+//! they are [`ORPHAN_AFTER_MS`] old (younger ones belong to a live instance's flush); it starts
+//! at most once a second per instance, from any request — also `/api/health`, so a liveness
+//! probe drains an otherwise idle edge. It sends a POST's worth at a time, the instance's new
+//! events first, and starts at a random entry: after an outage every new instance drains the
+//! same large outbox, and from different starting points they share the work instead of each
+//! reading all of it (an entry found gone was another drain's; after a run of them the drain
+//! stops and a later one lists what is left).
 //!
 //! A batch the store refuses as a client error (400, 413) is not retried as a whole: the store
 //! names the first bad event (`index`), which alone goes to `deadletter/<UUIDv7>` for an
@@ -193,77 +198,118 @@ impl Forwarder {
         }
     }
 
-    /// Sends queued events until none are left, then drains the outbox if the store is up.
+    /// Sends queued events until none are left, then drains the outbox if the store is up, a
+    /// POST's worth at a time with the events queued meanwhile sent first: a long drain does
+    /// not hold up the edge's new events.
     async fn flush<H: Host>(&'static self, host: &'static H, config: &'static StoreConfig) {
         let mut stuck = false;
+        let mut drain: Option<Drain> = None;
+        let mut waited = false;
         loop {
-            // Let events gather first: one POST per flush interval, not one per request, keeps
-            // the store's and the database's share of the CPU (which the edge may share) small.
-            if self.pending.borrow().len() < FORWARD_MAX_EVENTS {
-                host.sleep(FLUSH_INTERVAL_NS).await;
-            }
-            let (keys, batch) = self.take_batch();
-            if batch.is_empty() {
-                break;
-            }
-            let sent = if host.monotonic_ns() < self.down_until.get() {
-                Sent::Stopped {
-                    left: batch,
-                    why: "store marked down after a recent failure".into(),
+            while !self.pending.borrow().is_empty() {
+                // Let events gather first: one POST per flush interval, not one per request,
+                // keeps the store's and the database's share of the CPU (which the edge may
+                // share) small.
+                if self.pending.borrow().len() < FORWARD_MAX_EVENTS {
+                    host.sleep(FLUSH_INTERVAL_NS).await;
                 }
-            } else {
-                self.send(host, config, batch, true).await
-            };
-            match sent {
-                Sent::All => delete_all(host, &keys).await,
-                // Journaled: the events are in the outbox already; a drain sends them.
-                Sent::Stopped { left, why } if !keys.is_empty() => {
-                    self.down_until.set(host.monotonic_ns() + COOL_DOWN_NS);
-                    self.outbox_maybe_full.set(true);
-                    self.own_undelivered.borrow_mut().extend(keys);
-                    eprintln!(
-                        "worker: store delivery failed ({why}); {} event(s) stay in the outbox",
-                        left.len()
-                    );
+                let (keys, batch) = self.take_batch();
+                if batch.is_empty() {
+                    break;
                 }
-                Sent::Stopped { left, why } => {
-                    self.down_until.set(host.monotonic_ns() + COOL_DOWN_NS);
-                    if !self.park(host, OUTBOX, &left, &why).await {
-                        stuck = true;
-                        break;
-                    }
-                }
-                Sent::Stuck => {
+                if !self.forward(host, config, keys, batch).await {
                     stuck = true;
                     break;
                 }
             }
-        }
-        let now = host.monotonic_ns();
-        if !stuck
-            && self.outbox_maybe_full.get()
-            && now >= self.down_until.get()
-            && now >= self.next_drain.get()
-        {
-            self.next_drain.set(now + DRAIN_INTERVAL_NS);
-            // Entries left behind by an instance that stopped delivering (a store outage, a
-            // retired instance) are not yet orphans when the last request comes: this task
-            // waits for them once, so an edge that goes idle right after still drains.
-            if let Some(wait_ns) = self.drain_outbox(host, config).await {
-                host.sleep(wait_ns).await;
-                if host.monotonic_ns() >= self.down_until.get() {
-                    self.next_drain.set(host.monotonic_ns() + DRAIN_INTERVAL_NS);
-                    self.drain_outbox(host, config).await;
+            if stuck {
+                break;
+            }
+            let now = host.monotonic_ns();
+            let Some(current) = drain.as_mut() else {
+                if !(self.outbox_maybe_full.get()
+                    && now >= self.down_until.get()
+                    && now >= self.next_drain.get())
+                {
+                    break;
+                }
+                self.next_drain.set(now + DRAIN_INTERVAL_NS);
+                match self.list_outbox(host).await {
+                    Some(listed) => drain = Some(listed),
+                    None => break,
+                }
+                continue;
+            };
+            match self.drain_step(host, config, current).await {
+                Step::More => {}
+                Step::Stopped => break,
+                Step::Done => {
+                    let done = drain.take().expect("a drain under way");
+                    self.outbox_maybe_full.set(done.skipped);
+                    // Entries left behind by an instance that stopped delivering (a store
+                    // outage, a retired instance) are not yet orphans when the last request
+                    // comes: this task waits for them once, so an edge that goes idle right
+                    // after still drains.
+                    match done.wait_ns() {
+                        Some(wait_ns) if !waited => {
+                            waited = true;
+                            host.sleep(wait_ns).await;
+                            self.next_drain.set(0);
+                        }
+                        _ => break,
+                    }
                 }
             }
         }
         self.flushing.set(false);
-        // Events queued while the outbox was draining would otherwise wait for the next
-        // request. Not after a key-value failure: they wait in memory for the next request
-        // rather than keep a task spinning (and the instance alive).
+        // Events queued at the very end would otherwise wait for the next request. Not after a
+        // key-value failure: they wait in memory for the next request rather than keep a task
+        // spinning (and the instance alive).
         if !stuck && !self.pending.borrow().is_empty() && !self.flushing.replace(true) {
             host.spawn(Box::pin(self.flush(host, config)));
         }
+    }
+
+    /// Sends one batch of queued events (journaled under `keys`); false if they are back in
+    /// memory because the key-value store failed too.
+    async fn forward<H: Host>(
+        &self,
+        host: &H,
+        config: &StoreConfig,
+        keys: Vec<String>,
+        batch: Vec<String>,
+    ) -> bool {
+        // In the cool-down after a failure nothing is sent, and the cool-down is not renewed:
+        // the first batch after it tries the store again, however busy the edge.
+        let (left, why) = if host.monotonic_ns() < self.down_until.get() {
+            (
+                batch,
+                "store marked down after a recent failure".to_string(),
+            )
+        } else {
+            match self.send(host, config, batch, true).await {
+                Sent::All => {
+                    delete_all(host, &keys).await;
+                    return true;
+                }
+                Sent::Stuck => return false,
+                Sent::Stopped { left, why } => {
+                    self.down_until.set(host.monotonic_ns() + COOL_DOWN_NS);
+                    (left, why)
+                }
+            }
+        };
+        if keys.is_empty() {
+            return self.park(host, OUTBOX, &left, &why).await;
+        }
+        // Journaled: the events are in the outbox already; a drain sends them.
+        self.outbox_maybe_full.set(true);
+        self.own_undelivered.borrow_mut().extend(keys);
+        eprintln!(
+            "worker: store delivery failed ({why}); {} event(s) stay in the outbox",
+            left.len()
+        );
+        true
     }
 
     /// The oldest pending entries that fit one request (whole entries, at least one), with
@@ -357,103 +403,190 @@ impl Forwarder {
         }
     }
 
-    /// Sends outbox entries at least [`ORPHAN_AFTER_MS`] old, oldest first and several per
-    /// request, deleting them once the store has them; stops when the store is down again.
-    /// Redelivery (an entry sent twice by two instances, or after a lost answer) is harmless:
-    /// the store deduplicates by event id. Returns how long to wait before entries it left
-    /// become orphans, when some look abandoned already (older than [`STALE_AFTER_MS`]; a live
-    /// flush delivers its entries within milliseconds).
-    async fn drain_outbox<H: Host>(&self, host: &H, config: &StoreConfig) -> Option<u64> {
-        let Ok(keys) = host.kv_keys().await else {
-            return None;
-        };
+    /// Lists the outbox entries a drain takes: this instance's own undelivered ones, and
+    /// others' once [`ORPHAN_AFTER_MS`] old. Oldest first from a random entry on: every new
+    /// instance drains, and after an outage many start at once on the same large outbox;
+    /// from different starting points they send different entries rather than all the same.
+    async fn list_outbox<H: Host>(&self, host: &H) -> Option<Drain> {
+        let keys = host.kv_keys().await.ok()?;
         let mut keys: Vec<String> = keys.into_iter().filter(|k| k.starts_with(OUTBOX)).collect();
         keys.sort();
         let now_ms = host.now().timestamp_millis();
-        let age = |k: &String| now_ms - key_millis(k).unwrap_or(0);
-        // Of the entries left, the youngest that looks abandoned already.
-        let (mut taken, mut skipped, mut youngest_stale) = (Vec::new(), false, None);
-        {
-            let own = self.own_undelivered.borrow();
-            for k in keys {
-                if own.contains(&k) || age(&k) >= ORPHAN_AFTER_MS {
-                    taken.push(k);
-                } else {
-                    skipped = true;
-                    let a = age(&k);
-                    if a >= STALE_AFTER_MS && youngest_stale.is_none_or(|y| a < y) {
-                        youngest_stale = Some(a);
-                    }
-                }
-            }
-        }
-        let keys = taken;
-        let mut entries: Vec<(String, Vec<String>)> = Vec::new();
+        let own = self.own_undelivered.borrow();
+        let mut drain = Drain::default();
         for key in keys {
-            let body = match host.kv_get(&key).await {
-                Ok(Some(body)) => body,
-                // Another instance drained it meanwhile.
-                Ok(None) => continue,
-                Err(_) => return None,
+            let age = now_ms - key_millis(&key).unwrap_or(0);
+            if own.contains(&key) || age >= ORPHAN_AFTER_MS {
+                drain.keys.push(key);
+            } else {
+                drain.skipped = true;
+                if age >= STALE_AFTER_MS && drain.youngest_stale.is_none_or(|y| age < y) {
+                    drain.youngest_stale = Some(age);
+                }
+            }
+        }
+        if !drain.keys.is_empty() {
+            let start = u64::from_le_bytes(host.random_bytes::<8>()) % drain.keys.len() as u64;
+            drain.keys.rotate_left(start as usize);
+        }
+        Some(drain)
+    }
+
+    /// Sends the next POST's worth of a drain's entries and deletes them once the store has
+    /// them. Redelivery (an entry sent by two instances, or after a lost answer) is harmless:
+    /// the store deduplicates by event id.
+    async fn drain_step<H: Host>(&self, host: &H, config: &StoreConfig, drain: &mut Drain) -> Step {
+        let mut budget = Budget::default();
+        let mut batch: Vec<(String, Vec<String>)> = Vec::new();
+        loop {
+            let (key, events) = if let Some(entry) = drain.carried.take() {
+                entry
+            } else {
+                let Some(key) = drain.keys.get(drain.next).cloned() else {
+                    break;
+                };
+                drain.next += 1;
+                let body = match host.kv_get(&key).await {
+                    Ok(Some(body)) => body,
+                    // Another instance delivered it meanwhile: a run of these means this
+                    // drain has caught up with another; a later listing goes on from what
+                    // is left.
+                    Ok(None) => {
+                        drain.gone_in_a_row += 1;
+                        if drain.gone_in_a_row >= GONE_BEFORE_RELISTING {
+                            drain.skipped = true;
+                            drain.keys.clear();
+                        }
+                        continue;
+                    }
+                    Err(_) => return Step::Stopped,
+                };
+                drain.gone_in_a_row = 0;
+                match serde_json::from_slice::<Vec<Value>>(&body) {
+                    Ok(events) => (key, events.iter().map(Value::to_string).collect()),
+                    Err(e) => {
+                        // Not ours to parse: keep it for an operator, out of the way.
+                        let text = String::from_utf8_lossy(&body).into_owned();
+                        let dead = format!("{DEAD_LETTER}{}", &key[OUTBOX.len()..]);
+                        if host.kv_set(&dead, text.as_bytes()).await.is_err()
+                            || host.kv_delete(&key).await.is_err()
+                        {
+                            return Step::Stopped;
+                        }
+                        eprintln!(
+                            "worker: outbox entry {key} is not a JSON array: {e}; moved to the dead letters"
+                        );
+                        continue;
+                    }
+                }
             };
-            match serde_json::from_slice::<Vec<Value>>(&body) {
-                Ok(events) => entries.push((key, events.iter().map(Value::to_string).collect())),
-                Err(e) => {
-                    // Not ours to parse: keep it for an operator, out of the way.
-                    let text = String::from_utf8_lossy(&body).into_owned();
-                    let dead = format!("{DEAD_LETTER}{}", &key[OUTBOX.len()..]);
-                    if host.kv_set(&dead, text.as_bytes()).await.is_err() {
-                        return None;
-                    }
-                    eprintln!(
-                        "worker: outbox entry {key} is not a JSON array: {e}; moved to the dead letters"
-                    );
-                    if host.kv_delete(&key).await.is_err() {
-                        return None;
-                    }
-                }
+            if !budget.admit(&events) {
+                drain.carried = Some((key, events));
+                break;
             }
+            batch.push((key, events));
         }
-        let mut rest = entries.as_slice();
-        while !rest.is_empty() {
-            let n = fitting(rest.iter().map(|(_, events)| events.as_slice()));
-            let (batch, later) = rest.split_at(n);
-            rest = later;
-            let events: Vec<String> = batch.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
-            match self.send(host, config, events, false).await {
-                Sent::All => {
-                    let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
-                    delete_all(host, &keys).await;
-                    let mut own = self.own_undelivered.borrow_mut();
-                    keys.iter().for_each(|k| {
-                        own.remove(k);
-                    });
-                }
-                Sent::Stopped { .. } => {
-                    self.down_until.set(host.monotonic_ns() + COOL_DOWN_NS);
-                    return None;
-                }
-                Sent::Stuck => return None,
+        if batch.is_empty() {
+            return Step::Done;
+        }
+        let events: Vec<String> = batch.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+        match self.send(host, config, events, false).await {
+            Sent::All => {
+                let keys: Vec<String> = batch.into_iter().map(|(k, _)| k).collect();
+                delete_all(host, &keys).await;
+                let mut own = self.own_undelivered.borrow_mut();
+                keys.iter().for_each(|k| {
+                    own.remove(k);
+                });
+                Step::More
             }
+            Sent::Stopped { .. } => {
+                self.down_until.set(host.monotonic_ns() + COOL_DOWN_NS);
+                Step::Stopped
+            }
+            Sent::Stuck => Step::Stopped,
         }
-        // Young entries are some flush's, or a later drain's.
-        self.outbox_maybe_full.set(skipped);
-        youngest_stale.map(|ms| (ORPHAN_AFTER_MS - ms).max(0) as u64 * 1_000_000 + 1_000_000)
+    }
+}
+
+/// Entries a drain found gone one after another (delivered by another instance's drain) before
+/// it stops and leaves the rest to a later listing.
+const GONE_BEFORE_RELISTING: usize = 32;
+
+/// An outbox drain under way.
+#[derive(Default)]
+struct Drain {
+    /// The entries it takes, in the order it sends them.
+    keys: Vec<String>,
+    /// The next of `keys` to read.
+    next: usize,
+    /// An entry read that did not fit the last POST.
+    carried: Option<(String, Vec<String>)>,
+    /// Entries found gone since the last one read.
+    gone_in_a_row: usize,
+    /// Entries were left for later: young ones, or the rest after a run of gone ones.
+    skipped: bool,
+    /// The age (ms) of the youngest entry left that looks abandoned already (older than
+    /// [`STALE_AFTER_MS`]; a live flush delivers its entries within milliseconds).
+    youngest_stale: Option<i64>,
+}
+
+impl Drain {
+    /// How long to wait before the entries it left become orphans, when some look abandoned.
+    fn wait_ns(&self) -> Option<u64> {
+        self.youngest_stale
+            .map(|ms| (ORPHAN_AFTER_MS - ms).max(0) as u64 * 1_000_000 + 1_000_000)
+    }
+}
+
+/// Where a drain got to after one step.
+enum Step {
+    /// One POST delivered; more may follow.
+    More,
+    /// Nothing left to send.
+    Done,
+    /// The store or the key-value store failed: a later drain goes on.
+    Stopped,
+}
+
+/// What one POST may still hold.
+struct Budget {
+    entries: usize,
+    events: usize,
+    bytes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            entries: 0,
+            events: 0,
+            bytes: 2,
+        }
+    }
+}
+
+impl Budget {
+    /// Takes `entry` (one request's events, kept whole) if it fits; the first always does.
+    fn admit(&mut self, entry: &[String]) -> bool {
+        let size: usize = entry.iter().map(|e| e.len() + 1).sum();
+        if self.entries > 0
+            && (self.events + entry.len() > FORWARD_MAX_EVENTS
+                || self.bytes + size > FORWARD_MAX_BYTES)
+        {
+            return false;
+        }
+        self.entries += 1;
+        self.events += entry.len();
+        self.bytes += size;
+        true
     }
 }
 
 /// How many of `entries` (each one request's events, kept whole) fit one POST: at least one.
 fn fitting<'a>(entries: impl Iterator<Item = &'a [String]>) -> usize {
-    let (mut n, mut events, mut bytes) = (0, 0, 2);
-    for entry in entries {
-        let size: usize = entry.iter().map(|e| e.len() + 1).sum();
-        if n > 0 && (events + entry.len() > FORWARD_MAX_EVENTS || bytes + size > FORWARD_MAX_BYTES)
-        {
-            break;
-        }
-        (n, events, bytes) = (n + 1, events + entry.len(), bytes + size);
-    }
-    n
+    let mut budget = Budget::default();
+    entries.take_while(|entry| budget.admit(entry)).count()
 }
 
 /// Longest a journal write keeps retrying before the request is answered 503.

@@ -686,8 +686,8 @@ fn a_refused_batch_without_an_index_is_halved_down_to_the_bad_event() {
     refused_event_is_dead_lettered_alone(false);
 }
 
-#[test]
-fn outage_goes_to_the_outbox_and_drains_oldest_first_once_the_store_is_back() {
+/// A host whose store refuses connections until the returned flag is set.
+fn host_with_a_store_that_is_down() -> (&'static FakeHost, std::rc::Rc<Cell<bool>>) {
     let up = std::rc::Rc::new(Cell::new(false));
     let flag = up.clone();
     let host = FakeHost::new(Box::new(move |events| {
@@ -697,6 +697,12 @@ fn outage_goes_to_the_outbox_and_drains_oldest_first_once_the_store_is_back() {
             PostAnswer::Failed("connection refused".into())
         }
     }));
+    (host, up)
+}
+
+#[test]
+fn outage_goes_to_the_outbox_and_drains_once_the_store_is_back() {
+    let (host, up) = host_with_a_store_that_is_down();
     let app = app_with(host, |_| {});
     let mut ids = Vec::new();
     for i in 0..30 {
@@ -730,6 +736,25 @@ fn outage_goes_to_the_outbox_and_drains_oldest_first_once_the_store_is_back() {
     sorted.sort();
     ids.sort();
     assert_eq!(sorted, ids, "every prediction delivered exactly once");
+    assert!(host.keys(OUTBOX).is_empty());
+}
+
+#[test]
+fn a_busy_edge_tries_the_store_again_after_the_cool_down() {
+    let (host, up) = host_with_a_store_that_is_down();
+    let app = app_with(host, |_| {});
+    predict(app, 0);
+    host.run_tasks();
+    assert_eq!(host.delivered().len(), 0);
+    up.set(true);
+    // A request every 100 ms: the flushes in the cool-down leave their events in the outbox
+    // but must not renew it, or an edge that never pauses would never try the store again.
+    for i in 1..=30 {
+        host.clock.set(host.clock.get() + 100_000_000);
+        predict(app, i);
+        host.run_tasks();
+    }
+    assert_eq!(host.delivered().len(), 31);
     assert!(host.keys(OUTBOX).is_empty());
 }
 
