@@ -77,14 +77,16 @@ fn velocity_component(
         ..IsolationForestParams::default()
     };
     let velocity = spec().velocity_spec().unwrap().unwrap();
-    let model = trainer::fit_forest(
-        &data.table,
-        &params,
-        Some(&velocity),
-        how,
-        trainer::VelocityTail::default(),
-    )
-    .unwrap();
+    // Separate as docs/trainer.md recommends it for the forest alone (a 30 % tail, weight 2),
+    // so that the edge is compared on a weighted grouped forest.
+    let tail = match how {
+        trainer::VelocityForest::Separate => trainer::VelocityTail {
+            share: 0.3,
+            weight: 2,
+        },
+        trainer::VelocityForest::Mixed => trainer::VelocityTail::default(),
+    };
+    let model = trainer::fit_forest(&data.table, &params, Some(&velocity), how, tail).unwrap();
     // With the supervised classifier beside the forest (the labels of the same stream), so
     // the parity covers fraud_probability and its explanation too.
     let supervised = trainer::supervised::SupervisedParams {
@@ -268,7 +270,13 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
     let probabilities = trainer::supervised::probabilities(&model, &expected.table)
         .unwrap()
         .unwrap();
-    assert!(model.forest().groups().is_some());
+    assert_eq!(
+        model
+            .forest()
+            .groups()
+            .map(model_format::TreeGroups::weight),
+        Some(2)
+    );
     let n = model.features().len();
     let (mut p_mismatches, mut phi_mismatches, mut factors) = (0, 0, 0);
     // The forest in feature groups: its score and exact explanation, edge against trainer.
