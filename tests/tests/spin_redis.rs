@@ -3,7 +3,8 @@
 //! store and a throwaway PostgreSQL: the registry model one edge pulled is what the other
 //! starts on, and with the store stopped under load (two clients per edge, as fast as the
 //! edges answer) both keep answering, their outboxes in Redis; once the store is back every
-//! answered prediction is one row.
+//! answered prediction is one row. Edge 1 runs Spin's instance reuse, edge 2 the recommended
+//! `--max-instance-reuse-count 100000`.
 
 mod common;
 
@@ -19,6 +20,10 @@ use serde_json::{Value, json};
 
 /// Model A, embedded (the same build as forwarding.rs and rollout.rs).
 static BUILT: LazyLock<common::Built> = LazyLock::new(|| common::fit_and_build(2_000, 11, 50));
+
+/// The `--max-instance-reuse-count` docs/edge.md recommends (Spin's default is
+/// [`harness::DEFAULT_MAX_REUSE`]).
+const RECOMMENDED_REUSE: usize = 100_000;
 
 /// The edge's default `model_refresh_secs`.
 const INTERVAL: Duration = Duration::from_secs(worker_core::DEFAULT_MODEL_REFRESH_SECS);
@@ -47,8 +52,12 @@ fn runtime_config(dir: &Path, redis: &TempRedis) -> PathBuf {
     path
 }
 
-fn edge(store_url: &str, runtime_config: &Path) -> SpinUp {
+/// An edge; `max_reuse` is `--max-instance-reuse-count`: edge 1 runs Spin's default (an
+/// instance per 128 requests), edge 2 the recommended one (instances that live through the
+/// whole outage, so a cool-down that renewed itself would keep them from ever delivering).
+fn edge(store_url: &str, runtime_config: &Path, max_reuse: usize) -> SpinUp {
     let mut config = harness::HarnessConfig::new(&BUILT.component);
+    config.max_reuse = max_reuse;
     config.variables = vec![
         ("store_url".into(), store_url.into()),
         ("store_token".into(), TOKEN.into()),
@@ -168,7 +177,7 @@ fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_
     assert_eq!(r.status(), 200);
 
     // Edge 1 pulls B into Redis.
-    let first = edge(&store_url, &rc);
+    let first = edge(&store_url, &rc, harness::DEFAULT_MAX_REUSE);
     let mut answered = 0u64;
     let mut i = 0;
     let deadline = Instant::now() + 2 * INTERVAL;
@@ -203,7 +212,7 @@ fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_
     // once and takes load too.
     drop(store.take());
     let down = Instant::now();
-    let second = edge(&store_url, &rc);
+    let second = edge(&store_url, &rc, RECOMMENDED_REUSE);
     let h = health(&second.url());
     assert_eq!(
         (h["model_version"].as_str(), h["model_source"].as_str()),
@@ -254,7 +263,7 @@ fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_
          edge 1 answered {ok1} (failed {failed1}), edge 2 {ok2} (failed {failed2}) under load, \
          {answered} predictions in all, {waiting} outbox entries 5 s into the outage; {rows} rows, \
          {distinct} distinct ids, {left} outbox entries left {:.1} s after the load stopped; \
-         edge 2 started on {vb} from Redis",
+         edge 2 (reuse {RECOMMENDED_REUSE}) started on {vb} from Redis",
         outage.as_secs_f64(),
         drained.as_secs_f64()
     ));

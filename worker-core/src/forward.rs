@@ -20,8 +20,8 @@
 //! answers. A drain takes the entries this instance failed to deliver and others' only once
 //! they are [`ORPHAN_AFTER_MS`] old (younger ones belong to a live instance's flush); it starts
 //! at most once a second per instance, from any request — also `/api/health`, so a liveness
-//! probe drains an otherwise idle edge. It sends a POST's worth at a time, the instance's new
-//! events first, and starts at a random entry: after an outage every new instance drains the
+//! probe drains an otherwise idle edge. It sends a POST's worth at a time, in turn with the
+//! instance's new events, and starts at a random entry: after an outage every new instance drains the
 //! same large outbox, and from different starting points they share the work instead of each
 //! reading all of it (an entry found gone was another drain's; after a run of them the drain
 //! stops and a later one lists what is left).
@@ -198,15 +198,16 @@ impl Forwarder {
         }
     }
 
-    /// Sends queued events until none are left, then drains the outbox if the store is up, a
-    /// POST's worth at a time with the events queued meanwhile sent first: a long drain does
-    /// not hold up the edge's new events.
+    /// Sends queued events until none are left and drains the outbox when it may hold entries
+    /// and the store is up: a batch of new events, then a POST's worth of the outbox, in turn,
+    /// so that neither waits for the other to end (a busy long-lived instance always has new
+    /// events; a large outbox takes seconds).
     async fn flush<H: Host>(&'static self, host: &'static H, config: &'static StoreConfig) {
         let mut stuck = false;
         let mut drain: Option<Drain> = None;
         let mut waited = false;
         loop {
-            while !self.pending.borrow().is_empty() {
+            if !self.pending.borrow().is_empty() {
                 // Let events gather first: one POST per flush interval, not one per request,
                 // keeps the store's and the database's share of the CPU (which the edge may
                 // share) small.
@@ -214,51 +215,47 @@ impl Forwarder {
                     host.sleep(FLUSH_INTERVAL_NS).await;
                 }
                 let (keys, batch) = self.take_batch();
-                if batch.is_empty() {
-                    break;
-                }
-                if !self.forward(host, config, keys, batch).await {
+                if !batch.is_empty() && !self.forward(host, config, keys, batch).await {
                     stuck = true;
                     break;
                 }
             }
-            if stuck {
-                break;
-            }
-            let now = host.monotonic_ns();
-            let Some(current) = drain.as_mut() else {
-                if !(self.outbox_maybe_full.get()
-                    && now >= self.down_until.get()
-                    && now >= self.next_drain.get())
-                {
-                    break;
-                }
-                self.next_drain.set(now + DRAIN_INTERVAL_NS);
-                match self.list_outbox(host).await {
-                    Some(listed) => drain = Some(listed),
-                    None => break,
-                }
-                continue;
-            };
-            match self.drain_step(host, config, current).await {
-                Step::More => {}
-                Step::Stopped => break,
-                Step::Done => {
-                    let done = drain.take().expect("a drain under way");
-                    self.outbox_maybe_full.set(done.skipped);
-                    // Entries left behind by an instance that stopped delivering (a store
-                    // outage, a retired instance) are not yet orphans when the last request
-                    // comes: this task waits for them once, so an edge that goes idle right
-                    // after still drains.
-                    match done.wait_ns() {
-                        Some(wait_ns) if !waited => {
+            if let Some(current) = drain.as_mut() {
+                match self.drain_step(host, config, current).await {
+                    Step::More => {}
+                    Step::Stopped => drain = None,
+                    Step::Done => {
+                        let done = drain.take().expect("a drain under way");
+                        self.outbox_maybe_full.set(done.skipped);
+                        // Entries left behind by an instance that stopped delivering (a store
+                        // outage, a retired instance) are not yet orphans when the last
+                        // request comes: an instance with nothing else to do waits for them
+                        // once, so an edge that goes idle right after still drains.
+                        if let Some(wait_ns) = done.wait_ns()
+                            && !waited
+                            && self.pending.borrow().is_empty()
+                        {
                             waited = true;
                             host.sleep(wait_ns).await;
                             self.next_drain.set(0);
                         }
-                        _ => break,
                     }
                 }
+                continue;
+            }
+            let now = host.monotonic_ns();
+            if self.outbox_maybe_full.get()
+                && now >= self.down_until.get()
+                && now >= self.next_drain.get()
+            {
+                self.next_drain.set(now + DRAIN_INTERVAL_NS);
+                drain = self.list_outbox(host).await;
+                if drain.is_some() {
+                    continue;
+                }
+            }
+            if self.pending.borrow().is_empty() {
+                break;
             }
         }
         self.flushing.set(false);
