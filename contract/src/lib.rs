@@ -51,6 +51,7 @@ pub mod limits;
 pub mod models;
 pub mod reads;
 pub mod signing;
+pub mod time;
 
 pub use event::{
     BatchError, Event, FeatureMap, Feedback, FieldError, IngestAnswer, IngestRejection,

@@ -42,6 +42,7 @@ pub struct ModelVersion {
     /// The model's metadata (trainer, seed, training metrics...), as stored in the file.
     pub metadata: std::collections::BTreeMap<String, String>,
     /// When and by whom it was uploaded; None for a version only seen in forwarded events.
+    #[serde(default, with = "crate::time::micros_option")]
     pub uploaded_at: Option<DateTime<Utc>>,
     /// The name of the store token that uploaded it (or, for uploads before the store had
     /// named tokens, what the uploader called itself).
@@ -50,8 +51,10 @@ pub struct ModelVersion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_note: Option<String>,
     /// First and last time an edge scored with it (from forwarded events).
+    #[serde(default, with = "crate::time::micros_option")]
     pub first_seen: Option<DateTime<Utc>>,
     /// See `first_seen`.
+    #[serde(default, with = "crate::time::micros_option")]
     pub last_seen: Option<DateTime<Utc>>,
     /// The channels that point at it now.
     pub channels: Vec<String>,
@@ -89,6 +92,7 @@ pub struct Channels {
     /// Increases with every change; the ETag.
     pub revision: i64,
     /// When the last change happened.
+    #[serde(default, with = "crate::time::micros_option")]
     pub changed_at: Option<DateTime<Utc>>,
 }
 
@@ -115,6 +119,7 @@ pub struct ChannelChange {
     /// New version.
     pub to: Option<String>,
     /// When.
+    #[serde(with = "crate::time::micros")]
     pub changed_at: DateTime<Utc>,
     /// Who: the name of the store token that made the change.
     pub changed_by: String,
@@ -351,6 +356,7 @@ pub struct Disagreement {
     /// The transaction.
     pub transaction_id: uuid::Uuid,
     /// When it was scored.
+    #[serde(with = "crate::time::micros")]
     pub scored_at: DateTime<Utc>,
     /// Live `anomaly_score` and decision.
     pub live_score: f64,
@@ -399,6 +405,7 @@ pub struct Drift {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftWindow {
     /// Start of the hour (None for the whole window).
+    #[serde(default, with = "crate::time::micros_option")]
     pub hour: Option<DateTime<Utc>>,
     /// Transactions scored by the model in it.
     pub transactions: i64,

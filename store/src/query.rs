@@ -1,7 +1,7 @@
 //! Read side: the legacy dashboard, the transaction listing and the labelled export.
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -20,9 +20,7 @@ use contract::reads::{
     LegacyNumber, ListingCursor, Pagination, TransactionPage, TransactionRow,
 };
 
-pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
+pub(crate) use contract::time::format as rfc3339;
 
 /// Percentage with a zero denominator defined as 0.
 fn percent(part: i64, whole: i64) -> f64 {
