@@ -527,7 +527,7 @@ async fn export_returns_labelled_rows() {
     assert_eq!(labels, ["", "0", "", "1", "0", "1"], "{csv}");
     assert_eq!(lines[1][8], "c-7");
     assert_eq!(
-        lines[1][13], "2026-11-30T12:00:00.500Z",
+        lines[1][13], "2026-11-30T12:00:00.500000Z",
         "the payload's own time"
     );
     for l in &lines[2..] {
