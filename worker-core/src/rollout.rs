@@ -360,7 +360,7 @@ impl Models {
         }
         match models.and(policy) {
             Ok(()) => {
-                state.last_refresh = Some(host.now().to_rfc3339());
+                state.last_refresh = Some(crate::predict::iso_millis(host.now()));
                 state.last_error = None;
                 state.refused = None;
             }

@@ -985,7 +985,12 @@ fn a_promoted_model_is_pulled_verified_stored_and_served() {
     assert_eq!(predict_and_settle(host, app, 1), vb);
     let (_, health) = call(app, request("GET", "/api/health", ""));
     assert_eq!(health["model_source"], "registry");
-    assert!(health["last_refresh"].is_string(), "{health}");
+    // RFC 3339 in UTC with milliseconds, as every time the edge prints.
+    let refreshed = health["last_refresh"].as_str().unwrap_or_default();
+    assert!(
+        refreshed.len() == 24 && chrono::DateTime::parse_from_rfc3339(refreshed).is_ok(),
+        "{health}"
+    );
     let parts = host.keys("model/tables/");
     assert!(
         parts.len() >= 2,
