@@ -93,6 +93,23 @@ fn outbox(redis: &TempRedis) -> usize {
         .count()
 }
 
+/// The age range (ms) of the outbox entries in Redis, from the time in their UUIDv7 keys: on a
+/// failure, whether what is left dates from the outage or from the last moments' traffic.
+fn outbox_ages(redis: &TempRedis) -> Option<(i64, i64)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as i64;
+    let ages = redis.keys().ok()?.into_iter().filter_map(|k| {
+        // UUIDv7: the first 48 bits are the creation time in ms since the epoch.
+        let hex: String = k.strip_prefix(worker_core::OUTBOX)?.replace('-', "");
+        Some(now - i64::from_str_radix(hex.get(..12)?, 16).ok()?)
+    });
+    ages.fold(None, |range, a| {
+        Some(range.map_or((a, a), |(lo, hi): (i64, i64)| (lo.min(a), hi.max(a))))
+    })
+}
+
 /// Clients sending predictions as fast as the edges answer until stopped, counting per edge
 /// the answers that were 200 with the expected model and those that were not.
 #[derive(Default, Clone)]
@@ -273,7 +290,12 @@ fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_
         "answers other than 200 with {vb}"
     );
     assert!(ok1 > 0 && ok2 > 0, "no load reached an edge");
-    assert_eq!((rows, distinct, left), (answered, answered, 0));
+    assert_eq!(
+        (rows, distinct, left),
+        (answered, answered, 0),
+        "outbox entries left aged (youngest, oldest) {:?} ms",
+        outbox_ages(&redis)
+    );
     first.shutdown().unwrap();
     second.shutdown().unwrap();
 }
