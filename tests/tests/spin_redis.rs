@@ -100,11 +100,11 @@ fn outbox_ages(redis: &TempRedis) -> Option<(i64, i64)> {
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_millis() as i64;
-    let ages = redis.keys().ok()?.into_iter().filter_map(|k| {
-        // UUIDv7: the first 48 bits are the creation time in ms since the epoch.
-        let hex: String = k.strip_prefix(worker_core::OUTBOX)?.replace('-', "");
-        Some(now - i64::from_str_radix(hex.get(..12)?, 16).ok()?)
-    });
+    let ages = redis
+        .keys()
+        .ok()?
+        .into_iter()
+        .filter_map(|k| worker_core::outbox_key_millis(&k).map(|created| now - created));
     ages.fold(None, |range, a| {
         Some(range.map_or((a, a), |(lo, hi): (i64, i64)| (lo.min(a), hi.max(a))))
     })

@@ -366,22 +366,19 @@ fn velocity_in_trees_of_its_own_adds_without_taking_away() {
     assert!(wide.status.success());
     let wide = model_format::Model::from_bytes(&std::fs::read(d("wide.sfm")).unwrap()).unwrap();
     assert!(wide.forest().groups().unwrap().tails()[0] > groups.tails()[0]);
-    let refused = fit(
-        "velocity.toml",
-        "refused.sfm",
-        &[&separate[..], &["--velocity-tail", "0.6"]].concat(),
-    );
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(2), "{err}");
-    assert!(err.contains("velocity tail"), "{err}");
-    let refused = fit(
-        "velocity.toml",
-        "refused.sfm",
-        &[&separate[..], &["--velocity-weight", "0"]].concat(),
-    );
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(2), "{err}");
-    assert!(err.contains("velocity weight"), "{err}");
+    for (flag, value, named) in [
+        ("--velocity-tail", "0.6", "velocity tail"),
+        ("--velocity-weight", "0", "velocity weight"),
+    ] {
+        let refused = fit(
+            "velocity.toml",
+            "refused.sfm",
+            &[&separate[..], &[flag, value]].concat(),
+        );
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{err}");
+        assert!(err.contains(named), "{err}");
+    }
     // The compact set's weight, from its spec: in the file and in what inspect shows.
     let compact = std::fs::read(d("compact.sfm")).unwrap();
     let compact = model_format::Model::from_bytes(&compact).unwrap();

@@ -412,7 +412,7 @@ impl Forwarder {
         let own = self.own_undelivered.borrow();
         let mut drain = Drain::default();
         for key in keys {
-            let age = now_ms - key_millis(&key).unwrap_or(0);
+            let age = now_ms - outbox_key_millis(&key).unwrap_or(0);
             if own.contains(&key) || age >= ORPHAN_AFTER_MS {
                 drain.keys.push(key);
             } else {
@@ -628,8 +628,8 @@ async fn delete_all<H: Host>(host: &H, keys: &[String]) {
     }
 }
 
-/// The creation time (ms since the epoch) in an outbox key's UUIDv7.
-fn key_millis(key: &str) -> Option<i64> {
+/// The creation time (ms since the epoch) in an outbox key's UUIDv7; None for another key.
+pub fn outbox_key_millis(key: &str) -> Option<i64> {
     let id = uuid::Uuid::parse_str(key.strip_prefix(OUTBOX)?).ok()?;
     let (secs, nanos) = id.get_timestamp()?.to_unix();
     Some(secs as i64 * 1000 + i64::from(nanos / 1_000_000))

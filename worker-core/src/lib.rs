@@ -38,7 +38,7 @@ use serde_json::{Map, Value};
 
 pub use budget::BUDGET_PREFIX;
 pub use decide::{POLICY_KEY, POLICY_SIGNATURE_KEY};
-pub use forward::{DEAD_LETTER, Forwarder, OUTBOX};
+pub use forward::{DEAD_LETTER, Forwarder, OUTBOX, outbox_key_millis};
 pub use host::{Fetched, Host, PostAnswer, Swap, Task};
 pub use limits::RATE_PREFIX;
 pub use model::Loaded;
