@@ -267,7 +267,20 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A free loopback port below the kernel's ephemeral range (Linux: 32768 up). A port from that
+/// range can go to any outgoing connection while the server is stopped, and `restart` on the
+/// same port then fails with "Address already in use" (seen in CI).
 fn free_port() -> Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..200 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
 }
