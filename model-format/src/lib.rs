@@ -536,7 +536,19 @@ impl Model {
         tables: &'static [u8],
         trust: TablesTrust,
     ) -> Result<(), TablesError> {
-        let (trees, forest) = explain::read_tables(&self.forest, tables, trust)?;
+        self.install_explanation_table_parts(&[tables], trust)
+    }
+
+    /// [`Model::install_explanation_tables`] for tables handed over in consecutive parts (a
+    /// key-value store's values): each array is used in the part that holds it, and only one
+    /// that straddles two parts is copied, rather than joining the parts into a second copy.
+    pub fn install_explanation_table_parts(
+        &mut self,
+        parts: &[&'static [u8]],
+        trust: TablesTrust,
+    ) -> Result<(), TablesError> {
+        let (trees, forest) =
+            explain::read_tables(&self.forest, explain::Parts::new(parts), trust)?;
         self.forest.install_shap(trees, forest);
         Ok(())
     }
@@ -544,7 +556,20 @@ impl Model {
     /// Every check [`Model::install_explanation_tables`] makes, checksum included, without
     /// installing anything.
     pub fn verify_explanation_tables(&self, tables: &'static [u8]) -> Result<(), TablesError> {
-        explain::read_tables(&self.forest, tables, TablesTrust::Untrusted).map(|_| ())
+        self.verify_explanation_table_parts(&[tables])
+    }
+
+    /// [`Model::verify_explanation_tables`] for tables in consecutive parts.
+    pub fn verify_explanation_table_parts(
+        &self,
+        parts: &[&'static [u8]],
+    ) -> Result<(), TablesError> {
+        explain::read_tables(
+            &self.forest,
+            explain::Parts::new(parts),
+            TablesTrust::Untrusted,
+        )
+        .map(|_| ())
     }
 
     /// Checks and scales `row` into the front of `buf` (at least [`MAX_FEATURES`] long), as

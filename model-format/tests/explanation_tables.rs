@@ -93,6 +93,59 @@ fn installed_tables_explain_bit_identically() {
     assert_eq!(installed.explanation_tables(), tables);
 }
 
+/// Tables as a key-value store hands them over, in parts cut anywhere (inside the header, a
+/// split record, a tree's arrays, on 8-byte boundaries or not): the same bits as built tables
+/// for every trust level, and a flipped byte in a later part is caught by the checksum.
+#[test]
+fn tables_in_parts_explain_bit_identically() {
+    let rows = synthetic_rows(3000, 22);
+    let built = grow_model(&rows, 40, 256, 7);
+    let tables = fresh(&built).explanation_tables();
+    let check = rows_for(&rows, 10);
+    let n = tables.len();
+    for cuts in [
+        vec![n / 2],
+        vec![8, 100, n / 3 + 3, n - 1],
+        vec![4096, 2 * 4096, 3 * 4096],
+        (1..n).step_by(n / 7 + 1).collect(),
+    ] {
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for &cut in cuts.iter().chain([&n]) {
+            parts.push(leak_at(&tables[from..cut], 0));
+            from = cut;
+        }
+        for trust in [
+            TablesTrust::Untrusted,
+            TablesTrust::IntegrityKnown,
+            TablesTrust::CheckedForThisModel,
+        ] {
+            let mut installed = fresh(&built);
+            installed
+                .install_explanation_table_parts(&parts, trust)
+                .unwrap_or_else(|e| panic!("cuts {cuts:?}, {trust:?}: {e}"));
+            assert_same_explanations(&built, &installed, &check);
+        }
+        fresh(&built)
+            .verify_explanation_table_parts(&parts)
+            .unwrap();
+        // One byte of the last part's floats flipped: refused, the model builds its own.
+        let last = cuts[cuts.len() - 1];
+        let mut bad = tables.clone();
+        bad[last] ^= 0x40;
+        let mut bad_parts = parts.clone();
+        let end = bad_parts.len() - 1;
+        bad_parts[end] = leak_at(&bad[last..], 0);
+        let mut target = fresh(&built);
+        let result = target.install_explanation_table_parts(&bad_parts, TablesTrust::Untrusted);
+        assert!(
+            matches!(result, Err(TablesError::Checksum { .. })),
+            "cuts {cuts:?}: {result:?}"
+        );
+        assert_same_explanations(&built, &target, &check[..20]);
+    }
+}
+
 #[test]
 fn the_embedded_model_round_trips() {
     let bytes = include_bytes!("../../data/model.sfm");

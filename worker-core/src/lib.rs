@@ -614,7 +614,7 @@ impl<H: Host + 'static> App<H> {
         let verified = model_ok
             && (!l.tables_installed
                 || l.model
-                    .verify_explanation_tables(l.tables)
+                    .verify_explanation_table_parts(&l.tables)
                     .inspect_err(|e| eprintln!("worker: embedded explanation tables: {e}"))
                     .is_ok());
         let ready =

@@ -12,7 +12,8 @@ pub struct Loaded {
     pub(crate) version: String,
     pub(crate) checksum: String,
     pub(crate) file: &'static [u8],
-    pub(crate) tables: &'static [u8],
+    /// In the parts the host handed them over (one for embedded tables).
+    pub(crate) tables: Vec<&'static [u8]>,
     /// The supervised model's review budget, when it has one.
     pub(crate) budget: Option<model_format::budget::ReviewBudget>,
 }
@@ -23,7 +24,7 @@ impl Loaded {
         model: Model,
         id: ModelId,
         file: &'static [u8],
-        tables: &'static [u8],
+        tables: Vec<&'static [u8]>,
         tables_installed: bool,
     ) -> Self {
         Loaded {

@@ -284,7 +284,7 @@ fn loaded() -> Result<Loaded, String> {
     static FILE: &[u8] = include_bytes!("../../data/model.sfm");
     let model = Model::from_bytes(FILE).map_err(|e| e.to_string())?;
     let id = model_format::ModelId::of(FILE).map_err(|e| e.to_string())?;
-    Ok(Loaded::new(model, id, FILE, &[], false))
+    Ok(Loaded::new(model, id, FILE, Vec::new(), false))
 }
 
 fn app_with(host: &'static FakeHost, f: impl FnOnce(&mut Variables)) -> &'static App<FakeHost> {
@@ -1182,7 +1182,7 @@ fn velocity_loaded() -> Result<Loaded, String> {
     let bytes: &'static [u8] = Vec::leak(model.to_bytes().unwrap());
     let model = Model::from_bytes(bytes).map_err(|e| e.to_string())?;
     let id = model_format::ModelId::of(bytes).map_err(|e| e.to_string())?;
-    Ok(Loaded::new(model, id, bytes, &[], false))
+    Ok(Loaded::new(model, id, bytes, Vec::new(), false))
 }
 
 fn velocity_app(host: &'static FakeHost) -> &'static App<FakeHost> {
@@ -1735,7 +1735,7 @@ fn supervised_loaded_with(meta: &[(&str, &str)]) -> Result<Loaded, String> {
     let bytes: &'static [u8] = Vec::leak(model.to_bytes().unwrap());
     let model = Model::from_bytes(bytes).map_err(|e| e.to_string())?;
     let id = model_format::ModelId::of(bytes).map_err(|e| e.to_string())?;
-    Ok(Loaded::new(model, id, bytes, &[], false))
+    Ok(Loaded::new(model, id, bytes, Vec::new(), false))
 }
 
 /// A 3 a.m. transfer of `amount` on one card.

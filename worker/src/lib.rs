@@ -66,7 +66,7 @@ fn load() -> Result<Loaded, String> {
         model,
         ModelId { checksum },
         &MODEL_BYTES.0,
-        &TABLES.0,
+        vec![&TABLES.0],
         tables_installed,
     ))
 }
