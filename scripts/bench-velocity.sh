@@ -8,7 +8,9 @@
 #   plain: "on" with `velocity_writes = plain` (read, then write: what each update cost before
 #        compare-and-swap), so the atomic path's own cost is on − plain, in the same run;
 #   verified: "on" with `velocity_writes = verified` (every swap read back, as every atomic
-#        write was before the default trusted the SQLite stores' refusals).
+#        write was before the default trusted the SQLite stores' refusals);
+#   ticketed: "on" with `velocity_writes = ticketed` (writes in the order of tickets from the
+#        store's atomic increment, no compare-and-swap): on Redis, in place of "on".
 # Both models are fitted here on the same synthetic card stream; every request names one of
 # 1,000 cards (so state is read and written for real) and carries no timestamp (edge clock).
 # Under Spin twice: velocity state in Spin's in-memory store (runtime-config.toml, `spin`) and in
@@ -101,7 +103,7 @@ start() { # start HOST VARIANT: a fresh server; sets $pid and $base
   local host=$1 v=$2 log="$work/server.log"
   local wasm=$work/on.wasm writes=atomic
   [[ $v == off ]] && wasm=$work/off.wasm
-  [[ $v == plain || $v == verified ]] && writes=$v
+  [[ $v == plain || $v == verified || $v == ticketed ]] && writes=$v
   rm -rf "$work/state"; mkdir -p "$work/state/default"
   if [[ $host == harness ]]; then
     [[ $v != off ]] && cp "$work/policy.toml" "$work/state/default/k$hex"
@@ -123,8 +125,6 @@ PY
     local config=runtime-config.toml
     if [[ $host == spin+redis ]]; then
       config="$work/runtime-config.redis.toml"
-      # As deploy/spinapp.yaml: Spin's Redis store cannot compare-and-swap under load.
-      writes=plain
       redis-cli -p "$redis_port" flushall >/dev/null
     fi
     SPIN_VARIABLE_VELOCITY_WRITES=$writes setsid "$spin" up --from "$work/spin.toml" --listen 127.0.0.1:0 --state-dir "$work/state" \
@@ -151,9 +151,11 @@ if [[ " ${hosts[*]} " == *" spin "* ]] && command -v redis-server >/dev/null; th
   printf '[key_value_store.velocity]\ntype = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$redis_port" >"$work/runtime-config.redis.toml"
   for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
+failed=()
 for host in "${hosts[@]}"; do
   variants=(off plain verified on)
-  [[ $host == spin+redis ]] && variants=(off on) # "on" is already plain there
+  # Spin's Redis store cannot compare-and-swap under load (deploy/spinapp.yaml: ticketed).
+  [[ $host == spin+redis ]] && variants=(off plain ticketed)
   for c in 1 16; do
     for v in "${variants[@]}"; do
       start "$host" "$v"
@@ -161,7 +163,14 @@ for host in "${hosts[@]}"; do
       load=$(cut -d' ' -f1-3 /proc/loadavg)
       result=$(wrk -t"$threads" -c"$c" -d"${secs}s" -s "$work/predict.lua" "$base/api/predict" | tail -n1)
       printf '  %-10s velocity+rules %-8s c=%-3d %s  [load %s]\n' "$host" "$v" "$c" "$result" "$load"
+      # A run that errs, answers nothing (a hung server: wrk then counts no error) or prints no
+      # summary is a failure, not a figure.
+      [[ $result =~ errors\ 0$ && ! $result =~ [[:space:]]0\ req/s ]] || failed+=("$host $v c=$c")
       stop
     done
   done
 done
+if ((${#failed[@]})); then
+  echo "failed: ${failed[*]}" >&2
+  exit 1
+fi

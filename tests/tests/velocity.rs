@@ -363,7 +363,7 @@ fn the_edge_computes_the_trainers_velocity_features_exactly() {
 /// Where the edges under test keep velocity state.
 struct Stores {
     name: &'static str,
-    /// `velocity_writes = atomic` (else plain: losses are measured, not refused).
+    /// Writes that must lose nothing (else plain: losses are measured, not refused).
     atomic: bool,
     /// Most connections a burst on it uses.
     max_connections: usize,
@@ -404,9 +404,10 @@ fn race_setups(
         },
         Stores {
             atomic: true,
-            // Under `spin up` a 64-connection burst on its SQLite file did not finish in 20
-            // minutes (not investigated yet; velocity state is in memory or on Redis in every
-            // shipped configuration).
+            // Under `spin up` a 64-connection burst on its SQLite file stalls now and then (0 %
+            // CPU, every runtime thread waiting; once in 18 s, once not within 4 minutes on
+            // 2026-12-05): not investigated yet. No shipped configuration keeps velocity state
+            // there (in memory for one node, Redis for several).
             max_connections: match harness::EdgeHost::from_env() {
                 harness::EdgeHost::Spin => 8,
                 harness::EdgeHost::Harness => 64,
@@ -428,22 +429,24 @@ fn race_setups(
         std::fs::write(&file, text).unwrap();
         let mut c = config(false);
         c.key_value_stores.push("velocity".into());
-        // As deploy/spinapp.yaml: Spin's Redis store cannot do compare-and-swap under load.
-        c.variables.push(("velocity_writes".into(), "plain".into()));
+        // As deploy/spinapp.yaml: Spin's Redis store cannot do compare-and-swap under load, so
+        // writes go in the order of tickets drawn from its atomic increment.
+        c.variables
+            .push(("velocity_writes".into(), "ticketed".into()));
         let spin = |c: &harness::HarnessConfig| {
             let s = harness::spin_up::SpinUp::start_with_runtime_config(c, Some(&file)).unwrap();
             harness::edge::Edge::from_spin(s)
         };
         setups.push(Stores {
-            atomic: false,
+            atomic: true,
             max_connections: 64,
-            name: "Redis, plain writes",
+            name: "Redis, ticketed writes",
             edges: vec![spin(&c)],
         });
         setups.push(Stores {
-            atomic: false,
+            atomic: true,
             max_connections: 64,
-            name: "Redis, plain writes, two edges",
+            name: "Redis, ticketed writes, two edges",
             edges: vec![spin(&c), spin(&c)],
         });
     }

@@ -32,8 +32,9 @@ pub struct Variables {
     /// `model_refresh_secs`: how often one instance of the edge asks the registry (default 15).
     pub model_refresh_secs: String,
     /// `velocity_writes`: `atomic` (default; compare-and-swap), `verified` (compare-and-swap,
-    /// every write read back) or `plain` (read, then write: concurrent updates of one entity
-    /// may be lost). See [`crate::velocity::Writes`].
+    /// every write read back), `ticketed` (writes in the order of tickets drawn from the store's
+    /// atomic increment: for Redis) or `plain` (read, then write: concurrent updates of one
+    /// entity may be lost). See [`crate::velocity::Writes`].
     pub velocity_writes: String,
     /// `velocity_slots`: key-value values per entity field holding velocity state (default
     /// [`DEFAULT_VELOCITY_SLOTS`]); every edge sharing a store must use the same number.
@@ -226,11 +227,14 @@ impl Settings {
         let velocity_writes = match v.velocity_writes.trim() {
             "" | "atomic" => Writes::Atomic,
             "verified" => Writes::Verified,
+            "ticketed" => Writes::Ticketed,
             "plain" => Writes::Plain,
             other => {
                 bad.push(BadVariable {
                     name: "velocity_writes",
-                    problem: format!("{other:?} is not \"atomic\", \"verified\" or \"plain\""),
+                    problem: format!(
+                        "{other:?} is not \"atomic\", \"verified\", \"ticketed\" or \"plain\""
+                    ),
                 });
                 Writes::Atomic
             }

@@ -20,6 +20,10 @@
 //! A swap of a present key in Spin's SQLite stores is `UPDATE … WHERE value = old`, which
 //! reports a conflict truthfully, so [`Writes::Atomic`] spares that read.
 //!
+//! **Without compare-and-swap** ([`Writes::Ticketed`], for Spin's Redis store): writers of a
+//! slot draw tickets from the store's atomic increment and write in ticket order, each on the
+//! state the ticket before it wrote ([`update_ticketed`]).
+//!
 //! **Creating a key.** A swap on a key that was absent when read is, in Spin's SQLite store, an
 //! unconditional write: a writer that found the key absent may overwrite a state created (and
 //! checked) a moment before. So only one writer creates an entity's state: the one whose
@@ -77,6 +81,17 @@ pub const MAX_ATTEMPTS: u32 = 2_000;
 /// First pause between attempts; it doubles (randomised) up to [`MAX_BACKOFF_NS`].
 const BACKOFF_NS: u64 = 20_000;
 const MAX_BACKOFF_NS: u64 = 4_000_000;
+/// How long a ticketed writer waits for the stored state to move on before it takes the tickets
+/// ahead of it for dead (their writer failed between drawing and writing), per ticket ahead, up
+/// to [`TURN_STALL_TICKETS`] of them. Far above a live turn (a read and a write, well under a
+/// millisecond) so that only a dead ticket is ever skipped; below [`UPDATE_BUDGET_NS`] so that
+/// a waiter skips before it gives up (which would leave a dead ticket of its own).
+pub const TURN_STALL_NS: u64 = 400_000_000;
+/// Most tickets ahead that lengthen the wait before a skip (see [`TURN_STALL_NS`]).
+const TURN_STALL_TICKETS: u64 = 4;
+/// First and longest pause between looks at whether a ticket's turn has come.
+const TURN_POLL_NS: u64 = 20_000;
+const TURN_POLL_MAX_NS: u64 = 500_000;
 /// Writes whose nonces a stored state remembers (see [`Stored`]).
 pub const RING: usize = 16;
 /// First byte of a slot's value.
@@ -92,8 +107,15 @@ pub enum Writes {
     /// Only the write that creates a slot is read back (that one is unconditional there).
     Atomic,
     /// `verified`: compare-and-swap with every write read back, for a store that may report a
-    /// swap it did not make (Spin 4.1's Redis store). One more read per entity and request.
+    /// swap it did not make. One more read per entity and request.
     Verified,
+    /// `ticketed`: no compare-and-swap at all. A writer draws a ticket from the store's atomic
+    /// increment (`<key>/turn`), waits until the stored state is the one written by the ticket
+    /// before its own, then reads it and writes (a plain set). For a store whose increment is
+    /// atomic but whose compare-and-swap cannot be trusted: Spin 4.1's Redis store (`INCRBY` on
+    /// its shared connection; its swap opens a connection per handle and reports aborted
+    /// transactions as written). See [`update_ticketed`].
+    Ticketed,
     /// `plain`: read, then write; concurrent writes from other instances may be lost.
     Plain,
 }
@@ -248,6 +270,7 @@ async fn write_batch<H: Host>(
     match writes {
         Writes::Atomic => update(host, key, apply, false).await,
         Writes::Verified => update(host, key, apply, true).await,
+        Writes::Ticketed => update_ticketed(host, key, apply).await,
         Writes::Plain => update_plainly(host, key, apply).await,
     }
 }
@@ -255,7 +278,8 @@ async fn write_batch<H: Host>(
 /// One slot's stored value: the states of the entities hashed to it, plus what shows whether a
 /// write landed.
 ///
-/// Bytes: `0xE8`, `seq` (u64 LE, the number of writes so far), `n` (u8 ≤ [`RING`]), `n` nonces
+/// Bytes: `0xE8`, `seq` (u64 LE, the number of writes so far; with ticketed writes the ticket
+/// of the last), `n` (u8 ≤ [`RING`]), `n` nonces
 /// (u64 LE, oldest first; the last is write `seq`'s), `m` (u8 ≤ [`SLOT_ENTITIES`]), then `m`
 /// times: the entity's fingerprint (u64 LE), the length of its state (u32 LE) and
 /// [`EntityState::encode`]'s bytes.
@@ -466,6 +490,101 @@ async fn update_plainly<H: Host>(
         eprintln!("worker: writing velocity state {key} failed: {e}");
     }
     Ok(true)
+}
+
+/// The counter ticketed writers of `key` draw their turns from (see [`update_ticketed`]).
+pub(crate) fn turn_key(key: &str) -> String {
+    format!("{key}/turn")
+}
+
+/// `velocity_writes = ticketed`: writes of `key` in the order of tickets drawn from the store's
+/// atomic increment of [`turn_key`], with plain reads and writes.
+///
+/// The stored state's `seq` is the ticket of the write that made it. A writer draws ticket `t`,
+/// waits until it reads a state with `seq = t - 1` (the turn before its own has landed), applies
+/// its observations to exactly that state and writes it with `seq = t`. Every ticket is drawn
+/// once, so each turn builds on the one before and no update is lost, however many instances
+/// and edges write one entity. What can go wrong, and what happens then:
+///
+/// - **A dead ticket**: its writer failed between drawing and writing (a store error, an
+///   instance killed, a turn out of time). The state stops at `seq = t - 1` and the waiters
+///   behind it wait [`TURN_STALL_NS`] per ticket ahead of them (so the nearest goes first); then
+///   the waiter skips: it draws a fresh ticket (the latest) and writes with that, taking every
+///   ticket before it for dead. A live waiter whose ticket that passes sees a state beyond its
+///   ticket and draws again (nothing lost). Only a writer that took longer than the stall
+///   between reading its turn and writing it could lose an update to a skip.
+/// - **A counter behind the state** (it was lost, or the state was written before tickets):
+///   a ticket at or below the state's `seq` is moved past it with one more increment.
+async fn update_ticketed<H: Host>(
+    host: &H,
+    key: &str,
+    mut apply: impl FnMut(&mut Stored),
+) -> Result<bool, String> {
+    let nonce = u64::from_le_bytes(host.random_bytes::<8>());
+    let turns = turn_key(key);
+    let start = host.monotonic_ns();
+    let mut ticket = draw(host, &turns, 1).await?;
+    // The state's seq as first seen at, to tell a dead ticket from a slow queue.
+    let mut seen: Option<(u64, u64)> = None;
+    let mut pause = TURN_POLL_NS;
+    loop {
+        let mut stored = decode_or_fresh(key, host.state_get(key).await?);
+        let now = host.monotonic_ns();
+        if stored.seq >= ticket {
+            // Our ticket was skipped (taken for dead) or the counter is behind the state:
+            // draw again, past the state.
+            ticket = draw(host, &turns, 1).await?;
+            if ticket <= stored.seq {
+                ticket = draw(host, &turns, (stored.seq + 1 - ticket) as i64).await?;
+            }
+            continue;
+        }
+        let ahead = ticket - stored.seq - 1;
+        let since = match seen {
+            Some((seq, at)) if seq == stored.seq => at,
+            _ => {
+                seen = Some((stored.seq, now));
+                now
+            }
+        };
+        let stalled = now.saturating_sub(since) >= TURN_STALL_NS * ahead.min(TURN_STALL_TICKETS);
+        if ahead == 0 || stalled {
+            if ahead > 0 {
+                // The tickets ahead are dead: write with the latest ticket, so that every live
+                // waiter before it draws again rather than writing over this.
+                ticket = draw(host, &turns, 1).await?;
+                eprintln!(
+                    "worker: {key}: velocity state stood at write {} for {} ms; taking {} \
+                     tickets before {ticket} for dead",
+                    stored.seq,
+                    now.saturating_sub(since) / 1_000_000,
+                    ticket - stored.seq - 1
+                );
+            }
+            apply(&mut stored);
+            stored.record(nonce);
+            stored.seq = ticket;
+            host.state_set(key, &stored.encode()).await?;
+            return Ok(true);
+        }
+        if now.saturating_sub(start) >= UPDATE_BUDGET_NS {
+            // Out of time behind live turns: answered from the state last read, not recorded;
+            // our ticket dies (the waiters behind skip it).
+            apply(&mut stored);
+            let ms = now.saturating_sub(start) / 1_000_000;
+            eprintln!("worker: {key}: velocity update given up after {ms} ms waiting for its turn");
+            return Ok(false);
+        }
+        host.sleep(pause).await;
+        pause = (pause * 2).min(TURN_POLL_MAX_NS);
+    }
+}
+
+/// Adds `delta` to the turn counter `turns` and returns the ticket drawn.
+async fn draw<H: Host>(host: &H, turns: &str, delta: i64) -> Result<u64, String> {
+    // A negative counter (nothing here writes one) is behind every state: taken as 0, the
+    // caller moves it past the state.
+    Ok(u64::try_from(host.state_increment(turns, delta).await?).unwrap_or(0))
 }
 
 /// The counter whose first increment makes a writer the creator of `key`'s state.
