@@ -373,6 +373,7 @@ struct Stores {
 /// The edges of every store this host offers, each on `store_url`. Harness: its in-memory store
 /// and its durable files. `spin up`: its in-memory store (runtime-config.toml), its SQLite file
 /// (the `default` store), Redis (deploy/runtime-config.redis.toml), and two edges on one Redis.
+/// On both, the in-memory store once more with the ticketed writes Redis uses.
 fn race_setups(
     component: &Path,
     store_url: &str,
@@ -417,6 +418,21 @@ fn race_setups(
                 harness::EdgeHost::Harness => "durable files (default store)",
             },
             edges: vec![harness::start_edge(config(false)).unwrap()],
+        },
+        // The protocol Redis runs (it has no usable compare-and-swap), on a store every host has.
+        Stores {
+            atomic: true,
+            max_connections: 64,
+            name: "in-memory store, ticketed writes",
+            edges: vec![
+                harness::start_edge({
+                    let mut c = config(true);
+                    c.variables
+                        .push(("velocity_writes".into(), "ticketed".into()));
+                    c
+                })
+                .unwrap(),
+            ],
         },
     ];
     if let Some(redis) = redis {
