@@ -15,7 +15,7 @@
 //! than spending its first explained request building them. Scoring itself is model-format's
 //! code, the same the trainer runs, so an edge score equals the trainer's to the bit.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 
 use model_format::{FileTrust, Model, ModelId, TablesTrust};
 use serde_json::Value;
@@ -189,30 +189,36 @@ impl Host for Spin {
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        after_listings().await;
         let store = Store::open_default().await.map_err(|e| format!("{e:?}"))?;
         store.get(key).await.map_err(|e| format!("{e:?}"))
     }
 
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        after_listings().await;
         let store = Store::open_default().await.map_err(|e| format!("{e:?}"))?;
         store.set(key, value).await.map_err(|e| format!("{e:?}"))
     }
 
     async fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        after_listings().await;
         let store = velocity_store().await?;
         store.get(key).await.map_err(|e| format!("{e:?}"))
     }
 
     async fn state_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        after_listings().await;
         let store = velocity_store().await?;
         store.set(key, value).await.map_err(|e| format!("{e:?}"))
     }
 
     async fn state_cas(&self, key: &str) -> Result<atomics::Cas, String> {
+        after_listings().await;
         atomics::Cas::new(velocity_bucket()?, key).map_err(|e| format!("{e:?}"))
     }
 
     async fn state_current(&self, cas: &atomics::Cas) -> Result<Option<Vec<u8>>, String> {
+        after_listings().await;
         cas.current().map_err(|e| format!("{e:?}"))
     }
 
@@ -221,6 +227,7 @@ impl Host for Spin {
         cas: atomics::Cas,
         value: Vec<u8>,
     ) -> Result<Swap<atomics::Cas>, String> {
+        after_listings().await;
         match atomics::swap(cas, &value) {
             Ok(()) => Ok(Swap::Written),
             Err(atomics::CasError::CasFailed(next)) => Ok(Swap::Conflict(next)),
@@ -229,20 +236,24 @@ impl Host for Spin {
     }
 
     async fn state_increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+        after_listings().await;
         atomics::increment(velocity_bucket()?, key, delta).map_err(|e| format!("{e:?}"))
     }
 
     async fn state_delete(&self, key: &str) -> Result<(), String> {
+        after_listings().await;
         let store = velocity_store().await?;
         store.delete(key).await.map_err(|e| format!("{e:?}"))
     }
 
     async fn kv_delete(&self, key: &str) -> Result<(), String> {
+        after_listings().await;
         let store = Store::open_default().await.map_err(|e| format!("{e:?}"))?;
         store.delete(key).await.map_err(|e| format!("{e:?}"))
     }
 
     async fn kv_keys(&self) -> Result<Vec<String>, String> {
+        let _listing = Listing::start();
         let store = Store::open_default().await.map_err(|e| format!("{e:?}"))?;
         store
             .get_keys()
@@ -250,6 +261,41 @@ impl Host for Spin {
             .collect()
             .await
             .map_err(|e| format!("{e:?}"))
+    }
+}
+
+thread_local! {
+    /// Key listings in progress in this instance (see [`after_listings`]).
+    static LISTINGS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A key listing in progress; counted in [`LISTINGS`] until dropped (also when the request
+/// that lists is dropped midway).
+struct Listing;
+
+impl Listing {
+    fn start() -> Listing {
+        LISTINGS.with(|n| n.set(n.get() + 1));
+        Listing
+    }
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        LISTINGS.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+/// Waits until no key listing of this instance is in progress. Spin 4.1's SQLite stores list
+/// keys on a blocking thread that holds the store's one connection while it hands the keys to
+/// this instance four at a time (`get_keys_async` in crates/key-value-spin/src/store.rs). A
+/// key-value call made by this instance meanwhile waits for that connection inside
+/// `block_in_place`, on the thread that runs this instance, so nobody takes the keys and both
+/// wait for ever: the whole edge stops at 0 % CPU as soon as its other instances queue behind
+/// the connection. So the instance's other key-value calls wait here until its listing ends.
+async fn after_listings() {
+    while LISTINGS.with(Cell::get) > 0 {
+        monotonic_clock::wait_for(50_000).await;
     }
 }
 
