@@ -199,6 +199,22 @@ fn velocity_phrase(d: &crate::velocity::Definition, value: f64) -> String {
         .unwrap_or(&d.entity)
         .replace('_', " ");
     let window = d.window.map_or(String::new(), |w| duration(w.seconds));
+    if let Some(den) = &d.per {
+        // "amount in 2 hours 4.2× this card's mean amount over 30 days"
+        let what = |d: &crate::velocity::Definition| match &d.aggregate {
+            Aggregate::Count => "transactions".to_string(),
+            Aggregate::Sum(f) => f.clone(),
+            Aggregate::Mean(f) => format!("mean {f}"),
+            Aggregate::Distinct(f) => format!("different {f} values"),
+            _ => String::new(),
+        };
+        let over = den.window.map_or(String::new(), |w| duration(w.seconds));
+        return format!(
+            "{} in {window} {v:.1}× this {entity}'s {} over {over}",
+            what(d),
+            what(den)
+        );
+    }
     let count = |v: f64, one: &str, many: &str| {
         let n = v.round();
         format!("{n} {}", if n == 1.0 { one } else { many })
@@ -325,6 +341,14 @@ mod tests {
         assert_eq!(
             velocity_phrase(&d, 12.0),
             "amount 12.0× this card's mean over 30 days"
+        );
+        let d: Definition =
+            "log(sum(amount) by card_id over 2h / mean(amount) by card_id over 30d every 1d)"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            velocity_phrase(&d, libm::log(4.2)),
+            "amount in 2 hours 4.2× this card's mean amount over 30 days"
         );
         let d: Definition = "seen(merchant_id) by card_id over 30d every 1d"
             .parse()

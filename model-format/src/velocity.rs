@@ -18,6 +18,8 @@
 //! seconds_since_last by card_id              since the card's latest earlier event (cap 30 days)
 //! amount / mean(amount) by card_id over 30d every 1d   this value against the card's own habit
 //! log(amount / mean(amount)) by card_id over 30d   any of the above on a log scale
+//! sum(amount) by card_id over 2h / mean(amount) by card_id over 30d every 1d
+//!                                            one window against another (0 if the divisor is not positive)
 //! ```
 //! Durations are a whole number with `s`, `m`, `h` or `d`. A window of length `W` is `N = W / S`
 //! buckets of `S` seconds (`every S`; default `W / 10`), `1 ≤ N ≤ 64`.
@@ -119,6 +121,10 @@ pub struct Definition {
     pub window: Option<Window>,
     /// `log(…)`: the value on a log scale.
     pub log: bool,
+    /// `A / B`: this definition (A) divided by another aggregate B of the same entity over its
+    /// own window, e.g. the card's spend in 2 hours against its mean amount over 30 days — a
+    /// comparison across two windows that no single window expresses. `None` for the rest.
+    pub per: Option<Box<Definition>>,
 }
 
 impl Definition {
@@ -204,6 +210,54 @@ impl FromStr for Definition {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let words: Vec<&str> = text.split_whitespace().collect();
+        if words.iter().filter(|w| **w == "by").count() < 2 {
+            return Definition::parse_simple(&words);
+        }
+        // A quotient `[log(] A / B [)]`: two definitions, each with its own `by`.
+        let text = words.join(" ");
+        let (inner, log) = match text.strip_prefix("log(").and_then(|t| t.strip_suffix(')')) {
+            Some(inner) => (inner.to_string(), true),
+            None => (text, false),
+        };
+        let words: Vec<&str> = inner.split_whitespace().collect();
+        let first_by = words.iter().position(|w| *w == "by").unwrap_or(0);
+        let slash = words[first_by..]
+            .iter()
+            .position(|w| *w == "/")
+            .map(|i| first_by + i)
+            .ok_or("expected `A / B`: two definitions of one entity (e.g. `sum(amount) by card_id over 2h / mean(amount) by card_id over 30d every 1d`)")?;
+        let mut num = Definition::parse_simple(&words[..slash])?;
+        let den = Definition::parse_simple(&words[slash + 1..])?;
+        for side in [&num, &den] {
+            if side.log || side.per.is_some() {
+                return Err(
+                    "write `log(A / B)`: a side of a quotient takes no log of its own".into(),
+                );
+            }
+            if !matches!(
+                side.aggregate,
+                Aggregate::Count | Aggregate::Sum(_) | Aggregate::Mean(_) | Aggregate::Distinct(_)
+            ) {
+                return Err(
+                    "a quotient divides count, sum(f), mean(f) or distinct(f) over windows".into(),
+                );
+            }
+        }
+        if num.entity != den.entity {
+            return Err(format!(
+                "both sides of a quotient need the same entity ({} and {})",
+                num.entity, den.entity
+            ));
+        }
+        num.log = log;
+        num.per = Some(Box::new(den));
+        Ok(num)
+    }
+}
+
+impl Definition {
+    /// One aggregate over one window (`words` split on whitespace): everything but a quotient.
+    fn parse_simple(words: &[&str]) -> Result<Self, String> {
         let by = words
             .iter()
             .position(|w| *w == "by")
@@ -301,12 +355,25 @@ impl FromStr for Definition {
             entity: entity.to_string(),
             window,
             log,
+            per: None,
         })
     }
 }
 
 impl fmt::Display for Definition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(den) = &self.per {
+            let num = Definition {
+                log: false,
+                per: None,
+                ..self.clone()
+            };
+            return if self.log {
+                write!(f, "log({num} / {den})")
+            } else {
+                write!(f, "{num} / {den}")
+            };
+        }
         if self.log {
             write!(f, "log(")?;
         }
@@ -357,6 +424,8 @@ pub struct VelocityFeature {
     entity: usize,
     /// Index into the entity's accumulators (`None` for `seconds_since_last`).
     accumulator: Option<usize>,
+    /// A quotient's divisor's accumulator.
+    denominator: Option<usize>,
 }
 
 /// The velocity features a model declares (section `VELO`).
@@ -416,44 +485,54 @@ impl VelocitySpec {
                 spec.accumulators.push(Vec::new());
                 spec.entities.len() - 1
             };
-            let accumulator = definition.window.map(|window| {
-                let (field, distinct) = match &definition.aggregate {
-                    Aggregate::Count | Aggregate::SecondsSinceLast => (None, false),
-                    Aggregate::Sum(f) | Aggregate::Mean(f) | Aggregate::Ratio(f) => {
-                        (Some(f.clone()), false)
-                    }
-                    Aggregate::Distinct(f) | Aggregate::Seen(f) => (Some(f.clone()), true),
-                };
-                let accs = &mut spec.accumulators[entity];
-                let same = |a: &Accumulator| {
-                    a.window == window && a.field == field && a.distinct == distinct
-                };
-                if let Some(i) = accs.iter().position(same) {
-                    return i;
-                }
-                let canonical = format!(
-                    "{}|{}|{}|{}",
-                    if distinct { "distinct" } else { "sum" },
-                    field.as_deref().unwrap_or(""),
-                    window.seconds,
-                    window.bucket_seconds
-                );
-                accs.push(Accumulator {
-                    id: xxhash_rust::xxh3::xxh3_64(canonical.as_bytes()),
-                    field,
-                    distinct,
-                    window,
-                });
-                accs.len() - 1
+            let accumulator = definition
+                .window
+                .map(|w| spec.accumulator(entity, &definition.aggregate, w));
+            let denominator = definition.per.as_deref().and_then(|den| {
+                den.window
+                    .map(|w| spec.accumulator(entity, &den.aggregate, w))
             });
             spec.features.push(VelocityFeature {
                 name: name.to_string(),
                 definition,
                 entity,
                 accumulator,
+                denominator,
             });
         }
         Ok(spec)
+    }
+
+    /// The index of entity `entity`'s accumulator that `aggregate` over `window` reads, added
+    /// if no earlier feature needs the same numbers.
+    fn accumulator(&mut self, entity: usize, aggregate: &Aggregate, window: Window) -> usize {
+        let (field, distinct) = match aggregate {
+            Aggregate::Count | Aggregate::SecondsSinceLast => (None, false),
+            Aggregate::Sum(f) | Aggregate::Mean(f) | Aggregate::Ratio(f) => {
+                (Some(f.clone()), false)
+            }
+            Aggregate::Distinct(f) | Aggregate::Seen(f) => (Some(f.clone()), true),
+        };
+        let accs = &mut self.accumulators[entity];
+        let same =
+            |a: &Accumulator| a.window == window && a.field == field && a.distinct == distinct;
+        if let Some(i) = accs.iter().position(same) {
+            return i;
+        }
+        let canonical = format!(
+            "{}|{}|{}|{}",
+            if distinct { "distinct" } else { "sum" },
+            field.as_deref().unwrap_or(""),
+            window.seconds,
+            window.bucket_seconds
+        );
+        accs.push(Accumulator {
+            id: xxhash_rust::xxh3::xxh3_64(canonical.as_bytes()),
+            field,
+            distinct,
+            window,
+        });
+        accs.len() - 1
     }
 
     /// The payload field holding the transaction time.
@@ -476,15 +555,14 @@ impl VelocitySpec {
         let mut out: Vec<&str> = vec![&self.time_field];
         for f in &self.features {
             let d = &f.definition;
-            let field = match &d.aggregate {
-                Aggregate::Sum(x)
-                | Aggregate::Mean(x)
-                | Aggregate::Distinct(x)
-                | Aggregate::Seen(x)
-                | Aggregate::Ratio(x) => Some(x.as_str()),
-                Aggregate::Count | Aggregate::SecondsSinceLast => None,
-            };
-            for name in [Some(d.entity.as_str()), field].into_iter().flatten() {
+            let den = d
+                .per
+                .as_deref()
+                .and_then(|p| aggregated_field(&p.aggregate));
+            for name in [Some(d.entity.as_str()), aggregated_field(&d.aggregate), den]
+                .into_iter()
+                .flatten()
+            {
                 if !out.contains(&name) {
                     out.push(name);
                 }
@@ -559,12 +637,12 @@ impl VelocitySpec {
         self.features
             .iter()
             .filter(|f| f.entity == entity)
-            .map(|f| {
-                f.definition
-                    .window
-                    .map_or(SINCE_LAST_CAP_SECS as i64 * 1000, |w| {
-                        w.buckets() * w.bucket_ms()
-                    })
+            .flat_map(|f| [Some(&f.definition), f.definition.per.as_deref()])
+            .flatten()
+            .map(|d| {
+                d.window.map_or(SINCE_LAST_CAP_SECS as i64 * 1000, |w| {
+                    w.buckets() * w.bucket_ms()
+                })
             })
             .max()
             .unwrap_or(0)
@@ -583,6 +661,7 @@ impl VelocitySpec {
     pub fn no_history(&self, values: &mut [f64]) {
         for (v, f) in values.iter_mut().zip(&self.features) {
             *v = f.definition.finish(match f.definition.aggregate {
+                _ if f.definition.per.is_some() => 0.0,
                 Aggregate::SecondsSinceLast => SINCE_LAST_CAP_SECS,
                 Aggregate::Ratio(_) => 1.0,
                 _ => 0.0,
@@ -620,30 +699,28 @@ impl VelocitySpec {
                 });
                 continue;
             };
-            let window = accs[a].window;
-            let (count, sum, distinct) = state.slots[a].in_window(t_ms, window);
-            *slot = f.definition.finish(match &f.definition.aggregate {
-                Aggregate::Count => count as f64,
-                Aggregate::Sum(_) => sum,
-                Aggregate::Mean(_) => {
-                    if count == 0 {
-                        0.0
-                    } else {
-                        sum / count as f64
+            let value = aggregate_value(
+                &f.definition.aggregate,
+                &state.slots[a],
+                accs[a].window,
+                t_ms,
+                payload,
+            );
+            *slot = f
+                .definition
+                .finish(match (&f.definition.per, f.denominator) {
+                    (Some(den), Some(d)) => {
+                        let divisor = aggregate_value(
+                            &den.aggregate,
+                            &state.slots[d],
+                            accs[d].window,
+                            t_ms,
+                            payload,
+                        );
+                        if divisor > 0.0 { value / divisor } else { 0.0 }
                     }
-                }
-                Aggregate::Distinct(_) => distinct as f64,
-                Aggregate::Seen(field) => distinct_hash(payload, field)
-                    .map_or(0.0, |h| state.slots[a].buckets_with(t_ms, window, h) as f64),
-                Aggregate::Ratio(field) => {
-                    let mean = if count == 0 { 0.0 } else { sum / count as f64 };
-                    match number(payload, field) {
-                        Some(x) if mean > 0.0 => x / mean,
-                        _ => 1.0,
-                    }
-                }
-                Aggregate::SecondsSinceLast => unreachable!("has no accumulator"),
-            });
+                    _ => value,
+                });
         }
         for (acc, slot) in accs.iter().zip(&mut state.slots) {
             let value = match (&acc.field, acc.distinct) {
@@ -663,6 +740,45 @@ impl VelocitySpec {
         self.features
             .iter()
             .map(|f| (f.name.as_str(), f.definition.to_string()))
+    }
+}
+
+/// The payload field an aggregate reads, if any.
+fn aggregated_field(a: &Aggregate) -> Option<&str> {
+    match a {
+        Aggregate::Sum(x)
+        | Aggregate::Mean(x)
+        | Aggregate::Distinct(x)
+        | Aggregate::Seen(x)
+        | Aggregate::Ratio(x) => Some(x.as_str()),
+        Aggregate::Count | Aggregate::SecondsSinceLast => None,
+    }
+}
+
+/// One windowed aggregate's value for an event at `t_ms`, from its accumulator's slot.
+fn aggregate_value(
+    aggregate: &Aggregate,
+    slot: &Slot,
+    window: Window,
+    t_ms: i64,
+    payload: &impl Payload,
+) -> f64 {
+    let (count, sum, distinct) = slot.in_window(t_ms, window);
+    let mean = if count == 0 { 0.0 } else { sum / count as f64 };
+    match aggregate {
+        Aggregate::Count => count as f64,
+        Aggregate::Sum(_) => sum,
+        Aggregate::Mean(_) => mean,
+        Aggregate::Distinct(_) => distinct as f64,
+        Aggregate::Seen(field) => {
+            distinct_hash(payload, field).map_or(0.0, |h| slot.buckets_with(t_ms, window, h) as f64)
+        }
+        Aggregate::Ratio(field) => match number(payload, field) {
+            Some(x) if mean > 0.0 => x / mean,
+            _ => 1.0,
+        },
+        // Has no window, hence no accumulator: never asked.
+        Aggregate::SecondsSinceLast => SINCE_LAST_CAP_SECS,
     }
 }
 
@@ -1016,9 +1132,71 @@ mod tests {
             "log(count by card_id over 10m",
             "log(median(amount)) by card_id over 1h",
             "log(log(count)) by card_id over 10m",
+            // Quotients: one entity, plain windowed aggregates on both sides, one `/`.
+            "sum(amount) by card_id over 2h / mean(amount) by ip over 30d every 1d",
+            "log(sum(amount)) by card_id over 2h / mean(amount) by card_id over 30d every 1d",
+            "sum(amount) by card_id over 2h / seconds_since_last by card_id",
+            "amount / mean(amount) by card_id over 2h / count by card_id over 30d every 1d",
+            "sum(amount) by card_id over 2h mean(amount) by card_id over 30d every 1d",
+            "sum(amount) by card_id over 2h / mean(amount) by card_id",
         ] {
             assert!(bad.parse::<Definition>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn quotients_parse_print_and_divide_one_window_by_another() {
+        for (text, canonical) in [
+            (
+                "sum(amount) by card_id over 2h / mean(amount) by card_id over 30d every 1d",
+                "sum(amount) by card_id over 2h every 12m / mean(amount) by card_id over 30d every 1d",
+            ),
+            (
+                "log( count by card_id over 1h  /  count by card_id over 30d every 1d )",
+                "log(count by card_id over 1h every 6m / count by card_id over 30d every 1d)",
+            ),
+        ] {
+            let d: Definition = text.parse().unwrap();
+            assert_eq!(d.to_string(), canonical);
+            assert_eq!(canonical.parse::<Definition>().unwrap(), d);
+        }
+        let s = VelocitySpec::new(
+            "timestamp",
+            &[
+                ("mean30d", "mean(amount) by card_id over 30d every 1d"),
+                (
+                    "spend_vs_habit",
+                    "sum(amount) by card_id over 2h / mean(amount) by card_id over 30d every 1d",
+                ),
+                (
+                    "log_spend_vs_habit",
+                    "log(sum(amount) by card_id over 2h / mean(amount) by card_id over 30d every 1d)",
+                ),
+            ],
+        )
+        .unwrap();
+        // The divisor's window sets how long the state matters, and its field is read.
+        assert_eq!(s.horizon_ms(0), 30 * 86_400_000);
+        assert!(s.fields().contains(&"amount"));
+        // The mean's accumulator is shared with the plain feature: one slot for both windows.
+        assert_eq!(s.accumulators[0].len(), 2);
+        let mut st = vec![EntityState::default()];
+        let day = 86_400;
+        // No history: 0 (and its logarithm at the floor).
+        let v = event(&s, &mut st, 0, 10.0, 1.0);
+        assert_eq!((v[1], v[2]), (0.0, libm::log(LOG_FLOOR)));
+        // A habit of 10, then a burst two days later: the burst's spend against the habit.
+        event(&s, &mut st, day, 10.0, 1.0);
+        event(&s, &mut st, 2 * day, 30.0, 1.0);
+        let v = event(&s, &mut st, 2 * day + 600, 40.0, 1.0);
+        assert_eq!(v[0], 50.0 / 3.0);
+        assert_eq!(v[1], 30.0 / (50.0 / 3.0));
+        assert_eq!(v[2], libm::log(30.0 / (50.0 / 3.0)));
+        let v = event(&s, &mut st, 2 * day + 1200, 5.0, 1.0);
+        assert_eq!(v[1], 70.0 / (90.0 / 4.0));
+        // Past the 2-hour window only the habit is left.
+        let v = event(&s, &mut st, 3 * day, 5.0, 1.0);
+        assert_eq!(v[1], 0.0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use trainer::forest::{Contamination, IsolationForestParams, MaxSamples};
 use trainer::spec::{FeatureSpec, VelocityDecl};
 
 /// The velocity features of the test model (and of docs/trainer.md's example).
-const VELOCITY: [(&str, &str); 7] = [
+const VELOCITY: [(&str, &str); 8] = [
     ("card_count_10m", "count by card_id over 10m"),
     ("card_count_1h", "count by card_id over 1h"),
     ("card_seconds_since_last", "seconds_since_last by card_id"),
@@ -34,6 +34,10 @@ const VELOCITY: [(&str, &str); 7] = [
     (
         "card_categories_24h",
         "distinct(merchant_category) by card_id over 24h every 1h",
+    ),
+    (
+        "card_spend_vs_habit",
+        "log(sum(amount) by card_id over 2h every 10m / mean(amount) by card_id over 30d every 1d)",
     ),
 ];
 
