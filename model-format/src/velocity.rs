@@ -506,13 +506,8 @@ impl VelocitySpec {
     /// The index of entity `entity`'s accumulator that `aggregate` over `window` reads, added
     /// if no earlier feature needs the same numbers.
     fn accumulator(&mut self, entity: usize, aggregate: &Aggregate, window: Window) -> usize {
-        let (field, distinct) = match aggregate {
-            Aggregate::Count | Aggregate::SecondsSinceLast => (None, false),
-            Aggregate::Sum(f) | Aggregate::Mean(f) | Aggregate::Ratio(f) => {
-                (Some(f.clone()), false)
-            }
-            Aggregate::Distinct(f) | Aggregate::Seen(f) => (Some(f.clone()), true),
-        };
+        let field = aggregated_field(aggregate).map(str::to_string);
+        let distinct = matches!(aggregate, Aggregate::Distinct(_) | Aggregate::Seen(_));
         let accs = &mut self.accumulators[entity];
         let same =
             |a: &Accumulator| a.window == window && a.field == field && a.distinct == distinct;
@@ -661,7 +656,6 @@ impl VelocitySpec {
     pub fn no_history(&self, values: &mut [f64]) {
         for (v, f) in values.iter_mut().zip(&self.features) {
             *v = f.definition.finish(match f.definition.aggregate {
-                _ if f.definition.per.is_some() => 0.0,
                 Aggregate::SecondsSinceLast => SINCE_LAST_CAP_SECS,
                 Aggregate::Ratio(_) => 1.0,
                 _ => 0.0,
