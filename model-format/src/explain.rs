@@ -122,6 +122,8 @@ const QUAD_SIZES: [usize; 11] = [1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32];
 
 /// Nodes whose scratch is kept on the stack (a power of two); larger trees allocate.
 const STACK_NODES: usize = 512;
+/// Features a row may have for the portable kernel's fixed-size buffers (a power of two).
+const STACK_FEATURES: usize = 64;
 
 /// One split, in level order: where its values live and which flag gates it. `repr(C)` without
 /// padding so that serialized tables can be viewed in place (see [`Model::explanation_tables`]).
@@ -572,15 +574,45 @@ fn run<'t, const Q: usize, const L: usize>(
         heap_flags.resize(2 * n, 0);
         (&mut heap_values, &mut heap_flags)
     };
+    // With the stack's scratch and a row that fits, the row and its sums go into fixed-size
+    // buffers: then every index mask in the loop is a constant and the feature indices need
+    // no bounds checks (WebAssembly compilers then keep fewer values live across it: 7 %
+    // faster there). Copying `phi` in and out keeps the sums' order, so the bits.
+    if values.len() == STACK_NODES && x.len() <= STACK_FEATURES && phi.len() == x.len() {
+        let mut xs = [0f32; STACK_FEATURES];
+        let mut sums = [0f64; STACK_FEATURES];
+        xs[..x.len()].copy_from_slice(x);
+        sums[..phi.len()].copy_from_slice(phi);
+        all_trees::<Q, L, STACK_NODES>(trees, tables, &xs, &cold, values, flags, &mut sums, vector);
+        phi.copy_from_slice(&sums[..x.len()]);
+    } else {
+        all_trees::<Q, L, 0>(trees, tables, x, &cold, values, flags, phi, vector);
+    }
+}
+
+/// `tree_phi` over the trees: the AVX2 loop when `vector` and the processor has it, else the
+/// portable one. `N` as in `tree_phi`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn all_trees<'t, const Q: usize, const L: usize, const N: usize>(
+    trees: impl Iterator<Item = &'t TreeShap>,
+    tables: &[Cow<'static, [f64]>],
+    x: &[f32],
+    cold: &[f64; Q],
+    values: &mut [Lanes<L>],
+    flags: &mut [u8],
+    phi: &mut [f64],
+    vector: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if vector && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the processor has AVX2 (checked just above).
-        unsafe { trees_avx2::<Q, L>(trees, tables, x, &cold, values, flags, phi) };
+        unsafe { trees_avx2::<Q, L, N>(trees, tables, x, cold, values, flags, phi) };
         return;
     }
     let _ = vector;
     for (tree, table) in trees.zip(tables) {
-        tree_phi::<Q, L, Q>(tree, table, x, &cold, values, flags, phi);
+        tree_phi::<Q, L, Q, N>(tree, table, x, cold, values, flags, phi);
     }
 }
 
@@ -590,7 +622,7 @@ fn run<'t, const Q: usize, const L: usize>(
 /// natively, and 3–5 % more with the padding lanes computed.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn trees_avx2<'t, const Q: usize, const L: usize>(
+fn trees_avx2<'t, const Q: usize, const L: usize, const N: usize>(
     trees: impl Iterator<Item = &'t TreeShap>,
     tables: &[Cow<'static, [f64]>],
     x: &[f32],
@@ -600,7 +632,7 @@ fn trees_avx2<'t, const Q: usize, const L: usize>(
     phi: &mut [f64],
 ) {
     for (tree, table) in trees.zip(tables) {
-        tree_phi::<Q, L, L>(tree, table, x, cold, values, flags, phi);
+        tree_phi::<Q, L, L, N>(tree, table, x, cold, values, flags, phi);
     }
 }
 
@@ -622,7 +654,7 @@ fn unit(flag: usize) -> f64 {
 /// and for any table that installed (every split checked unless the caller vouched for them)
 /// the mask changes nothing. Rows of a record are indexed by 0/1 flags plus constants, below 5.
 #[inline(always)]
-fn tree_phi<const Q: usize, const L: usize, const W: usize>(
+fn tree_phi<const Q: usize, const L: usize, const W: usize, const N: usize>(
     tree: &TreeShap,
     table: &[f64],
     x: &[f32],
@@ -632,7 +664,20 @@ fn tree_phi<const Q: usize, const L: usize, const W: usize>(
     phi: &mut [f64],
 ) {
     debug_assert!(values.len().is_power_of_two() && flags.len() == 2 * values.len());
-    let (vmask, fmask) = (values.len() - 1, flags.len() - 1);
+    // `N > 0`: the scratch holds `N` nodes and the row and `phi` are `STACK_FEATURES` long,
+    // so every index can be masked by a constant (0: lengths read, features bounds-checked).
+    assert!(
+        N == 0
+            || (values.len() == N
+                && flags.len() == 2 * N
+                && x.len() == STACK_FEATURES
+                && phi.len() == STACK_FEATURES)
+    );
+    let (vmask, fmask) = if N > 0 {
+        (N - 1, 2 * N - 1)
+    } else {
+        (values.len() - 1, flags.len() - 1)
+    };
     let steps = &tree.steps[..];
     let splits = steps.iter().zip(table.chunks_exact(5 * Q + 4));
     const { assert!(W == Q || W == L) };
@@ -648,13 +693,33 @@ fn tree_phi<const Q: usize, const L: usize, const W: usize>(
     // SAFETY (every get_unchecked below): the index is masked to the slice's length, a power
     // of two.
     let value = |values: &[Lanes<L>], i: usize| unsafe { values.get_unchecked(i & vmask).0 };
+    // A feature's entry of the row or of `phi`: masked when `N > 0` (asserted above: both are
+    // `STACK_FEATURES` long, a power of two), else bounds-checked.
+    #[inline(always)]
+    fn feature<T, const N: usize>(v: &[T], f: u16) -> &T {
+        if N > 0 {
+            // SAFETY: `v.len() == STACK_FEATURES` (asserted by the caller), a power of two.
+            unsafe { v.get_unchecked(usize::from(f) & (STACK_FEATURES - 1)) }
+        } else {
+            &v[usize::from(f)]
+        }
+    }
+    #[inline(always)]
+    fn feature_mut<T, const N: usize>(v: &mut [T], f: u16) -> &mut T {
+        if N > 0 {
+            // SAFETY: as in `feature`.
+            unsafe { v.get_unchecked_mut(usize::from(f) & (STACK_FEATURES - 1)) }
+        } else {
+            &mut v[usize::from(f)]
+        }
+    }
     // flags[2s] / flags[2s+1]: x took every edge on the split's feature down to its left /
     // right child (o after the edge). The slot after them is the always-hot root state.
     flags[(2 * steps.len()) & fmask] = 1;
     // Padding lanes start at 0 and so stay 0 (finite factors), whatever `W` computes in them.
     values[0] = Lanes(core::array::from_fn(|k| if k < Q { cold[k] } else { 0.0 }));
     for (s, (step, rec)) in splits.clone().enumerate() {
-        let left = usize::from(x[usize::from(step.feature)] <= step.threshold);
+        let left = usize::from(*feature::<f32, N>(x, step.feature) <= step.threshold);
         let was_hot = usize::from(unsafe { *flags.get_unchecked(step.prev as usize & fmask) } & 1);
         let (o_l, o_r) = (was_hot & left, was_hot & (1 - left));
         unsafe {
@@ -704,7 +769,7 @@ fn tree_phi<const Q: usize, const L: usize, const W: usize>(
             acc += dk;
         }
         unsafe { *values.get_unchecked_mut(node & vmask) = Lanes(h) };
-        phi[usize::from(step.feature)] += unit(o_l | o_r) * acc;
+        *feature_mut::<f64, N>(phi, step.feature) += unit(o_l | o_r) * acc;
     }
 }
 
@@ -1415,8 +1480,9 @@ mod tests {
         Tree::new(nodes).unwrap()
     }
 
-    /// The AVX2 loop (padding lanes computed) and the portable one (what WebAssembly runs)
-    /// give the same bits, for every rule size up to 6 features.
+    /// The AVX2 loop (padding lanes computed) and the portable one (what WebAssembly runs),
+    /// each with fixed-size buffers (a row of up to `STACK_FEATURES`) and without (a longer
+    /// row), give the same bits, for every rule size up to 6 features.
     #[test]
     fn vector_and_portable_passes_agree_to_the_bit() {
         let mut state = 7u64;
@@ -1429,8 +1495,10 @@ mod tests {
                 let x: Vec<f32> = (0..m)
                     .map(|j| ((r * 37 + j * 101) % 1000) as f32 / 1000.0)
                     .collect();
-                let phi_of = |vector: bool| {
-                    let mut phi = vec![0.0; m];
+                let phi_of = |vector: bool, width: usize| {
+                    let mut x = x.clone();
+                    x.resize(width, 0.0);
+                    let mut phi = vec![0.0; width];
                     let shaps = trees.iter().map(Tree::shap);
                     match shap.q {
                         1 => run::<1, 2>(&shap, shaps, &shap.tables, &x, &mut phi, vector),
@@ -1439,14 +1507,24 @@ mod tests {
                         4 => run::<4, 4>(&shap, shaps, &shap.tables, &x, &mut phi, vector),
                         q => panic!("rule size {q} not covered"),
                     }
-                    phi.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                    phi[..m].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
                 };
-                let (vector, portable) = (phi_of(true), phi_of(false));
-                assert_eq!(vector, portable, "m = {m}, row {r}");
+                let portable = phi_of(false, m);
                 assert!(
                     portable.iter().any(|&b| b != 0),
                     "m = {m}, row {r}: all zero"
                 );
+                for (vector, width) in [
+                    (true, m),
+                    (false, STACK_FEATURES + 1),
+                    (true, STACK_FEATURES + 1),
+                ] {
+                    assert_eq!(
+                        phi_of(vector, width),
+                        portable,
+                        "m = {m}, row {r}, vector {vector}, width {width}"
+                    );
+                }
                 compared += 1;
             }
         }
