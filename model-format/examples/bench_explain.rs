@@ -4,7 +4,9 @@
 //! is `Model::from_bytes` (checksum, parsing, full validation) plus dropping the model; the
 //! checksum alone is shown beside it, then the two ways an embedded file decodes:
 //! `Model::from_static_bytes` (full validation, node records used in place) and
-//! `FileTrust::DecodedBefore` (what the worker does at an instance's start).
+//! `FileTrust::DecodedBefore` (what the worker does at an instance's start). The `tables` line
+//! is what the explanation tables cost an instance: built from the model, or hashed (as a
+//! registry model's are), decoded and installed.
 //!
 //! cargo run --release --example bench_explain [MODEL]
 
@@ -164,6 +166,31 @@ fn bench(label: &str, model: &Model, rows: &[Vec<f64>]) {
             both_cold - forest_cold
         );
     }
+    // What a fresh instance pays for the explanation tables: building them from the decoded
+    // model, against installing serialized ones (hashed first, as a registry model's are).
+    let tables: &'static [u8] = Vec::leak(model.explanation_tables());
+    // Milliseconds each: best of 5 single builds.
+    let build_tables = (0..5)
+        .map(|_| {
+            let m = Model::from_static_bytes(embedded, FileTrust::DecodedBefore(checksum)).unwrap();
+            let start = Instant::now();
+            black_box(m.explanation_tables());
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .fold(f64::INFINITY, f64::min);
+    let hash_tables = best_of(&|| {
+        black_box(xxhash_rust::xxh3::xxh3_64(black_box(tables)));
+    });
+    let install_tables = best_of(&|| {
+        let mut m = Model::from_static_bytes(embedded, FileTrust::DecodedBefore(checksum)).unwrap();
+        m.install_explanation_tables(tables, model_format::TablesTrust::CheckedForThisModel)
+            .unwrap();
+        black_box(m);
+    });
+    println!(
+        "  tables {} bytes: build {build_tables:8.1} µs, hash {hash_tables:8.1} µs, decode + install {install_tables:8.1} µs",
+        tables.len()
+    );
     println!("  decode   {decode:8.1} µs ({} bytes)", bytes.len());
     println!("    of which checksum {crc:8.1} µs (ModelId::of)");
     println!("  decode in place      {in_place:8.1} µs (from_static_bytes, full validation)");
