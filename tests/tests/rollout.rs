@@ -399,8 +399,9 @@ fn promote_roll_back_shadow_and_refuse_while_serving() {
         Duration::from_secs(2),
         2 * INTERVAL + Duration::from_secs(5)
     ));
-    let key = format!("model/tables/{vb}/0");
-    let original = edge.read_key(&key).unwrap().expect("B's tables are stored");
+    // What an instance start reads: B's file and then its tables (the middle is in the tables).
+    let key = format!("model/bundle/{vb}/0");
+    let original = edge.read_key(&key).unwrap().expect("B is stored");
     let mut bytes = original.clone();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;

@@ -214,6 +214,7 @@ fn two_spin_edges_on_one_redis_share_the_model_and_lose_nothing_while_the_store_
         "model/channels".to_string(),
         format!("model/file/{vb}/0"),
         format!("model/tables/{vb}/0"),
+        format!("model/bundle/{vb}/0"),
     ] {
         assert!(keys.contains(&key), "{key} not in Redis: {keys:?}");
     }

@@ -43,7 +43,10 @@ pub use host::{Fetched, Host, PostAnswer, Swap, Task};
 pub use limits::RATE_PREFIX;
 pub use model::Loaded;
 pub use response::{ApiError, json};
-pub use rollout::{CHANNELS_KEY, EdgeChannels, PART_BYTES, REFRESH_KEY, RefreshState, StoredModel};
+pub use rollout::{
+    BUNDLE_PART_BYTES, CHANNELS_KEY, EdgeChannels, PART_BYTES, REFRESH_KEY, RefreshState,
+    StoredModel,
+};
 pub use settings::{
     BadVariable, DEFAULT_MODEL_REFRESH_SECS, DEFAULT_VELOCITY_SLOTS, IdFormat, Settings,
     StoreConfig, Variables,

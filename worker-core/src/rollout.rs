@@ -5,9 +5,15 @@
 //! # The key-value store is the edge's copy of the registry
 //! - `model/channels` ([`EdgeChannels`]): the versions the edge serves (`live`, `shadow`) and
 //!   where their bytes are. No `live` = the model embedded in the component.
-//! - `model/file/<version>/<i>` and `model/tables/<version>/<i>`: the model file and its
-//!   TreeSHAP tables (built once by the refreshing instance, not by every instance), in parts
-//!   of at most [`PART_BYTES`], well within Spin's guaranteed 1 MiB per value.
+//! - `model/bundle/<version>/<i>`: the model file and its TreeSHAP tables (built once by the
+//!   refreshing instance, not by every instance) in one byte string, in parts of at most
+//!   [`BUNDLE_PART_BYTES`], within Spin's guaranteed 1 MiB per value: what an instance start
+//!   reads, in as few reads as the values allow (one for a 50-tree forest), because every read
+//!   costs a fresh instance a host call and a thread hand-off.
+//! - `model/file/<version>/<i>` and `model/tables/<version>/<i>`: the same file and tables
+//!   apart, in parts of at most [`PART_BYTES`]: the layout workers before the bundle read
+//!   and write. Still written, so that both kinds of worker can share one store during an
+//!   upgrade, and still read when a copy has no bundle.
 //! - `model/refresh` ([`RefreshState`]): who last asked the registry, when, and how it went.
 //!
 //! # Who does what, never on a request's path
@@ -50,8 +56,12 @@ use crate::trust::Trust;
 pub const CHANNELS_KEY: &str = "model/channels";
 /// Key of [`RefreshState`].
 pub const REFRESH_KEY: &str = "model/refresh";
-/// Largest key-value value this module writes (Spin guarantees 1 MiB).
+/// Largest part of the separate file and tables (see the module docs).
 pub const PART_BYTES: usize = 512 * 1024;
+/// Largest part of a bundle: 4 KiB under Spin's guaranteed 1 MiB per value (a host may count
+/// its own overhead in the limit), a multiple of 8 so that the tables, which start at a
+/// multiple of 8, keep their alignment in every part.
+pub const BUNDLE_PART_BYTES: usize = 1024 * 1024 - 4096;
 /// How often an instance re-reads `model/channels`.
 const CHECK_NS: u64 = 1_000_000_000;
 /// Longest wait for one registry answer (a model download included).
@@ -91,6 +101,17 @@ pub struct StoredModel {
     /// then). An instance loads the copy only while its key is still trusted.
     #[serde(default)]
     pub signature: Option<String>,
+    /// Parts of `model/bundle/<version>`: the file, zeros up to a multiple of 8, the tables
+    /// (0: stored without a bundle, by an earlier worker; the separate parts are read).
+    #[serde(default)]
+    pub bundle_parts: usize,
+}
+
+impl StoredModel {
+    /// Where the tables start in the bundle (8-byte aligned, as installing wants them).
+    fn bundle_tables_at(&self) -> usize {
+        self.file_len.next_multiple_of(8)
+    }
 }
 
 fn first_tables_format() -> u32 {
@@ -491,7 +512,8 @@ async fn refresh<H: Host>(
     if let Ok(keys) = host.kv_keys().await {
         for key in keys {
             let version = key
-                .strip_prefix("model/file/")
+                .strip_prefix("model/bundle/")
+                .or_else(|| key.strip_prefix("model/file/"))
                 .or_else(|| key.strip_prefix("model/tables/"))
                 .and_then(|rest| rest.split('/').next());
             if version.is_some_and(|v| !needed.contains(&v)) {
@@ -546,8 +568,31 @@ async fn download<H: Host>(
     } else {
         Vec::new()
     };
-    let file_parts = put_parts(host, &format!("model/file/{version}"), &answer.body).await?;
-    let tables_parts = put_parts(host, &format!("model/tables/{version}"), &tables).await?;
+    let file_parts = put_parts(
+        host,
+        &format!("model/file/{version}"),
+        &answer.body,
+        PART_BYTES,
+    )
+    .await?;
+    let tables_parts = put_parts(
+        host,
+        &format!("model/tables/{version}"),
+        &tables,
+        PART_BYTES,
+    )
+    .await?;
+    let mut bundle = Vec::with_capacity(answer.body.len() + 8 + tables.len());
+    bundle.extend_from_slice(&answer.body);
+    bundle.resize(answer.body.len().next_multiple_of(8), 0);
+    bundle.extend_from_slice(&tables);
+    let bundle_parts = put_parts(
+        host,
+        &format!("model/bundle/{version}"),
+        &bundle,
+        BUNDLE_PART_BYTES,
+    )
+    .await?;
     eprintln!(
         "worker: stored {version} from the registry ({} + {} bytes)",
         answer.body.len(),
@@ -565,12 +610,18 @@ async fn download<H: Host>(
         file_xxh3: xxh3_64(&answer.body),
         tables_xxh3: xxh3_64(&tables),
         signature: answer.signature.clone(),
+        bundle_parts,
     })
 }
 
-async fn put_parts<H: Host>(host: &H, prefix: &str, bytes: &[u8]) -> Result<usize, String> {
+async fn put_parts<H: Host>(
+    host: &H,
+    prefix: &str,
+    bytes: &[u8],
+    part_bytes: usize,
+) -> Result<usize, String> {
     let mut n = 0;
-    for (i, part) in bytes.chunks(PART_BYTES).enumerate() {
+    for (i, part) in bytes.chunks(part_bytes).enumerate() {
         host.kv_set(&format!("{prefix}/{i}"), part).await?;
         n += 1;
     }
@@ -581,10 +632,10 @@ async fn put_parts<H: Host>(host: &H, prefix: &str, bytes: &[u8]) -> Result<usiz
 async fn get_part_list<H: Host>(
     host: &H,
     prefix: &str,
-    parts: usize,
+    (parts, part_bytes): (usize, usize),
     len: usize,
 ) -> Result<Vec<Vec<u8>>, String> {
-    if len > contract::limits::MODEL_MAX_BYTES * 16 || parts != len.div_ceil(PART_BYTES) {
+    if len > contract::limits::MODEL_MAX_BYTES * 16 || parts != len.div_ceil(part_bytes) {
         return Err(format!("{prefix}: {parts} parts cannot hold {len} bytes"));
     }
     let mut list = Vec::with_capacity(parts);
@@ -610,13 +661,72 @@ async fn get_parts<H: Host>(
     parts: usize,
     len: usize,
 ) -> Result<&'static [u8], String> {
-    let mut list = get_part_list(host, prefix, parts, len).await?;
+    let mut list = get_part_list(host, prefix, (parts, PART_BYTES), len).await?;
     let bytes = if list.len() == 1 {
         list.pop().unwrap_or_default()
     } else {
         list.concat()
     };
     Ok(Vec::leak(bytes))
+}
+
+/// The file and the tables (none unless `with_tables`) of a stored model: from its bundle when
+/// it has one, else from the separate parts. The tables stay in the parts the host wrote them
+/// to, and so does a file that fits in the first: joining would double their memory, and a
+/// fresh instance pays ~0.3 ms of page faults per megabyte it touches.
+async fn read_stored<H: Host>(
+    host: &H,
+    stored: &StoredModel,
+    with_tables: bool,
+) -> Result<(&'static [u8], Vec<&'static [u8]>), String> {
+    let v = &stored.version;
+    let leak = |parts: Vec<Vec<u8>>| -> Vec<&'static [u8]> {
+        parts.into_iter().map(|p| &*Vec::leak(p)).collect()
+    };
+    if stored.bundle_parts == 0 {
+        let file = get_parts(
+            host,
+            &format!("model/file/{v}"),
+            stored.file_parts,
+            stored.file_len,
+        )
+        .await?;
+        let tables = if with_tables {
+            let parts = (stored.tables_parts, PART_BYTES);
+            leak(get_part_list(host, &format!("model/tables/{v}"), parts, stored.tables_len).await?)
+        } else {
+            Vec::new()
+        };
+        return Ok((file, tables));
+    }
+    let at = stored.bundle_tables_at();
+    let parts = (stored.bundle_parts, BUNDLE_PART_BYTES);
+    let prefix = format!("model/bundle/{v}");
+    let parts = leak(get_part_list(host, &prefix, parts, at + stored.tables_len).await?);
+    let file: &'static [u8] = match parts.first() {
+        Some(first) if first.len() >= stored.file_len => &first[..stored.file_len],
+        _ => {
+            let mut file = Vec::with_capacity(stored.file_len);
+            for part in &parts {
+                let want = stored.file_len - file.len();
+                file.extend_from_slice(&part[..want.min(part.len())]);
+            }
+            Vec::leak(file)
+        }
+    };
+    let mut tables = Vec::new();
+    if with_tables {
+        let (mut start, end_of_tables) = (0, at + stored.tables_len);
+        for part in parts {
+            let end = start + part.len();
+            let (from, to) = (at.clamp(start, end), end_of_tables.clamp(start, end));
+            if from < to {
+                tables.push(&part[from - start..to - start]);
+            }
+            start = end;
+        }
+    }
+    Ok((file, tables))
 }
 
 /// Loads a stored model. The bytes are the key-value store's, not ours: when the storing
@@ -634,13 +744,7 @@ async fn load<H: Host>(
     // when it first explains (the next refresh stores them again).
     let with_tables = with_tables && stored.tables_format == model_format::TABLES_VERSION;
     let v = &stored.version;
-    let file = get_parts(
-        host,
-        &format!("model/file/{v}"),
-        stored.file_parts,
-        stored.file_len,
-    )
-    .await?;
+    let (file, tables) = read_stored(host, stored, with_tables).await?;
     let hashed = stored.file_xxh3 != 0 && (!with_tables || stored.tables_xxh3 != 0);
     let (id, trust) = if hashed {
         if xxh3_64(file) != stored.file_xxh3 {
@@ -667,20 +771,7 @@ async fn load<H: Host>(
     if id.version() != *v || contract::models::checksum_text(id.checksum) != stored.checksum {
         return Err(format!("{v} in the key-value store is {}", id.version()));
     }
-    // The tables stay in the parts the host wrote them to: joining them would double their
-    // memory, and a fresh instance pays ~0.3 ms of page faults per megabyte it touches.
-    let mut tables: Vec<&'static [u8]> = Vec::new();
     if with_tables {
-        tables = get_part_list(
-            host,
-            &format!("model/tables/{v}"),
-            stored.tables_parts,
-            stored.tables_len,
-        )
-        .await?
-        .into_iter()
-        .map(|part| &*Vec::leak(part))
-        .collect();
         let trust = if hashed {
             let mut hash = xxhash_rust::xxh3::Xxh3::new();
             tables.iter().for_each(|part| hash.update(part));

@@ -37,6 +37,8 @@ struct FakeHost {
     /// Every body POSTed to the store, parsed.
     posts: RefCell<Vec<Vec<Value>>>,
     gets: RefCell<Vec<String>>,
+    /// Every key read with `kv_get`, in order.
+    kv_reads: RefCell<Vec<String>>,
     /// What the store answers to `GET /v1/dashboard`.
     dashboard: RefCell<Box<dyn Fn() -> Value>>,
     /// What the registry answers to a GET of bytes (url, If-None-Match).
@@ -96,6 +98,7 @@ impl FakeHost {
             store: RefCell::new(store),
             posts: RefCell::new(Vec::new()),
             gets: RefCell::new(Vec::new()),
+            kv_reads: RefCell::new(Vec::new()),
             dashboard: RefCell::new(Box::new(store_dashboard)),
             registry: RefCell::new(Box::new(|_, _| Err("no registry".into()))),
         }))
@@ -199,6 +202,7 @@ impl Host for FakeHost {
         if self.kv_down.get() {
             return Err("kv down".into());
         }
+        self.kv_reads.borrow_mut().push(key.to_string());
         Ok(self.kv.borrow().get(key).cloned())
     }
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
@@ -1000,16 +1004,31 @@ fn a_promoted_model_is_pulled_verified_stored_and_served() {
         refreshed.len() == 24 && chrono::DateTime::parse_from_rfc3339(refreshed).is_ok(),
         "{health}"
     );
-    let parts = host.keys("model/tables/");
+    // File and tables (1.2 MB) in a bundle of two parts; apart (for earlier workers) in five.
+    let bundle = host.keys("model/bundle/");
+    assert_eq!(bundle.len(), 2, "{bundle:?}");
+    assert_eq!(host.keys("model/file/").len(), 1);
+    assert_eq!(host.keys("model/tables/").len(), 3);
     assert!(
-        parts.len() >= 2,
-        "tables over 512 KiB come in parts: {parts:?}"
+        host.kv
+            .borrow()
+            .values()
+            .all(|v| v.len() <= BUNDLE_PART_BYTES)
     );
-    assert!(host.kv.borrow().values().all(|v| v.len() <= PART_BYTES));
 
-    // A new instance starts on B from the key-value store, without asking the registry.
+    // A new instance starts on B from the key-value store, without asking the registry, and
+    // reads only the bundle besides the channels and the refresh state.
     let gets = host.gets.borrow().len();
+    host.kv_reads.borrow_mut().clear();
     let second = started(host, |_| {});
+    let model_reads: Vec<String> = host
+        .kv_reads
+        .borrow()
+        .iter()
+        .filter(|k| k.starts_with("model/") && *k != CHANNELS_KEY && *k != REFRESH_KEY)
+        .cloned()
+        .collect();
+    assert_eq!(model_reads, bundle);
     assert_eq!(predict(second, 2)["model_version"], vb.as_str());
     assert_eq!(host.gets.borrow().len(), gets);
 
@@ -1040,7 +1059,8 @@ fn corrupt_stored_parts_are_refused_reported_and_replaced() {
     predict_and_settle(host, app, 0);
     assert_eq!(predict_and_settle(host, app, 1), vb);
 
-    let key = format!("model/tables/{vb}/1");
+    // The second part of the bundle is all tables (the file fits in the first).
+    let key = format!("model/bundle/{vb}/1");
     host.kv.borrow_mut().get_mut(&key).unwrap()[100] ^= 0x08;
     // A new instance refuses B's tables and serves the embedded model; health says why.
     let fresh = started(host, |_| {});
@@ -1081,6 +1101,10 @@ fn tables_another_worker_version_stored_are_rebuilt_not_refused() {
     for key in host.keys("model/tables/") {
         host.kv.borrow_mut().get_mut(&key).unwrap()[0] ^= 0xff;
     }
+    host.kv
+        .borrow_mut()
+        .get_mut(&format!("model/bundle/{vb}/1"))
+        .unwrap()[0] ^= 0xff;
     // A new instance serves B and explains with tables it builds itself; nothing is refused.
     let fresh = started(host, |_| {});
     let (status, answer) = call(fresh, request("POST", "/api/predict", &tx(2).to_string()));
@@ -1098,6 +1122,42 @@ fn tables_another_worker_version_stored_are_rebuilt_not_refused() {
     let live = channels.live.unwrap();
     assert_eq!(live.version, vb);
     assert_eq!(live.tables_format, model_format::TABLES_VERSION);
+}
+
+#[test]
+fn a_copy_stored_by_a_worker_before_bundles_is_read_from_its_separate_parts() {
+    let host = FakeHost::new(accept_all());
+    let vb = registry_serving(host, model_b());
+    let app = started(host, |_| {});
+    predict_and_settle(host, app, 0);
+    assert_eq!(predict_and_settle(host, app, 1), vb);
+    // As such a worker stored it: no bundle, and no field naming one.
+    for key in host.keys("model/bundle/") {
+        host.kv.borrow_mut().remove(&key);
+    }
+    let mut kv = host.kv.borrow_mut();
+    let raw = kv.get_mut(CHANNELS_KEY).unwrap();
+    let mut channels: Value = serde_json::from_slice(raw).unwrap();
+    channels["live"]
+        .as_object_mut()
+        .unwrap()
+        .remove("bundle_parts");
+    *raw = serde_json::to_vec(&channels).unwrap();
+    drop(kv);
+
+    host.kv_reads.borrow_mut().clear();
+    let fresh = started(host, |_| {});
+    let (status, answer) = call(fresh, request("POST", "/api/predict", &tx(2).to_string()));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model_version"], vb.as_str());
+    let (_, health) = call(fresh, request("GET", "/api/health", ""));
+    assert_eq!(health["verification_failures"], 0, "{health}");
+    assert_eq!(health["model_source"], "registry", "{health}");
+    let reads = host.kv_reads.borrow().clone();
+    assert!(reads.contains(&format!("model/tables/{vb}/2")), "{reads:?}");
+    // And explains as the instance that stored it does.
+    let (_, again) = call(app, request("POST", "/api/predict", &tx(2).to_string()));
+    assert_eq!(answer["risk_factors"], again["risk_factors"]);
 }
 
 #[test]
