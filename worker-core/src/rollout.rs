@@ -703,30 +703,41 @@ async fn read_stored<H: Host>(
     let parts = (stored.bundle_parts, BUNDLE_PART_BYTES);
     let prefix = format!("model/bundle/{v}");
     let parts = leak(get_part_list(host, &prefix, parts, at + stored.tables_len).await?);
+    let tables_len = if with_tables { stored.tables_len } else { 0 };
+    Ok(unbundle(&parts, stored.file_len, at, tables_len))
+}
+
+/// The file (its first `file_len` bytes) and the tables (`tables_len` bytes from `at`) of a
+/// bundle in `parts`: the file in place when the first part holds it (else joined), the
+/// tables as the slices of the parts they span.
+fn unbundle(
+    parts: &[&'static [u8]],
+    file_len: usize,
+    at: usize,
+    tables_len: usize,
+) -> (&'static [u8], Vec<&'static [u8]>) {
     let file: &'static [u8] = match parts.first() {
-        Some(first) if first.len() >= stored.file_len => &first[..stored.file_len],
+        Some(first) if first.len() >= file_len => &first[..file_len],
         _ => {
-            let mut file = Vec::with_capacity(stored.file_len);
-            for part in &parts {
-                let want = stored.file_len - file.len();
+            let mut file = Vec::with_capacity(file_len);
+            for part in parts {
+                let want = file_len - file.len();
                 file.extend_from_slice(&part[..want.min(part.len())]);
             }
             Vec::leak(file)
         }
     };
     let mut tables = Vec::new();
-    if with_tables {
-        let (mut start, end_of_tables) = (0, at + stored.tables_len);
-        for part in parts {
-            let end = start + part.len();
-            let (from, to) = (at.clamp(start, end), end_of_tables.clamp(start, end));
-            if from < to {
-                tables.push(&part[from - start..to - start]);
-            }
-            start = end;
+    let (mut start, end_of_tables) = (0, at + tables_len);
+    for part in parts {
+        let end = start + part.len();
+        let (from, to) = (at.clamp(start, end), end_of_tables.clamp(start, end));
+        if from < to {
+            tables.push(&part[from - start..to - start]);
         }
+        start = end;
     }
-    Ok((file, tables))
+    (file, tables)
 }
 
 /// Loads a stored model. The bytes are the key-value store's, not ours: when the storing
@@ -795,4 +806,46 @@ async fn load<H: Host>(
         tables,
         with_tables,
     ))))
+}
+
+#[cfg(test)]
+mod bundle_tests {
+    use super::unbundle;
+
+    /// `file_len` bytes of file, zeros to a multiple of 8, `tables_len` bytes of tables, cut
+    /// into parts of `part` bytes: what `download` stores.
+    fn bundle(file_len: usize, tables_len: usize, part: usize) -> (Vec<u8>, Vec<&'static [u8]>) {
+        let mut bytes: Vec<u8> = (0..file_len).map(|i| (i % 251) as u8).collect();
+        bytes.resize(file_len.next_multiple_of(8), 0);
+        bytes.extend((0..tables_len).map(|i| (i % 241) as u8 + 1));
+        let parts = bytes.chunks(part).map(|c| &*c.to_vec().leak()).collect();
+        (bytes, parts)
+    }
+
+    #[test]
+    fn file_and_tables_come_back_whatever_the_parts_they_span() {
+        for (file_len, tables_len, part) in [
+            (61, 700, 1000),  // all in one part
+            (100, 1000, 400), // tables over three parts
+            (1000, 50, 400),  // the file over three parts, joined
+            (8, 16, 8),       // boundaries exactly at the file's and the tables' ends
+            (13, 0, 8),       // no tables (a shadow model, or tables not wanted)
+        ] {
+            let (bytes, parts) = bundle(file_len, tables_len, part);
+            let at = file_len.next_multiple_of(8);
+            let (file, tables) = unbundle(&parts, file_len, at, tables_len);
+            assert_eq!(file, &bytes[..file_len], "{file_len} {tables_len} {part}");
+            assert_eq!(
+                tables.concat(),
+                &bytes[at..],
+                "{file_len} {tables_len} {part}"
+            );
+            assert!(tables.iter().all(|t| !t.is_empty()));
+            // In place, not copied, when the first part holds the file.
+            assert_eq!(
+                std::ptr::eq(file.as_ptr(), parts[0].as_ptr()),
+                file_len <= part
+            );
+        }
+    }
 }
