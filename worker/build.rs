@@ -44,7 +44,7 @@ fn main() {
     let tables = out_dir.join("explanation.tables");
     let serialized: &'static [u8] = Vec::leak(model.explanation_tables());
     // The instance installs them without a checksum (see worker's `loaded`): check them here.
-    let mut fresh = model_format::Model::from_bytes(&bytes).expect("decoded above");
+    let fresh = model_format::Model::from_bytes(&bytes).expect("decoded above");
     if let Err(e) =
         fresh.install_explanation_tables(serialized, model_format::TablesTrust::Untrusted)
     {

@@ -182,7 +182,7 @@ fn bench(label: &str, model: &Model, rows: &[Vec<f64>]) {
         black_box(xxhash_rust::xxh3::xxh3_64(black_box(tables)));
     });
     let install_tables = best_of(&|| {
-        let mut m = Model::from_static_bytes(embedded, FileTrust::DecodedBefore(checksum)).unwrap();
+        let m = Model::from_static_bytes(embedded, FileTrust::DecodedBefore(checksum)).unwrap();
         m.install_explanation_tables(tables, model_format::TablesTrust::CheckedForThisModel)
             .unwrap();
         black_box(m);

@@ -32,7 +32,7 @@ fn main() {
         m.explain(&row, &mut phi).unwrap();
         second += t.elapsed().as_secs_f64();
 
-        let mut m = Model::from_bytes(&bytes).unwrap();
+        let m = Model::from_bytes(&bytes).unwrap();
         let t = Instant::now();
         m.install_explanation_tables(tables, TablesTrust::Untrusted)
             .unwrap();
@@ -41,7 +41,7 @@ fn main() {
         m.explain(&row, &mut phi).unwrap();
         installed_first += t.elapsed().as_secs_f64();
 
-        let mut m = Model::from_bytes(&bytes).unwrap();
+        let m = Model::from_bytes(&bytes).unwrap();
         let t = Instant::now();
         m.install_explanation_tables(tables, TablesTrust::IntegrityKnown)
             .unwrap();

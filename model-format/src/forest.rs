@@ -1196,13 +1196,14 @@ impl Forest {
         }
     }
 
-    /// Installs explanation tables read by `explain::read_tables` (one per tree, in order),
-    /// replacing any built ones. Owned by the explain work; keep at the end of this impl.
-    pub(crate) fn install_shap(&mut self, trees: Vec<TreeShap>, forest: ForestShap) {
-        for (tree, shap) in self.trees.iter_mut().zip(trees) {
-            tree.shap = OnceLock::from(shap);
+    /// Installs explanation tables read by `explain::read_tables` (one per tree, in order)
+    /// where none were built yet (built ones have the same bits). Owned by the explain work;
+    /// keep at the end of this impl.
+    pub(crate) fn install_shap(&self, trees: Vec<TreeShap>, forest: ForestShap) {
+        for (tree, shap) in self.trees.iter().zip(trees) {
+            let _ = tree.shap.set(shap);
         }
-        self.shap = OnceLock::from(forest);
+        let _ = self.shap.set(forest);
     }
 }
 

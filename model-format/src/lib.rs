@@ -530,9 +530,11 @@ impl Model {
     /// Installs tables from [`Model::explanation_tables`] of this same model instead of
     /// building them on first use, checking as much of them as `trust` says is not known
     /// yet ([`TablesTrust`]), then using them in place when 8-byte aligned (else copied).
-    /// On error the model is unchanged (and builds its tables lazily).
+    /// On error the model is unchanged (and builds its tables lazily). Takes `&self`, so a
+    /// shared model can get its tables later; a model that built its tables already (a first
+    /// explanation) keeps them: they have the same bits.
     pub fn install_explanation_tables(
-        &mut self,
+        &self,
         tables: &'static [u8],
         trust: TablesTrust,
     ) -> Result<(), TablesError> {
@@ -543,7 +545,7 @@ impl Model {
     /// key-value store's values): each array is used in the part that holds it, and only one
     /// that straddles two parts is copied, rather than joining the parts into a second copy.
     pub fn install_explanation_table_parts(
-        &mut self,
+        &self,
         parts: &[&'static [u8]],
         trust: TablesTrust,
     ) -> Result<(), TablesError> {

@@ -78,14 +78,14 @@ fn installed_tables_explain_bit_identically() {
     let check = rows_for(&rows, 9);
     // Aligned (viewed in place) and misaligned (copied) bytes give the same results.
     for offset in [0, 1, 4] {
-        let mut installed = fresh(&built);
+        let installed = fresh(&built);
         installed
             .install_explanation_tables(leak_at(&tables, offset), TablesTrust::Untrusted)
             .unwrap();
         assert_same_explanations(&built, &installed, &check);
     }
     // Serializing installed tables gives the same bytes back.
-    let mut installed = fresh(&built);
+    let installed = fresh(&built);
     installed
         .install_explanation_tables(leak_at(&tables, 0), TablesTrust::Untrusted)
         .unwrap();
@@ -120,7 +120,7 @@ fn tables_in_parts_explain_bit_identically() {
             TablesTrust::IntegrityKnown,
             TablesTrust::CheckedForThisModel,
         ] {
-            let mut installed = fresh(&built);
+            let installed = fresh(&built);
             installed
                 .install_explanation_table_parts(&parts, trust)
                 .unwrap_or_else(|e| panic!("cuts {cuts:?}, {trust:?}: {e}"));
@@ -136,7 +136,7 @@ fn tables_in_parts_explain_bit_identically() {
         let mut bad_parts = parts.clone();
         let end = bad_parts.len() - 1;
         bad_parts[end] = leak_at(&bad[last..], 0);
-        let mut target = fresh(&built);
+        let target = fresh(&built);
         let result = target.install_explanation_table_parts(&bad_parts, TablesTrust::Untrusted);
         assert!(
             matches!(result, Err(TablesError::Checksum { .. })),
@@ -151,7 +151,7 @@ fn the_embedded_model_round_trips() {
     let bytes = include_bytes!("../../data/model.sfm");
     let built = Model::from_bytes(bytes).unwrap();
     let tables = built.explanation_tables();
-    let mut installed = Model::from_bytes(bytes).unwrap();
+    let installed = Model::from_bytes(bytes).unwrap();
     installed
         .install_explanation_tables(leak_at(&tables, 0), TablesTrust::Untrusted)
         .unwrap();
@@ -168,7 +168,7 @@ fn prechecked_model_and_tables_explain_bit_identically() {
     let tables = built.explanation_tables();
     let checksum = model_format::ModelId::of(bytes).unwrap().checksum;
     for offset in [0, 1] {
-        let mut installed =
+        let installed =
             Model::from_static_bytes(leak_at(bytes, offset), FileTrust::DecodedBefore(checksum))
                 .unwrap();
         assert_eq!(installed, built);
@@ -182,7 +182,7 @@ fn prechecked_model_and_tables_explain_bit_identically() {
         assert_same_explanations(&built, &installed, &rows_for(&rows, 6));
     }
     // The header and sizes are still checked: tables of another size are refused.
-    let mut installed =
+    let installed =
         Model::from_static_bytes(leak_at(bytes, 0), FileTrust::DecodedBefore(checksum)).unwrap();
     let short = &tables[..tables.len() - 8];
     assert!(matches!(
@@ -197,7 +197,7 @@ fn prechecked_model_and_tables_explain_bit_identically() {
 }
 
 fn expect_rejected(model: &Model, bytes: &[u8]) -> TablesError {
-    let mut target = fresh(model);
+    let target = fresh(model);
     match target.install_explanation_tables(leak_at(bytes, 0), TablesTrust::Untrusted) {
         Ok(()) => panic!("tampered tables were installed"),
         Err(e) => e,
@@ -242,7 +242,7 @@ fn corrupt_tables_are_rejected() {
     );
 
     // A failed install leaves the model working, building its own tables.
-    let mut target = fresh(&model);
+    let target = fresh(&model);
     let mut bad = tables.clone();
     bad[100] ^= 1;
     assert!(
@@ -261,7 +261,7 @@ fn trusted_install_checks_structure_and_verify_checks_the_rest() {
     let model = grow_model(&rows, 30, 256, 9);
     let tables = model.explanation_tables();
     let check = rows_for(&rows, 2);
-    let mut trusted = fresh(&model);
+    let trusted = fresh(&model);
     trusted
         .install_explanation_tables(leak_at(&tables, 0), TablesTrust::IntegrityKnown)
         .unwrap();
@@ -276,7 +276,7 @@ fn trusted_install_checks_structure_and_verify_checks_the_rest() {
     let last = bad.len() - 1;
     bad[last] ^= 0x40;
     let bad: &'static [u8] = leak_at(&bad, 0);
-    let mut target = fresh(&model);
+    let target = fresh(&model);
     target
         .install_explanation_tables(bad, TablesTrust::IntegrityKnown)
         .unwrap();
@@ -294,7 +294,7 @@ fn trusted_install_checks_structure_and_verify_checks_the_rest() {
     let steps_at = 48 + 16 * model.forest().trees().len();
     let mut bad = tables.clone();
     bad[steps_at + 4..steps_at + 8].copy_from_slice(&1_000_000u32.to_le_bytes());
-    let mut target = fresh(&model);
+    let target = fresh(&model);
     assert_eq!(
         target.install_explanation_tables(leak_at(&bad, 0), TablesTrust::IntegrityKnown),
         Err(TablesError::Step { tree: 0, step: 0 })
@@ -393,7 +393,7 @@ fn tables_of_another_model_are_rejected() {
         expect_rejected(&d, &tables),
         TablesError::Mismatch("tree count")
     );
-    let mut installed = fresh(&a);
+    let installed = fresh(&a);
     installed
         .install_explanation_tables(leak_at(&tables, 0), TablesTrust::Untrusted)
         .unwrap();
@@ -404,7 +404,7 @@ fn tables_of_another_model_are_rejected() {
 #[test]
 fn edge_cases_install() {
     let stump = model(1, vec![vec![leaf(7)], vec![leaf(3)]]);
-    let mut installed = fresh(&stump);
+    let installed = fresh(&stump);
     installed
         .install_explanation_tables(
             leak_at(&stump.explanation_tables(), 0),
@@ -424,7 +424,7 @@ fn edge_cases_install() {
     nodes.push(leaf(1));
     let deep = model(m, vec![nodes]);
     assert!(!deep.prepare_explanations());
-    let mut installed = fresh(&deep);
+    let installed = fresh(&deep);
     installed
         .install_explanation_tables(
             leak_at(&deep.explanation_tables(), 0),

@@ -221,7 +221,7 @@ fn groups_round_trip_through_the_file_and_its_tables() {
     assert_eq!(back.forest().groups().unwrap().tails(), &[9.5]);
     // Tables built for the grouped model install on a fresh decode and explain the same.
     let tables: &'static [u8] = Vec::leak(m.explanation_tables());
-    let mut fresh = Model::from_bytes(&bytes).unwrap();
+    let fresh = Model::from_bytes(&bytes).unwrap();
     fresh
         .install_explanation_tables(tables, TablesTrust::Untrusted)
         .unwrap();

@@ -73,6 +73,24 @@ pub trait Host {
     ) -> Result<Fetched, String>;
     /// The key-value store's value for `key`.
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// [`Host::kv_get`] for a value of `len` bytes that the instance will keep for its whole
+    /// life (a registry model's bundle), received into memory the instance already has
+    /// resident when the host has such memory free: the memory of the embedded model's
+    /// explanation tables, which an instance that serves a registry model does not use. After
+    /// that, [`Host::embedded_tables`] is None. A fresh instance's other memory is faulted in
+    /// page by page (~1 µs per 4 KiB under Spin), so this takes most of a registry model's
+    /// start cost away.
+    async fn kv_get_resident(&self, key: &str, len: usize) -> Result<Option<Vec<u8>>, String> {
+        let _ = len;
+        self.kv_get(key).await
+    }
+    /// The embedded model's explanation tables (checked against it by whoever embedded
+    /// them), unless their memory went to [`Host::kv_get_resident`]; the first call that
+    /// returns them keeps that memory for them for good. None: the embedded model builds its
+    /// tables when it first explains.
+    fn embedded_tables(&self) -> Option<&'static [u8]> {
+        None
+    }
     /// Sets `key` in the key-value store.
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), String>;
     /// Deletes `key` from the key-value store.

@@ -615,9 +615,9 @@ impl<H: Host + 'static> App<H> {
             .inspect_err(|e| eprintln!("worker: embedded model: {e}"))
             .is_ok_and(|full| full == l.model);
         let verified = model_ok
-            && (!l.tables_installed
+            && (!l.tables_installed.get()
                 || l.model
-                    .verify_explanation_table_parts(&l.tables)
+                    .verify_explanation_table_parts(&l.tables.borrow())
                     .inspect_err(|e| eprintln!("worker: embedded explanation tables: {e}"))
                     .is_ok());
         let ready =

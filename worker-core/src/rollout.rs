@@ -229,7 +229,26 @@ impl Models {
     /// after 128 requests), and each must still get its turn at the edge-wide refresh claim.
     pub(crate) async fn start<H: Host>(&self, host: &H, trust: &Trust) {
         self.sync(host, trust).await;
+        if self.live.get().is_none() {
+            self.embedded_tables(host);
+        }
         self.started.set(true);
+    }
+
+    /// Installs the embedded model's tables when the host still has them (see
+    /// [`Host::embedded_tables`]): decided once the instance knows which model it serves,
+    /// because an instance on a registry model receives that model into their memory.
+    fn embedded_tables<H: Host>(&self, host: &H) {
+        if let Ok(embedded) = self.embedded
+            && !embedded.tables_installed.get()
+            && let Some(tables) = host.embedded_tables()
+            && let Err(e) = embedded.install_tables(vec![tables], TablesTrust::CheckedForThisModel)
+        {
+            // Still correct, only slower: the tables are built on first use instead.
+            eprintln!(
+                "worker: embedded explanation tables not installed ({e}); building them lazily"
+            );
+        }
     }
 
     /// Spawns the background check when it is due (called after every request).
@@ -318,6 +337,9 @@ impl Models {
             }
         };
         let from = self.live().map(|l| l.version.clone()).unwrap_or_default();
+        if live.is_none() && self.started.get() {
+            self.embedded_tables(host);
+        }
         self.live.set(live);
         self.shadow.set(shadow);
         let to = self.live().map(|l| l.version.clone()).unwrap_or_default();
@@ -628,12 +650,14 @@ async fn put_parts<H: Host>(
     Ok(n)
 }
 
-/// The parts of a value `put_parts` stored, each as the host handed it over.
+/// The parts of a value `put_parts` stored, each as the host handed it over; the first into
+/// resident memory when `resident` ([`Host::kv_get_resident`]).
 async fn get_part_list<H: Host>(
     host: &H,
     prefix: &str,
     (parts, part_bytes): (usize, usize),
     len: usize,
+    resident: bool,
 ) -> Result<Vec<Vec<u8>>, String> {
     if len > contract::limits::MODEL_MAX_BYTES * 16 || parts != len.div_ceil(part_bytes) {
         return Err(format!("{prefix}: {parts} parts cannot hold {len} bytes"));
@@ -641,7 +665,12 @@ async fn get_part_list<H: Host>(
     let mut list = Vec::with_capacity(parts);
     for i in 0..parts {
         let key = format!("{prefix}/{i}");
-        match host.kv_get(&key).await? {
+        let part = if i == 0 && resident {
+            host.kv_get_resident(&key, len.min(part_bytes)).await?
+        } else {
+            host.kv_get(&key).await?
+        };
+        match part {
             Some(part) => list.push(part),
             None => return Err(format!("{key} is missing")),
         }
@@ -661,7 +690,7 @@ async fn get_parts<H: Host>(
     parts: usize,
     len: usize,
 ) -> Result<&'static [u8], String> {
-    let mut list = get_part_list(host, prefix, (parts, PART_BYTES), len).await?;
+    let mut list = get_part_list(host, prefix, (parts, PART_BYTES), len, false).await?;
     let bytes = if list.len() == 1 {
         list.pop().unwrap_or_default()
     } else {
@@ -693,7 +722,8 @@ async fn read_stored<H: Host>(
         .await?;
         let tables = if with_tables {
             let parts = (stored.tables_parts, PART_BYTES);
-            leak(get_part_list(host, &format!("model/tables/{v}"), parts, stored.tables_len).await?)
+            let prefix = format!("model/tables/{v}");
+            leak(get_part_list(host, &prefix, parts, stored.tables_len, false).await?)
         } else {
             Vec::new()
         };
@@ -702,7 +732,9 @@ async fn read_stored<H: Host>(
     let at = stored.bundle_tables_at();
     let parts = (stored.bundle_parts, BUNDLE_PART_BYTES);
     let prefix = format!("model/bundle/{v}");
-    let parts = leak(get_part_list(host, &prefix, parts, at + stored.tables_len).await?);
+    // The live model's bundle (the one with tables) is what an instance keeps for its life.
+    let len = at + stored.tables_len;
+    let parts = leak(get_part_list(host, &prefix, parts, len, with_tables).await?);
     let tables_len = if with_tables { stored.tables_len } else { 0 };
     Ok(unbundle(&parts, stored.file_len, at, tables_len))
 }
@@ -777,7 +809,7 @@ async fn load<H: Host>(
         let id = ModelId::of(file).map_err(|e| format!("{v} in the key-value store: {e}"))?;
         (id, FileTrust::Untrusted)
     };
-    let mut model = Model::from_static_bytes(file, trust)
+    let model = Model::from_static_bytes(file, trust)
         .map_err(|e| format!("{v} in the key-value store: {e}"))?;
     if id.version() != *v || contract::models::checksum_text(id.checksum) != stored.checksum {
         return Err(format!("{v} in the key-value store is {}", id.version()));

@@ -39,6 +39,11 @@ struct FakeHost {
     gets: RefCell<Vec<String>>,
     /// Every key read with `kv_get`, in order.
     kv_reads: RefCell<Vec<String>>,
+    /// The embedded tables' memory, as the worker keeps it (`Host::embedded_tables`): None
+    /// = no such memory; else who has it (0 nobody, 1 the tables, 2 a value received).
+    resident: Cell<Option<u8>>,
+    /// Keys read with `kv_get_resident` into that memory.
+    resident_reads: RefCell<Vec<String>>,
     /// What the store answers to `GET /v1/dashboard`.
     dashboard: RefCell<Box<dyn Fn() -> Value>>,
     /// What the registry answers to a GET of bytes (url, If-None-Match).
@@ -99,6 +104,8 @@ impl FakeHost {
             posts: RefCell::new(Vec::new()),
             gets: RefCell::new(Vec::new()),
             kv_reads: RefCell::new(Vec::new()),
+            resident: Cell::new(None),
+            resident_reads: RefCell::new(Vec::new()),
             dashboard: RefCell::new(Box::new(store_dashboard)),
             registry: RefCell::new(Box::new(|_, _| Err("no registry".into()))),
         }))
@@ -205,6 +212,22 @@ impl Host for FakeHost {
         self.kv_reads.borrow_mut().push(key.to_string());
         Ok(self.kv.borrow().get(key).cloned())
     }
+    async fn kv_get_resident(&self, key: &str, len: usize) -> Result<Option<Vec<u8>>, String> {
+        if self.resident.get() == Some(0) && len <= embedded_tables().len() {
+            self.resident.set(Some(2));
+            self.resident_reads.borrow_mut().push(key.to_string());
+        }
+        self.kv_get(key).await
+    }
+    fn embedded_tables(&self) -> Option<&'static [u8]> {
+        match self.resident.get() {
+            Some(0 | 1) => {
+                self.resident.set(Some(1));
+                Some(embedded_tables())
+            }
+            _ => None,
+        }
+    }
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
         if self.kv_down.get() {
             return Err("kv down".into());
@@ -291,6 +314,15 @@ impl Host for FakeHost {
 
 fn accept_all() -> StoreScript {
     Box::new(|events| PostAnswer::Status(200, format!("{{\"accepted\":{}}}", events.len())))
+}
+
+/// `data/model.sfm`'s explanation tables, as the worker embeds them.
+fn embedded_tables() -> &'static [u8] {
+    static TABLES: std::sync::OnceLock<&'static [u8]> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let model = Model::from_bytes(include_bytes!("../../data/model.sfm")).unwrap();
+        model.explanation_tables().leak()
+    })
 }
 
 fn loaded() -> Result<Loaded, String> {
@@ -1122,6 +1154,65 @@ fn tables_another_worker_version_stored_are_rebuilt_not_refused() {
     let live = channels.live.unwrap();
     assert_eq!(live.version, vb);
     assert_eq!(live.tables_format, model_format::TABLES_VERSION);
+}
+
+#[test]
+fn an_instance_on_the_embedded_model_keeps_the_embedded_tables() {
+    let host = FakeHost::new(accept_all());
+    host.resident.set(Some(0));
+    let app = started(host, |_| {});
+    assert!(app.models.live().unwrap().tables_installed.get());
+    assert_eq!(host.resident.get(), Some(1));
+    let (status, answer) = call(app, request("POST", "/api/predict", &tx(1).to_string()));
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["risk_factors"][0].is_object(), "{answer}");
+    assert!(host.resident_reads.borrow().is_empty());
+}
+
+#[test]
+fn an_instance_on_a_registry_model_receives_it_into_the_embedded_tables_memory() {
+    let host = FakeHost::new(accept_all());
+    let embedded = loaded().unwrap().version().to_string();
+    let vb = registry_serving(host, model_b());
+    let first = started(host, |_| {});
+    predict_and_settle(host, first, 0);
+    assert_eq!(predict_and_settle(host, first, 1), vb);
+
+    // A new instance: B's first bundle part goes into the tables' memory.
+    host.resident.set(Some(0));
+    let fresh = started(host, |_| {});
+    assert_eq!(
+        *host.resident_reads.borrow(),
+        [format!("model/bundle/{vb}/0")]
+    );
+    assert_eq!(host.resident.get(), Some(2));
+    let (_, answer) = call(fresh, request("POST", "/api/predict", &tx(2).to_string()));
+    let (_, before) = call(first, request("POST", "/api/predict", &tx(2).to_string()));
+    assert_eq!(answer["model_version"], vb.as_str());
+    assert_eq!(answer["risk_factors"], before["risk_factors"]);
+
+    // Rolled back to the embedded model: that instance no longer has its tables, so the
+    // embedded model builds them, and explains as an instance that kept them does.
+    {
+        let mut kv = host.kv.borrow_mut();
+        let raw = kv.get_mut(CHANNELS_KEY).unwrap();
+        let mut channels: Value = serde_json::from_slice(raw).unwrap();
+        channels["live"] = Value::Null;
+        *raw = serde_json::to_vec(&channels).unwrap();
+    }
+    host.clock.set(host.clock.get() + 2_000_000_000);
+    predict_and_settle(host, fresh, 3);
+    let live = fresh.models.live().unwrap();
+    assert_eq!(live.version, embedded);
+    assert!(!live.tables_installed.get());
+    host.resident.set(Some(0));
+    let kept = started(host, |_| {});
+    assert!(kept.models.live().unwrap().tables_installed.get());
+    let (_, rolled_back) = call(fresh, request("POST", "/api/predict", &tx(4).to_string()));
+    let (_, with_tables) = call(kept, request("POST", "/api/predict", &tx(4).to_string()));
+    assert_eq!(rolled_back["model_version"], embedded.as_str());
+    assert!(rolled_back["risk_factors"][0].is_object(), "{rolled_back}");
+    assert_eq!(rolled_back["risk_factors"], with_tables["risk_factors"]);
 }
 
 #[test]

@@ -12,12 +12,13 @@
 //! P3 hosts reuse an instance for many requests, so the decode cost is paid once, not per call.
 //! The TreeSHAP tables explanations need are built by `build.rs` too and embedded next to the
 //! model, so a fresh instance installs them (header and sizes checked, used in place) rather
-//! than spending its first explained request building them. Scoring itself is model-format's
+//! than spending its first explained request building them; an instance that starts on a
+//! registry model receives that model into their memory instead ([`resident`]). Scoring itself is model-format's
 //! code, the same the trainer runs, so an edge score equals the trainer's to the bit.
 
 use std::cell::{Cell, OnceCell};
 
-use model_format::{FileTrust, Model, ModelId, TablesTrust};
+use model_format::{FileTrust, Model, ModelId};
 use serde_json::Value;
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_kv};
 use spin_sdk::http::{Request, Response};
@@ -37,37 +38,29 @@ static MODEL_BYTES: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("SFE_MODEL_FI
 /// The model file's CRC-32, verified by `build.rs` when it embedded the file.
 const MODEL_CRC: &str = env!("SFE_MODEL_CRC");
 
-/// The model's explanation tables, built and checked against the model by `build.rs`:
-/// installed at instance start (header and sizes checked, nothing copied or walked) instead
-/// of built on the first explanation. `/api/warmup` checks them in full.
-static TABLES: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("SFE_TABLES_FILE")));
+mod resident;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: resident::Allocator = resident::Allocator;
 
 /// Decodes the embedded model. Both files were decoded, validated and matched by `build.rs`,
 /// and are part of this program: a fresh instance (whose start is on some request's path)
-/// neither hashes nor copies nor walks them again. `/api/warmup` re-runs every check.
+/// neither hashes nor copies nor walks them again. `/api/warmup` re-runs every check. The
+/// tables are installed once the instance knows it serves this model
+/// ([`Host::embedded_tables`]).
 fn load() -> Result<Loaded, String> {
     let checksum: u32 = MODEL_CRC
         .parse()
         .map_err(|e| format!("SFE_MODEL_CRC is not a number: {e}"))?;
-    let mut model = Model::from_static_bytes(&MODEL_BYTES.0, FileTrust::DecodedBefore(checksum))
+    let model = Model::from_static_bytes(&MODEL_BYTES.0, FileTrust::DecodedBefore(checksum))
         .map_err(|e| format!("embedded model is invalid: {e}"))?;
-    let tables_installed =
-        match model.install_explanation_tables(&TABLES.0, TablesTrust::CheckedForThisModel) {
-            Ok(()) => true,
-            Err(e) => {
-                // Still correct, only slower: the tables are built on first use instead.
-                eprintln!(
-                    "worker: embedded explanation tables not installed ({e}); building them lazily"
-                );
-                false
-            }
-        };
     Ok(Loaded::new(
         model,
         ModelId { checksum },
         &MODEL_BYTES.0,
-        vec![&TABLES.0],
-        tables_installed,
+        Vec::new(),
+        false,
     ))
 }
 
@@ -192,6 +185,18 @@ impl Host for Spin {
         after_listings().await;
         let store = Store::open_default().await.map_err(|e| format!("{e:?}"))?;
         store.get(key).await.map_err(|e| format!("{e:?}"))
+    }
+
+    async fn kv_get_resident(&self, key: &str, len: usize) -> Result<Option<Vec<u8>>, String> {
+        after_listings().await;
+        let store = Store::open_default().await.map_err(|e| format!("{e:?}"))?;
+        resident::offered_to(len, store.get(key))
+            .await
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn embedded_tables(&self) -> Option<&'static [u8]> {
+        resident::embedded_tables()
     }
 
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), String> {
