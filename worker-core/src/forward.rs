@@ -205,7 +205,13 @@ impl Forwarder {
     async fn flush<H: Host>(&'static self, host: &'static H, config: &'static StoreConfig) {
         let mut stuck = false;
         let mut drain: Option<Drain> = None;
+        // When entries a drain left become orphans (this flush waits for them once: `waited`).
+        let mut orphans_at: Option<u64> = None;
         let mut waited = false;
+        // This flush waited for the cool-down to try its own undelivered entries again (once).
+        let mut retried = false;
+        // The end of such a wait: then the outbox is drained once more.
+        let mut resume_at: Option<u64> = None;
         loop {
             if !self.pending.borrow().is_empty() {
                 // Let events gather first: one POST per flush interval, not one per request,
@@ -227,17 +233,14 @@ impl Forwarder {
                     Step::Done => {
                         let done = drain.take().expect("a drain under way");
                         self.outbox_maybe_full.set(done.skipped);
-                        // Entries left behind by an instance that stopped delivering (a store
-                        // outage, a retired instance) are not yet orphans when the last
-                        // request comes: an instance with nothing else to do waits for them
-                        // once, so an edge that goes idle right after still drains.
+                        // Entries an instance that stopped delivering left (a store outage, a
+                        // retired instance) may not be orphans yet: note when they will be,
+                        // for the wait below (the queue may be busy now: after an outage the
+                        // first drain often runs amid a burst of requests).
                         if let Some(wait_ns) = done.wait_ns()
                             && !waited
-                            && self.pending.borrow().is_empty()
                         {
-                            waited = true;
-                            host.sleep(wait_ns).await;
-                            self.next_drain.set(0);
+                            orphans_at = Some(host.monotonic_ns() + wait_ns);
                         }
                     }
                 }
@@ -255,6 +258,36 @@ impl Forwarder {
                 }
             }
             if self.pending.borrow().is_empty() {
+                // Nothing queued. Spin runs an instance only for requests, so before it ends
+                // with entries it knows are undelivered, it waits for the moment a drain can
+                // take them (each case once): left entries' coming of age, or, for its own
+                // entries (say, the events of requests answered in a cool-down), the end of
+                // the cool-down. Without this, an edge whose traffic stops just after the
+                // store comes back keeps them until its next request.
+                let now = host.monotonic_ns();
+                if let Some(at) = resume_at {
+                    if now < at {
+                        // In slices, so events queued meanwhile are not held up.
+                        host.sleep(FLUSH_INTERVAL_NS.min(at - now)).await;
+                    } else {
+                        resume_at = None;
+                        self.next_drain.set(0);
+                    }
+                    continue;
+                }
+                if let Some(at) = orphans_at.take() {
+                    waited = true;
+                    resume_at = Some(at.max(self.down_until.get()));
+                    continue;
+                }
+                if !retried
+                    && self.outbox_maybe_full.get()
+                    && !self.own_undelivered.borrow().is_empty()
+                {
+                    retried = true;
+                    resume_at = Some(self.down_until.get().max(self.next_drain.get()));
+                    continue;
+                }
                 break;
             }
         }
@@ -378,6 +411,7 @@ impl Forwarder {
             Ok(()) => {
                 if prefix == OUTBOX {
                     self.outbox_maybe_full.set(true);
+                    self.own_undelivered.borrow_mut().insert(key.clone());
                 }
                 eprintln!(
                     "worker: store delivery failed ({why}); {} event(s) kept as {key}",
@@ -409,7 +443,9 @@ impl Forwarder {
         let mut keys: Vec<String> = keys.into_iter().filter(|k| k.starts_with(OUTBOX)).collect();
         keys.sort();
         let now_ms = host.now().timestamp_millis();
-        let own = self.own_undelivered.borrow();
+        let mut own = self.own_undelivered.borrow_mut();
+        // Entries another instance delivered meanwhile are not this one's to wait for.
+        own.retain(|k| keys.binary_search(k).is_ok());
         let mut drain = Drain::default();
         for key in keys {
             let age = now_ms - outbox_key_millis(&key).unwrap_or(0);
