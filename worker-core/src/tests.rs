@@ -1011,6 +1011,27 @@ fn model_b() -> Vec<u8> {
     .unwrap()
 }
 
+/// A host whose registry's `live` channel names model B, and an instance that pulled, stored
+/// and serves it: (host, B's version, the instance).
+fn an_instance_serving_model_b() -> (&'static FakeHost, String, &'static App<FakeHost>) {
+    let host = FakeHost::new(accept_all());
+    let vb = registry_serving(host, model_b());
+    let app = started(host, |_| {});
+    predict_and_settle(host, app, 0);
+    assert_eq!(predict_and_settle(host, app, 1), vb);
+    (host, vb, app)
+}
+
+/// Rewrites the channels document the edges keep in the key-value store (as another worker
+/// version, or a rollback, would have left it).
+fn edit_channels(host: &FakeHost, f: impl FnOnce(&mut Value)) {
+    let mut kv = host.kv.borrow_mut();
+    let raw = kv.get_mut(CHANNELS_KEY).unwrap();
+    let mut channels: Value = serde_json::from_slice(raw).unwrap();
+    f(&mut channels);
+    *raw = serde_json::to_vec(&channels).unwrap();
+}
+
 /// A registry whose `live` channel names `bytes` (revision 1).
 fn registry_serving(host: &FakeHost, bytes: Vec<u8>) -> String {
     let id = model_format::ModelId::of(&bytes).unwrap();
@@ -1143,12 +1164,8 @@ fn a_promoted_model_is_pulled_verified_stored_and_served() {
 
 #[test]
 fn corrupt_stored_parts_are_refused_reported_and_replaced() {
-    let host = FakeHost::new(accept_all());
+    let (host, vb, app) = an_instance_serving_model_b();
     let embedded = loaded().unwrap().version().to_string();
-    let vb = registry_serving(host, model_b());
-    let app = started(host, |_| {});
-    predict_and_settle(host, app, 0);
-    assert_eq!(predict_and_settle(host, app, 1), vb);
 
     // The second part of the bundle is all tables (the file fits in the first).
     let key = format!("model/bundle/{vb}/1");
@@ -1174,21 +1191,10 @@ fn corrupt_stored_parts_are_refused_reported_and_replaced() {
 
 #[test]
 fn tables_another_worker_version_stored_are_rebuilt_not_refused() {
-    let host = FakeHost::new(accept_all());
-    let vb = registry_serving(host, model_b());
-    let app = started(host, |_| {});
-    predict_and_settle(host, app, 0);
-    assert_eq!(predict_and_settle(host, app, 1), vb);
+    let (host, vb, _) = an_instance_serving_model_b();
 
     // As an older worker stored them: format 1, which this one cannot read.
-    let edit = |f: &dyn Fn(&mut EdgeChannels)| {
-        let mut kv = host.kv.borrow_mut();
-        let raw = kv.get_mut(CHANNELS_KEY).unwrap();
-        let mut channels: EdgeChannels = serde_json::from_slice(raw).unwrap();
-        f(&mut channels);
-        *raw = serde_json::to_vec(&channels).unwrap();
-    };
-    edit(&|c| c.live.as_mut().unwrap().tables_format = 1);
+    edit_channels(host, |c| c["live"]["tables_format"] = json!(1));
     for key in host.keys("model/tables/") {
         host.kv.borrow_mut().get_mut(&key).unwrap()[0] ^= 0xff;
     }
@@ -1230,12 +1236,8 @@ fn an_instance_on_the_embedded_model_keeps_the_embedded_tables() {
 
 #[test]
 fn an_instance_on_a_registry_model_receives_it_into_the_embedded_tables_memory() {
-    let host = FakeHost::new(accept_all());
+    let (host, vb, first) = an_instance_serving_model_b();
     let embedded = loaded().unwrap().version().to_string();
-    let vb = registry_serving(host, model_b());
-    let first = started(host, |_| {});
-    predict_and_settle(host, first, 0);
-    assert_eq!(predict_and_settle(host, first, 1), vb);
 
     // A new instance: B's first bundle part goes into the tables' memory.
     host.resident.set(Some(0));
@@ -1252,13 +1254,7 @@ fn an_instance_on_a_registry_model_receives_it_into_the_embedded_tables_memory()
 
     // Rolled back to the embedded model: that instance no longer has its tables, so the
     // embedded model builds them, and explains as an instance that kept them does.
-    {
-        let mut kv = host.kv.borrow_mut();
-        let raw = kv.get_mut(CHANNELS_KEY).unwrap();
-        let mut channels: Value = serde_json::from_slice(raw).unwrap();
-        channels["live"] = Value::Null;
-        *raw = serde_json::to_vec(&channels).unwrap();
-    }
+    edit_channels(host, |c| c["live"] = Value::Null);
     host.clock.set(host.clock.get() + 2_000_000_000);
     predict_and_settle(host, fresh, 3);
     let live = fresh.models.live().unwrap();
@@ -1276,24 +1272,14 @@ fn an_instance_on_a_registry_model_receives_it_into_the_embedded_tables_memory()
 
 #[test]
 fn a_copy_stored_by_a_worker_before_bundles_is_read_from_its_separate_parts() {
-    let host = FakeHost::new(accept_all());
-    let vb = registry_serving(host, model_b());
-    let app = started(host, |_| {});
-    predict_and_settle(host, app, 0);
-    assert_eq!(predict_and_settle(host, app, 1), vb);
+    let (host, vb, app) = an_instance_serving_model_b();
     // As such a worker stored it: no bundle, and no field naming one.
     for key in host.keys("model/bundle/") {
         host.kv.borrow_mut().remove(&key);
     }
-    let mut kv = host.kv.borrow_mut();
-    let raw = kv.get_mut(CHANNELS_KEY).unwrap();
-    let mut channels: Value = serde_json::from_slice(raw).unwrap();
-    channels["live"]
-        .as_object_mut()
-        .unwrap()
-        .remove("bundle_parts");
-    *raw = serde_json::to_vec(&channels).unwrap();
-    drop(kv);
+    edit_channels(host, |c| {
+        c["live"].as_object_mut().unwrap().remove("bundle_parts");
+    });
 
     host.kv_reads.borrow_mut().clear();
     let fresh = started(host, |_| {});
